@@ -1,0 +1,166 @@
+"""Command line: `mpiswim config | train | evaluate | info`.
+
+Heavy imports (MPI, JAX, MuJoCo) happen inside the commands that need them,
+so `mpiswim config` and `mpiswim info` start quickly and never initialise MPI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+import mpiswim
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpiswim", description="Pooled branch-and-merge REINFORCE for MuJoCo bodies over MPI.")
+    parser.add_argument("--version", action="version", version=f"mpiswim {mpiswim.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("config", help="print a valid, commented default config (TOML)")
+
+    train = commands.add_parser(
+        "train",
+        help="train a pool (run under mpirun/mpiexec, one rank per pool member)",
+        description="Train a pool. Without --config or --resume, the embedded default config (`mpiswim config`) is used.",
+    )
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="FILE", help="TOML config (read by rank 0 only)")
+    source.add_argument("--resume", metavar="RUN.h5", help="continue a stopped run with the same number of ranks")
+    train.add_argument("--out", metavar="RUN.h5", help="checkpoint path (default: [run] out of the config)")
+    train.add_argument("--iterations", type=int, metavar="N", help="iterations in all (overrides the config; with --resume: continue until N)")
+    train.add_argument("--force", action="store_true", help="replace an existing output file")
+
+    evaluate = commands.add_parser("evaluate", help="mean and spread of the best agent's return")
+    evaluate.add_argument("checkpoint", metavar="RUN.h5")
+    evaluate.add_argument("--episodes", type=int, default=10, metavar="N")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
+    evaluate.add_argument("--agent", choices=("best", "current"), default="best")
+    evaluate.add_argument("--json", action="store_true")
+
+    info = commands.add_parser("info", help="summarise a checkpoint")
+    info.add_argument("checkpoint", metavar="RUN.h5")
+    info.add_argument("--json", action="store_true")
+    return parser
+
+
+def evaluate_command(args) -> int:
+    from mpiswim.config import parse_config
+    from mpiswim.env import make_task, run_episode
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes {args.episodes}: must be at least 1")
+    checkpoint = _load(args.checkpoint)
+    cfg = parse_config(checkpoint.config_toml, checkpoint.world_size, stored_steps=_steps(checkpoint))
+    task = make_task(cfg.env_id, cfg.features)
+    agent = checkpoint.state.best_agent if args.agent == "best" else checkpoint.state.agent
+    rng = np.random.default_rng(args.seed)
+    returns = []
+    for _ in range(args.episodes):
+        episode_return, degenerate = run_episode(task, agent, rng, cfg.T)
+        returns.append(np.nan if degenerate else episode_return)
+    returns = np.array(returns)
+    summary = {
+        "agent": args.agent,
+        "episodes": args.episodes,
+        "T": cfg.T,
+        "mean": float(np.mean(returns)),
+        "std": float(np.std(returns)),
+        "min": float(np.min(returns)),
+        "max": float(np.max(returns)),
+        "returns": returns.tolist(),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{args.agent} agent of {args.checkpoint}: {cfg.env_id}, {args.episodes} episodes of at most {cfg.T} steps")
+        print(f"mean return {summary['mean']:.2f}  std {summary['std']:.2f}  min {summary['min']:.2f}  max {summary['max']:.2f}")
+    return 0
+
+
+def info_summary(checkpoint) -> dict:
+    records, state = checkpoint.records, checkpoint.state
+    wins = np.bincount([r.winner for r in records if r.winner >= 0], minlength=checkpoint.world_size)
+    timings = np.array([r.timings for r in records]) if records else np.zeros((0, checkpoint.world_size, 4))
+    return {
+        "run_name": str(checkpoint.attrs.get("run_name", "")),
+        "env_id": str(checkpoint.attrs.get("env_id", "")),
+        "world_size": checkpoint.world_size,
+        "iterations_done": state.iteration,
+        "iterations_planned": checkpoint.iterations_planned,
+        "best_score": state.best_score,
+        "best_iteration": state.best_iteration,
+        "last_winner_score": float(records[-1].scores[records[-1].winner]) if records and records[-1].winner >= 0 else None,
+        "wins_per_rank": wins.tolist(),
+        "winners": [r.winner for r in records],
+        "degenerate_branches": int(sum(r.degenerate.sum() for r in records)),
+        "fallbacks": int(sum(r.fell_back for r in records)),
+        "alpha": checkpoint.hyperparameters["alpha"].tolist(),
+        "eta": checkpoint.hyperparameters["eta"].tolist(),
+        "seconds_per_phase": {
+            "train": float(timings[:, :, 0].max(axis=1).sum()) if records else 0.0,
+            "evaluate": float(timings[:, :, 1].max(axis=1).sum()) if records else 0.0,
+            "communicate": float(timings[:, :, 2].max(axis=1).sum()) if records else 0.0,
+            "checkpoint": float(timings[:, 0, 3].sum()) if records else 0.0,
+        },
+        "versions": json.loads(checkpoint.attrs.get("versions", "{}")),
+        "config_toml": checkpoint.config_toml,
+    }
+
+
+def info_command(args) -> int:
+    summary = info_summary(_load(args.checkpoint))
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{args.checkpoint}: run '{summary['run_name']}' on {summary['env_id']} with {summary['world_size']} ranks")
+    print(f"iterations done: {summary['iterations_done']} of {summary['iterations_planned']} planned")
+    print(f"best score: {summary['best_score']:.2f} at iteration {summary['best_iteration'] + 1}")
+    print("wins per rank: " + ", ".join(f"rank {r}: {w}" for r, w in enumerate(summary["wins_per_rank"])))
+    print(f"degenerate branches: {summary['degenerate_branches']}, fallbacks to best: {summary['fallbacks']}")
+    print("time per phase (slowest rank, summed over iterations): " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds_per_phase"].items()))
+    print("config:")
+    print("    " + summary["config_toml"].strip().replace("\n", "\n    "))
+    return 0
+
+
+def _load(path: str):
+    from mpiswim.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def _steps(checkpoint) -> dict:
+    return {name: tuple(float(v) for v in checkpoint.hyperparameters[name]) for name in ("alpha", "eta")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "config":
+        from mpiswim.config import DEFAULT_CONFIG
+
+        sys.stdout.write(DEFAULT_CONFIG)
+        return 0
+    if args.command == "train":
+        if args.iterations is not None and args.iterations < 1:
+            print(f"mpiswim: --iterations {args.iterations}: must be at least 1", file=sys.stderr)
+            return 2
+        from mpiswim.train import train_command
+
+        return train_command(args)
+
+    from mpiswim.checkpoint import CheckpointError
+    from mpiswim.config import ConfigError
+
+    try:
+        return evaluate_command(args) if args.command == "evaluate" else info_command(args)
+    except (CheckpointError, ConfigError, ValueError) as error:
+        print(f"mpiswim: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Run configuration: the TOML schema, its validation, and the embedded default.
+
+A config is read and validated once (on rank 0) and the resulting `Config` is
+shared with the other ranks. Every problem is reported as one `ConfigError`
+whose message names the field, the value that was given and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FEATURE_MAPS = ("signed", "linear")
+UPDATE_RULES = ("unit-density", "log-density")
+HYPERPARAMETERS = ("alpha", "eta")
+# 2^12 blocks is already 4096 x (d+1) weights per action shape; beyond that
+# the signed coding stops fitting in memory and almost every block stays unseen.
+MAX_SIGNED_OBS_DIM = 12
+
+DEFAULT_CONFIG = """\
+# mpiswim run configuration (TOML). Print this again with `mpiswim config`.
+# Every rank of `mpirun -n P mpiswim train --config FILE` is one pool member.
+
+[run]
+name = "swimmer-default"   # free text, stored in the checkpoint
+seed = 0                   # base seed; rank r in iteration k uses the stream (seed, k, r)
+iterations = 40            # pool iterations to run (train --iterations overrides)
+out = "runs/default.h5"    # HDF5 checkpoint, rewritten after every iteration
+
+[env]
+id = "Swimmer-v5"          # any Gymnasium MuJoCo id with a bounded Box action space
+T = 500                    # steps per episode at most (the episode also ends on termination)
+gamma = 1.0                # discount of the return, in [0, 1]
+
+[pool]
+iterate_episodes = 5       # REINFORCE episodes each rank spends improving its branch
+evaluate_episodes = 5      # no-update episodes whose mean return is the branch's score
+patience = 0               # fall back to the best-ever agent after this many
+                           # iterations without a new best; 0 = never fall back
+max_degenerate_iterations = 10  # stop if every branch breaks this many iterations in a row
+
+[policy]
+features = "signed"        # "signed": one block [1, s] per sign pattern of s (2^d blocks)
+                           # "linear": a single block [1, s], for bodies with many observations
+update = "unit-density"    # "unit-density": the seed's rule (unit-length density gradient)
+                           # "log-density": the ordinary score-function rule
+
+[ranks]
+# A number applies to every rank; a list needs exactly one entry per rank.
+# Instead of alpha/eta, `hyperparameters = "file.h5"` reads datasets of length P.
+alpha = 1e-4               # policy step size
+eta = 1e-3                 # baseline step size
+"""
+
+# section -> key -> (type, required); the type is what TOML must give.
+SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+    "run": {"name": (str, False), "seed": (int, False), "iterations": (int, True), "out": (str, False)},
+    "env": {"id": (str, True), "T": (int, True), "gamma": ((int, float), False)},
+    "pool": {
+        "iterate_episodes": (int, True),
+        "evaluate_episodes": (int, True),
+        "patience": (int, False),
+        "max_degenerate_iterations": (int, False),
+    },
+    "policy": {"features": (str, False), "update": (str, False)},
+    "ranks": {"alpha": ((int, float, list), False), "eta": ((int, float, list), False), "hyperparameters": (str, False)},
+}
+
+
+class ConfigError(Exception):
+    """A problem with the user's input: one message naming field, value and fix."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated run configuration for a pool of `world_size` ranks."""
+
+    name: str
+    seed: int
+    iterations: int
+    out: str
+    env_id: str
+    T: int
+    gamma: float
+    iterate_episodes: int
+    evaluate_episodes: int
+    patience: int
+    max_degenerate_iterations: int
+    features: str
+    update: str
+    alpha: tuple[float, ...]
+    eta: tuple[float, ...]
+    world_size: int
+    toml_text: str
+
+
+def _fail(field: str, value: Any, problem: str, fix: str) -> ConfigError:
+    return ConfigError(f"config error: {field} = {value!r}: {problem}. Fix: {fix}.")
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list"}
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join(dict.fromkeys(names[k] for k in kinds))
+
+
+def _check_keys(table: dict, allowed: dict, where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed keys are {', '.join(allowed)}"
+            raise _fail(f"{where}{key}", table[key], "unknown key", f"remove it ({hint})")
+
+
+def _get(doc: dict, section: str, key: str, default: Any = None) -> Any:
+    expected, required = SCHEMA[section][key]
+    table = doc.get(section, {})
+    if key not in table:
+        if required:
+            raise _fail(f"[{section}] {key}", None, "missing", f"add '{key} = ...' to the [{section}] table (see `mpiswim config`)")
+        return default
+    value = table[key]
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    # TOML booleans are Python ints; a bool is never a valid number here.
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise _fail(f"[{section}] {key}", value, f"expected {_type_name(expected)}, got {type(value).__name__}", f"write {key} as {_type_name(expected)}")
+    return value
+
+
+def _at_least(field: str, value: int, minimum: int) -> int:
+    if value < minimum:
+        raise _fail(field, value, f"must be at least {minimum}", f"set it to {minimum} or more")
+    return value
+
+
+def _step_sizes(name: str, value: Any, world_size: int) -> tuple[float, ...]:
+    field = f"[ranks] {name}"
+    if isinstance(value, list):
+        if len(value) != world_size:
+            raise _fail(field, value, f"has {len(value)} entries but the pool has {world_size} ranks", f"give exactly {world_size} values (one per rank), or a single number for all ranks")
+        values = value
+    else:
+        values = [value] * world_size
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _fail(field, value, f"entry {v!r} is not a number", "use numbers such as 1e-4")
+        if not (math.isfinite(v) and v > 0):
+            raise _fail(field, value, f"entry {v!r} is not a positive finite step size", "use positive numbers such as 1e-4")
+    return tuple(float(v) for v in values)
+
+
+def read_hyperparameter_file(path: Path, world_size: int) -> dict[str, tuple[float, ...]]:
+    """Per-rank hyperparameters from an HDF5 file: one dataset of length P per name."""
+    import h5py
+    import numpy as np
+
+    field = "[ranks] hyperparameters"
+    try:
+        handle = h5py.File(path, "r")
+    except (OSError, ValueError) as error:
+        raise _fail(field, str(path), f"cannot be read as HDF5 ({error})", "give the path of an HDF5 file with datasets 'alpha' and 'eta' of length P") from None
+    values = {}
+    with handle:
+        for key in handle:
+            if key not in HYPERPARAMETERS:
+                raise _fail(field, str(path), f"contains unknown dataset '{key}'", f"keep only {', '.join(HYPERPARAMETERS)}")
+        for key in HYPERPARAMETERS:
+            if key not in handle or not isinstance(handle[key], h5py.Dataset):
+                raise _fail(field, str(path), f"has no dataset '{key}'", f"add a float dataset '{key}' of length {world_size}")
+            data = handle[key]
+            if data.dtype.kind not in "fiu" or data.ndim != 1:
+                raise _fail(field, str(path), f"dataset '{key}' has shape {data.shape} and type {data.dtype}", f"store '{key}' as a 1-D float array of length {world_size}")
+            values[key] = _step_sizes(key, [float(v) for v in np.asarray(data)], world_size)
+    return values
+
+
+def parse_config(
+    text: str,
+    world_size: int,
+    base_dir: Path = Path("."),
+    check_env: bool = True,
+    stored_steps: dict[str, tuple[float, ...]] | None = None,
+) -> Config:
+    """Validate TOML text for a pool of `world_size` ranks; raise ConfigError on any problem.
+
+    `stored_steps` (alpha/eta per rank) replaces the [ranks] values: a resumed
+    run takes them from its checkpoint, not from a file that may have moved.
+    """
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config error: the file is not valid TOML ({error}). Fix: correct the syntax; `mpiswim config` prints a valid example.") from None
+    _check_keys(doc, SCHEMA, "")
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise _fail(section, table, "must be a table", f"write it as a [{section}] section")
+        _check_keys(table, SCHEMA[section], f"[{section}] ")
+
+    seed = _at_least("[run] seed", _get(doc, "run", "seed", 0), 0)
+    iterations = _at_least("[run] iterations", _get(doc, "run", "iterations"), 1)
+    T = _at_least("[env] T", _get(doc, "env", "T"), 1)
+    gamma = float(_get(doc, "env", "gamma", 1.0))
+    if not 0.0 <= gamma <= 1.0:
+        raise _fail("[env] gamma", gamma, "must lie in [0, 1]", "use a discount such as 1.0 or 0.99")
+    iterate_episodes = _at_least("[pool] iterate_episodes", _get(doc, "pool", "iterate_episodes"), 1)
+    evaluate_episodes = _at_least("[pool] evaluate_episodes", _get(doc, "pool", "evaluate_episodes"), 1)
+    patience = _at_least("[pool] patience", _get(doc, "pool", "patience", 0), 0)
+    max_degenerate = _at_least("[pool] max_degenerate_iterations", _get(doc, "pool", "max_degenerate_iterations", 10), 1)
+    features = _get(doc, "policy", "features", "signed")
+    if features not in FEATURE_MAPS:
+        raise _fail("[policy] features", features, "unknown feature map", f"use one of {', '.join(FEATURE_MAPS)}")
+    update = _get(doc, "policy", "update", "unit-density")
+    if update not in UPDATE_RULES:
+        raise _fail("[policy] update", update, "unknown update rule", f"use one of {', '.join(UPDATE_RULES)}")
+
+    ranks = doc.get("ranks", {})
+    file_name = _get(doc, "ranks", "hyperparameters")
+    if stored_steps is not None:
+        steps = stored_steps
+    elif file_name is not None:
+        given = [k for k in HYPERPARAMETERS if k in ranks]
+        if given:
+            raise _fail(f"[ranks] {given[0]}", ranks[given[0]], "given together with 'hyperparameters'", "take the step sizes either from the HDF5 file or from the config, not both")
+        steps = read_hyperparameter_file(base_dir / file_name, world_size)
+    else:
+        steps = {}
+        for key in HYPERPARAMETERS:
+            value = _get(doc, "ranks", key)
+            if value is None:
+                raise _fail(f"[ranks] {key}", None, "missing", f"add '{key} = 1e-4' (or a list of {world_size} values) to [ranks], or 'hyperparameters = \"file.h5\"'")
+            steps[key] = _step_sizes(key, value, world_size)
+
+    env_id = _get(doc, "env", "id")
+    if check_env:
+        from mpiswim.env import check_environment
+
+        check_environment(env_id, features)
+
+    return Config(
+        name=_get(doc, "run", "name", "mpiswim"),
+        seed=seed,
+        iterations=iterations,
+        out=_get(doc, "run", "out", "runs/run.h5"),
+        env_id=env_id,
+        T=T,
+        gamma=gamma,
+        iterate_episodes=iterate_episodes,
+        evaluate_episodes=evaluate_episodes,
+        patience=patience,
+        max_degenerate_iterations=max_degenerate,
+        features=features,
+        update=update,
+        alpha=steps["alpha"],
+        eta=steps["eta"],
+        world_size=world_size,
+        toml_text=text,
+    )
+
+
+def load_config(path: str | Path, world_size: int) -> Config:
+    """Read and validate a config file; unreadable files are a ConfigError too."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config error: cannot read config file '{path}' ({error.__class__.__name__}: {error}). Fix: check the path, or print an example with `mpiswim config > my.toml`.") from None
+    return parse_config(text, world_size, base_dir=path.parent)

@@ -1,0 +1,123 @@
+"""Environment loop: making a Gymnasium MuJoCo task and running one episode on it.
+
+Episodes end after T steps or when the task terminates. We step the unwrapped
+environment and apply the T limit ourselves, so Gymnasium's own time limit
+(1000 steps for Swimmer-v5) never cuts an episode short of T.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpiswim.config import MAX_SIGNED_OBS_DIM, ConfigError
+from mpiswim.policy import Agent, active_block, beta_shapes, shapes_usable, sign_weights, to_action
+
+
+@dataclass
+class Trajectory:
+    """Per-step records of one episode, preallocated for T steps and reused."""
+
+    blocks: np.ndarray  # (T,) int32: active feature block
+    phis: np.ndarray  # (T, F): [1, s]
+    xs: np.ndarray  # (T, A): Beta draws on [0, 1]
+    rewards: np.ndarray  # (T,)
+    length: int = 0
+
+    @classmethod
+    def empty(cls, T: int, obs_dim: int, action_dim: int) -> Trajectory:
+        return cls(
+            blocks=np.zeros(T, np.int32),
+            phis=np.zeros((T, obs_dim + 1)),
+            xs=np.full((T, action_dim), 0.5),
+            rewards=np.zeros(T),
+        )
+
+
+@dataclass
+class Task:
+    """A ready environment and what the policy needs to know about it."""
+
+    env: object
+    obs_dim: int
+    action_dim: int
+    low: np.ndarray
+    high: np.ndarray
+    sign_weights: np.ndarray | None
+
+
+def check_environment(env_id: str, features: str) -> tuple[int, int]:
+    """Check that env_id is usable by mpiswim; return (obs_dim, action_dim) or raise ConfigError."""
+    import gymnasium as gym
+
+    try:
+        env = gym.make(env_id)
+    except Exception as error:  # gymnasium raises several types for unknown ids
+        raise ConfigError(
+            f"config error: [env] id = {env_id!r}: Gymnasium cannot make it ({error.__class__.__name__}: {error}). "
+            "Fix: use a registered MuJoCo id such as 'Swimmer-v5', 'Hopper-v5' or 'HalfCheetah-v5'."
+        ) from None
+    try:
+        action_space, observation_space = env.action_space, env.observation_space
+    finally:
+        env.close()
+    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+        raise ConfigError(f"config error: [env] id = {env_id!r}: action space {action_space} is not a 1-D Box. Fix: use a task with continuous actions.")
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise ConfigError(f"config error: [env] id = {env_id!r}: action space {action_space} is unbounded, but Beta actions need finite bounds. Fix: use a task with bounded actions (all Gymnasium MuJoCo tasks have them).")
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise ConfigError(f"config error: [env] id = {env_id!r}: observation space {observation_space} is not a 1-D Box. Fix: use a task with vector observations.")
+    obs_dim = observation_space.shape[0]
+    if features == "signed" and obs_dim > MAX_SIGNED_OBS_DIM:
+        raise ConfigError(
+            f"config error: [policy] features = 'signed': {env_id} has {obs_dim} observation values, so the signed coding "
+            f"would need 2^{obs_dim} blocks (at most 2^{MAX_SIGNED_OBS_DIM} allowed). Fix: set features = \"linear\" in [policy]."
+        )
+    return obs_dim, action_space.shape[0]
+
+
+def make_task(env_id: str, features: str) -> Task:
+    """Create the environment for one rank."""
+    import gymnasium as gym
+
+    env = gym.make(env_id).unwrapped
+    obs_dim = env.observation_space.shape[0]
+    return Task(
+        env=env,
+        obs_dim=obs_dim,
+        action_dim=env.action_space.shape[0],
+        low=env.action_space.low.astype(np.float64),
+        high=env.action_space.high.astype(np.float64),
+        sign_weights=sign_weights(obs_dim) if features == "signed" else None,
+    )
+
+
+def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, trajectory: Trajectory | None = None) -> tuple[float, bool]:
+    """Run one episode of at most T steps; return (total reward, degenerate).
+
+    degenerate is True when the policy's Beta shapes stopped being usable
+    (overflow, underflow, NaN); the episode stops there. When `trajectory` is
+    given, every step is recorded in it for the learning update.
+    """
+    obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
+    total = 0.0
+    phi = np.ones(task.obs_dim + 1)
+    for t in range(T):
+        phi[1:] = obs
+        block = active_block(obs, task.sign_weights)
+        shapes = beta_shapes(agent, block, phi)
+        if not shapes_usable(shapes):
+            return total, True
+        x = rng.beta(shapes[0], shapes[1])
+        obs, reward, terminated, _, _ = task.env.step(to_action(x, task.low, task.high))
+        if trajectory is not None:
+            trajectory.blocks[t] = block
+            trajectory.phis[t] = phi
+            trajectory.xs[t] = x
+            trajectory.rewards[t] = reward
+            trajectory.length = t + 1
+        total += reward
+        if terminated:
+            break
+    return total, False

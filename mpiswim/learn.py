@@ -1,0 +1,99 @@
+"""Learning update: one REINFORCE-with-baseline update per episode, in JAX.
+
+The whole episode is updated at once, vectorised over its steps and
+jit-compiled once per (T, shapes, rule): episodes are padded to T steps and a
+`length` masks the padding, so every episode reuses the same compiled code.
+
+The two policy rules (DESIGN.md):
+- "unit-density" (the seed's rule, the default): step theta along the gradient
+  of the Beta *density*, normalised to unit length separately for theta_a and
+  theta_b of each action dimension, scaled by alpha * (G_t - v(s_t)).
+  Normalising makes every step the same size whatever the shapes are, which
+  is what kept the seed's run stable at its step sizes.
+- "log-density": the ordinary score-function rule, alpha * (G_t - v(s_t)) *
+  grad log pi(x_t | s_t). The discount factor gamma^t of the textbook form is
+  left out, as most implementations do (with the seed's gamma = 1 it is 1).
+
+Both take all gradients at the pre-episode theta and apply their sum at the
+end. The baseline is trained by SGD on (G_t - w.phi_t)^2, one sample at a
+time walking the episode backwards; the policy targets use v evaluated before
+that baseline update.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.stats import beta as jax_beta
+
+from mpiswim.policy import Agent
+
+jax.config.update("jax_enable_x64", True)
+
+# Beta draws can round to exactly 0 or 1, where the log density is infinite.
+X_MARGIN = 1e-12
+
+
+def beta_log_density(theta_block: jax.Array, phi: jax.Array, x: jax.Array) -> jax.Array:
+    """log p(x_i | a_i, b_i) for each action dimension i; theta_block is (2, A, F)."""
+    log_shapes = theta_block @ phi
+    return jax_beta.logpdf(x, jnp.exp(log_shapes[0]), jnp.exp(log_shapes[1]))
+
+
+def step_direction(theta_block: jax.Array, phi: jax.Array, x: jax.Array, rule: str) -> jax.Array:
+    """The (2, A, F) direction one step contributes to theta_block, before alpha * target."""
+    if rule == "log-density":
+        return jax.grad(lambda th: beta_log_density(th, phi, x).sum())(theta_block)
+    # Each density p_i depends on rows (0, i) and (1, i) only, so the gradient
+    # of their sum holds every dimension's own gradient in its rows.
+    gradient = jax.grad(lambda th: jnp.exp(beta_log_density(th, phi, x)).sum())(theta_block)
+    norm = jnp.linalg.norm(gradient, axis=-1, keepdims=True)
+    return gradient / jnp.where(norm > 0.0, norm, 1.0)
+
+
+def discounted_returns(rewards: jax.Array, gamma: float) -> jax.Array:
+    """G_t = r_t + gamma * G_{t+1}, computed backwards."""
+
+    def accumulate(future, reward):
+        value = reward + gamma * future
+        return value, value
+
+    return jax.lax.scan(accumulate, jnp.zeros((), rewards.dtype), rewards, reverse=True)[1]
+
+
+@partial(jax.jit, static_argnames="rule")
+def episode_update(policy, baseline, blocks, phis, xs, rewards, length, alpha, eta, gamma, rule):
+    """New (policy, baseline) after one episode; arrays are padded to T steps."""
+    steps = jnp.arange(rewards.shape[0])
+    valid = steps < length
+    returns = discounted_returns(jnp.where(valid, rewards, 0.0), gamma)
+
+    values = jnp.sum(baseline[blocks] * phis, axis=-1)
+    targets = jnp.where(valid, returns - values, 0.0)
+    xs = jnp.clip(xs, X_MARGIN, 1.0 - X_MARGIN)
+    directions = jax.vmap(step_direction, in_axes=(0, 0, 0, None))(policy[blocks], phis, xs, rule)
+    steps_taken = jnp.where(valid[:, None, None, None], alpha * targets[:, None, None, None] * directions, 0.0)
+    policy = policy.at[blocks].add(steps_taken)
+
+    def sgd_step(w, t):
+        error = returns[t] - w[blocks[t]] @ phis[t]
+        return w.at[blocks[t]].add(jnp.where(valid[t], eta * error, 0.0) * phis[t]), None
+
+    baseline = jax.lax.scan(sgd_step, baseline, steps, reverse=True)[0]
+    return policy, baseline
+
+
+def update_agent(agent: Agent, trajectory, alpha: float, eta: float, gamma: float, rule: str) -> Agent:
+    """Apply one episode's update; returns new numpy arrays (the inputs are untouched)."""
+    policy, baseline = episode_update(
+        agent.policy, agent.baseline, trajectory.blocks, trajectory.phis, trajectory.xs,
+        trajectory.rewards, trajectory.length, alpha, eta, gamma, rule,
+    )
+    return Agent(np.array(policy), np.array(baseline))
+
+
+def agent_is_finite(agent: Agent) -> bool:
+    return bool(np.isfinite(agent.policy).all() and np.isfinite(agent.baseline).all())

@@ -1,0 +1,87 @@
+"""Policy and features: the Beta policy, the feature maps and the agent's parameters.
+
+An agent is two arrays. For a feature map with B blocks of F = d + 1 features:
+- `policy`   (B, 2, A, F): log Beta shapes, log a_i = policy[block, 0, i] . phi and
+             log b_i = policy[block, 1, i] . phi, for action dimension i;
+- `baseline` (B, F): the linear state value v(s) = baseline[block] . phi.
+
+phi = [1, s_1, ..., s_d] is the only non-zero block of the full feature vector,
+so a step touches one block: `policy[block]` is a contiguous (2, A, F) slice.
+The per-step functions here are plain numpy: they run once per MuJoCo step and
+must not pay JAX's dispatch cost.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Agent(NamedTuple):
+    """Policy and baseline parameters; what the pool broadcasts and checkpoints."""
+
+    policy: np.ndarray
+    baseline: np.ndarray
+
+
+def feature_blocks(obs_dim: int, features: str) -> int:
+    """Number of feature blocks: 2^d for the signed coding, 1 for the linear map."""
+    return 2**obs_dim if features == "signed" else 1
+
+
+def initial_agent(obs_dim: int, action_dim: int, features: str) -> Agent:
+    """A_0: zero policy (every action ~ Beta(1, 1), i.e. uniform) and zero baseline."""
+    blocks = feature_blocks(obs_dim, features)
+    return Agent(
+        policy=np.zeros((blocks, 2, action_dim, obs_dim + 1)),
+        baseline=np.zeros((blocks, obs_dim + 1)),
+    )
+
+
+def copy_agent(agent: Agent) -> Agent:
+    return Agent(agent.policy.copy(), agent.baseline.copy())
+
+
+def pack_agent(agent: Agent) -> np.ndarray:
+    """The agent as one contiguous float64 buffer (policy first), for MPI and hashing."""
+    return np.concatenate([agent.policy.ravel(), agent.baseline.ravel()])
+
+
+def unpack_agent(flat: np.ndarray, like: Agent) -> Agent:
+    """Inverse of pack_agent, shaped like `like`."""
+    split = like.policy.size
+    return Agent(
+        flat[:split].reshape(like.policy.shape).copy(),
+        flat[split:].reshape(like.baseline.shape).copy(),
+    )
+
+
+def sign_weights(obs_dim: int) -> np.ndarray:
+    """Bit weights that turn the sign pattern of s into a block index."""
+    return 1 << np.arange(obs_dim)
+
+
+def active_block(obs: np.ndarray, weights: np.ndarray | None) -> int:
+    """Index of the block phi(s) lives in: bit i is set when s_i > 0 (signed coding).
+
+    `weights` is None for the linear map, which has a single block.
+    """
+    if weights is None:
+        return 0
+    return int(weights @ (obs > 0.0))
+
+
+def beta_shapes(agent: Agent, block: int, phi: np.ndarray) -> np.ndarray:
+    """The (2, A) Beta shapes [a; b] of the policy at features (block, phi)."""
+    return np.exp(agent.policy[block] @ phi)
+
+
+def shapes_usable(shapes: np.ndarray) -> bool:
+    """False when a shape overflowed to inf, underflowed to 0 or became NaN."""
+    return bool(shapes.min() > 0.0 and shapes.max() < np.inf)
+
+
+def to_action(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Rescale Beta draws on [0, 1] to the action bounds."""
+    return low + x * (high - low)

@@ -1,0 +1,190 @@
+"""Pool protocol: one branch-and-merge iteration over MPI.
+
+`pool_iteration` is the heart of mpiswim and reads top to bottom:
+every rank starts from the same agent, improves its own branch, evaluates
+it without updates, the ranks allgather their scores, and the winner's agent
+(policy and baseline) is broadcast to every rank. The MPI helpers below are a
+few lines each and use mpi4py's buffer (upper-case) calls.
+
+Random streams: rank r in iteration k draws everything (actions and episode
+seeds) from numpy's generator seeded with (seed, k, r). Nothing random carries
+over between iterations, so a resumed run needs no generator state to give
+exactly the numbers of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from time import perf_counter
+
+import numpy as np
+
+from mpiswim.config import Config
+from mpiswim.env import Task, Trajectory, run_episode
+from mpiswim.learn import agent_is_finite, update_agent
+from mpiswim.policy import Agent, copy_agent, pack_agent, unpack_agent
+
+PHASES = ("train", "evaluate", "communicate", "checkpoint")
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """Everything the pool carries from one iteration to the next (and the checkpoint holds)."""
+
+    iteration: int  # iterations done so far
+    agent: Agent  # A_k: the agent every rank starts the next iteration from
+    best_agent: Agent  # the run's result: the best-scoring winner so far
+    best_score: float
+    best_iteration: int  # 0-based iteration that produced best_agent; -1 before any
+    since_improvement: int  # iterations since best_score last improved
+    degenerate_streak: int  # consecutive iterations in which every branch broke
+
+
+@dataclass
+class IterationRecord:
+    """What one iteration adds to the checkpoint (complete on rank 0 only)."""
+
+    scores: np.ndarray  # (P,) evaluation mean return of each rank; -inf if degenerate
+    winner: int  # winning rank, or -1 when every branch was degenerate
+    train_returns: np.ndarray  # (P, iterate_episodes); NaN after a branch broke
+    timings: np.ndarray  # (P, len(PHASES)) seconds
+    degenerate: np.ndarray  # (P,) bool
+    fell_back: bool  # the next iteration starts from the best-ever agent (patience)
+    best_score: float  # best-ever score after this iteration
+
+
+def initial_state(agent: Agent) -> PoolState:
+    return PoolState(0, agent, copy_agent(agent), -np.inf, -1, 0, 0)
+
+
+# --- the merge rule --------------------------------------------------------
+
+
+def winner_rank(scores: np.ndarray) -> int | None:
+    """Argmax of the scores; ties go to the lowest rank; NaN and +-inf never win.
+
+    Returns None when no score is finite (every branch degenerate).
+    """
+    finite = np.isfinite(scores)
+    if not finite.any():
+        return None
+    return int(np.argmax(np.where(finite, scores, -np.inf)))
+
+
+# --- MPI helpers -------------------------------------------------------------
+
+
+def allgather_scores(comm, score: float) -> np.ndarray:
+    """Every rank's score, on every rank, in rank order."""
+    scores = np.empty(comm.Get_size())
+    comm.Allgather(np.array([score], dtype=np.float64), scores)
+    return scores
+
+
+def broadcast_agent(comm, agent: Agent, root: int) -> Agent:
+    """Replace every rank's agent by root's, sent as one float64 buffer."""
+    flat = pack_agent(agent)
+    comm.Bcast(flat, root=root)
+    return unpack_agent(flat, agent)
+
+
+def gather_rows(comm, row: np.ndarray) -> np.ndarray | None:
+    """Stack one float64 row per rank on rank 0 (None elsewhere)."""
+    table = np.empty((comm.Get_size(), row.size)) if comm.Get_rank() == 0 else None
+    comm.Gather(np.ascontiguousarray(row, dtype=np.float64), table, root=0)
+    return table
+
+
+# --- one rank's work ---------------------------------------------------------
+
+
+def improve_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, alpha: float, eta: float, trajectory: Trajectory) -> tuple[Agent, np.ndarray, bool]:
+    """REINFORCE for cfg.iterate_episodes episodes; returns (branch, returns, degenerate)."""
+    returns = np.full(cfg.iterate_episodes, np.nan)
+    for episode in range(cfg.iterate_episodes):
+        returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory)
+        if degenerate:
+            return agent, returns, True
+        agent = update_agent(agent, trajectory, alpha, eta, cfg.gamma, cfg.update)
+        if not agent_is_finite(agent):
+            return agent, returns, True
+    return agent, returns, False
+
+
+def evaluate_branch(agent: Agent, task: Task, rng: np.random.Generator, episodes: int, T: int) -> tuple[float, bool]:
+    """Mean return over `episodes` no-update episodes; (-inf, True) if the policy breaks."""
+    total = 0.0
+    for _ in range(episodes):
+        episode_return, degenerate = run_episode(task, agent, rng, T)
+        if degenerate:
+            return -np.inf, True
+        total += episode_return
+    return total / episodes, False
+
+
+# --- the pool iteration ------------------------------------------------------
+
+
+def pool_iteration(comm, cfg: Config, task: Task, state: PoolState, trajectory: Trajectory) -> tuple[PoolState, IterationRecord]:
+    """Run iteration state.iteration on every rank; return the next state and the record."""
+    rank = comm.Get_rank()
+    rng = np.random.default_rng([cfg.seed, state.iteration, rank])
+
+    # 1-2. Same start, own branch: improve a copy of A_k with this rank's step sizes.
+    started = perf_counter()
+    branch, train_returns, degenerate = improve_branch(state.agent, task, rng, cfg, cfg.alpha[rank], cfg.eta[rank], trajectory)
+    trained = perf_counter()
+
+    # 3. Evaluate the branch without updates; a broken branch scores -inf.
+    score = -np.inf
+    if not degenerate:
+        score, degenerate = evaluate_branch(branch, task, rng, cfg.evaluate_episodes, cfg.T)
+    evaluated = perf_counter()
+
+    # 4. Merge: everyone learns every score and takes the winner's agent.
+    scores = allgather_scores(comm, score)
+    winner = winner_rank(scores)
+    if winner is None:
+        next_agent = state.agent  # every branch broke: keep A_k rather than promote a broken one
+    else:
+        next_agent = broadcast_agent(comm, branch, root=winner)
+    merged = perf_counter()
+
+    # Greedy result and patience: every rank takes the same decisions from the same scores.
+    best_agent, best_score, best_iteration = state.best_agent, state.best_score, state.best_iteration
+    since_improvement = state.since_improvement + 1
+    if winner is not None and scores[winner] > best_score:
+        best_agent, best_score, best_iteration = next_agent, float(scores[winner]), state.iteration
+        since_improvement = 0
+    fell_back = cfg.patience > 0 and since_improvement >= cfg.patience
+    if fell_back:
+        next_agent, since_improvement = best_agent, 0
+
+    # 5. Record: rank 0 collects what every rank saw and timed.
+    row = np.concatenate([[degenerate, trained - started, evaluated - trained, merged - evaluated], train_returns])
+    table = gather_rows(comm, row)
+    record = None
+    if table is not None:
+        timings = np.zeros((comm.Get_size(), len(PHASES)))
+        timings[:, :3] = table[:, 1:4]
+        record = IterationRecord(
+            scores=scores,
+            winner=-1 if winner is None else winner,
+            train_returns=table[:, 4:],
+            timings=timings,
+            degenerate=table[:, 0].astype(bool),
+            fell_back=fell_back,
+            best_score=best_score,
+        )
+
+    next_state = replace(
+        state,
+        iteration=state.iteration + 1,
+        agent=next_agent,
+        best_agent=best_agent,
+        best_score=best_score,
+        best_iteration=best_iteration,
+        since_improvement=since_improvement,
+        degenerate_streak=state.degenerate_streak + 1 if winner is None else 0,
+    )
+    return next_state, record
