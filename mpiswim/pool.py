@@ -119,7 +119,7 @@ def evaluate_branch(agent: Agent, task: Task, rng: np.random.Generator, episodes
         if degenerate:
             return -np.inf, True
         total += episode_return
-    return total / episodes, False
+    return float(total / episodes), False
 
 
 # --- the pool iteration ------------------------------------------------------

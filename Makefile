@@ -1,0 +1,38 @@
+# mpiswim: the two commands of the README are `make run` and `make test`.
+# On a cluster, use the site MPI instead of the MPI wheel:
+#   make venv EXTRAS=test MPI4PY_FROM_SOURCE=1 MPIEXEC=mpirun   (see README)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= mpi,test
+MPIEXEC ?= $(BIN)/mpiexec
+RANKS ?= 4
+OUT ?= runs/default.h5
+
+.PHONY: venv run test lint clean
+
+$(BIN)/mpiswim: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+ifdef MPI4PY_FROM_SOURCE
+	$(BIN)/pip install -q --no-binary=mpi4py mpi4py
+endif
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(BIN)/mpiswim
+
+# A short Swimmer-v5 pool run on the embedded default config (replaces $(OUT)).
+run: venv
+	$(MPIEXEC) -n $(RANKS) $(BIN)/mpiswim train --out $(OUT) --force
+
+test: venv
+	$(BIN)/ruff check mpiswim tests analysis
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check mpiswim tests analysis
+	$(BIN)/ruff format --check mpiswim tests analysis
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,104 @@
+"""Runs inside every rank of the MPI tests: `python mpi_driver.py MODE OUTDIR [mpiswim args...]`.
+
+Modes:
+  cli        run `mpiswim ARGS`; each rank writes its exit code to OUTDIR/rc.<rank>
+  scores     as cli, and each rank also logs the evaluation scores it computed to OUTDIR/scores.<rank>
+  fail       as cli, but rank 1 raises inside its episode loop in iteration 2
+  broadcast  each rank proposes a different agent; check Bcast gives all ranks root's exact bytes
+  pool       one real pool_iteration; every rank's new agent must equal the winner's branch bit for bit
+"""
+
+import hashlib
+import sys
+from pathlib import Path
+
+import mpiswim  # noqa: F401  (sets the thread limits before numpy loads)
+import numpy as np
+from mpi4py import MPI
+
+from mpiswim import pool
+from mpiswim.cli import main as cli_main
+from mpiswim.policy import initial_agent, pack_agent
+
+comm = MPI.COMM_WORLD
+rank = comm.Get_rank()
+mode, outdir, args = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+
+
+def digest(agent) -> str:
+    return hashlib.sha256(pack_agent(agent).tobytes()).hexdigest()
+
+
+def run_cli() -> None:
+    code = cli_main(args)
+    (outdir / f"rc.{rank}").write_text(str(code))
+    sys.exit(code)
+
+
+if mode == "cli":
+    run_cli()
+
+elif mode == "scores":
+    real_evaluate = pool.evaluate_branch
+
+    def logged_evaluate(*a, **k):
+        score, degenerate = real_evaluate(*a, **k)
+        with open(outdir / f"scores.{rank}", "a") as log:
+            log.write(f"{float(score)!r}\n")
+        return score, degenerate
+
+    pool.evaluate_branch = logged_evaluate
+    run_cli()
+
+elif mode == "fail":
+    real_improve = pool.improve_branch
+
+    def failing_improve(agent, *a, **k):
+        iteration = failing_improve.calls
+        failing_improve.calls += 1
+        if rank == 1 and iteration == 2:
+            raise RuntimeError("injected failure inside the episode loop")
+        return real_improve(agent, *a, **k)
+
+    failing_improve.calls = 0
+    pool.improve_branch = failing_improve
+    run_cli()
+
+elif mode == "broadcast":
+    agent = initial_agent(8, 2, "signed")
+    rng = np.random.default_rng(rank)
+    agent.policy[:] = rng.normal(size=agent.policy.shape)
+    agent.baseline[:] = rng.normal(size=agent.baseline.shape)
+    root = comm.Get_size() - 1
+    root_digest = comm.bcast(digest(agent) if rank == root else None, root=root)
+    received = pool.broadcast_agent(comm, agent, root=root)
+    digests = comm.gather(digest(received), root=0)
+    if rank == 0:
+        assert all(d == root_digest for d in digests), digests
+        (outdir / "broadcast.ok").write_text(root_digest)
+
+elif mode == "pool":
+    from mpiswim.config import parse_config
+    from mpiswim.env import Trajectory, make_task
+
+    cfg = parse_config((outdir / "config.toml").read_text(), comm.Get_size())
+    task = make_task(cfg.env_id, cfg.features)
+    branches = []
+    real_improve = pool.improve_branch
+
+    def remember_branch(*a, **k):
+        result = real_improve(*a, **k)
+        branches.append(result[0])
+        return result
+
+    pool.improve_branch = remember_branch
+    state = pool.initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
+    state, record = pool.pool_iteration(comm, cfg, task, state, Trajectory.empty(cfg.T, task.obs_dim, task.action_dim))
+    branch_digests = comm.gather(digest(branches[0]), root=0)
+    new_digests = comm.gather(digest(state.agent), root=0)
+    if rank == 0:
+        winner = record.winner
+        assert winner == int(np.argmax(record.scores)), (winner, record.scores)
+        assert len(set(branch_digests)) == comm.Get_size(), "branches should differ before the merge"
+        assert all(d == branch_digests[winner] for d in new_digests), (winner, branch_digests, new_digests)
+        (outdir / "pool.ok").write_text(f"{winner}")

@@ -1,0 +1,158 @@
+"""End-to-end tests that launch real MPI jobs (mpiexec from the virtualenv, 2-4 ranks, with timeouts)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+DRIVER = Path(__file__).with_name("mpi_driver.py")
+TIMEOUT = 240
+
+TINY_CONFIG = """\
+[run]
+name = "tiny"
+seed = 7
+iterations = 3
+
+[env]
+id = "Swimmer-v5"
+T = 40
+gamma = 1.0
+
+[pool]
+iterate_episodes = 2
+evaluate_episodes = 2
+
+[ranks]
+alpha = {alpha}
+eta = 1e-3
+"""
+
+
+def mpiexec() -> str:
+    """The launcher beside this Python (the MPI wheel's), else the one on PATH."""
+    local = Path(sys.executable).with_name("mpiexec")
+    found = str(local) if local.exists() else shutil.which("mpiexec") or shutil.which("mpirun")
+    if found is None:
+        pytest.fail("no mpiexec/mpirun found: run the tests through `make test`, which installs MPI")
+    return found
+
+
+def launch(ranks: int, mode: str, outdir: Path, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+    """Run the test driver on `ranks` ranks; fail (never hang) if it outlives the timeout."""
+    command = [mpiexec(), "-n", str(ranks), sys.executable, str(DRIVER), mode, str(outdir), *args]
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=outdir)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"MPI job did not finish within {timeout} s (a rank hung?): {error.stderr}")
+
+
+def write_config(tmp_path: Path, alpha: str = "1e-4", iterations: int = 3) -> Path:
+    text = TINY_CONFIG.format(alpha=alpha).replace("iterations = 3", f"iterations = {iterations}")
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
+def read_pool(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path, "r") as f:
+        data = {f"pool/{name}": f["pool"][name][()] for name in f["pool"]}
+        for which in ("current", "best"):
+            for part in ("policy", "baseline"):
+                data[f"agent/{which}/{part}"] = f["agent"][which][part][()]
+        data["iterations_done"] = f.attrs["iterations_done"]
+    return data
+
+
+def exit_codes(outdir: Path, ranks: int) -> list[int]:
+    return [int((outdir / f"rc.{r}").read_text()) for r in range(ranks)]
+
+
+def test_broadcast_gives_every_rank_the_roots_parameters_bit_for_bit(tmp_path):
+    result = launch(3, "broadcast", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "broadcast.ok").exists()
+
+
+def test_pool_iteration_picks_argmax_and_replaces_every_agent(tmp_path):
+    (tmp_path / "config.toml").write_text(TINY_CONFIG.format(alpha="[1e-5, 1e-4, 1e-3]"))
+    result = launch(3, "pool", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "pool.ok").exists()
+
+
+def test_train_records_the_scores_the_ranks_computed(tmp_path):
+    config = write_config(tmp_path)
+    result = launch(3, "scores", tmp_path, "train", "--config", str(config), "--out", "run.h5")
+    assert result.returncode == 0, result.stderr
+    assert exit_codes(tmp_path, 3) == [0, 0, 0]
+    data = read_pool(tmp_path / "run.h5")
+    assert data["iterations_done"] == 3
+    computed = np.array([[float(v) for v in (tmp_path / f"scores.{r}").read_text().split()] for r in range(3)]).T
+    np.testing.assert_array_equal(data["pool/scores"], computed)
+    np.testing.assert_array_equal(data["pool/winner"], np.argmax(computed, axis=1))
+    assert data["pool/train_returns"].shape == (3, 3, 2)
+    assert data["pool/timings"].shape == (3, 3, 4)
+    assert "iteration    3/3" in result.stdout
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    config = write_config(tmp_path, iterations=4)
+    straight = launch(2, "cli", tmp_path, "train", "--config", str(config), "--out", "straight.h5")
+    assert straight.returncode == 0, straight.stderr
+    first = launch(2, "cli", tmp_path, "train", "--config", str(config), "--out", "resumed.h5", "--iterations", "2")
+    assert first.returncode == 0, first.stderr
+    assert read_pool(tmp_path / "resumed.h5")["iterations_done"] == 2
+    second = launch(2, "cli", tmp_path, "train", "--resume", "resumed.h5", "--iterations", "4")
+    assert second.returncode == 0, second.stderr
+
+    expected, actual = read_pool(tmp_path / "straight.h5"), read_pool(tmp_path / "resumed.h5")
+    assert actual["iterations_done"] == 4
+    for name, values in expected.items():
+        if name != "pool/timings":
+            np.testing.assert_array_equal(actual[name], values, err_msg=name)
+
+
+def test_failing_rank_ends_the_job_and_keeps_the_checkpoint(tmp_path):
+    config = write_config(tmp_path, iterations=6)
+    result = launch(3, "fail", tmp_path, "train", "--config", str(config), "--out", "run.h5", timeout=120)
+    assert result.returncode != 0
+    assert "injected failure" in result.stderr
+    data = read_pool(tmp_path / "run.h5")
+    assert data["iterations_done"] in (1, 2)  # rank 0 may or may not have written iteration 2 before the abort
+    assert data["pool/scores"].shape[0] == data["iterations_done"]
+
+
+def test_bad_config_exits_nonzero_on_every_rank_with_one_message(tmp_path):
+    config = write_config(tmp_path, alpha="[1e-4, 1e-4]")
+    result = launch(3, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5", timeout=120)
+    assert result.returncode != 0
+    assert exit_codes(tmp_path, 3) == [2, 2, 2]
+    assert result.stderr.count("config error") == 1
+    assert "[ranks] alpha" in result.stderr and "3 ranks" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run.h5").exists()
+
+
+def test_existing_output_is_not_overwritten_and_resume_needs_same_ranks(tmp_path):
+    config = write_config(tmp_path, iterations=1)
+    first = launch(2, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5")
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "run.h5").read_bytes()
+
+    again = launch(2, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5")
+    assert exit_codes(tmp_path, 2) == [2, 2]
+    assert "already exists" in again.stderr and "--force" in again.stderr
+
+    other_size = launch(3, "cli", tmp_path, "train", "--resume", "run.h5", "--iterations", "2")
+    assert exit_codes(tmp_path, 3) == [2, 2, 2]
+    assert "2 ranks" in other_size.stderr and "mpirun -n 2" in other_size.stderr
+    assert (tmp_path / "run.h5").read_bytes() == before
