@@ -65,7 +65,10 @@ def check_environment(env_id: str, features: str) -> tuple[int, int]:
     if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
         raise ConfigError(f"config error: [env] id = {env_id!r}: action space {action_space} is not a 1-D Box. Fix: use a task with continuous actions.")
     if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-        raise ConfigError(f"config error: [env] id = {env_id!r}: action space {action_space} is unbounded, but Beta actions need finite bounds. Fix: use a task with bounded actions (all Gymnasium MuJoCo tasks have them).")
+        raise ConfigError(
+            f"config error: [env] id = {env_id!r}: action space {action_space} is unbounded, but Beta actions need finite bounds. "
+            "Fix: use a task with bounded actions (all Gymnasium MuJoCo tasks have them)."
+        )
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
         raise ConfigError(f"config error: [env] id = {env_id!r}: observation space {observation_space} is not a 1-D Box. Fix: use a task with vector observations.")
     obs_dim = observation_space.shape[0]

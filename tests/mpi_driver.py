@@ -7,12 +7,13 @@ Modes:
   broadcast  each rank proposes a different agent; check Bcast gives all ranks root's exact bytes
   pool       one real pool_iteration; every rank's new agent must equal the winner's branch bit for bit
 """
+# ruff: noqa: I001  (mpiswim is imported before numpy on purpose)
 
 import hashlib
 import sys
 from pathlib import Path
 
-import mpiswim  # noqa: F401  (sets the thread limits before numpy loads)
+import mpiswim  # noqa: F401  (first: sets the thread limits before numpy loads)
 import numpy as np
 from mpi4py import MPI
 
