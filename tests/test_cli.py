@@ -1,0 +1,83 @@
+"""The command line as a user runs it: config, train on one rank, info, evaluate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mpiswim.config import parse_config
+
+MPISWIM = [sys.executable, "-m", "mpiswim.cli"]
+
+
+def run(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([*MPISWIM, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    """A 2-iteration single-rank run (a one-rank MPI job needs no launcher)."""
+    folder = tmp_path_factory.mktemp("cli")
+    config = run("config", cwd=folder).stdout
+    config = config.replace("iterations = 40", "iterations = 2").replace("T = 500", "T = 30")
+    (folder / "small.toml").write_text(config)
+    result = run("train", "--config", "small.toml", "--out", "small.h5", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "small.h5"
+
+
+def test_config_prints_a_valid_commented_default():
+    text = subprocess.run([*MPISWIM, "config"], capture_output=True, text=True, check=True).stdout
+    assert "#" in text
+    document = tomllib.loads(text)
+    assert set(document) == {"run", "env", "pool", "policy", "ranks"}
+    assert parse_config(text, 3, check_env=False).alpha == (1e-4,) * 3
+
+
+def test_info_json_summarises_the_checkpoint(small_run):
+    result = run("info", str(small_run), "--json", cwd=small_run.parent)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["world_size"] == 1
+    assert summary["iterations_done"] == 2
+    assert summary["best_iteration"] in (0, 1)
+    assert isinstance(summary["best_score"], float)
+    assert summary["wins_per_rank"] == [2]
+
+
+def test_info_text_names_the_run(small_run):
+    result = run("info", str(small_run), cwd=small_run.parent)
+    assert result.returncode == 0, result.stderr
+    assert "iterations done: 2" in result.stdout and "Swimmer-v5" in result.stdout
+
+
+def test_evaluate_reports_mean_and_spread_of_the_best_agent(small_run):
+    result = run("evaluate", str(small_run), "--episodes", "3", "--json", cwd=small_run.parent)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["episodes"] == 3 and len(summary["returns"]) == 3
+    assert min(summary["returns"]) <= summary["mean"] <= max(summary["returns"])
+    assert summary["std"] >= 0
+
+
+def test_resume_continues_to_more_iterations(small_run, tmp_path):
+    copy = tmp_path / "copy.h5"
+    copy.write_bytes(small_run.read_bytes())
+    result = run("train", "--resume", str(copy), "--iterations", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(run("info", str(copy), "--json", cwd=tmp_path).stdout)
+    assert summary["iterations_done"] == 3
+
+
+@pytest.mark.parametrize("command", ["info", "evaluate"])
+def test_not_a_checkpoint_gives_one_clear_error(tmp_path, command):
+    bogus = tmp_path / "notes.h5"
+    bogus.write_text("not hdf5")
+    result = run(command, str(bogus), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "notes.h5" in result.stderr and "Traceback" not in result.stderr
