@@ -27,12 +27,12 @@ run: venv
 	$(MPIEXEC) -n $(RANKS) $(BIN)/mpiswim train --out $(OUT) --force
 
 test: venv
-	$(BIN)/ruff check mpiswim tests analysis
+	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 lint: venv
-	$(BIN)/ruff check mpiswim tests analysis
-	$(BIN)/ruff format --check mpiswim tests analysis
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
