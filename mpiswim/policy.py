@@ -72,16 +72,30 @@ def active_block(obs: np.ndarray, weights: np.ndarray | None) -> int:
     return int(weights @ (obs > 0.0))
 
 
+def active_blocks(observations: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """active_block for each row of an (n, d) array of observations."""
+    if weights is None:
+        return np.zeros(len(observations), dtype=np.int64)
+    return (observations > 0.0) @ weights
+
+
+def flat_policy(agent: Agent) -> np.ndarray:
+    """The policy as (B, 2A, F): row block, then log a_1..a_A, log b_1..b_A (a view)."""
+    blocks, _, _, features = agent.policy.shape
+    return agent.policy.reshape(blocks, -1, features)
+
+
+# exp() of a log shape beyond +-700 overflows to inf or comes within a few
+# powers of ten of underflowing to 0; numpy's Beta sampler then fails or
+# returns NaN. Such a branch is degenerate.
+LOG_SHAPE_LIMIT = 700.0
+
+
+def log_shapes_usable(log_shapes: np.ndarray) -> bool:
+    """False when a Beta shape exp(log_shape) would overflow, underflow or is NaN."""
+    return bool(log_shapes.max() < LOG_SHAPE_LIMIT and log_shapes.min() > -LOG_SHAPE_LIMIT)
+
+
 def beta_shapes(agent: Agent, block: int, phi: np.ndarray) -> np.ndarray:
     """The (2, A) Beta shapes [a; b] of the policy at features (block, phi)."""
     return np.exp(agent.policy[block] @ phi)
-
-
-def shapes_usable(shapes: np.ndarray) -> bool:
-    """False when a shape overflowed to inf, underflowed to 0 or became NaN."""
-    return bool(shapes.min() > 0.0 and shapes.max() < np.inf)
-
-
-def to_action(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Rescale Beta draws on [0, 1] to the action bounds."""
-    return low + x * (high - low)

@@ -112,7 +112,8 @@ def progress_line(cfg: Config, state: PoolState, record: IterationRecord, elapse
 def run_loop(comm, setup: Setup, records: list[IterationRecord]) -> int:
     """Run pool iterations until cfg.iterations are done; return the exit code."""
     cfg, rank = setup.cfg, comm.Get_rank()
-    task = make_task(cfg.env_id, cfg.features)
+    tasks = [make_task(cfg.env_id, cfg.features) for _ in range(cfg.evaluate_episodes)]
+    task = tasks[0]
     state = setup.state or initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
     trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
     if rank == 0:
@@ -123,7 +124,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord]) -> int:
         )
     started, first = time.perf_counter(), state.iteration
     while state.iteration < cfg.iterations:
-        state, record = pool_iteration(comm, cfg, task, state, trajectory)
+        state, record = pool_iteration(comm, cfg, tasks, state, trajectory)
         if rank == 0:
             records.append(record)
             write_started = time.perf_counter()
