@@ -9,7 +9,7 @@ MPIEXEC ?= $(BIN)/mpiexec
 RANKS ?= 4
 OUT ?= runs/default.h5
 
-.PHONY: venv run test lint clean
+.PHONY: venv run test bench lint clean
 
 $(BIN)/mpiswim: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ run: venv
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+# Throughput against bare MuJoCo and MPI/checkpoint costs; see README "Performance".
+bench: venv
+	$(BIN)/mpiswim bench
 
 lint: venv
 	$(BIN)/ruff check .

@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--agent", choices=("best", "current"), default="best")
     evaluate.add_argument("--json", action="store_true")
 
+    bench = commands.add_parser("bench", help="throughput against bare MuJoCo, MPI and checkpoint costs (takes a few minutes)")
+    bench.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (median reported)")
+    bench.add_argument("--ranks", default="1,2,4", help="pool sizes for the MPI part, comma-separated")
+    bench.add_argument("--iterations", type=int, default=4, help="pool iterations per pool size")
+    bench.add_argument("--json", action="store_true")
+
     info = commands.add_parser("info", help="summarise a checkpoint")
     info.add_argument("checkpoint", metavar="RUN.h5")
     info.add_argument("--json", action="store_true")
@@ -151,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         from mpiswim.train import train_command
 
         return train_command(args)
+
+    if args.command == "bench":
+        from mpiswim.bench import format_report, run_benchmark
+
+        report = run_benchmark(args.rounds, tuple(int(p) for p in args.ranks.split(",")), args.iterations)
+        print(json.dumps(report) if args.json else format_report(report))
+        return 0
 
     from mpiswim.checkpoint import CheckpointError
     from mpiswim.config import ConfigError

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpiswim.config import MAX_SIGNED_OBS_DIM, ConfigError
-from mpiswim.policy import Agent, active_block, active_blocks, flat_policy, log_shapes_usable, sign_weights
+from mpiswim.policy import Agent, active_block, active_blocks, draw_beta, flat_policy, log_shapes_usable, sign_weights
 
 
 @dataclass
@@ -115,7 +115,7 @@ def swimmer_step(env) -> Callable:
         data.ctrl[:] = action
         mujoco.mj_step(model, data, nstep=frame_skip)
         x_velocity = (data.qpos[0] - x_before) / dt
-        reward = forward_weight * x_velocity - ctrl_weight * np.sum(np.square(action))
+        reward = forward_weight * x_velocity - ctrl_weight * np.square(action).sum()
         return np.concatenate([data.qpos[2:], data.qvel]), reward, False
 
     return step
@@ -150,7 +150,7 @@ def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, traj
     (overflow, underflow, NaN); the episode stops there. When `trajectory` is
     given, every step is recorded in it for the learning update.
     """
-    action_dim, low, span = task.action_dim, task.low, task.high - task.low
+    low, span = task.low, task.high - task.low
     policy = flat_policy(agent)
     phi = np.ones(task.obs_dim + 1)
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
@@ -158,11 +158,9 @@ def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, traj
     for t in range(T):
         phi[1:] = obs
         block = active_block(obs, task.sign_weights)
-        log_shapes = policy[block].dot(phi)  # log a_1..a_A, then log b_1..b_A
-        if not log_shapes_usable(log_shapes):
+        x = draw_beta(policy[block].dot(phi).tolist(), rng)
+        if x is None:
             return total, True
-        shapes = np.exp(log_shapes)
-        x = rng.beta(shapes[:action_dim], shapes[action_dim:])
         obs, reward, terminated = task.step(low + x * span)
         if trajectory is not None:
             trajectory.blocks[t] = block

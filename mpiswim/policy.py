@@ -13,6 +13,7 @@ must not pay JAX's dispatch cost.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -96,6 +97,14 @@ def log_shapes_usable(log_shapes: np.ndarray) -> bool:
     return bool(log_shapes.max() < LOG_SHAPE_LIMIT and log_shapes.min() > -LOG_SHAPE_LIMIT)
 
 
-def beta_shapes(agent: Agent, block: int, phi: np.ndarray) -> np.ndarray:
-    """The (2, A) Beta shapes [a; b] of the policy at features (block, phi)."""
-    return np.exp(agent.policy[block] @ phi)
+def draw_beta(log_shapes: list[float], rng: np.random.Generator) -> np.ndarray | None:
+    """One Beta draw per action dimension, from [log a_1..log a_A, log b_1..log b_A].
+
+    Returns None when a shape is unusable. Works on Python floats: for the
+    handful of dimensions of one step, scalar draws cost a tenth of numpy's
+    array call (which validates its arguments in Python).
+    """
+    if not all(-LOG_SHAPE_LIMIT < value < LOG_SHAPE_LIMIT for value in log_shapes):  # NaN fails too
+        return None
+    half = len(log_shapes) // 2
+    return np.array([rng.beta(math.exp(a), math.exp(b)) for a, b in zip(log_shapes[:half], log_shapes[half:], strict=True)])

@@ -1,0 +1,229 @@
+"""Benchmark: mpiswim's throughput against bare MuJoCo, measured in the same run.
+
+Speed claims are ratios to a reference measured in the same process, rounds
+interleaved, so a shared, noisy machine slows both alike:
+- reference: a bare loop that sets random controls and calls mj_step with the
+  task's frame skip, nothing else;
+- train: `improve_branch` (episodes with recording plus the JAX update);
+- evaluate: `evaluate_branch` (lock-step no-update episodes).
+The pool part runs real `mpiexec -n P` jobs (P = 1, 2, 4) of the seed's
+iteration shape and reports iteration time, pure collective time (Allgather +
+Bcast after a barrier), checkpoint time and peak memory per rank. Start-up
+(imports plus JIT compilation) is timed in a fresh process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mpiswim.config import DEFAULT_CONFIG, parse_config
+
+BENCH_T = 500
+BENCH_EPISODES = 10
+
+
+def bench_config(iterations: int, world_size: int, T: int = BENCH_T, episodes: int = BENCH_EPISODES) -> str:
+    """The default config reshaped to the seed's iteration: T = 500, 10 + 10 episodes."""
+    text = re.sub(r"(?m)^iterations = \d+", f"iterations = {iterations}", DEFAULT_CONFIG)
+    text = re.sub(r"(?m)^T = \d+", f"T = {T}", text)
+    text = re.sub(r"(?m)^iterate_episodes = \d+", f"iterate_episodes = {episodes}", text)
+    text = re.sub(r"(?m)^evaluate_episodes = \d+", f"evaluate_episodes = {episodes}", text)
+    parse_config(text, world_size, check_env=False)
+    return text
+
+
+def bare_mujoco(task, steps: int, T: int, rng: np.random.Generator) -> float:
+    """Seconds for `steps` bare MuJoCo steps of the task's model with random controls."""
+    import mujoco
+
+    env = task.env
+    model, data, frame_skip = env.model, env.data, env.frame_skip
+    controls = rng.uniform(task.low, task.high, size=(steps, task.action_dim))
+    started = time.perf_counter()
+    for t in range(steps):
+        if t % T == 0:
+            mujoco.mj_resetData(model, data)
+        data.ctrl[:] = controls[t]
+        mujoco.mj_step(model, data, nstep=frame_skip)
+    return time.perf_counter() - started
+
+
+def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_EPISODES) -> dict:
+    """Single-process steps/s of bare MuJoCo, the training and the evaluation phase (Swimmer-v5, which never ends early)."""
+    from mpiswim.env import Trajectory, make_task
+    from mpiswim.learn import update_agent
+    from mpiswim.policy import initial_agent
+    from mpiswim.pool import evaluate_branch, improve_branch
+
+    cfg = parse_config(bench_config(1, 1, T, episodes), 1)
+    tasks = [make_task(cfg.env_id, cfg.features) for _ in range(episodes)]
+    task = tasks[0]
+    rng = np.random.default_rng(0)
+    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features)
+    # A policy with varied shapes, as after some training (the zero policy is a special case of the sampler).
+    agent.policy[:] = rng.normal(0.0, 0.3, agent.policy.shape)
+    trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
+    improve_branch(agent, task, rng, cfg, cfg.alpha[0], cfg.eta[0], trajectory)  # JIT compile, warm caches
+
+    rows = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        _, returns, _ = improve_branch(agent, task, rng, cfg, cfg.alpha[0], cfg.eta[0], trajectory)
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        evaluate_branch(agent, tasks, rng, T)
+        eval_seconds = time.perf_counter() - started
+        bare_seconds = bare_mujoco(task, episodes * T, T, rng)
+        update_seconds = []
+        for _ in range(episodes):
+            started = time.perf_counter()
+            update_agent(agent, trajectory, cfg.alpha[0], cfg.eta[0], cfg.gamma, cfg.update)
+            update_seconds.append(time.perf_counter() - started)
+        rows.append((bare_seconds, train_seconds, eval_seconds, float(np.median(update_seconds))))
+
+    bare, train, evaluate, update = (np.array(column) for column in zip(*rows, strict=True))
+    steps = episodes * T
+    episode_seconds = train / episodes
+    return {
+        "env_id": cfg.env_id,
+        "T": T,
+        "episodes": episodes,
+        "rounds": rounds,
+        "bare_steps_per_s": float(np.median(steps / bare)),
+        "train_steps_per_s": float(np.median(steps / train)),
+        "eval_steps_per_s": float(np.median(steps / evaluate)),
+        "train_ratio": float(np.median(bare / train)),
+        "eval_ratio": float(np.median(bare / evaluate)),
+        "update_seconds_per_episode": float(np.median(update)),
+        "update_share_of_episode": float(np.median(update / episode_seconds)),
+    }
+
+
+def measure_startup() -> float:
+    """Wall seconds for a fresh process to import everything and JIT-compile the update."""
+    code = (
+        "import mpiswim, numpy as np\n"
+        "from mpi4py import MPI\n"
+        "from mpiswim.env import Trajectory, make_task\n"
+        "from mpiswim.learn import update_agent\n"
+        "from mpiswim.policy import initial_agent\n"
+        "task = make_task('Swimmer-v5', 'signed')\n"
+        "agent = initial_agent(task.obs_dim, task.action_dim, 'signed')\n"
+        f"update_agent(agent, Trajectory.empty({BENCH_T}, 8, 2), 1e-4, 1e-3, 1.0, 'unit-density')\n"
+    )
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - started
+
+
+def pool_part(outdir: str, iterations: int) -> None:
+    """Inside `mpiexec -n P`: run real pool iterations, then time the collectives alone."""
+    import resource
+
+    from mpi4py import MPI
+
+    from mpiswim.env import make_task
+    from mpiswim.policy import initial_agent
+    from mpiswim.pool import allgather_scores, broadcast_agent
+    from mpiswim.train import Setup, run_loop
+
+    comm = MPI.COMM_WORLD
+    size, rank = comm.Get_size(), comm.Get_rank()
+    cfg = parse_config(bench_config(iterations, size), size)
+    out = Path(outdir) / f"bench-{size}.h5"
+    records = []
+    started = time.perf_counter()
+    run_loop(comm, Setup(cfg, out, None), records)
+    run_seconds = time.perf_counter() - started
+
+    task = make_task(cfg.env_id, cfg.features)
+    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features)
+    repeats, collective = 20, []
+    for repeat in range(repeats):
+        comm.Barrier()
+        started = time.perf_counter()
+        scores = allgather_scores(comm, float(rank))
+        broadcast_agent(comm, agent, root=int(np.argmax(scores)) if repeat % 2 else 0)
+        collective.append(time.perf_counter() - started)
+    peak_mb = comm.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, root=0)
+    if rank == 0:
+        timings = np.array([r.timings for r in records])  # (iterations, P, phases)
+        # The first iteration includes JIT compilation; leave it out of the per-iteration figures.
+        steady = timings[1:] if len(timings) > 1 else timings
+        iteration_seconds = steady[:, :, :3].sum(axis=2).max(axis=1) + steady[:, 0, 3]
+        result = {
+            "ranks": size,
+            "iterations": iterations,
+            "run_seconds": run_seconds,
+            "iteration_seconds": float(np.median(iteration_seconds)),
+            "collective_seconds": float(np.median(collective)),
+            "checkpoint_seconds": float(np.median(steady[:, 0, 3])),
+            "peak_memory_mb_per_rank": float(max(peak_mb)),
+        }
+        result["collective_share"] = result["collective_seconds"] / result["iteration_seconds"]
+        result["checkpoint_share"] = result["checkpoint_seconds"] / result["iteration_seconds"]
+        print("BENCH " + json.dumps(result), flush=True)
+
+
+def measure_pool(ranks: list[int], iterations: int) -> list[dict]:
+    """Launch the pool part under mpiexec for each pool size."""
+    launcher = Path(sys.executable).with_name("mpiexec")
+    launcher = str(launcher) if launcher.exists() else shutil.which("mpiexec") or shutil.which("mpirun")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    results = []
+    with tempfile.TemporaryDirectory() as outdir:
+        for size in ranks:
+            command = [launcher, "-n", str(size), sys.executable, "-m", "mpiswim.bench", "--pool-part", outdir, str(iterations)]
+            output = subprocess.run(command, capture_output=True, text=True, env=env, check=True, timeout=1800).stdout
+            line = next(line for line in output.splitlines() if line.startswith("BENCH "))
+            results.append(json.loads(line[len("BENCH "):]))
+    return results
+
+
+def run_benchmark(rounds: int = 3, ranks: tuple[int, ...] = (1, 2, 4), iterations: int = 4) -> dict:
+    report = {"cores": os.cpu_count(), **measure_throughput(rounds)}
+    report["startup_seconds"] = measure_startup()
+    report["pool"] = measure_pool(list(ranks), iterations)
+    by_size = {row["ranks"]: row for row in report["pool"]}
+    if 1 in by_size and 2 in by_size:
+        report["weak_scaling_2_vs_1"] = by_size[2]["iteration_seconds"] / by_size[1]["iteration_seconds"]
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"mpiswim bench: {report['env_id']}, T={report['T']}, {report['episodes']} episodes per phase, "
+        f"{report['rounds']} rounds, {report['cores']} cores",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| bare MuJoCo (reference) | {report['bare_steps_per_s']:,.0f} steps/s | |",
+        f"| training phase | {report['train_steps_per_s']:,.0f} steps/s = {report['train_ratio']:.2f} x bare | >= 0.85 |",
+        f"| evaluation phase | {report['eval_steps_per_s']:,.0f} steps/s = {report['eval_ratio']:.2f} x bare | >= 0.90 |",
+        f"| JAX update per episode | {report['update_seconds_per_episode'] * 1e3:.2f} ms = {report['update_share_of_episode']:.1%} of the episode | <= 5% |",
+        f"| start-up per rank (imports + JIT) | {report['startup_seconds']:.1f} s | <= 5 s |",
+    ]
+    for row in report["pool"]:
+        lines.append(
+            f"| P = {row['ranks']}: iteration | {row['iteration_seconds']:.2f} s; collectives {row['collective_seconds'] * 1e3:.2f} ms "
+            f"= {row['collective_share']:.2%}; checkpoint {row['checkpoint_seconds'] * 1e3:.1f} ms = {row['checkpoint_share']:.2%}; "
+            f"peak memory {row['peak_memory_mb_per_rank']:.0f} MB/rank | <= 1% (P=4), <= 2%, <= 400 MB |"
+        )
+    if "weak_scaling_2_vs_1" in report:
+        lines.append(f"| P = 2 vs P = 1 iteration time | {report['weak_scaling_2_vs_1']:.2f} x | <= 1.10 x |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--pool-part"]:
+        pool_part(sys.argv[2], int(sys.argv[3]))
