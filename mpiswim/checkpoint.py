@@ -24,6 +24,7 @@ Layout (docs/checkpoint.md has the full description):
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -60,6 +61,7 @@ class Checkpoint:
     attrs: dict
 
 
+@functools.cache  # reading package metadata costs milliseconds; it cannot change during a run
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "mpiswim": __version__}
     for name in ("numpy", "jax", "jaxlib", "mujoco", "gymnasium", "h5py", "mpi4py", "mpich", "openmpi"):
