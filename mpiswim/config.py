@@ -28,7 +28,7 @@ DEFAULT_CONFIG = """\
 [run]
 name = "swimmer-default"   # free text, stored in the checkpoint
 seed = 0                   # base seed; rank r in iteration k uses the stream (seed, k, r)
-iterations = 60            # pool iterations to run (train --iterations overrides)
+iterations = 120           # pool iterations to run (train --iterations overrides)
 out = "runs/default.h5"    # HDF5 checkpoint, rewritten after every iteration
 
 [env]
