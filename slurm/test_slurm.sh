@@ -16,7 +16,9 @@
 # its directory (MPISWIM_SLURM_KEEP=1 keeps the directory for a look).
 #
 # Needs root (apt-get, daemons). Environment: VENV (default .venv), SLURM_TEST_PORT
-# (slurmctld's port, default 16817; slurmd uses the next one).
+# (slurmctld's port, default 16817; slurmd uses the next one), SLURM_TEST_LAUNCHER
+# (the launcher of test 2: srun, the default, or mpiexec), and pool.sbatch's own
+# MPISWIM_SRUN_MPI (e.g. pmix for an Open MPI site venv).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -182,7 +184,7 @@ say "1. plain: submitted job $plain (2 ranks, mpiexec inside the allocation)"
 
 # --- 3. a seed sweep (submitted now, checked later) ----------------------------------------
 sweep=$(sbatch --parsable --job-name=sweep --array=0-2 --ntasks=2 --time=5 "$repo/slurm/sweep.sbatch" tiny.toml "$work/sweep")
-say "3. sweep: submitted job array $sweep (indices 0-2, 2 ranks each, srun --mpi=pmi2)"
+say "3. sweep: submitted job array $sweep (indices 0-2, 2 ranks each, srun --mpi=${MPISWIM_SRUN_MPI:-pmi2})"
 
 if wait_job "$plain" 180 && [[ $(job_state "$plain") == COMPLETED ]] \
     && check complete "$work/runs/plain-$plain.h5" --iterations 4 --ranks 2; then
@@ -212,9 +214,9 @@ if ! mpiswim train --help | grep -q -- --resume-if-exists; then
 else
     # SLURM's shortest time limit is one minute. --signal=B:TERM@10 asks for SIGTERM
     # 10 s before it; SLURM's 30-second timer sends it 20-50 s after the start.
-    requeue=$(sbatch --parsable --job-name=requeue --ntasks=2 --time=1 --signal=B:TERM@10 \
+    requeue=$(MPISWIM_LAUNCHER=${SLURM_TEST_LAUNCHER:-srun} sbatch --parsable --job-name=requeue --ntasks=2 --time=1 --signal=B:TERM@10 \
         "$repo/slurm/pool.sbatch" long.toml "$work/requeued.h5")
-    say "2. requeue: submitted job $requeue (time limit 1 minute, srun --mpi=pmi2); uninterrupted reference run with mpiexec alongside"
+    say "2. requeue: submitted job $requeue (time limit 1 minute, ${SLURM_TEST_LAUNCHER:-srun}); uninterrupted reference run with mpiexec alongside"
     mpiexec -n 2 mpiswim train --config long.toml --out "$work/reference.h5" > reference.log 2>&1 &
     ref_pid=$!
     ref_status=0
