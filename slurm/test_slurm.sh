@@ -37,15 +37,14 @@ fail() { failed=$(( failed + 1 )); say "FAIL: $*"; }
 [[ -x $venv/bin/mpiswim ]] || { say "no mpiswim in $venv: run \`make venv\` first (make slurm-test does)"; exit 2; }
 
 # --- 0. packages -----------------------------------------------------------------------
-need=()
-for tool in slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client munged:munge; do
-    command -v "${tool%%:*}" >/dev/null || need+=("${tool##*:}")
-done
-if (( ${#need[@]} )); then
-    say "installing ${need[*]} with apt-get"
+# slurm-wlm = slurmctld + slurmd + slurm-client; skipped when they are all there.
+installed=1
+for tool in slurmctld slurmd sbatch munged; do command -v "$tool" >/dev/null || installed=0; done
+if (( ! installed )); then
+    say "installing slurm-wlm and munge with apt-get"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+    apt-get install -y -q --no-install-recommends slurm-wlm munge >/dev/null
 fi
 say "$(slurmctld -V), munge $(munged --version 2>&1 | awk '{print $1}' | sed 's/munge-//')"
 
@@ -209,7 +208,7 @@ else
 fi
 
 # --- 2. time limit, requeue, resume ------------------------------------------------------
-if ! mpiswim train --help | grep -q -- --resume-if-exists; then
+if ! grep -q -- --resume-if-exists <<< "$(mpiswim train --help)"; then
     fail "2. requeue: \`mpiswim train --resume-if-exists\` does not exist yet (issue 4); a requeued job cannot resume, so this test cannot pass"
 else
     # SLURM's shortest time limit is one minute. --signal=B:TERM@10 asks for SIGTERM
