@@ -1,0 +1,208 @@
+"""Config validation: every kind of bad input gives one ConfigError naming the field, the value and the fix."""
+
+from __future__ import annotations
+
+import tomllib
+
+import gymnasium as gym
+import h5py
+import numpy as np
+import pytest
+
+from mpiswim.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+
+MINIMAL = """\
+[run]
+iterations = 3
+[env]
+id = "Swimmer-v5"
+T = 50
+[pool]
+iterate_episodes = 2
+evaluate_episodes = 2
+[ranks]
+alpha = 1e-4
+eta = 1e-3
+"""
+
+
+class UnboundedActions(gym.Env):
+    """A toy task whose action space has no bounds (no Gymnasium MuJoCo task is like that)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,))
+    action_space = gym.spaces.Box(-np.inf, np.inf, (2,))
+
+
+gym.register("MpiswimTest/Unbounded-v0", entry_point=UnboundedActions)
+
+
+def problem(text: str, world_size: int = 2, **kwargs) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, world_size, **kwargs)
+    message = str(caught.value)
+    assert message.startswith("config error") and "Fix:" in message and "\n" not in message
+    return message
+
+
+def test_the_embedded_default_is_valid_for_any_pool_size():
+    for world_size in (1, 4, 10):
+        cfg = parse_config(DEFAULT_CONFIG, world_size)
+        assert len(cfg.alpha) == len(cfg.eta) == world_size
+        assert cfg.env_id == "Swimmer-v5" and cfg.features == "signed" and cfg.update == "unit-density"
+
+
+def test_a_minimal_config_gets_the_documented_defaults():
+    cfg = parse_config(MINIMAL, 2)
+    assert (cfg.seed, cfg.gamma, cfg.patience, cfg.features, cfg.update) == (0, 1.0, 0, "signed", "unit-density")
+    assert cfg.alpha == (1e-4, 1e-4) and cfg.eta == (1e-3, 1e-3)
+
+
+def test_the_seed_config_has_ten_ranks_with_a_cautious_first_member():
+    cfg = load_config("configs/seed-swimmer.toml", 10)
+    assert cfg.alpha == (1e-5,) + (1e-4,) * 9 and cfg.eta == (1e-4,) + (1e-3,) * 9
+    assert (cfg.T, cfg.gamma, cfg.iterate_episodes, cfg.evaluate_episodes, cfg.iterations) == (500, 1.0, 10, 10, 400)
+
+
+def test_malformed_toml():
+    assert "not valid TOML" in problem("[run\niterations = 3")
+
+
+def test_unknown_key_names_it_and_suggests_the_right_one():
+    message = problem(MINIMAL.replace("T = 50", "T = 50\ngama = 0.9"))
+    assert "[env] gama" in message and "did you mean 'gamma'" in message
+    assert "[polcy]" not in message
+    message = problem(MINIMAL + "[polcy]\nfeatures = 'signed'\n")
+    assert "polcy" in message and "did you mean 'policy'" in message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("T = 50", 'T = "50"', "[env] T"),
+        ("T = 50", "T = 50.5", "[env] T"),
+        ("iterations = 3", "iterations = true", "[run] iterations"),
+        ('id = "Swimmer-v5"', "id = 5", "[env] id"),
+        ("alpha = 1e-4", 'alpha = "1e-4"', "[ranks] alpha"),
+        ("alpha = 1e-4", 'alpha = [1e-4, "x"]', "[ranks] alpha"),
+    ],
+)
+def test_wrong_types(old, new, field):
+    assert field in problem(MINIMAL.replace(old, new))
+
+
+def test_a_section_that_is_not_a_table():
+    message = problem("pool = 3\n" + MINIMAL.replace("[pool]\niterate_episodes = 2\nevaluate_episodes = 2\n", ""))
+    assert "pool = 3" in message and "must be a table" in message
+
+
+def test_missing_required_key():
+    message = problem(MINIMAL.replace("T = 50\n", ""))
+    assert "[env] T" in message and "missing" in message
+
+
+def test_list_length_must_equal_the_pool_size():
+    message = problem(MINIMAL.replace("alpha = 1e-4", "alpha = [1e-4, 1e-4, 1e-4]"), world_size=2)
+    assert "[ranks] alpha" in message and "3 entries" in message and "2 ranks" in message
+    assert parse_config(MINIMAL.replace("alpha = 1e-4", "alpha = [1e-5, 1e-4, 1e-4]"), 3).alpha == (1e-5, 1e-4, 1e-4)
+
+
+@pytest.mark.parametrize("value", ["0", "-1e-4", "inf", "nan", "[1e-4, 0.0]", "[1e-4, -inf]"])
+def test_step_sizes_must_be_positive_and_finite(value):
+    message = problem(MINIMAL.replace("eta = 1e-3", f"eta = {value}"))
+    assert "[ranks] eta" in message and "positive" in message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("iterations = 3", "iterations = 0", "[run] iterations"),
+        ("T = 50", "T = 0", "[env] T"),
+        ("T = 50", "T = 50\ngamma = 1.5", "[env] gamma"),
+        ("iterate_episodes = 2", "iterate_episodes = -1", "[pool] iterate_episodes"),
+        ("evaluate_episodes = 2", "evaluate_episodes = 0", "[pool] evaluate_episodes"),
+        ("evaluate_episodes = 2", "evaluate_episodes = 2\npatience = -3", "[pool] patience"),
+        ("[ranks]", "[policy]\nfeatures = 'radial'\n[ranks]", "[policy] features"),
+        ("[ranks]", "[policy]\nupdate = 'adam'\n[ranks]", "[policy] update"),
+        ("[run]", "[run]\nseed = -1", "[run] seed"),
+    ],
+)
+def test_out_of_range_values(old, new, field):
+    assert field in problem(MINIMAL.replace(old, new))
+
+
+def test_unknown_environment_id():
+    message = problem(MINIMAL.replace("Swimmer-v5", "Swimmmer-v5"))
+    assert "[env] id" in message and "Swimmmer-v5" in message
+
+
+def test_unbounded_action_space():
+    message = problem(MINIMAL.replace("Swimmer-v5", "MpiswimTest/Unbounded-v0").replace("[ranks]", "[policy]\nfeatures = 'linear'\n[ranks]"))
+    assert "unbounded" in message and "MpiswimTest/Unbounded-v0" in message
+
+
+def test_signed_coding_too_large_for_the_observation_size():
+    message = problem(MINIMAL.replace("Swimmer-v5", "HalfCheetah-v5"))
+    assert "[policy] features" in message and "2^17" in message and 'features = "linear"' in message
+    linear = MINIMAL.replace("Swimmer-v5", "HalfCheetah-v5").replace("[ranks]", "[policy]\nfeatures = 'linear'\n[ranks]")
+    assert parse_config(linear, 2).features == "linear"
+
+
+def test_unreadable_config_files(tmp_path):
+    for path in (tmp_path / "missing.toml", tmp_path):
+        with pytest.raises(ConfigError, match="cannot read config file"):
+            load_config(path, 2)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(binary, 2)
+
+
+def write_hyperparameters(path, **datasets) -> None:
+    with h5py.File(path, "w") as f:
+        for name, data in datasets.items():
+            f.create_dataset(name, data=data)
+
+
+FROM_FILE = MINIMAL.replace("alpha = 1e-4\neta = 1e-3\n", 'hyperparameters = "steps.h5"\n')
+
+
+def test_hyperparameters_from_an_hdf5_file(tmp_path):
+    write_hyperparameters(tmp_path / "steps.h5", alpha=np.array([1e-5, 1e-4]), eta=np.array([1e-4, 1e-3]))
+    (tmp_path / "run.toml").write_text(FROM_FILE)
+    cfg = load_config(tmp_path / "run.toml", 2)
+    assert cfg.alpha == (1e-5, 1e-4) and cfg.eta == (1e-4, 1e-3)
+
+
+@pytest.mark.parametrize(
+    ("datasets", "expected"),
+    [
+        ({"alpha": np.ones(3) * 1e-4, "eta": np.ones(2) * 1e-3}, "3 entries"),
+        ({"alpha": np.ones((2, 2)) * 1e-4, "eta": np.ones(2) * 1e-3}, "shape (2, 2)"),
+        ({"alpha": np.array([b"a", b"b"]), "eta": np.ones(2) * 1e-3}, "type"),
+        ({"eta": np.ones(2) * 1e-3}, "no dataset 'alpha'"),
+        ({"alpha": np.ones(2), "eta": np.ones(2), "beta": np.ones(2)}, "unknown dataset 'beta'"),
+        ({"alpha": np.array([1e-4, np.nan]), "eta": np.ones(2) * 1e-3}, "positive finite"),
+    ],
+)
+def test_bad_hyperparameter_files(tmp_path, datasets, expected):
+    write_hyperparameters(tmp_path / "steps.h5", **datasets)
+    message = problem(FROM_FILE, base_dir=tmp_path)
+    assert expected in message and "[ranks]" in message
+
+
+def test_hyperparameter_file_that_is_not_hdf5_or_missing(tmp_path):
+    assert "cannot be read as HDF5" in problem(FROM_FILE, base_dir=tmp_path)
+    (tmp_path / "steps.h5").write_text("alpha = 1")
+    assert "cannot be read as HDF5" in problem(FROM_FILE, base_dir=tmp_path)
+
+
+def test_step_sizes_in_both_the_file_and_the_config(tmp_path):
+    write_hyperparameters(tmp_path / "steps.h5", alpha=np.ones(2) * 1e-4, eta=np.ones(2) * 1e-3)
+    message = problem(FROM_FILE.replace("[ranks]", "[ranks]\nalpha = 1e-4"), base_dir=tmp_path)
+    assert "not both" in message
+
+
+def test_config_text_is_kept_verbatim():
+    text = MINIMAL + "# a comment the user wrote\n"
+    assert parse_config(text, 1).toml_text == text
+    assert tomllib.loads(parse_config(text, 1).toml_text)["env"]["T"] == 50

@@ -1,0 +1,164 @@
+"""The per-episode update: JAX gradients against finite differences, the baseline SGD, the masking of padded steps.
+
+The reference below is written the slow, obvious way (plain numpy, Python loops,
+central finite differences of the Beta density) so that it shares no code with
+mpiswim/learn.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mpiswim.env import Trajectory
+from mpiswim.learn import discounted_returns, episode_update, step_direction, update_agent
+from mpiswim.policy import Agent, active_block, initial_agent, sign_weights
+
+OBS_DIM, ACTION_DIM = 3, 2
+T = 12  # one padded length for every test: the update compiles once per rule
+
+
+def beta_log_pdf(x: float, a: float, b: float) -> float:
+    return (a - 1) * math.log(x) + (b - 1) * math.log(1 - x) + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+
+
+def reference_direction(theta_block: np.ndarray, phi: np.ndarray, x: np.ndarray, rule: str, eps: float = 1e-6) -> np.ndarray:
+    """(2, A, F) direction by central finite differences, one weight at a time."""
+
+    def per_dimension(theta: np.ndarray) -> np.ndarray:
+        log_a, log_b = theta[0] @ phi, theta[1] @ phi
+        logs = np.array([beta_log_pdf(x[i], math.exp(log_a[i]), math.exp(log_b[i])) for i in range(len(x))])
+        return logs if rule == "log-density" else np.exp(logs)
+
+    gradient = np.zeros_like(theta_block)
+    for index in np.ndindex(theta_block.shape):
+        up, down = theta_block.copy(), theta_block.copy()
+        up[index] += eps
+        down[index] -= eps
+        gradient[index] = (per_dimension(up).sum() - per_dimension(down).sum()) / (2 * eps)
+    if rule == "unit-density":  # unit length for theta_a[i] and theta_b[i] separately
+        gradient /= np.linalg.norm(gradient, axis=-1, keepdims=True)
+    return gradient
+
+
+def random_episode(rng: np.random.Generator, length: int) -> Trajectory:
+    trajectory = Trajectory.empty(T, OBS_DIM, ACTION_DIM)
+    observations = rng.normal(size=(T, OBS_DIM))
+    trajectory.phis[:] = np.column_stack([np.ones(T), observations])
+    trajectory.blocks[:] = [active_block(obs, sign_weights(OBS_DIM)) for obs in observations]
+    trajectory.blocks[:length:2] = trajectory.blocks[0]  # revisit a block, so updates accumulate
+    trajectory.phis[:length:2, 1:] = np.where(observations[:1] > 0, np.abs(observations[:length:2]), -np.abs(observations[:length:2]))
+    trajectory.xs[:] = rng.uniform(0.05, 0.95, size=(T, ACTION_DIM))
+    trajectory.rewards[:] = rng.normal(size=T)
+    trajectory.length = length
+    return trajectory
+
+
+def reference_update(agent: Agent, trajectory: Trajectory, alpha: float, eta: float, gamma: float, rule: str) -> Agent:
+    """DESIGN.md's update, step by step."""
+    n = trajectory.length
+    blocks, phis, xs, rewards = trajectory.blocks[:n], trajectory.phis[:n], trajectory.xs[:n], trajectory.rewards[:n]
+    returns = np.zeros(n)
+    future = 0.0
+    for t in reversed(range(n)):
+        future = rewards[t] + gamma * future
+        returns[t] = future
+    policy, baseline = agent.policy.copy(), agent.baseline.copy()
+    for t in range(n):  # every gradient at the pre-episode theta, every value before the baseline update
+        target = returns[t] - agent.baseline[blocks[t]] @ phis[t]
+        policy[blocks[t]] += alpha * target * reference_direction(agent.policy[blocks[t]], phis[t], xs[t], rule)
+    for t in reversed(range(n)):  # baseline SGD, one sample at a time, walking backwards
+        error = returns[t] - baseline[blocks[t]] @ phis[t]
+        baseline[blocks[t]] += eta * error * phis[t]
+    return Agent(policy, baseline)
+
+
+def random_agent(rng: np.random.Generator) -> Agent:
+    agent = initial_agent(OBS_DIM, ACTION_DIM, "signed")
+    agent.policy[:] = rng.normal(scale=0.3, size=agent.policy.shape)
+    agent.baseline[:] = rng.normal(scale=0.3, size=agent.baseline.shape)
+    return agent
+
+
+jitted_direction = jax.jit(step_direction, static_argnames="rule")
+
+
+@pytest.mark.parametrize("rule", ["unit-density", "log-density"])
+def test_step_direction_matches_finite_differences(rule):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        theta = rng.normal(scale=0.3, size=(2, ACTION_DIM, OBS_DIM + 1))
+        phi = np.concatenate([[1.0], rng.normal(size=OBS_DIM)])
+        x = rng.uniform(0.05, 0.95, size=ACTION_DIM)
+        direction = np.asarray(jitted_direction(jnp.asarray(theta), jnp.asarray(phi), jnp.asarray(x), rule))
+        np.testing.assert_allclose(direction, reference_direction(theta, phi, x, rule), rtol=1e-5, atol=1e-7)
+
+
+def test_unit_density_rows_have_unit_length():
+    rng = np.random.default_rng(1)
+    theta = rng.normal(size=(2, ACTION_DIM, OBS_DIM + 1))
+    phi = np.concatenate([[1.0], rng.normal(size=OBS_DIM)])
+    direction = np.asarray(jitted_direction(jnp.asarray(theta), jnp.asarray(phi), jnp.asarray([0.3, 0.8]), "unit-density"))
+    np.testing.assert_allclose(np.linalg.norm(direction, axis=-1), 1.0)
+
+
+@pytest.mark.parametrize("rule", ["unit-density", "log-density"])
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+def test_episode_update_equals_the_step_by_step_reference(rule, gamma):
+    rng = np.random.default_rng(2)
+    agent = random_agent(rng)
+    trajectory = random_episode(rng, length=T)
+    updated = update_agent(agent, trajectory, alpha=1e-2, eta=1e-2, gamma=gamma, rule=rule)
+    expected = reference_update(agent, trajectory, alpha=1e-2, eta=1e-2, gamma=gamma, rule=rule)
+    np.testing.assert_allclose(updated.policy, expected.policy, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(updated.baseline, expected.baseline, rtol=1e-12, atol=1e-12)
+    assert not np.array_equal(updated.policy, agent.policy)
+
+
+def test_padding_beyond_the_episode_length_is_ignored():
+    rng = np.random.default_rng(3)
+    agent = random_agent(rng)
+    short = random_episode(rng, length=7)
+    garbage = Trajectory(short.blocks.copy(), short.phis.copy(), short.xs.copy(), short.rewards.copy(), 7)
+    garbage.rewards[7:] = 1e6
+    garbage.phis[7:] = 99.0
+    a = update_agent(agent, short, 1e-2, 1e-2, 1.0, "unit-density")
+    b = update_agent(agent, garbage, 1e-2, 1e-2, 1.0, "unit-density")
+    np.testing.assert_array_equal(a.policy, b.policy)
+    np.testing.assert_array_equal(a.baseline, b.baseline)
+    expected = reference_update(agent, short, 1e-2, 1e-2, 1.0, "unit-density")
+    np.testing.assert_allclose(a.policy, expected.policy, rtol=1e-6, atol=1e-9)
+
+
+def test_baseline_sgd_step_on_a_single_sample():
+    """One step of SGD on (G - w.phi)^2 / 2 moves w by eta * error * phi."""
+    agent = initial_agent(OBS_DIM, ACTION_DIM, "signed")
+    trajectory = Trajectory.empty(T, OBS_DIM, ACTION_DIM)
+    trajectory.phis[0] = [1.0, 0.5, -2.0, 1.5]
+    trajectory.blocks[0] = 5
+    trajectory.rewards[0] = 3.0
+    trajectory.length = 1
+    updated = update_agent(agent, trajectory, alpha=1e-3, eta=0.1, gamma=1.0, rule="unit-density")
+    expected = np.zeros_like(agent.baseline)
+    expected[5] = 0.1 * 3.0 * trajectory.phis[0]
+    np.testing.assert_allclose(updated.baseline, expected)
+
+
+def test_discounted_returns():
+    rewards = jnp.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(discounted_returns(rewards, 1.0), [6.0, 5.0, 3.0])
+    np.testing.assert_allclose(discounted_returns(rewards, 0.5), [1 + 0.5 * (2 + 0.5 * 3), 2 + 0.5 * 3, 3.0])
+
+
+def test_the_update_compiles_once_for_every_episode_length():
+    rng = np.random.default_rng(4)
+    agent = random_agent(rng)
+    update_agent(agent, random_episode(rng, length=T), 1e-3, 1e-3, 1.0, "log-density")
+    before = episode_update._cache_size()
+    for length in (3, 9, T):
+        update_agent(agent, random_episode(rng, length=length), 1e-3, 1e-3, 1.0, "log-density")
+    assert episode_update._cache_size() == before
