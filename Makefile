@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= mpi,test
+EXTRAS ?= mpi,test,analysis
 MPIEXEC ?= $(BIN)/mpiexec
 RANKS ?= 4
 OUT ?= runs/default.h5

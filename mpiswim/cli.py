@@ -1,4 +1,4 @@
-"""Command line: `mpiswim config | train | evaluate | info`.
+"""Command line: `mpiswim config | train | evaluate | info | analyze | render`.
 
 Heavy imports (MPI, JAX, MuJoCo) happen inside the commands that need them,
 so `mpiswim config` and `mpiswim info` start quickly and never initialise MPI.
@@ -50,6 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="summarise a checkpoint")
     info.add_argument("checkpoint", metavar="RUN.h5")
     info.add_argument("--json", action="store_true")
+
+    analyze = commands.add_parser(
+        "analyze",
+        help="plots and tables of one or more runs (learning curve, who wins, where time goes); works while a run is in progress",
+        description="Write learning_curve.png/.csv, wins.png/.md and timings.png/.md/.csv into DIR; with several runs, one subfolder per run "
+        "and compare.png/.csv/.md (mean and 95%% confidence band per iteration, final and best scores).",
+    )
+    analyze.add_argument("checkpoints", nargs="+", metavar="RUN.h5")
+    analyze.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+
+    render = commands.add_parser(
+        "render",
+        help="video (.mp4 or .gif) of the best agent, or of --iteration K, with a camera that follows the body (headless)",
+        description="Run one episode of a stored agent and film it with MuJoCo's offscreen renderer (MUJOCO_GL=egl by default, osmesa works too). "
+        "The checkpoint keeps the initial agent (iteration 0), the best agent and the last iteration's agent; other iterations' agents are not stored.",
+    )
+    render.add_argument("checkpoint", metavar="RUN.h5")
+    render.add_argument("--out", required=True, metavar="FILE", help="output video: .mp4 or .gif")
+    render.add_argument("--iteration", type=int, metavar="K", help="the agent after iteration K: 0 (initial), the best iteration, or the last (default: the best agent)")
+    render.add_argument("--steps", type=int, metavar="N", help="steps to film (default: the run's episode length T)")
+    render.add_argument("--every", type=int, metavar="N", help="keep every Nth step as a frame (default 1 for .mp4, 2 for .gif)")
+    render.add_argument("--size", default=None, metavar="WxH", help="frame size in pixels (default 480x360 for .mp4, 320x240 for .gif)")
+    render.add_argument("--action", choices=("sample", "mean"), default="sample", help="draw actions from the Beta policy (default, as in training and evaluation) or use its mean a/(a+b)")
+    render.add_argument("--seed", type=int, default=0, help="seed of the episode's start state and action draws (default 0)")
     return parser
 
 
@@ -143,6 +167,23 @@ def _steps(checkpoint) -> dict:
     return {name: tuple(float(v) for v in checkpoint.hyperparameters[name]) for name in ("alpha", "eta")}
 
 
+def analysis_command(args) -> int:
+    """`mpiswim analyze` and `mpiswim render`: bad input gives one message and exit code 2."""
+    from mpiswim.analysis import AnalysisError
+
+    try:
+        if args.command == "analyze":
+            from mpiswim.analysis import analyze_command
+
+            return analyze_command(args)
+        from mpiswim.render import render_command
+
+        return render_command(args)
+    except AnalysisError as error:
+        print(f"mpiswim {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "config":
@@ -164,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         report = run_benchmark(args.rounds, tuple(int(p) for p in args.ranks.split(",")), args.iterations)
         print(json.dumps(report) if args.json else format_report(report))
         return 0
+
+    if args.command in ("analyze", "render"):
+        return analysis_command(args)
 
     from mpiswim.checkpoint import CheckpointError
     from mpiswim.config import ConfigError

@@ -1,0 +1,717 @@
+"""Post-hoc analysis of mpiswim checkpoints: reading, numbers, tables and plots.
+
+`mpiswim analyze RUN.h5 [RUN2.h5 ...] --out DIR` (and the scripts in
+`analysis/`) call the functions here. The module has four layers, each usable
+on its own:
+
+1. Reading: `read_run(path)` copies the per-iteration arrays of one checkpoint
+   into a `Run`. It opens the file read-only and without HDF5 file locking,
+   so it works while `mpiswim train` is still writing the run: rank 0 never
+   writes into the file a reader has open, it writes a temporary file and
+   renames it over the old one, so an open file is always one complete set
+   of iterations. Without a lock the reader can never block or fail the
+   writer (nor fail itself on file systems that do not support locks).
+2. Numbers: pure functions over a `Run`'s arrays (`learning_curve`,
+   `win_table`, `win_share_by_hyperparameter`, `phase_seconds`, `compare_runs`).
+3. Files: CSV and markdown writers for those numbers.
+4. Plots: matplotlib with the headless Agg backend, imported only when a
+   plot is drawn (so reading and tables work without the `analysis` extra).
+
+Iteration numbers shown to users count from 1, as in `mpiswim train`'s
+progress lines and `mpiswim info`: iteration K is row K - 1 of the arrays.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import tomllib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+# The same values as mpiswim.checkpoint.FORMAT and FORMAT_VERSION (tested);
+# not imported from there because that module pulls in JAX (seconds of start-up).
+CHECKPOINT_FORMAT = "mpiswim-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+
+# Per-iteration datasets the analysis reads, with their number of dimensions.
+POOL_DATASETS = {"scores": 2, "winner": 1, "best_score": 1, "timings": 3, "degenerate": 2, "fell_back": 1}
+HYPERPARAMETERS = ("alpha", "eta")
+
+
+class AnalysisError(Exception):
+    """A file or an option the analysis cannot use: one message naming the file, the value and the fix."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the analysis needs from one checkpoint (k iterations, P ranks)."""
+
+    path: Path
+    label: str  # short name for legends and tables (the file name without .h5)
+    run_name: str
+    env_id: str
+    world_size: int  # P
+    iterations_planned: int
+    evaluate_episodes: int | None  # episodes behind each score (None if the config does not say)
+    scores: np.ndarray  # (k, P) evaluation mean return of each rank's branch; -inf if degenerate
+    winner: np.ndarray  # (k,) winning rank; -1 when every branch was degenerate
+    best_score: np.ndarray  # (k,) best-ever winner score after each iteration
+    timings: np.ndarray  # (k, P, phases) seconds
+    phases: tuple[str, ...]  # names of the timing phases
+    degenerate: np.ndarray  # (k, P) bool
+    fell_back: np.ndarray  # (k,) bool
+    alpha: np.ndarray  # (P,) policy step size of each rank
+    eta: np.ndarray  # (P,) baseline step size of each rank
+    best_iteration: int  # 0-based row that produced the best agent; -1 before any
+
+    @property
+    def iterations(self) -> int:
+        """Number of completed iterations k."""
+        return len(self.winner)
+
+    @property
+    def in_progress(self) -> bool:
+        return self.iterations < self.iterations_planned
+
+
+# --- 1. reading ----------------------------------------------------------------
+
+
+@contextmanager
+def open_checkpoint(path: str | Path) -> Iterator[h5py.File]:
+    """Open an mpiswim checkpoint read-only, without file locking; raise AnalysisError if it is not one."""
+    path = Path(path)
+    fix = "give the path of a checkpoint written by `mpiswim train` (`make run` writes runs/default.h5)"
+    if not path.is_file():
+        raise AnalysisError(f"'{path}': no such file. Fix: {fix}.")
+    try:
+        handle = h5py.File(path, "r", locking=False)
+    except (OSError, ValueError) as error:
+        raise AnalysisError(f"'{path}' is not a readable HDF5 file ({error}). Fix: {fix}.") from None
+    with handle:
+        found = handle.attrs.get("format")
+        if found != CHECKPOINT_FORMAT:
+            raise AnalysisError(f"'{path}' is HDF5 but not an mpiswim checkpoint (attribute format = {found!r}, expected {CHECKPOINT_FORMAT!r}). Fix: {fix}.")
+        version = handle.attrs.get("format_version")
+        if version != CHECKPOINT_FORMAT_VERSION:
+            raise AnalysisError(f"'{path}' has checkpoint format_version {version!r}; this mpiswim reads {CHECKPOINT_FORMAT_VERSION}. Fix: analyse it with the mpiswim version that wrote it.")
+        yield handle
+
+
+def read_dataset(handle: h5py.File, name: str, ndim: int) -> np.ndarray:
+    """The whole dataset `name` with `ndim` dimensions, or an AnalysisError naming what is missing."""
+    path = handle.filename
+    item = handle.get(name)
+    if not isinstance(item, h5py.Dataset):
+        raise AnalysisError(
+            f"'{path}' has no dataset /{name} (every mpiswim checkpoint has one). "
+            "Fix: use an intact checkpoint written by `mpiswim train`, or resume the run (`mpiswim train --resume`) to rewrite the file."
+        )
+    if item.ndim != ndim:
+        raise AnalysisError(f"'{path}': dataset /{name} has shape {item.shape}, expected {ndim} dimensions. Fix: use an intact checkpoint written by `mpiswim train`.")
+    return item[()]
+
+
+def _root_int(handle: h5py.File, name: str) -> int:
+    if name not in handle.attrs:
+        raise AnalysisError(f"'{handle.filename}' has no root attribute '{name}' (every mpiswim checkpoint has one). Fix: use an intact checkpoint written by `mpiswim train`.")
+    return int(handle.attrs[name])
+
+
+def _evaluate_episodes(config_toml: str) -> int | None:
+    try:
+        value = tomllib.loads(config_toml).get("pool", {}).get("evaluate_episodes")
+    except tomllib.TOMLDecodeError:
+        return None
+    return value if isinstance(value, int) else None
+
+
+def read_run(path: str | Path, label: str | None = None) -> Run:
+    """Read one checkpoint (complete, or of a run still in progress) into a Run."""
+    path = Path(path)
+    with open_checkpoint(path) as f:
+        done, world_size = _root_int(f, "iterations_done"), _root_int(f, "world_size")
+        pool = {name: read_dataset(f, f"pool/{name}", ndim) for name, ndim in POOL_DATASETS.items()}
+        steps = {name: read_dataset(f, f"hyperparameters/{name}", 1) for name in HYPERPARAMETERS}
+        phases = f["pool/timings"].attrs.get("phases")
+        if phases is None:
+            raise AnalysisError(f"'{path}': dataset /pool/timings has no attribute 'phases' (the names of its columns). Fix: use an intact checkpoint written by `mpiswim train`.")
+        phases = tuple(p.decode() if isinstance(p, bytes) else str(p) for p in phases)
+        best = f.get("agent/best")
+        best_iteration = int(best.attrs.get("iteration", -1)) if best is not None else int(np.argmax(pool["best_score"])) if done else -1
+        attrs = {key: f.attrs.get(key, "") for key in ("run_name", "env_id", "config_toml")}
+        planned = int(f.attrs.get("iterations_planned", done))
+
+    for name, data in pool.items():
+        expected = (done, world_size) if data.ndim >= 2 else (done,)
+        if data.shape[: len(expected)] != expected:
+            raise AnalysisError(
+                f"'{path}': /pool/{name} has shape {data.shape} but the file says iterations_done = {done} and world_size = {world_size}. Fix: use an intact checkpoint written by `mpiswim train`."
+            )
+    if pool["timings"].shape[2] != len(phases):
+        raise AnalysisError(f"'{path}': /pool/timings has {pool['timings'].shape[2]} phase columns but {len(phases)} phase names. Fix: use an intact checkpoint.")
+    for name, data in steps.items():
+        if data.shape != (world_size,):
+            raise AnalysisError(f"'{path}': /hyperparameters/{name} has shape {data.shape}, expected ({world_size},). Fix: use an intact checkpoint.")
+
+    return Run(
+        path=path,
+        label=label or path.stem,
+        run_name=str(attrs["run_name"]),
+        env_id=str(attrs["env_id"]),
+        world_size=world_size,
+        iterations_planned=planned,
+        evaluate_episodes=_evaluate_episodes(str(attrs["config_toml"])),
+        scores=pool["scores"].astype(np.float64),
+        winner=pool["winner"].astype(np.int64),
+        best_score=pool["best_score"].astype(np.float64),
+        timings=pool["timings"].astype(np.float64),
+        phases=phases,
+        degenerate=pool["degenerate"].astype(bool),
+        fell_back=pool["fell_back"].astype(bool),
+        alpha=steps["alpha"].astype(np.float64),
+        eta=steps["eta"].astype(np.float64),
+        best_iteration=best_iteration,
+    )
+
+
+def read_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """Read several checkpoints; labels are the file names, made unique if two files share one."""
+    stems = [Path(p).stem for p in paths]
+    labels = [stem if stems.count(stem) == 1 else f"{i + 1}-{stem}" for i, stem in enumerate(stems)]
+    return [read_run(path, label) for path, label in zip(paths, labels, strict=True)]
+
+
+# --- 2. numbers ------------------------------------------------------------------
+
+
+def winner_scores(run: Run) -> np.ndarray:
+    """(k,) the winner's evaluation score per iteration; NaN where no branch could win."""
+    rows = np.arange(run.iterations)
+    return np.where(run.winner >= 0, run.scores[rows, np.clip(run.winner, 0, None)], np.nan)
+
+
+def learning_curve(run: Run) -> dict[str, np.ndarray]:
+    """Columns of the learning curve, one row per iteration (1-based `iteration`).
+
+    winner_score, best_score, and the spread of the finite rank scores
+    (min, median, max, mean; NaN where every branch was degenerate).
+    """
+    finite = np.where(np.isfinite(run.scores), run.scores, np.nan)
+    any_finite = np.isfinite(finite).any(axis=1)
+    safe = np.where(any_finite[:, None], finite, 0.0)  # keeps nan-reductions quiet on all-NaN rows
+
+    def spread(reduce) -> np.ndarray:
+        return np.where(any_finite, reduce(safe, axis=1), np.nan) if run.iterations else np.zeros(0)
+
+    return {
+        "iteration": np.arange(1, run.iterations + 1),
+        "winner": run.winner.copy(),
+        "winner_score": winner_scores(run),
+        "best_score": run.best_score.copy(),
+        "ranks_min": spread(np.nanmin),
+        "ranks_median": spread(np.nanmedian),
+        "ranks_max": spread(np.nanmax),
+        "ranks_mean": spread(np.nanmean),
+    }
+
+
+@dataclass(frozen=True)
+class RankWins:
+    """One row of the win table."""
+
+    rank: int
+    alpha: float
+    eta: float
+    wins: int
+    share: float  # wins / iterations with a winner
+    first_win: int | None  # 1-based iteration
+    last_win: int | None
+    new_bests: int  # wins that set a new best-ever score
+    mean_score: float  # mean of the rank's finite scores
+    degenerate: int  # degenerate branches
+
+
+def win_table(run: Run) -> list[RankWins]:
+    """Per-rank win counts and shares (shares of the iterations that had a winner)."""
+    decided = int((run.winner >= 0).sum())
+    previous_best = np.concatenate([[-np.inf], run.best_score[:-1]])
+    improved = (run.winner >= 0) & (winner_scores(run) > previous_best)
+    rows = []
+    for rank in range(run.world_size):
+        won = np.flatnonzero(run.winner == rank)
+        scores = run.scores[:, rank]
+        scores = scores[np.isfinite(scores)]
+        rows.append(
+            RankWins(
+                rank=rank,
+                alpha=float(run.alpha[rank]),
+                eta=float(run.eta[rank]),
+                wins=len(won),
+                share=len(won) / decided if decided else 0.0,
+                first_win=int(won[0]) + 1 if len(won) else None,
+                last_win=int(won[-1]) + 1 if len(won) else None,
+                new_bests=int(improved[won].sum()),
+                mean_score=float(scores.mean()) if scores.size else float("nan"),
+                degenerate=int(run.degenerate[:, rank].sum()),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class ValueWins:
+    """Wins of all ranks that share one value of a hyperparameter."""
+
+    name: str  # "alpha" or "eta"
+    value: float
+    ranks: tuple[int, ...]
+    wins: int
+    share: float  # share of the decided iterations
+    rank_share: float  # share of the pool's ranks with this value: the expected win share if the value made no difference
+
+    @property
+    def ratio(self) -> float:
+        """Win share over rank share: > 1 means this value wins more often than its numbers alone explain."""
+        return self.share / self.rank_share if self.rank_share else float("nan")
+
+
+def win_share_by_hyperparameter(run: Run) -> list[ValueWins]:
+    """Win share of each distinct alpha and each distinct eta, against the share of ranks that have it."""
+    decided = int((run.winner >= 0).sum())
+    wins = np.bincount(run.winner[run.winner >= 0], minlength=run.world_size)
+    rows = []
+    for name, values in (("alpha", run.alpha), ("eta", run.eta)):
+        for value in np.unique(values):
+            ranks = tuple(int(r) for r in np.flatnonzero(values == value))
+            won = int(wins[list(ranks)].sum())
+            rows.append(ValueWins(name, float(value), ranks, won, won / decided if decided else 0.0, len(ranks) / run.world_size))
+    return rows
+
+
+def phase_seconds(run: Run) -> dict[str, np.ndarray]:
+    """(k,) seconds per iteration of each phase, as one iteration's wall time splits.
+
+    train, evaluate and communicate are means over the ranks (communicate
+    includes waiting for the slowest rank, so each rank's three phases add up
+    to about the same time); checkpoint is rank 0 writing the file (the other
+    ranks record 0). The last row's checkpoint time is 0 while a run is in
+    progress: a write is timed after it finished, so it is stored one write later.
+    """
+    result = {}
+    for column, phase in enumerate(run.phases):
+        values = run.timings[:, :, column]
+        result[phase] = values.max(axis=1) if phase == "checkpoint" else values.mean(axis=1)
+    return result
+
+
+@dataclass(frozen=True)
+class PhaseTotal:
+    """One row of the timing table."""
+
+    phase: str
+    seconds: float  # summed over iterations (mean over ranks; checkpoint: rank 0)
+    share: float  # of the sum over all phases
+    per_iteration: float  # mean seconds per iteration
+    slowest_rank: int  # the rank that spent the most time in this phase
+    slowest_rank_seconds: float
+
+
+def timing_table(run: Run) -> list[PhaseTotal]:
+    """Total seconds and share of each phase, and the rank that spent the most in it."""
+    per_iteration = phase_seconds(run)
+    total = sum(float(v.sum()) for v in per_iteration.values())
+    per_rank = run.timings.sum(axis=0)  # (P, phases)
+    rows = []
+    for column, phase in enumerate(run.phases):
+        seconds = float(per_iteration[phase].sum())
+        slowest = int(np.argmax(per_rank[:, column]))
+        rows.append(
+            PhaseTotal(
+                phase=phase,
+                seconds=seconds,
+                share=seconds / total if total > 0 else 0.0,
+                per_iteration=seconds / run.iterations if run.iterations else 0.0,
+                slowest_rank=slowest,
+                slowest_rank_seconds=float(per_rank[slowest, column]),
+            )
+        )
+    return rows
+
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def t95(dof: int) -> float:
+    """Two-sided 95% quantile of Student's t (table up to 30 degrees of freedom, then z + 2.37/dof)."""
+    if dof < 1:
+        return float("nan")
+    return _T95[dof - 1] if dof <= len(_T95) else 1.96 + 2.37 / dof
+
+
+def mean_and_ci(values: np.ndarray) -> tuple[float, float, int]:
+    """(mean, half width of the 95% t-interval of the mean, n) of the finite values; half width NaN for n < 2."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    n = values.size
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    if n == 1:
+        return float(values[0]), float("nan"), 1
+    return float(values.mean()), t95(n - 1) * float(values.std(ddof=1)) / math.sqrt(n), n
+
+
+def compare_runs(runs: Sequence[Run]) -> dict[str, np.ndarray]:
+    """Per-iteration mean and 95% confidence half width over the runs that reached each iteration.
+
+    Columns: iteration, runs (n), winner_mean, winner_ci, best_mean, best_ci.
+    Runs of different lengths are fine: iteration K averages the runs that have it.
+    """
+    length = max((run.iterations for run in runs), default=0)
+    columns: dict[str, list] = {name: [] for name in ("iteration", "runs", "winner_mean", "winner_ci", "best_mean", "best_ci")}
+    winners = [winner_scores(run) for run in runs]
+    for row in range(length):
+        reached = [i for i, run in enumerate(runs) if run.iterations > row]
+        winner_mean, winner_ci, _ = mean_and_ci(np.array([winners[i][row] for i in reached]))
+        best_mean, best_ci, _ = mean_and_ci(np.array([runs[i].best_score[row] for i in reached]))
+        for name, value in zip(columns, (row + 1, len(reached), winner_mean, winner_ci, best_mean, best_ci), strict=True):
+            columns[name].append(value)
+    return {name: np.array(values) for name, values in columns.items()}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of the several-runs table."""
+
+    label: str
+    path: str
+    env_id: str
+    world_size: int
+    iterations: int
+    final_score: float  # the last iteration's winner score
+    final_mean10: float  # mean winner score of the last 10 iterations (less noisy)
+    best_score: float
+    best_iteration: int  # 1-based
+
+
+def run_summaries(runs: Sequence[Run]) -> list[RunSummary]:
+    rows = []
+    for run in runs:
+        winners = winner_scores(run)
+        last = winners[-10:]
+        rows.append(
+            RunSummary(
+                label=run.label,
+                path=str(run.path),
+                env_id=run.env_id,
+                world_size=run.world_size,
+                iterations=run.iterations,
+                final_score=float(winners[-1]) if run.iterations else float("nan"),
+                final_mean10=float(np.nanmean(last)) if np.isfinite(last).any() else float("nan"),
+                best_score=float(run.best_score[-1]) if run.iterations else float("nan"),
+                best_iteration=run.best_iteration + 1,
+            )
+        )
+    return rows
+
+
+# --- 3. files ----------------------------------------------------------------------
+
+
+def _number(value: float, digits: int = 2) -> str:
+    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: str | Path, columns: dict[str, np.ndarray]) -> Path:
+    """Write equal-length columns as CSV (header row first); NaN is written as an empty cell."""
+    path = Path(path)
+    names = list(columns)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(names)
+        for row in zip(*(columns[name] for name in names), strict=True):
+            writer.writerow(["" if isinstance(v, float | np.floating) and not np.isfinite(v) else (repr(float(v)) if isinstance(v, float | np.floating) else int(v)) for v in row])
+    return path
+
+
+def learning_curve_csv(run: Run, path: str | Path) -> Path:
+    """learning_curve() plus every rank's score (score_rank0 ...), one row per iteration."""
+    columns = learning_curve(run)
+    for rank in range(run.world_size):
+        columns[f"score_rank{rank}"] = run.scores[:, rank]
+    return write_csv(path, columns)
+
+
+def wins_markdown(run: Run) -> str:
+    """The win tables (per rank, per hyperparameter value) as markdown, with a one-line reading guide."""
+    decided = int((run.winner >= 0).sum())
+    text = f"# Who wins: {run.label} ({run.env_id}, {run.world_size} ranks, {run.iterations} iterations, {decided} with a winner)\n\n"
+    text += "Share = wins / iterations with a winner. New bests = wins that raised the best-ever score.\n\n"
+    text += _markdown(
+        ["rank", "alpha", "eta", "wins", "share", "first win", "last win", "new bests", "mean score", "degenerate"],
+        [[r.rank, f"{r.alpha:g}", f"{r.eta:g}", r.wins, f"{r.share:.1%}", r.first_win or "-", r.last_win or "-", r.new_bests, _number(r.mean_score), r.degenerate] for r in win_table(run)],
+    )
+    text += "\n## Win share by hyperparameter value\n\n"
+    text += "Rank share = the share of the pool's ranks with that value, i.e. the win share to expect if the value made no difference; ratio = win share / rank share.\n\n"
+    text += _markdown(
+        ["hyperparameter", "value", "ranks", "wins", "win share", "rank share", "ratio"],
+        [[v.name, f"{v.value:g}", ", ".join(map(str, v.ranks)), v.wins, f"{v.share:.1%}", f"{v.rank_share:.1%}", _number(v.ratio)] for v in win_share_by_hyperparameter(run)],
+    )
+    return text
+
+
+def timings_markdown(run: Run) -> str:
+    rows = timing_table(run)
+    total = sum(r.seconds for r in rows)
+    text = f"# Where time goes: {run.label} ({run.world_size} ranks, {run.iterations} iterations, {total:.1f} s in all)\n\n"
+    text += "Seconds summed over iterations; train, evaluate and communicate are means over the ranks (communicate includes waiting for the slowest rank), checkpoint is rank 0 writing the file.\n\n"
+    text += _markdown(
+        ["phase", "seconds", "share", "per iteration (s)", "slowest rank", "its seconds"],
+        [[r.phase, f"{r.seconds:.1f}", f"{r.share:.1%}", f"{r.per_iteration:.3f}", r.slowest_rank, f"{r.slowest_rank_seconds:.1f}"] for r in rows],
+    )
+    text += "\n## Per rank (seconds summed over iterations)\n\n"
+    per_rank = run.timings.sum(axis=0)
+    text += _markdown(["rank", *run.phases], [[rank, *(f"{v:.1f}" for v in per_rank[rank])] for rank in range(run.world_size)])
+    return text
+
+
+def timings_csv(run: Run, path: str | Path) -> Path:
+    """Per-iteration seconds of each phase (the columns of phase_seconds)."""
+    return write_csv(path, {"iteration": np.arange(1, run.iterations + 1), **phase_seconds(run)})
+
+
+def compare_markdown(runs: Sequence[Run]) -> str:
+    rows = run_summaries(runs)
+    text = f"# {len(runs)} runs: final and best scores\n\n"
+    text += "Final = the last iteration's winner score; last 10 = mean winner score of the last 10 iterations; best = best-ever winner score.\n\n"
+    text += _markdown(
+        ["run", "file", "env", "ranks", "iterations", "final", "last 10", "best", "best at iteration"],
+        [[r.label, r.path, r.env_id, r.world_size, r.iterations, _number(r.final_score), _number(r.final_mean10), _number(r.best_score), r.best_iteration] for r in rows],
+    )
+    if len(rows) > 1:
+        stats = [mean_and_ci(np.array([getattr(r, name) for r in rows])) for name in ("final_score", "final_mean10", "best_score")]
+        cells = [f"{_number(mean)} ± {_number(ci)}" for mean, ci, _ in stats]
+        text += f"| mean ± 95% CI | | | | | {cells[0]} | {cells[1]} | {cells[2]} | |\n"
+    return text
+
+
+# --- 4. plots ----------------------------------------------------------------------
+
+
+def _pyplot():
+    """matplotlib.pyplot on the headless Agg backend, or an AnalysisError saying how to install it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise AnalysisError("plots need matplotlib, which is not installed. Fix: `make venv` (installs the analysis extra) or pip install 'mpiswim[analysis]'.") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _title(run: Run) -> str:
+    progress = f" (in progress: {run.iterations} of {run.iterations_planned})" if run.in_progress else ""
+    return f"{run.label}: {run.env_id}, {run.world_size} ranks, {run.iterations} iterations{progress}"
+
+
+def plot_learning_curve(run: Run, path: str | Path) -> Path:
+    """Winner score per iteration, every rank's score as points with their min-max band, best-ever line."""
+    plt = _pyplot()
+    curve = learning_curve(run)
+    x = curve["iteration"]
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    ax.fill_between(x, curve["ranks_min"], curve["ranks_max"], color="0.85", label="all ranks: min to max")
+    finite = np.isfinite(run.scores)
+    ax.scatter(np.repeat(x, run.world_size)[finite.ravel()], run.scores[finite], s=4, color="0.55", linewidths=0, label="a rank's score")
+    ax.plot(x, curve["winner_score"], color="C0", lw=1.3, label="winner's score")
+    ax.step(x, curve["best_score"], where="post", color="C3", lw=1.5, label="best ever")
+    for k in np.flatnonzero(run.fell_back):
+        ax.axvline(k + 1, color="C1", lw=0.6, ls=":")
+    for k in np.flatnonzero(run.winner < 0):
+        ax.axvline(k + 1, color="k", lw=0.6, ls="--")
+    episodes = f"mean of {run.evaluate_episodes} episodes" if run.evaluate_episodes else "mean return"
+    ax.set(xlabel="iteration", ylabel=f"evaluation return ({episodes})", title=_title(run))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_wins(run: Run, path: str | Path) -> Path:
+    """Wins per rank, the winner over time, and win share against alpha and eta."""
+    plt = _pyplot()
+    rows = win_table(run)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), layout="constrained")
+    bars = axes[0, 0]
+    ranks = np.arange(run.world_size)
+    bars.bar(ranks, [r.wins for r in rows], color="C0")
+    for r in rows:
+        bars.annotate(f"{r.share:.0%}", (r.rank, r.wins), ha="center", va="bottom", fontsize=8)
+    bars.set_xticks(ranks, [f"{r.rank}\nα={r.alpha:g}\nη={r.eta:g}" for r in rows], fontsize=7 if run.world_size > 6 else 8)
+    bars.set(ylabel="wins", title="wins per rank (share of decided iterations)")
+
+    strip = axes[0, 1]
+    x = np.arange(1, run.iterations + 1)
+    decided = run.winner >= 0
+    previous_best = np.concatenate([[-np.inf], run.best_score[:-1]])
+    new_best = decided & (winner_scores(run) > previous_best)
+    strip.scatter(x[decided & ~new_best], run.winner[decided & ~new_best], s=10, color="C0", label="won")
+    strip.scatter(x[new_best], run.winner[new_best], s=22, facecolors="none", edgecolors="C3", label="won with a new best")
+    if (~decided).any():
+        strip.scatter(x[~decided], np.full((~decided).sum(), -0.5), marker="x", color="k", s=12, label="every branch degenerate")
+    strip.set_yticks(ranks)
+    strip.set(xlabel="iteration", ylabel="winning rank", title="winner over time")
+    strip.legend(fontsize=7, loc="upper right")
+
+    by_value = win_share_by_hyperparameter(run)
+    for ax, name in ((axes[1, 0], "alpha"), (axes[1, 1], "eta")):
+        values = run.alpha if name == "alpha" else run.eta
+        ax.scatter(values, [r.share for r in rows], color="C0", s=18, label="one rank")
+        groups = [v for v in by_value if v.name == name]
+        ax.scatter([g.value for g in groups], [g.share for g in groups], marker="D", color="C3", s=40, label="all ranks with this value")
+        ax.scatter([g.value for g in groups], [g.rank_share for g in groups], marker="_", color="k", s=300, label="expected if it made no difference")
+        if np.unique(values).size > 1 or values.min() > 0:
+            ax.set_xscale("log")
+        ax.set(xlabel=name, ylabel="win share", title=f"win share against {name}", ylim=(0, 1.05))
+        ax.legend(fontsize=7)
+    fig.suptitle(_title(run), fontsize=10)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_timings(run: Run, path: str | Path) -> Path:
+    """Seconds per phase in each iteration (stacked), and each rank's totals per phase."""
+    plt = _pyplot()
+    per_iteration = phase_seconds(run)
+    totals = {row.phase: row for row in timing_table(run)}
+    fig, (stack, ranks) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained", width_ratios=(2, 1))
+    x = np.arange(1, run.iterations + 1)
+    bottom = np.zeros(run.iterations)
+    for i, phase in enumerate(run.phases):
+        row = totals[phase]
+        stack.bar(x, per_iteration[phase], bottom=bottom, width=1.0, color=f"C{i}", label=f"{phase}: {row.seconds:.1f} s ({row.share:.0%})")
+        bottom += per_iteration[phase]
+    stack.set(xlabel="iteration", ylabel="seconds", title="time per iteration by phase (mean over ranks)")
+    stack.legend(fontsize=8)
+
+    per_rank = run.timings.sum(axis=0)
+    left = np.zeros(run.world_size)
+    for i in range(len(run.phases)):
+        ranks.barh(np.arange(run.world_size), per_rank[:, i], left=left, color=f"C{i}")
+        left += per_rank[:, i]
+    ranks.set_yticks(np.arange(run.world_size))
+    ranks.invert_yaxis()
+    ranks.set(xlabel="seconds, summed over iterations", ylabel="rank", title="each rank's time")
+    fig.suptitle(_title(run), fontsize=10)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_compare(runs: Sequence[Run], path: str | Path) -> Path:
+    """Mean winner score and mean best-ever score over the runs per iteration, with 95% confidence bands."""
+    plt = _pyplot()
+    stats = compare_runs(runs)
+    x = stats["iteration"]
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    for run in runs:
+        ax.plot(np.arange(1, run.iterations + 1), winner_scores(run), lw=0.6, alpha=0.35, color="0.4")
+    for key, color, name in (("winner", "C0", "winner's score"), ("best", "C3", "best ever")):
+        mean, ci = stats[f"{key}_mean"], stats[f"{key}_ci"]
+        ax.plot(x, mean, color=color, lw=1.5, label=f"mean {name}")
+        ax.fill_between(x, mean - ci, mean + ci, color=color, alpha=0.2, lw=0, label=f"95% CI of the mean ({name})")
+    ax.set(xlabel="iteration", ylabel="evaluation return", title=f"{len(runs)} runs: " + ", ".join(run.label for run in runs)[:90])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+# --- the command -------------------------------------------------------------------
+
+
+def analyze_run(run: Run, out: Path) -> list[Path]:
+    """Every plot and table of one run, written into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        plot_learning_curve(run, out / "learning_curve.png"),
+        learning_curve_csv(run, out / "learning_curve.csv"),
+        plot_wins(run, out / "wins.png"),
+        out / "wins.md",
+        plot_timings(run, out / "timings.png"),
+        out / "timings.md",
+        timings_csv(run, out / "timings.csv"),
+    ]
+    (out / "wins.md").write_text(wins_markdown(run))
+    (out / "timings.md").write_text(timings_markdown(run))
+    return written
+
+
+def write_analysis(runs: Sequence[Run], out: str | Path) -> list[Path]:
+    """Every plot and table of `runs` into the folder `out`; returns the files written.
+
+    One run: its files go straight into `out`. Several runs: each run gets a
+    subfolder `out/<label>/`, and `out` gets compare.png, compare.csv and compare.md.
+    """
+    for run in runs:
+        if run.iterations == 0:
+            raise AnalysisError(f"'{run.path}' has no completed iteration yet. Fix: wait until `mpiswim train` has written its first iteration.")
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AnalysisError(f"cannot create the output folder '{out}' ({error.strerror}). Fix: choose a writable --out folder.") from None
+    if len(runs) == 1:
+        return analyze_run(runs[0], out)
+    written = []
+    for run in runs:
+        written += analyze_run(run, out / run.label)
+    written += [plot_compare(runs, out / "compare.png"), write_csv(out / "compare.csv", compare_runs(runs)), out / "compare.md"]
+    (out / "compare.md").write_text(compare_markdown(runs))
+    return written
+
+
+def analyze(paths: Sequence[str | Path], out: str | Path) -> list[Path]:
+    """Read the checkpoints at `paths` and write their analysis into `out` (see write_analysis)."""
+    return write_analysis(read_runs(paths), out)
+
+
+def summary_lines(run: Run) -> list[str]:
+    """A few lines of headline numbers for the terminal."""
+    wins = win_table(run)
+    winners = winner_scores(run)
+    phases = ", ".join(f"{r.phase} {r.share:.0%}" for r in timing_table(run))
+    return [
+        f"{run.path}: {run.env_id}, {run.world_size} ranks, {run.iterations} of {run.iterations_planned} iterations",
+        f"  winner's score: first {_number(float(winners[0]))}, last {_number(float(winners[-1]))}; best {_number(float(run.best_score[-1]))} at iteration {run.best_iteration + 1}",
+        "  wins per rank: " + ", ".join(f"{r.rank}: {r.wins} ({r.share:.0%})" for r in wins),
+        f"  time: {phases}",
+    ]
+
+
+def analyze_command(args) -> int:
+    """The CLI's `mpiswim analyze RUN.h5 [RUN2.h5 ...] --out DIR`."""
+    runs = read_runs(args.checkpoints)
+    written = write_analysis(runs, args.out)
+    for run in runs:
+        print("\n".join(summary_lines(run)))
+    print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(str(p.relative_to(args.out)) for p in written))
+    return 0

@@ -1,0 +1,340 @@
+"""Videos of a trained agent: one episode filmed with MuJoCo's offscreen renderer.
+
+`mpiswim render RUN.h5 --out swimmer.mp4|swimmer.gif` runs one episode of an
+agent stored in the checkpoint and films it with `mujoco.Renderer` and a
+tracking camera that follows the body's centre of mass, so a swimmer never
+leaves the picture. It needs no display: importing this module sets
+`MUJOCO_GL=egl` (OpenGL through EGL; Mesa's software renderer works on a
+machine without a GPU) unless the variable is already set, e.g. to `osmesa`.
+MuJoCo reads the variable when it is first imported, so import this module
+before anything that imports mujoco or gymnasium.
+
+Which agent: the checkpoint keeps three agents, so `--iteration K` can mean
+the agent the pool held after iteration K only for
+- K = 0: the initial agent A_0 (policy zero: uniform random actions),
+- K = the best iteration: `/agent/best`, the run's result (the default),
+- K = the last iteration: `/agent/current`, what a resume starts from.
+Other iterations' agents are not stored (one Swimmer agent is 92 kB, and
+the whole checkpoint is rewritten every iteration), so asking for one is an
+error that names the iterations that can be rendered.
+
+Actions: by default each step draws the action from the policy's Beta
+distributions, as training and evaluation do, so the film shows the agent
+whose score the checkpoint records. `--action mean` uses the mean a/(a+b) of
+each Beta instead: the policy's deterministic "intention".
+
+Writing: .mp4 through imageio-ffmpeg's bundled ffmpeg (H.264, streamed frame
+by frame), .gif through Pillow (all frames in memory: keep GIFs short).
+Shadows, reflections and the sky box are switched off: with software OpenGL
+they cost most of the rendering time and show little.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported anywhere in this process
+
+import math
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mpiswim.analysis import AnalysisError, open_checkpoint, read_dataset
+from mpiswim.policy import Agent, active_block, draw_beta, flat_policy, log_shapes_usable
+
+VIDEO_TYPES = (".mp4", ".gif")
+DEFAULT_SIZE = {".mp4": (480, 360), ".gif": (320, 240)}
+DEFAULT_EVERY = {".mp4": 1, ".gif": 2}
+
+
+@dataclass(frozen=True)
+class StoredAgent:
+    """An agent read from a checkpoint, with what is known about it."""
+
+    agent: Agent
+    iteration: int  # the pool held this agent after this iteration (1-based); 0 = the initial agent
+    kind: str  # "initial", "best" or "last" (or "best and last")
+    score: float | None  # its evaluation score in the run, if recorded
+    env_id: str
+    features: str
+    T: int
+
+
+def _read_agent(handle, group: str) -> Agent:
+    return Agent(read_dataset(handle, f"{group}/policy", 4).astype(np.float64), read_dataset(handle, f"{group}/baseline", 2).astype(np.float64))
+
+
+def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
+    """The agent after `iteration` (1-based; 0 = initial; None = the best agent), or an AnalysisError.
+
+    Only iteration 0, the best iteration and the last iteration are stored
+    (see the module docstring); any other K is refused with a message naming them.
+    """
+    from mpiswim.config import ConfigError, parse_config
+
+    with open_checkpoint(path) as f:
+        done = int(f.attrs.get("iterations_done", 0))
+        world_size = int(f.attrs.get("world_size", 0))
+        winners = read_dataset(f, "pool/winner", 1)
+        scores = read_dataset(f, "pool/scores", 2)
+        fell_back = read_dataset(f, "pool/fell_back", 1)
+        steps = {name: tuple(float(v) for v in read_dataset(f, f"hyperparameters/{name}", 1)) for name in ("alpha", "eta")}
+        best, current = _read_agent(f, "agent/best"), _read_agent(f, "agent/current")
+        best_row = int(f["agent/best"].attrs.get("iteration", -1))
+        best_score = float(f["agent/best"].attrs.get("score", np.nan))
+        config_toml = str(f.attrs.get("config_toml", ""))
+    try:
+        cfg = parse_config(config_toml, world_size, check_env=False, stored_steps=steps)
+    except ConfigError as error:
+        raise AnalysisError(f"'{path}': the stored config is not valid here ({error}). Fix: render with the mpiswim version that wrote the run.") from None
+
+    best_iteration = best_row + 1  # 1-based; 0 when no iteration has a winner yet
+    stored = sorted({0, best_iteration, done})
+    if iteration is None:
+        iteration = best_iteration
+    if not 0 <= iteration <= done:
+        raise AnalysisError(
+            f"--iteration {iteration} is out of range: '{path}' has iterations 1..{done} (0 = the initial agent). "
+            f"Fix: use one of the stored agents' iterations {', '.join(map(str, stored))}, or omit --iteration for the best agent."
+        )
+    if iteration not in stored:
+        raise AnalysisError(
+            f"--iteration {iteration}: '{path}' does not store the agent of iteration {iteration}; a checkpoint keeps only the initial agent (0), "
+            f"the best agent (iteration {best_iteration}) and the last iteration's agent ({done}). "
+            f"Fix: use --iteration {' or '.join(map(str, stored))}, or omit --iteration for the best agent."
+        )
+
+    def last_score() -> float | None:
+        row = done - 1
+        if row < 0 or winners[row] < 0 or fell_back[row]:
+            return None  # after a fallback or an all-degenerate iteration the pool's agent is not that iteration's winner
+        return float(scores[row, winners[row]])
+
+    if iteration == 0:
+        agent, kind, score = Agent(np.zeros_like(best.policy), np.zeros_like(best.baseline)), "initial", None
+    elif iteration == best_iteration:
+        agent, kind, score = best, "best and last" if iteration == done else "best", best_score
+    else:
+        agent, kind, score = current, "last", last_score()
+    return StoredAgent(agent, iteration, kind, score, cfg.env_id, cfg.features, cfg.T)
+
+
+@dataclass
+class Film:
+    """What one filmed episode did (filled in while its frames are drawn)."""
+
+    frames: int = 0
+    steps: int = 0
+    episode_return: float = 0.0
+    degenerate: bool = False  # the policy's Beta shapes broke: the film stops there
+    positions: list[np.ndarray] = field(default_factory=list)  # (x, y) of the filmed body's centre of mass at each frame
+
+    @property
+    def distance(self) -> float:
+        """Straight-line distance the body's centre of mass moved from the first frame to the last."""
+        return float(np.linalg.norm(self.positions[-1] - self.positions[0])) if len(self.positions) > 1 else 0.0
+
+
+def tracking_camera(model, default_config: dict | None = None):
+    """A camera that follows the centre of mass of body 1 (the torso: the root of every Gymnasium MuJoCo body).
+
+    Distance and elevation come from the task's own Gymnasium camera settings
+    when it has them, otherwise 0.6 times the model's extent and 50 degrees from above.
+    """
+    import mujoco
+
+    config = default_config or {}
+    camera = mujoco.MjvCamera()
+    camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+    camera.trackbodyid = 1
+    camera.distance = float(config.get("distance", 0.6 * model.stat.extent))
+    camera.elevation = float(config.get("elevation", -50.0))
+    camera.azimuth = float(config.get("azimuth", 90.0))
+    return camera
+
+
+def make_renderer(model, width: int, height: int):
+    """mujoco.Renderer of width x height with shadows, reflections and sky box off, or an AnalysisError."""
+    import mujoco
+
+    model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+    model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+    try:
+        renderer = mujoco.Renderer(model, height, width)
+    except Exception as error:  # the GL back-ends raise several types
+        raise AnalysisError(
+            f"cannot start MuJoCo's offscreen renderer with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} ({error.__class__.__name__}: {error}). "
+            "Fix: on a machine without a display set MUJOCO_GL=egl (Mesa's EGL: Debian packages libegl1 and libgl1-mesa-dri) "
+            "or MUJOCO_GL=osmesa (Debian package libosmesa6) before starting mpiswim."
+        ) from None
+    for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
+        renderer.scene.flags[flag] = False
+    return renderer
+
+
+def beta_mean(log_shapes: np.ndarray) -> np.ndarray | None:
+    """a/(a+b) for each action dimension from [log a_1..log a_A, log b_1..log b_A]; None if the shapes are unusable."""
+    if not log_shapes_usable(log_shapes):
+        return None
+    half = len(log_shapes) // 2
+    return 1.0 / (1.0 + np.exp(log_shapes[half:] - log_shapes[:half]))  # = a / (a + b), without overflow
+
+
+def film_episode(task, agent: Agent, steps: int, rng: np.random.Generator, renderer, camera, film: Film, action: str = "sample", every: int = 1) -> Iterator[np.ndarray]:
+    """Run one episode of at most `steps` steps and yield RGB frames (height, width, 3) uint8.
+
+    The first frame is the start state, then one frame after every `every`
+    steps. The per-step policy is the one training uses (one feature block,
+    Beta shapes exp(theta . phi)); `film` collects the return, the steps and
+    the body's positions as the frames are drawn.
+    """
+    import mujoco
+
+    model, data = task.env.model, task.env.data
+    low, span = task.low, task.high - task.low
+    policy = flat_policy(agent)
+    phi = np.ones(task.obs_dim + 1)
+
+    def frame() -> np.ndarray:
+        mujoco.mj_forward(model, data)  # positions of the state just reached (mj_step leaves them one substep behind)
+        renderer.update_scene(data, camera)
+        film.frames += 1
+        film.positions.append(data.subtree_com[1, :2].copy())
+        return renderer.render()
+
+    obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
+    yield frame()
+    for t in range(steps):
+        phi[1:] = obs
+        log_shapes = policy[active_block(obs, task.sign_weights)].dot(phi)
+        x = beta_mean(log_shapes) if action == "mean" else draw_beta(log_shapes.tolist(), rng)
+        if x is None:
+            film.degenerate = True
+            return
+        obs, reward, terminated = task.step(low + x * span)
+        film.steps, film.episode_return = t + 1, film.episode_return + float(reward)
+        if terminated or (t + 1) % every == 0 or t + 1 == steps:
+            yield frame()
+        if terminated:
+            return
+
+
+def write_gif(frames: Iterator[np.ndarray], out: Path, fps: float) -> None:
+    """An endlessly looping GIF (Pillow); frame durations are whole milliseconds."""
+    from PIL import Image
+
+    images = [Image.fromarray(f).quantize(colors=128, method=Image.Quantize.MEDIANCUT) for f in frames]
+    images[0].save(out, save_all=True, append_images=images[1:], duration=max(20, round(1000 / fps)), loop=0, optimize=True)
+
+
+def write_mp4(frames: Iterator[np.ndarray], out: Path, fps: float, size: tuple[int, int]) -> None:
+    """H.264 video through imageio-ffmpeg's bundled ffmpeg, one frame at a time."""
+    import imageio_ffmpeg
+
+    writer = imageio_ffmpeg.write_frames(str(out), size, fps=fps, codec="libx264", quality=7, macro_block_size=8, ffmpeg_log_level="error")
+    writer.send(None)
+    try:
+        for f in frames:
+            writer.send(np.ascontiguousarray(f))
+    finally:
+        writer.close()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'480x360' -> (480, 360), or an AnalysisError."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
+    if not match or not (16 <= int(match[1]) <= 4096 and 16 <= int(match[2]) <= 4096):
+        raise AnalysisError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, each 16..4096. Fix: e.g. --size 480x360.")
+    width, height = int(match[1]), int(match[2])
+    return width + width % 2, height + height % 2  # H.264 needs even sizes
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What `render_video` wrote."""
+
+    out: Path
+    stored: StoredAgent
+    film: Film
+    fps: float
+    size: tuple[int, int]
+    every: int
+
+
+def check_video_path(out: str | Path) -> Path:
+    out = Path(out)
+    if out.suffix.lower() not in VIDEO_TYPES:
+        raise AnalysisError(f"--out {out}: unsupported video type {out.suffix or '(none)'!r}. Fix: end the file name in .mp4 or .gif.")
+    return out
+
+
+def render_video(
+    checkpoint: str | Path,
+    out: str | Path,
+    iteration: int | None = None,
+    steps: int | None = None,
+    every: int | None = None,
+    size: tuple[int, int] | None = None,
+    action: str = "sample",
+    seed: int = 0,
+) -> Rendered:
+    """Film one episode of a stored agent into `out` (.mp4 or .gif); see the module docstring."""
+    out = check_video_path(out)
+    kind = out.suffix.lower()
+    if steps is not None and steps < 1:
+        raise AnalysisError(f"--steps {steps}: must be at least 1. Fix: e.g. --steps 300.")
+    if every is not None and every < 1:
+        raise AnalysisError(f"--every {every}: must be at least 1. Fix: --every 1 keeps every step.")
+    if action not in ("sample", "mean"):
+        raise AnalysisError(f"--action {action!r}: must be 'sample' or 'mean'.")
+    stored = load_agent(checkpoint, iteration)
+    every = every or DEFAULT_EVERY[kind]
+    width, height = size or DEFAULT_SIZE[kind]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AnalysisError(f"cannot create the folder of --out {out} ({error.strerror}). Fix: choose a writable path.") from None
+
+    from mpiswim.env import make_task
+
+    task = make_task(stored.env_id, stored.features)
+    expected = (2, task.action_dim, task.obs_dim + 1)
+    if stored.agent.policy.shape[1:] != expected:
+        raise AnalysisError(f"'{checkpoint}': the stored policy has shape {stored.agent.policy.shape}, but {stored.env_id} needs (blocks, *{expected}). Fix: use an intact checkpoint.")
+    renderer = make_renderer(task.env.model, width, height)
+    camera = tracking_camera(task.env.model, getattr(getattr(task.env, "mujoco_renderer", None), "default_cam_config", None))
+    fps = 1.0 / (task.env.dt * every)
+    film = Film()
+    frames = film_episode(task, stored.agent, steps or stored.T, np.random.default_rng(seed), renderer, camera, film, action, every)
+    try:
+        if kind == ".gif":
+            write_gif(frames, out, fps)
+        else:
+            write_mp4(frames, out, fps, (width, height))
+    except ImportError as error:
+        raise AnalysisError(f"writing {kind} needs {error.name}, which is not installed. Fix: `make venv` (installs the analysis extra) or pip install 'mpiswim[analysis]'.") from None
+    finally:
+        renderer.close()
+        task.env.close()
+    return Rendered(out, stored, film, fps, (width, height), every)
+
+
+def render_command(args) -> int:
+    """The CLI's `mpiswim render RUN.h5 --out FILE.mp4|FILE.gif [--iteration K] [--steps N] ...`."""
+    size = parse_size(args.size) if args.size else None
+    result = render_video(args.checkpoint, args.out, args.iteration, args.steps, args.every, size, args.action, args.seed)
+    stored, film = result.stored, result.film
+    score = f", score {stored.score:.2f} in the run" if stored.score is not None and math.isfinite(stored.score) else ""
+    print(
+        f"wrote {result.out}: the {stored.kind} agent (after iteration {stored.iteration}{score}), {stored.env_id}, "
+        f"{film.steps} steps, {film.frames} frames (every {result.every}. step, {result.fps:g} fps), {result.size[0]}x{result.size[1]}, "
+        f"{args.action} actions; this episode's return {film.episode_return:.2f}, the body moved {film.distance:.2f} m"
+    )
+    if film.degenerate:
+        print(f"mpiswim render: the agent's Beta shapes broke after {film.steps} steps (degenerate agent); the video stops there.", file=sys.stderr)
+    return 0
