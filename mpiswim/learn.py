@@ -9,7 +9,11 @@ The two policy rules (DESIGN.md):
   of the Beta *density*, normalised to unit length separately for theta_a and
   theta_b of each action dimension, scaled by alpha * (G_t - v(s_t)).
   Normalising makes every step the same size whatever the shapes are, which
-  is what kept the seed's run stable at its step sizes.
+  is what kept the seed's run stable at its step sizes. Since
+  grad p = p * grad log p with p > 0, the unit-length density gradient equals
+  the unit-length log-density gradient; we compute it that way because the
+  density itself underflows to 0 for the near-deterministic policies that
+  training reaches, and its gradient with it.
 - "log-density": the ordinary score-function rule, alpha * (G_t - v(s_t)) *
   grad log pi(x_t | s_t). The discount factor gamma^t of the textbook form is
   left out, as most implementations do (with the seed's gamma = 1 it is 1).
@@ -27,7 +31,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.stats import beta as jax_beta
+from jax.scipy.special import gammaln
 
 from mpiswim.policy import Agent
 
@@ -38,18 +42,25 @@ X_MARGIN = 1e-12
 
 
 def beta_log_density(theta_block: jax.Array, phi: jax.Array, x: jax.Array) -> jax.Array:
-    """log p(x_i | a_i, b_i) for each action dimension i; theta_block is (2, A, F)."""
-    log_shapes = theta_block @ phi
-    return jax_beta.logpdf(x, jnp.exp(log_shapes[0]), jnp.exp(log_shapes[1]))
+    """log p(x_i | a_i, b_i) for each action dimension i; theta_block is (2, A, F).
+
+    Written out with gammaln: jax.scipy's Beta logpdf goes through betaln,
+    whose gradient is NaN for shapes below about 1e-30, and trained Swimmer
+    policies get there (log shapes of -75 within 60 iterations of the seed's run).
+    """
+    log_a, log_b = theta_block @ phi
+    a, b = jnp.exp(log_a), jnp.exp(log_b)
+    return gammaln(a + b) - gammaln(a) - gammaln(b) + (a - 1.0) * jnp.log(x) + (b - 1.0) * jnp.log1p(-x)
 
 
 def step_direction(theta_block: jax.Array, phi: jax.Array, x: jax.Array, rule: str) -> jax.Array:
     """The (2, A, F) direction one step contributes to theta_block, before alpha * target."""
+    # Each log p_i depends on rows (0, i) and (1, i) only, so the gradient of
+    # their sum holds every dimension's own gradient in its rows.
+    gradient = jax.grad(lambda th: beta_log_density(th, phi, x).sum())(theta_block)
     if rule == "log-density":
-        return jax.grad(lambda th: beta_log_density(th, phi, x).sum())(theta_block)
-    # Each density p_i depends on rows (0, i) and (1, i) only, so the gradient
-    # of their sum holds every dimension's own gradient in its rows.
-    gradient = jax.grad(lambda th: jnp.exp(beta_log_density(th, phi, x)).sum())(theta_block)
+        return gradient
+    # unit-density: grad p_i = p_i * grad log p_i, and p_i > 0 cancels in the normalisation.
     norm = jnp.linalg.norm(gradient, axis=-1, keepdims=True)
     return gradient / jnp.where(norm > 0.0, norm, 1.0)
 

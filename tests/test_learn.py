@@ -162,3 +162,17 @@ def test_the_update_compiles_once_for_every_episode_length():
     for length in (3, 9, T):
         update_agent(agent, random_episode(rng, length=length), 1e-3, 1e-3, 1.0, "log-density")
     assert episode_update._cache_size() == before
+
+
+@pytest.mark.parametrize("rule", ["unit-density", "log-density"])
+def test_near_deterministic_policies_still_get_finite_steps(rule):
+    """Regression: the seed config reached log shapes near -75 by iteration 58; jax.scipy's betaln gives NaN gradients there."""
+    theta = np.zeros((2, ACTION_DIM, OBS_DIM + 1))
+    theta[..., 0] = [[-71.06, -74.84], [-76.07, -71.64]]  # bias weights: the log shapes at this phi
+    phi = np.array([1.0, 0.5, -0.3, 0.2])
+    x = np.array([1.0 - 1e-12, 1e-12])  # Beta draws round to 0 and 1 at such shapes
+    direction = np.asarray(jitted_direction(jnp.asarray(theta), jnp.asarray(phi), jnp.asarray(x), rule))
+    assert np.isfinite(direction).all()
+    if rule == "unit-density":
+        np.testing.assert_allclose(np.linalg.norm(direction, axis=-1), 1.0)
+        np.testing.assert_allclose(direction, reference_direction(theta, phi, x, "log-density") / np.linalg.norm(reference_direction(theta, phi, x, "log-density"), axis=-1, keepdims=True), rtol=1e-5)
