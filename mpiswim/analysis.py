@@ -603,11 +603,8 @@ def plot_timings(run: Run, path: str | Path) -> Path:
     totals = {row.phase: row for row in timing_table(run)}
     fig, (stack, ranks) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained", width_ratios=(2, 1))
     x = np.arange(1, run.iterations + 1)
-    bottom = np.zeros(run.iterations)
-    for i, phase in enumerate(run.phases):
-        row = totals[phase]
-        stack.bar(x, per_iteration[phase], bottom=bottom, width=1.0, color=f"C{i}", label=f"{phase}: {row.seconds:.1f} s ({row.share:.0%})")
-        bottom += per_iteration[phase]
+    labels = [f"{phase}: {totals[phase].seconds:.1f} s ({totals[phase].share:.0%})" for phase in run.phases]
+    stack.stackplot(x, *(per_iteration[phase] for phase in run.phases), labels=labels, colors=[f"C{i}" for i in range(len(run.phases))], step="mid")
     stack.set(xlabel="iteration", ylabel="seconds", title="time per iteration by phase (mean over ranks)")
     stack.legend(fontsize=8)
 

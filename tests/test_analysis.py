@@ -1,0 +1,216 @@
+"""Post-hoc analysis: numbers from a checkpoint with known content, the files `mpiswim analyze`
+writes, clear errors on bad input, and reading a checkpoint while a real MPI run writes it."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from synthetic import ALPHA, BEST, BEST_ROW, SCORES, WINNERS, write_synthetic_checkpoint
+
+from mpiswim import analysis
+from mpiswim.analysis import read_run
+from mpiswim.cli import main
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    return write_synthetic_checkpoint(tmp_path_factory.mktemp("analysis") / "synthetic.h5")
+
+
+def test_format_constants_are_the_checkpoint_modules():
+    from mpiswim import checkpoint
+
+    assert (analysis.CHECKPOINT_FORMAT, analysis.CHECKPOINT_FORMAT_VERSION) == (checkpoint.FORMAT, checkpoint.FORMAT_VERSION)
+
+
+def test_read_run_returns_what_was_written(synthetic):
+    run = read_run(synthetic)
+    assert (run.iterations, run.world_size, run.iterations_planned, run.in_progress) == (6, 3, 10, True)
+    np.testing.assert_array_equal(run.scores, SCORES)
+    np.testing.assert_array_equal(run.winner, WINNERS)
+    assert run.phases == ("train", "evaluate", "communicate", "checkpoint")
+    assert run.timings.shape == (6, 3, 4)
+    assert run.alpha.tolist() == ALPHA and run.best_iteration == BEST_ROW
+    assert run.label == "synthetic" and run.env_id == "Swimmer-v5" and run.evaluate_episodes == 5
+
+
+def test_learning_curve_follows_the_winner_and_the_finite_spread(synthetic):
+    curve = analysis.learning_curve(read_run(synthetic))
+    assert curve["iteration"].tolist() == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_array_equal(curve["winner_score"], [3, 5, np.nan, 6, 7, 4])  # NaN: no winner
+    np.testing.assert_array_equal(curve["best_score"], BEST)
+    np.testing.assert_array_equal(curve["ranks_min"], [1, 4, np.nan, 2, 0, 2])  # -inf (degenerate) is left out
+    np.testing.assert_array_equal(curve["ranks_max"], [3, 5, np.nan, 6, 7, 4])
+    np.testing.assert_allclose(curve["ranks_mean"][:2], [2.0, 4.5])
+
+
+def test_win_table_counts_wins_and_shares_per_rank_and_per_hyperparameter(synthetic):
+    run = read_run(synthetic)
+    rows = analysis.win_table(run)
+    assert [r.wins for r in rows] == [2, 2, 1]
+    assert [r.share for r in rows] == [0.4, 0.4, 0.2]  # of the 5 iterations that had a winner
+    assert [(r.first_win, r.last_win) for r in rows] == [(2, 5), (1, 4), (6, 6)]
+    assert [r.new_bests for r in rows] == [2, 2, 0]
+    assert [r.degenerate for r in rows] == [1, 1, 2]
+    by_value = {(v.name, v.value): v for v in analysis.win_share_by_hyperparameter(run)}
+    cautious = by_value[("alpha", 1e-5)]
+    assert cautious.ranks == (0,) and cautious.wins == 2 and cautious.share == 0.4
+    assert cautious.rank_share == pytest.approx(1 / 3) and cautious.ratio == pytest.approx(1.2)
+    assert by_value[("eta", 1e-3)].ranks == (1, 2) and by_value[("eta", 1e-3)].wins == 3
+
+
+def test_timing_table_splits_the_iteration_time(synthetic):
+    run = read_run(synthetic)
+    per_iteration = analysis.phase_seconds(run)
+    np.testing.assert_allclose(per_iteration["train"], 1.1)  # mean over ranks of 1.0, 1.1, 1.2
+    np.testing.assert_allclose(per_iteration["communicate"], 0.2)
+    np.testing.assert_allclose(per_iteration["checkpoint"], 0.05)  # rank 0's write
+    rows = {r.phase: r for r in analysis.timing_table(run)}
+    assert rows["train"].seconds == pytest.approx(6 * 1.1)
+    assert rows["train"].slowest_rank == 2 and rows["communicate"].slowest_rank == 0
+    assert sum(r.share for r in rows.values()) == pytest.approx(1.0)
+
+
+def test_compare_runs_gives_mean_and_t_interval_per_iteration(tmp_path):
+    paths = [write_synthetic_checkpoint(tmp_path / f"seed{i}.h5", rows=rows) for i, rows in enumerate((6, 6, 4))]
+    runs = analysis.read_runs(paths)
+    stats = analysis.compare_runs(runs)
+    assert stats["iteration"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert stats["runs"].tolist() == [3, 3, 3, 3, 2, 2]  # the short run stops after iteration 4
+    assert np.isnan(stats["winner_mean"][2])  # no winner in any run
+    np.testing.assert_allclose(stats["best_mean"][:2], [3.0, 5.0])
+    values = np.array([7.0, 7.0])
+    assert stats["best_ci"][5] == 0.0 and stats["best_mean"][5] == values.mean()
+    mean, half, n = analysis.mean_and_ci(np.array([1.0, 2.0, 4.0]))
+    assert (mean, n) == (pytest.approx(7 / 3), 3)
+    assert half == pytest.approx(4.303 * np.std([1, 2, 4], ddof=1) / np.sqrt(3))
+    summaries = analysis.run_summaries(runs)
+    assert [s.best_score for s in summaries] == [7.0, 7.0, 6.0] and summaries[2].best_iteration == 4
+
+
+def test_analyze_writes_plots_and_tables(synthetic, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["analyze", str(synthetic), "--out", str(out)]) == 0
+    for name in ("learning_curve.png", "wins.png", "timings.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "learning_curve.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6 and rows[2]["winner_score"] == "" and float(rows[3]["score_rank2"]) == 6.0
+    wins = (out / "wins.md").read_text()
+    assert "| 0 | 1e-05 | 0.0001 | 2 | 40.0% |" in wins and "| alpha | 1e-05 | 0 | 2 | 40.0% | 33.3% | 1.20 |" in wins
+    assert "| train | 6.6 |" in (out / "timings.md").read_text()
+    assert "wins per rank: 0: 2 (40%), 1: 2 (40%), 2: 1 (20%)" in capsys.readouterr().out
+
+
+def test_analyze_several_runs_compares_them(tmp_path):
+    a = write_synthetic_checkpoint(tmp_path / "a" / "run.h5")
+    b = write_synthetic_checkpoint(tmp_path / "b" / "run.h5", rows=4)
+    out = tmp_path / "out"
+    assert main(["analyze", str(a), str(b), "--out", str(out)]) == 0
+    assert (out / "compare.png").exists() and (out / "1-run" / "wins.png").exists() and (out / "2-run" / "timings.png").exists()
+    table = (out / "compare.md").read_text()
+    assert "| 1-run |" in table and "| 2-run |" in table and "mean ± 95% CI" in table
+    with open(out / "compare.csv") as handle:
+        assert [row["runs"] for row in csv.DictReader(handle)] == ["2", "2", "2", "2", "1", "1"]
+
+
+def bad_files(tmp_path: Path, synthetic: Path) -> dict[str, tuple[Path, str]]:
+    text = tmp_path / "notes.h5"
+    text.write_text("not HDF5")
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = [1, 2, 3]
+    no_timings = tmp_path / "no_timings.h5"
+    shutil.copy(synthetic, no_timings)
+    with h5py.File(no_timings, "a") as f:
+        del f["pool/timings"]
+    return {
+        "missing": (tmp_path / "nowhere.h5", "no such file"),
+        "not hdf5": (text, "not a readable HDF5 file"),
+        "not a checkpoint": (foreign, "not an mpiswim checkpoint"),
+        "missing dataset": (no_timings, "has no dataset /pool/timings"),
+    }
+
+
+def test_bad_input_gives_one_message_naming_file_and_fix(synthetic, tmp_path, capsys):
+    for kind, (path, words) in bad_files(tmp_path, synthetic).items():
+        assert main(["analyze", str(path), "--out", str(tmp_path / "out")]) == 2, kind
+        error = capsys.readouterr().err
+        assert error.startswith("mpiswim analyze:") and words in error and str(path) in error and "Fix:" in error, (kind, error)
+        assert error.count("\n") == 1, error
+
+
+def test_bad_input_from_the_real_command_line_exits_2_without_traceback(tmp_path):
+    path = tmp_path / "notes.h5"
+    path.write_text("not HDF5")
+    result = subprocess.run([sys.executable, "-m", "mpiswim.cli", "analyze", str(path), "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and str(path) in result.stderr
+
+
+LIVE_CONFIG = """\
+[run]
+name = "live"
+iterations = {iterations}
+[env]
+id = "Swimmer-v5"
+T = 60
+[pool]
+iterate_episodes = 2
+evaluate_episodes = 2
+[ranks]
+alpha = 1e-4
+eta = 1e-3
+"""
+
+
+def test_reading_while_a_real_run_writes_neither_fails_nor_disturbs_it(tmp_path):
+    """A 2-rank run rewrites its checkpoint every iteration while we read it as fast as we can,
+    sometimes holding the file open across the writer's rename. Every read must succeed, see a
+    complete and growing run, and the run must finish normally with every iteration on disk."""
+    iterations = 25
+    (tmp_path / "live.toml").write_text(LIVE_CONFIG.format(iterations=iterations))
+    launcher = Path(sys.executable).with_name("mpiexec")
+    launcher = str(launcher) if launcher.exists() else shutil.which("mpiexec")
+    if launcher is None:
+        pytest.fail("no mpiexec found: run the tests through `make test`, which installs MPI")
+    out = tmp_path / "live.h5"
+    command = [launcher, "-n", "2", sys.executable, "-m", "mpiswim.cli", "train", "--config", "live.toml", "--out", str(out)]
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen, reads, held = [], 0, 0
+    try:
+        deadline = time.monotonic() + 240
+        while job.poll() is None:
+            assert time.monotonic() < deadline, "the MPI run did not finish in time"
+            if not out.exists():
+                time.sleep(0.02)
+                continue
+            run = read_run(out)  # any exception here fails the test
+            assert run.scores.shape == (run.iterations, 2) and np.isfinite(analysis.learning_curve(run)["best_score"]).all()
+            seen.append(run.iterations)
+            reads += 1
+            if reads % 5 == 0:  # keep a handle open while the writer renames a new file over this one
+                with h5py.File(out, "r", locking=False) as handle:
+                    time.sleep(0.15)
+                    assert handle["pool/scores"].shape[0] == handle.attrs["iterations_done"]
+                held += 1
+    finally:
+        if job.poll() is None:
+            job.kill()
+        stdout, stderr = job.communicate(timeout=30)
+    assert job.returncode == 0, stderr
+    assert "done: 25 iterations" in stdout
+    assert seen == sorted(seen) and len(set(seen)) >= 3, seen  # we read the run at several stages, never going backwards
+    assert reads >= 10 and held >= 2
+    final = read_run(out)
+    assert final.iterations == iterations and not final.in_progress
+    assert not list(tmp_path.glob(".live.h5.tmp*"))
