@@ -5,7 +5,7 @@ interleaved, so a shared, noisy machine slows both alike:
 - reference: a bare loop that sets random controls and calls mj_step with the
   task's frame skip, nothing else;
 - train: `improve_branch` (episodes with recording plus the JAX update);
-- evaluate: `evaluate_branch` (lock-step no-update episodes).
+- evaluate: `evaluate_branch` (no-update episodes).
 The pool part runs real `mpiexec -n P` jobs (P = 1, 2, 4) of the seed's
 iteration shape and reports iteration time, pure collective time (Allgather +
 Bcast after a barrier), checkpoint time and peak memory per rank. Start-up
@@ -66,8 +66,7 @@ def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_
     from mpiswim.pool import evaluate_branch, improve_branch
 
     cfg = parse_config(bench_config(1, 1, T, episodes), 1)
-    tasks = [make_task(cfg.env_id, cfg.features) for _ in range(episodes)]
-    task = tasks[0]
+    task = make_task(cfg.env_id, cfg.features)
     rng = np.random.default_rng(0)
     agent = initial_agent(task.obs_dim, task.action_dim, cfg.features)
     # A policy with varied shapes, as after some training (the zero policy is a special case of the sampler).
@@ -81,7 +80,7 @@ def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_
         _, returns, _ = improve_branch(agent, task, rng, cfg, cfg.alpha[0], cfg.eta[0], trajectory)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        evaluate_branch(agent, tasks, rng, T)
+        evaluate_branch(agent, task, rng, cfg, trajectory)
         eval_seconds = time.perf_counter() - started
         bare_seconds = bare_mujoco(task, episodes * T, T, rng)
         update_seconds = []

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpiswim import swimmer
 from mpiswim.config import MAX_SIGNED_OBS_DIM, ConfigError
-from mpiswim.policy import Agent, active_block, active_blocks, draw_beta, flat_policy, log_shapes_usable, sign_weights
+from mpiswim.policy import Agent, active_block, draw_beta, flat_policy, sign_weights
 
 
 @dataclass
@@ -40,13 +41,14 @@ class Trajectory:
 class Task:
     """A ready environment and what the policy needs to know about it.
 
-    `step(action) -> (observation, reward, terminated)` is Gymnasium's step,
-    or for Swimmer-v5 a direct MuJoCo step that gives the same numbers
-    without Gymnasium's per-step Python (see `swimmer_step`).
+    `step(action) -> (observation, reward, terminated)` is Gymnasium's step.
+    `compiled` tasks (the stock Swimmer-v5) run whole episodes in
+    `mpiswim.swimmer` instead, with the same numbers and no per-step Python.
     """
 
     env: object
     step: Callable[[np.ndarray], tuple[np.ndarray, float, bool]]
+    compiled: bool
     obs_dim: int
     action_dim: int
     low: np.ndarray
@@ -97,44 +99,21 @@ def gymnasium_step(env) -> Callable:
     return step
 
 
-def swimmer_step(env) -> Callable:
-    """Swimmer-v5's step as Gymnasium computes it, minus its per-step Python.
-
-    Gymnasium also builds an info dict, copies positions and calls
-    mj_rnePostConstraint (derived forces that Swimmer's reward never reads);
-    that is a third of a step's cost. Observation and reward are computed
-    with the same expressions, so they are bit-identical (tests/test_env.py).
-    """
-    import mujoco
-
-    model, data, frame_skip, dt = env.model, env.data, env.frame_skip, env.dt
-    forward_weight, ctrl_weight = env._forward_reward_weight, env._ctrl_cost_weight
-
-    def step(action: np.ndarray) -> tuple[np.ndarray, float, bool]:
-        x_before = data.qpos[0]
-        data.ctrl[:] = action
-        mujoco.mj_step(model, data, nstep=frame_skip)
-        x_velocity = (data.qpos[0] - x_before) / dt
-        reward = forward_weight * x_velocity - ctrl_weight * np.square(action).sum()
-        return np.concatenate([data.qpos[2:], data.qvel]), reward, False
-
-    return step
-
-
 def has_fast_step(env) -> bool:
-    """True for an unmodified Swimmer (v5 defaults), whose step swimmer_step reproduces."""
+    """True for an unmodified Swimmer (v5 defaults), whose episodes mpiswim.swimmer compiles."""
     return type(env).__name__ == "SwimmerEnv" and getattr(env, "_exclude_current_positions_from_observation", False) is True
 
 
 def make_task(env_id: str, features: str, fast: bool = True) -> Task:
-    """Create the environment for one rank; fast=False always steps through Gymnasium."""
+    """Create the environment for one rank; fast=False always runs the Python loop through Gymnasium."""
     import gymnasium as gym
 
     env = gym.make(env_id).unwrapped
     obs_dim = env.observation_space.shape[0]
     return Task(
         env=env,
-        step=swimmer_step(env) if fast and has_fast_step(env) else gymnasium_step(env),
+        step=gymnasium_step(env),
+        compiled=fast and has_fast_step(env) and features == "signed" and swimmer.available(),
         obs_dim=obs_dim,
         action_dim=env.action_space.shape[0],
         low=env.action_space.low.astype(np.float64),
@@ -151,6 +130,10 @@ def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, traj
     given, every step is recorded in it for the learning update.
     """
     low, span = task.low, task.high - task.low
+    if task.compiled:
+        if trajectory is None:
+            trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
+        return swimmer.run_swimmer_episode(task.env, agent, rng, T, low, span, trajectory)
     policy = flat_policy(agent)
     phi = np.ones(task.obs_dim + 1)
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
@@ -172,38 +155,3 @@ def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, traj
         if terminated:
             break
     return float(total), False
-
-
-def run_evaluation(tasks: list[Task], agent: Agent, rng: np.random.Generator, T: int) -> tuple[np.ndarray, bool]:
-    """Returns of len(tasks) no-update episodes, one per task, stepped in lock-step.
-
-    The policy is computed for all running episodes at once, so its numpy
-    cost is shared; MuJoCo still steps each environment on its own. Returns
-    (returns, degenerate); on degenerate the returns are incomplete.
-    """
-    first = tasks[0]
-    action_dim, low, span = first.action_dim, first.low, first.high - first.low
-    policy = flat_policy(agent)
-    obs = np.stack([task.env.reset(seed=int(rng.integers(2**31)))[0] for task in tasks])
-    phis = np.ones((len(tasks), first.obs_dim + 1))
-    totals = np.zeros(len(tasks))
-    running = np.arange(len(tasks))
-    for _ in range(T):
-        phis[running, 1:] = obs[running]
-        blocks = active_blocks(obs[running], first.sign_weights)
-        log_shapes = np.einsum("nkf,nf->nk", policy[blocks], phis[running])
-        if not log_shapes_usable(log_shapes):
-            return totals, True
-        shapes = np.exp(log_shapes)
-        actions = low + rng.beta(shapes[:, :action_dim], shapes[:, action_dim:]) * span
-        finished = []
-        for row, episode in enumerate(running):
-            obs[episode], reward, terminated = tasks[episode].step(actions[row])
-            totals[episode] += reward
-            if terminated:
-                finished.append(episode)
-        if finished:
-            running = np.setdiff1d(running, finished)
-            if running.size == 0:
-                break
-    return totals, False

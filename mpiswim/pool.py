@@ -20,7 +20,7 @@ from time import perf_counter
 import numpy as np
 
 from mpiswim.config import Config
-from mpiswim.env import Task, Trajectory, run_episode, run_evaluation
+from mpiswim.env import Task, Trajectory, run_episode
 from mpiswim.learn import agent_is_finite, update_agent
 from mpiswim.policy import Agent, copy_agent, pack_agent, unpack_agent
 
@@ -111,34 +111,36 @@ def improve_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Conf
     return agent, returns, False
 
 
-def evaluate_branch(agent: Agent, tasks: list[Task], rng: np.random.Generator, T: int) -> tuple[float, bool]:
-    """Mean return over one no-update episode per task (run in lock-step); (-inf, True) if the policy breaks."""
-    returns, degenerate = run_evaluation(tasks, agent, rng, T)
-    if degenerate:
-        return -np.inf, True
+def evaluate_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, trajectory: Trajectory) -> tuple[float, bool]:
+    """Mean return of cfg.evaluate_episodes no-update episodes; (-inf, True) if the policy breaks."""
+    returns = np.empty(cfg.evaluate_episodes)
+    for episode in range(cfg.evaluate_episodes):
+        returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory)
+        if degenerate:
+            return -np.inf, True
     return float(returns.mean()), False
 
 
 # --- the pool iteration ------------------------------------------------------
 
 
-def pool_iteration(comm, cfg: Config, tasks: list[Task], state: PoolState, trajectory: Trajectory) -> tuple[PoolState, IterationRecord]:
+def pool_iteration(comm, cfg: Config, task: Task, state: PoolState, trajectory: Trajectory) -> tuple[PoolState, IterationRecord]:
     """Run iteration state.iteration on every rank; return the next state and the record.
 
-    `tasks` holds one environment per evaluation episode; the first also trains.
+    `trajectory` is this rank's scratch record of one episode, reused by every episode.
     """
     rank = comm.Get_rank()
     rng = np.random.default_rng([cfg.seed, state.iteration, rank])
 
     # 1-2. Same start, own branch: improve a copy of A_k with this rank's step sizes.
     started = perf_counter()
-    branch, train_returns, degenerate = improve_branch(state.agent, tasks[0], rng, cfg, cfg.alpha[rank], cfg.eta[rank], trajectory)
+    branch, train_returns, degenerate = improve_branch(state.agent, task, rng, cfg, cfg.alpha[rank], cfg.eta[rank], trajectory)
     trained = perf_counter()
 
     # 3. Evaluate the branch without updates; a broken branch scores -inf.
     score = -np.inf
     if not degenerate:
-        score, degenerate = evaluate_branch(branch, tasks, rng, cfg.T)
+        score, degenerate = evaluate_branch(branch, task, rng, cfg, trajectory)
     evaluated = perf_counter()
 
     # 4. Merge: everyone learns every score and takes the winner's agent.

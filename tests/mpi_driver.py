@@ -83,8 +83,7 @@ elif mode == "pool":
     from mpiswim.env import Trajectory, make_task
 
     cfg = parse_config((outdir / "config.toml").read_text(), comm.Get_size())
-    tasks = [make_task(cfg.env_id, cfg.features) for _ in range(cfg.evaluate_episodes)]
-    task = tasks[0]
+    task = make_task(cfg.env_id, cfg.features)
     branches = []
     real_improve = pool.improve_branch
 
@@ -95,7 +94,7 @@ elif mode == "pool":
 
     pool.improve_branch = remember_branch
     state = pool.initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
-    state, record = pool.pool_iteration(comm, cfg, tasks, state, Trajectory.empty(cfg.T, task.obs_dim, task.action_dim))
+    state, record = pool.pool_iteration(comm, cfg, task, state, Trajectory.empty(cfg.T, task.obs_dim, task.action_dim))
     branch_digests = comm.gather(digest(branches[0]), root=0)
     new_digests = comm.gather(digest(state.agent), root=0)
     if rank == 0:

@@ -1,0 +1,120 @@
+"""Compiled Swimmer-v5 episodes: the whole step loop in machine code, via numba.
+
+One MuJoCo step of the swimmer costs about 50 µs; the Python around it
+(features, Beta draws, Gymnasium's step, bookkeeping) cost another 30-40 µs.
+Here one numba function runs a whole episode: pick the feature block, compute
+the log Beta shapes, draw the action, call MuJoCo's C `mj_step` directly, and
+compute observation and reward exactly as Gymnasium's Swimmer-v5 does
+(tests/test_swimmer.py checks them bit for bit against Gymnasium).
+
+The Beta draws use the caller's numpy Generator: numba implements
+`Generator.beta` with numpy's own algorithm on the same bit generator, so the
+random stream is the one plain numpy would produce. The compiled code is
+cached on disk (numba `cache=True`), so only the very first run compiles.
+
+Only the stock Swimmer (Gymnasium's v5 defaults) takes this path; every other
+task runs the plain Python loop in `mpiswim.env`.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+
+import numpy as np
+
+from mpiswim.policy import LOG_SHAPE_LIMIT, Agent, flat_policy
+
+
+def _load_mj_step():
+    """MuJoCo's C mj_step(model, data) as a numba external function, or None if the library cannot be found."""
+    import llvmlite.binding
+    import mujoco
+    import numba
+
+    libraries = sorted(glob.glob(os.path.join(os.path.dirname(mujoco.__file__), "libmujoco.so*")))
+    if not libraries:
+        return None
+    llvmlite.binding.load_library_permanently(libraries[0])
+    return numba.types.ExternalFunction("mj_step", numba.types.void(numba.types.voidptr, numba.types.voidptr))
+
+
+try:
+    import numba
+
+    mj_step = _load_mj_step()
+except (ImportError, OSError, RuntimeError):  # no numba, or no loadable libmujoco: the Python loop is used
+    numba, mj_step = None, None
+
+
+def available() -> bool:
+    """True when compiled Swimmer episodes can run here."""
+    return mj_step is not None
+
+
+def _swimmer_episode(model_address, data_address, frame_skip, qpos, qvel, ctrl, observation, policy, low, span, rng, T, forward_weight, ctrl_weight, dt, blocks, phis, xs, rewards):
+    """Run one episode from `observation`; record every step; return (total reward, steps, degenerate).
+
+    qpos, qvel and ctrl are numpy views of MuJoCo's own data, so mj_step
+    updates them in place. The expressions follow Gymnasium's Swimmer-v5:
+    reward = forward_weight * x velocity - ctrl_weight * |action|^2,
+    observation = [qpos[2:], qvel].
+    """
+    obs_dim, action_dim = observation.shape[0], ctrl.shape[0]
+    n_positions = qpos.shape[0] - 2  # the observation leaves out the x, y position
+    phi = np.empty(obs_dim + 1)
+    phi[0] = 1.0
+    phi[1:] = observation
+    x = np.empty(action_dim)
+    total = 0.0
+    for t in range(T):
+        # The signed coding: bit i of the block index is set when s_i > 0.
+        block = 0
+        for i in range(obs_dim):
+            if phi[1 + i] > 0.0:
+                block += 1 << i
+        # log a_i and log b_i are rows i and action_dim + i of the block; draw x_i ~ Beta(a_i, b_i).
+        for i in range(action_dim):
+            log_a = 0.0
+            log_b = 0.0
+            for f in range(obs_dim + 1):
+                log_a += policy[block, i, f] * phi[f]
+                log_b += policy[block, action_dim + i, f] * phi[f]
+            if not (-LOG_SHAPE_LIMIT < log_a < LOG_SHAPE_LIMIT and -LOG_SHAPE_LIMIT < log_b < LOG_SHAPE_LIMIT):
+                return total, t, True  # exp() would overflow or underflow (or NaN): degenerate branch
+            x[i] = rng.beta(math.exp(log_a), math.exp(log_b))
+        control_cost = 0.0
+        for i in range(action_dim):
+            action = low[i] + x[i] * span[i]
+            ctrl[i] = action
+            control_cost += action * action
+        x_before = qpos[0]
+        for _ in range(frame_skip):
+            mj_step(model_address, data_address)
+        reward = forward_weight * ((qpos[0] - x_before) / dt) - ctrl_weight * control_cost
+
+        blocks[t] = block
+        phis[t, :] = phi
+        xs[t, :] = x
+        rewards[t] = reward
+        total += reward
+        phi[1 : 1 + n_positions] = qpos[2:]
+        phi[1 + n_positions :] = qvel
+    return total, T, False
+
+
+swimmer_episode = numba.njit(cache=True)(_swimmer_episode) if mj_step is not None else None
+
+
+def run_swimmer_episode(env, agent: Agent, rng: np.random.Generator, T: int, low: np.ndarray, span: np.ndarray, trajectory) -> tuple[float, bool]:
+    """One compiled episode of at most T steps on a Swimmer env; the same contract as env.run_episode."""
+    observation, _ = env.reset(seed=int(rng.integers(2**31)))
+    data = env.data
+    total, steps, degenerate = swimmer_episode(
+        env.model._address, data._address, env.frame_skip, data.qpos, data.qvel, data.ctrl, observation,
+        flat_policy(agent), low, span, rng, T, env._forward_reward_weight, env._ctrl_cost_weight, env.dt,
+        trajectory.blocks, trajectory.phis, trajectory.xs, trajectory.rewards,
+    )  # fmt: skip
+    trajectory.length = steps
+    return float(total), bool(degenerate)

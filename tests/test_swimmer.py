@@ -1,0 +1,87 @@
+"""The compiled Swimmer episode: Gymnasium's numbers for the same actions, the Python loop's numbers for the same policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpiswim import swimmer
+from mpiswim.env import Trajectory, make_task, run_episode
+from mpiswim.policy import initial_agent
+
+T = 300
+
+
+def trained_looking_agent(seed: int = 0):
+    """Varied shapes in every block, as after some training (the zero policy is a special case)."""
+    agent = initial_agent(8, 2, "signed")
+    agent.policy[:] = np.random.default_rng(seed).normal(0.0, 0.3, agent.policy.shape)
+    return agent
+
+
+def test_the_stock_swimmer_takes_the_compiled_path():
+    assert swimmer.available()
+    assert make_task("Swimmer-v5", "signed").compiled
+    assert not make_task("Swimmer-v5", "signed", fast=False).compiled
+    assert not make_task("Swimmer-v5", "linear").compiled  # the compiled loop knows the signed coding only
+    assert not make_task("Hopper-v5", "linear").compiled
+
+
+def test_observations_and_rewards_equal_gymnasium_bit_for_bit():
+    """Replay the compiled episode's actions through Gymnasium's own Swimmer-v5 step."""
+    import gymnasium as gym
+
+    task = make_task("Swimmer-v5", "signed")
+    trajectory = Trajectory.empty(T, 8, 2)
+    total, degenerate = run_episode(task, trained_looking_agent(), np.random.default_rng(11), T, trajectory)
+    assert not degenerate and trajectory.length == T
+
+    reference = gym.make("Swimmer-v5", max_episode_steps=T)
+    observation, _ = reference.reset(seed=int(np.random.default_rng(11).integers(2**31)))  # the episode's own reset seed
+    rewards = []
+    for t in range(T):
+        np.testing.assert_array_equal(trajectory.phis[t, 1:], observation, err_msg=f"step {t}")
+        action = task.low + trajectory.xs[t] * (task.high - task.low)
+        observation, reward, terminated, _, _ = reference.step(action)
+        assert not terminated
+        rewards.append(reward)
+    np.testing.assert_array_equal(trajectory.rewards[:T], rewards)
+    assert total == sum(trajectory.rewards[:T].tolist())
+
+
+def test_compiled_and_python_loops_run_the_same_episode():
+    """Same policy, same random stream: same blocks and draws; the only difference is the summation order of a 9-term dot product."""
+    agent = trained_looking_agent(1)
+    results = []
+    for fast in (True, False):
+        task = make_task("Swimmer-v5", "signed", fast=fast)
+        trajectory = Trajectory.empty(T, 8, 2)
+        rng = np.random.default_rng(5)
+        total, degenerate = run_episode(task, agent, rng, T, trajectory)
+        results.append((total, trajectory, rng.integers(2**62)))
+    (fast_total, fast, fast_next), (slow_total, slow, slow_next) = results
+    np.testing.assert_array_equal(fast.blocks, slow.blocks)
+    np.testing.assert_allclose(fast.xs, slow.xs, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fast.rewards, slow.rewards, rtol=0, atol=1e-9)
+    assert fast_total == pytest.approx(slow_total, abs=1e-9)
+    assert fast_next == slow_next  # both drew exactly as many numbers from the stream
+
+
+def test_same_seed_same_episode_and_actions_in_bounds():
+    task = make_task("Swimmer-v5", "signed")
+    agent = trained_looking_agent(2)
+    first, second = Trajectory.empty(T, 8, 2), Trajectory.empty(T, 8, 2)
+    run_episode(task, agent, np.random.default_rng(3), T, first)
+    run_episode(task, agent, np.random.default_rng(3), T, second)
+    for name in ("blocks", "phis", "xs", "rewards"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
+    assert np.all((first.xs >= 0) & (first.xs <= 1))
+
+
+def test_episodes_are_cut_at_T():
+    task = make_task("Swimmer-v5", "signed")
+    trajectory = Trajectory.empty(1200, 8, 2)
+    run_episode(task, initial_agent(8, 2, "signed"), np.random.default_rng(0), 1200, trajectory)
+    assert trajectory.length == 1200  # past Gymnasium's own 1000-step limit: T is the only limit
+    run_episode(task, initial_agent(8, 2, "signed"), np.random.default_rng(0), 7, trajectory)
+    assert trajectory.length == 7
