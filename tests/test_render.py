@@ -1,0 +1,112 @@
+"""Videos: which stored agent --iteration selects, frames that show a moving body (headless
+offscreen rendering), .gif and .mp4 files, and clear errors on bad input."""
+
+from __future__ import annotations
+
+# Imported before anything imports mujoco: it selects headless OpenGL (MUJOCO_GL=egl).
+from mpiswim import render  # isort: skip
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic import BEST, BEST_MARK, BEST_ROW, CURRENT_MARK, write_synthetic_checkpoint
+
+from mpiswim.analysis import AnalysisError
+from mpiswim.cli import main
+from mpiswim.policy import initial_agent
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    return write_synthetic_checkpoint(tmp_path_factory.mktemp("render") / "synthetic.h5")
+
+
+def test_iteration_selects_a_stored_agent_and_refuses_the_others(synthetic):
+    best = render.load_agent(synthetic)
+    assert (best.iteration, best.kind, best.score) == (BEST_ROW + 1, "best", BEST[-1])
+    assert np.all(best.agent.policy == BEST_MARK) and (best.env_id, best.features, best.T) == ("Swimmer-v5", "signed", 500)
+    last = render.load_agent(synthetic, 6)
+    assert last.kind == "last" and np.all(last.agent.policy == CURRENT_MARK) and last.score == 4.0
+    initial = render.load_agent(synthetic, 0)
+    assert initial.kind == "initial" and not initial.agent.policy.any() and initial.agent.policy.shape == best.agent.policy.shape
+    with pytest.raises(AnalysisError, match=r"does not store the agent of iteration 3.*Fix: use --iteration 0 or 5 or 6"):
+        render.load_agent(synthetic, 3)
+    for k in (7, -1):
+        with pytest.raises(AnalysisError, match=rf"--iteration {k} is out of range: '.*synthetic.h5' has iterations 1..6"):
+            render.load_agent(synthetic, k)
+
+
+def is_body(frame: np.ndarray) -> np.ndarray:
+    """Pixels of the swimmer's orange capsules (rgb 0.8, 0.6, 0.4): red clearly above blue."""
+    r, g, b = (frame[..., i].astype(int) for i in range(3))
+    return (r - b > 60) & (r > g) & (g > b)
+
+
+def test_frames_are_not_blank_and_the_body_moves():
+    from mpiswim.env import make_task
+
+    task = make_task("Swimmer-v5", "signed")
+    renderer = render.make_renderer(task.env.model, 160, 120)
+    camera = render.tracking_camera(task.env.model)
+    film = render.Film()
+    agent = initial_agent(task.obs_dim, task.action_dim, "signed")  # uniform random actions: the joints flail
+    try:
+        frames = list(render.film_episode(task, agent, 12, np.random.default_rng(1), renderer, camera, film, every=3))
+    finally:
+        renderer.close()
+    assert len(frames) == film.frames == 5 and film.steps == 12  # the start state and every 3rd step
+    for frame in frames:
+        assert frame.shape == (120, 160, 3) and frame.dtype == np.uint8
+        assert frame.std() > 20 and len(np.unique(frame.reshape(-1, 3), axis=0)) > 50  # not blank, not one colour
+        assert is_body(frame).sum() > 100  # the swimmer is in the picture
+    masks = [is_body(f) for f in frames]
+    assert all((a ^ b).sum() > 20 for a, b in zip(masks, masks[1:], strict=False))  # its shape on screen changes every frame
+    assert len({tuple(np.round(p, 6)) for p in film.positions}) == len(frames)  # and its centre of mass moves
+
+
+def test_render_writes_a_gif_and_an_mp4(synthetic, tmp_path, capsys):
+    from PIL import Image
+
+    gif = tmp_path / "swimmer.gif"
+    assert main(["render", str(synthetic), "--out", str(gif), "--steps", "8", "--size", "96x64"]) == 0
+    with Image.open(gif) as image:
+        assert image.size == (96, 64) and image.n_frames == 5 and image.info["duration"] == 80  # every 2nd step of 0.04 s
+        image.seek(4)
+        assert np.asarray(image.convert("RGB")).std() > 20
+    assert "the best agent (after iteration 5, score 7.00 in the run)" in capsys.readouterr().out
+
+    import imageio_ffmpeg
+
+    mp4 = tmp_path / "swimmer.mp4"
+    assert main(["render", str(synthetic), "--out", str(mp4), "--iteration", "0", "--steps", "6", "--size", "96x64", "--action", "mean"]) == 0
+    reader = imageio_ffmpeg.read_frames(str(mp4))
+    meta = next(reader)
+    frames = [np.frombuffer(f, np.uint8).reshape(64, 96, 3) for f in reader]
+    assert meta["size"] == (96, 64) and meta["fps"] == 25 and len(frames) == 7 and frames[-1].std() > 20
+    assert "the initial agent (after iteration 0)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--out", "x.avi"], "unsupported video type '.avi'"),
+        (["--out", "x.gif", "--iteration", "99"], "--iteration 99 is out of range"),
+        (["--out", "x.gif", "--iteration", "2"], "does not store the agent of iteration 2"),
+        (["--out", "x.gif", "--steps", "0"], "--steps 0: must be at least 1"),
+        (["--out", "x.gif", "--size", "big"], "--size 'big'"),
+    ],
+)
+def test_bad_render_input_gives_one_message(synthetic, tmp_path, capsys, args, words):
+    args = [a if a not in ("x.avi", "x.gif") else str(tmp_path / a) for a in args]
+    assert main(["render", str(synthetic), *args]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("mpiswim render:") and words in error and "Fix:" in error and error.count("\n") == 1, error
+
+
+def test_render_of_a_file_that_is_not_a_checkpoint_names_it(tmp_path, capsys):
+    path = tmp_path / "notes.h5"
+    path.write_text("hello")
+    assert main(["render", str(path), "--out", str(tmp_path / "x.gif")]) == 2
+    error = capsys.readouterr().err
+    assert str(path) in error and "not a readable HDF5 file" in error
