@@ -1,4 +1,4 @@
-"""Command line: `mpiswim config | train | evaluate | info | analyze | render`.
+"""Command line: `mpiswim config | train | evaluate | info | check | analyze | render`.
 
 Heavy imports (MPI, JAX, MuJoCo) happen inside the commands that need them,
 so `mpiswim config` and `mpiswim info` start quickly and never initialise MPI.
@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", metavar="RUN.h5", help="checkpoint path (default: [run] out of the config)")
     train.add_argument("--iterations", type=int, metavar="N", help="iterations in all (overrides the config; with --resume: continue until N)")
     train.add_argument("--force", action="store_true", help="replace an existing output file")
+    train.add_argument(
+        "--resume-if-exists",
+        action="store_true",
+        help="if the --out checkpoint exists, resume it (its config must match --config except [run] iterations); otherwise start from the config",
+    )
 
     evaluate = commands.add_parser("evaluate", help="mean and spread of the best agent's return")
     evaluate.add_argument("checkpoint", metavar="RUN.h5")
@@ -46,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ranks", default="1,2,4", help="pool sizes for the MPI part, comma-separated")
     bench.add_argument("--iterations", type=int, default=4, help="pool iterations per pool size")
     bench.add_argument("--json", action="store_true")
+
+    check = commands.add_parser("check", help="validate a checkpoint (schema, shapes, values, checksum); exit 0 and one OK line, or 2 and what is wrong")
+    check.add_argument("checkpoint", metavar="RUN.h5")
 
     info = commands.add_parser("info", help="summarise a checkpoint")
     info.add_argument("checkpoint", metavar="RUN.h5")
@@ -157,6 +165,14 @@ def info_command(args) -> int:
     return 0
 
 
+def check_command(args) -> int:
+    """`mpiswim check RUN.h5`: one OK line, or a CheckpointError naming what is wrong (exit 2)."""
+    from mpiswim.checkpoint import check_checkpoint, checkpoint_summary
+
+    print(checkpoint_summary(args.checkpoint, check_checkpoint(args.checkpoint)))
+    return 0
+
+
 def _load(path: str):
     from mpiswim.checkpoint import load_checkpoint
 
@@ -195,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.iterations is not None and args.iterations < 1:
             print(f"mpiswim: --iterations {args.iterations}: must be at least 1", file=sys.stderr)
             return 2
+        if args.resume_if_exists and (args.resume or args.force):
+            print("mpiswim: --resume-if-exists goes with --config/--out, not with --resume or --force. Fix: drop one of them.", file=sys.stderr)
+            return 2
         from mpiswim.train import train_command
 
         return train_command(args)
@@ -213,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     from mpiswim.config import ConfigError
 
     try:
+        if args.command == "check":
+            return check_command(args)
         return evaluate_command(args) if args.command == "evaluate" else info_command(args)
     except (CheckpointError, ConfigError, ValueError) as error:
         print(f"mpiswim: {error}", file=sys.stderr)
