@@ -6,11 +6,19 @@ cluster only rank 0 needs to see the files. Bad input ends every rank with
 exit code 2 and one message. Any other exception on any rank aborts the whole
 MPI job at once (MPI_Abort), so no rank is ever left waiting in a collective;
 the checkpoint on disk is then the last complete iteration.
+
+SIGINT and SIGTERM (forwarded to every rank by mpiexec, or sent by SLURM) only
+set a flag. After each iteration the ranks agree in one allreduce whether any
+of them was signalled, or rank 0 failed to write the checkpoint; then they all
+stop together with the same exit code. docs/faults.md lists every exit code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import signal
 import sys
 import time
 import traceback
@@ -19,14 +27,40 @@ from pathlib import Path
 
 import numpy as np
 
-from mpiswim.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from mpiswim.config import DEFAULT_CONFIG, Config, ConfigError, load_config, parse_config
-from mpiswim.env import Trajectory, make_task
+from mpiswim.checkpoint import CheckpointError, check_checkpoint, estimated_size, save_checkpoint
+from mpiswim.config import DEFAULT_CONFIG, SCHEMA, Config, ConfigError, load_config, parse_config
+from mpiswim.env import Trajectory, check_environment, make_task
 from mpiswim.policy import initial_agent
 from mpiswim.pool import IterationRecord, PoolState, initial_state, pool_iteration
 
+# Exit codes (docs/faults.md). 130 and 143 are what shells report for a process
+# killed by SIGINT and SIGTERM (128 + signal number); here they mean "stopped
+# cleanly after a complete iteration on that signal; resume to continue".
 EXIT_BAD_INPUT = 2
 EXIT_DEGENERATE = 3
+EXIT_WRITE_FAILED = 4
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+# Reasons to stop early, one bit each, combined over the ranks with a bitwise-OR allreduce.
+STOP_SIGINT, STOP_SIGTERM, STOP_WRITE_FAILED = 1, 2, 4
+
+
+class StopRequests:
+    """SIGINT/SIGTERM handlers that only note the signal; the loop decides when to stop."""
+
+    BITS = {signal.SIGINT: STOP_SIGINT, signal.SIGTERM: STOP_SIGTERM}
+
+    def __init__(self) -> None:
+        self.bits = 0
+        self.previous = {signum: signal.signal(signum, self.note) for signum in self.BITS}
+
+    def note(self, signum: int, frame) -> None:
+        self.bits |= self.BITS[signum]  # nothing else: a handler may run at any moment
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 class InputError(Exception):
@@ -42,37 +76,78 @@ class Setup:
     state: PoolState | None  # None: start from A_0
 
 
-def check_output(out: Path, force: bool) -> None:
-    """Refuse to overwrite an existing run, and find an unwritable path before training."""
+def check_output(out: Path, force: bool, size: int = 0) -> None:
+    """Refuse to overwrite an existing run; find an unwritable path or a full disk before training.
+
+    The probe writes `size` bytes (what the checkpoint will need) beside `out`,
+    syncs and removes them, so a full file system or an exhausted quota shows now.
+    """
     if out.exists() and not force:
         raise InputError(
-            f"output file '{out}' already exists. Fix: continue it with `mpiswim train --resume {out}`, "
+            f"output file '{out}' already exists. Fix: continue it with `mpiswim train --resume {out}` (or add --resume-if-exists), "
             "pass --force to replace it (the old file stays until the first new iteration is written), or choose another --out."
         )
+    probe = out.with_name(f".{out.name}.tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        probe = out.with_name(f".{out.name}.tmp")
-        probe.write_bytes(b"")
+        with open(probe, "wb") as handle:
+            handle.write(bytes(size))
+            handle.flush()
+            os.fsync(handle.fileno())
         probe.unlink()
     except OSError as error:
-        raise InputError(f"cannot write the output file '{out}' ({error.strerror}). Fix: choose a writable --out path.") from None
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+        raise InputError(
+            f"cannot write the output file '{out}' ({error.strerror}; the checkpoint needs about {size / 1e6:.1f} MB). "
+            "Fix: choose a writable --out path on a file system with free space."
+        ) from None
+
+
+# Config fields that may differ between a checkpoint and the config of a resumed run.
+MAY_CHANGE_ON_RESUME = ("iterations", "out", "toml_text")
+FIELD_NAMES = {"env_id": "[env] id", "world_size": "number of ranks"}  # the others are named as in SCHEMA
+
+
+def config_differences(stored: Config, given: Config) -> list[str]:
+    """What differs between the checkpoint's config and the given one, in the config's words."""
+    differences = []
+    for field in dataclasses.fields(Config):
+        name = field.name
+        if name not in MAY_CHANGE_ON_RESUME and getattr(stored, name) != getattr(given, name):
+            section = next((s for s, keys in SCHEMA.items() if name in keys), None)
+            label = FIELD_NAMES.get(name) or f"[{section}] {name}"
+            differences.append(f"{label} is {getattr(stored, name)!r} in the checkpoint but {getattr(given, name)!r} in the config")
+    return differences
+
+
+def resume(out: Path, world_size: int, iterations: int | None, given: Config | None = None) -> tuple[Setup, list[IterationRecord]]:
+    """Validate a checkpoint for resuming with `world_size` ranks (and, if given, the config it must match)."""
+    checkpoint = check_checkpoint(out)
+    if checkpoint.world_size != world_size:
+        raise InputError(
+            f"'{out}' was written by a pool of {checkpoint.world_size} ranks, but this job has {world_size}. "
+            f"Fix: resume with `mpirun -n {checkpoint.world_size} mpiswim train --resume {out}`."
+        )
+    steps = {name: tuple(float(v) for v in checkpoint.hyperparameters[name]) for name in ("alpha", "eta")}
+    cfg = parse_config(checkpoint.config_toml, world_size, stored_steps=steps)
+    if given is not None:
+        differences = config_differences(cfg, given)
+        if differences:
+            raise InputError(
+                f"'{out}' exists but its run was started with another config: {'; '.join(differences)}. "
+                "Only [run] iterations may change when a run is resumed. "
+                "Fix: pass the config the run was started with, or choose another --out for a new run."
+            )
+    cfg = dataclasses.replace(cfg, iterations=iterations or checkpoint.iterations_planned, out=str(out))
+    check_output(out, force=True, size=estimated_size(cfg, *check_environment(cfg.env_id, cfg.features)))
+    return Setup(cfg, out, checkpoint.state), checkpoint.records
 
 
 def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord]]:
     """Validate the user's input on rank 0; raise ConfigError/CheckpointError/InputError."""
     if args.resume:
-        out = Path(args.resume)
-        checkpoint = load_checkpoint(out)
-        if checkpoint.world_size != world_size:
-            raise InputError(
-                f"'{out}' was written by a pool of {checkpoint.world_size} ranks, but this job has {world_size}. "
-                f"Fix: resume with `mpirun -n {checkpoint.world_size} mpiswim train --resume {out}`."
-            )
-        steps = {name: tuple(float(v) for v in checkpoint.hyperparameters[name]) for name in ("alpha", "eta")}
-        cfg = parse_config(checkpoint.config_toml, world_size, stored_steps=steps)
-        iterations = args.iterations or checkpoint.iterations_planned
-        cfg = dataclasses.replace(cfg, iterations=iterations, out=str(out))
-        return Setup(cfg, out, checkpoint.state), checkpoint.records
+        return resume(Path(args.resume), world_size, args.iterations)
 
     if args.config:
         cfg = load_config(args.config, world_size)
@@ -82,7 +157,9 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord]]:
         cfg = dataclasses.replace(cfg, iterations=args.iterations)
     out = Path(args.out or cfg.out)
     cfg = dataclasses.replace(cfg, out=str(out))
-    check_output(out, args.force)
+    if getattr(args, "resume_if_exists", False) and out.exists():
+        return resume(out, world_size, cfg.iterations, given=cfg)
+    check_output(out, args.force, estimated_size(cfg, *check_environment(cfg.env_id, cfg.features)))
     return Setup(cfg, out, None), []
 
 
@@ -109,8 +186,34 @@ def progress_line(cfg: Config, state: PoolState, record: IterationRecord, elapse
     )
 
 
-def run_loop(comm, setup: Setup, records: list[IterationRecord]) -> int:
-    """Run pool iterations until cfg.iterations are done; return the exit code."""
+def write_checkpoint(setup: Setup, state: PoolState, records: list[IterationRecord]) -> bool:
+    """Rank 0: write the checkpoint after an iteration; on failure say what is kept and return False."""
+    started = time.perf_counter()
+    try:
+        save_checkpoint(setup.out, setup.cfg, state, records)
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]
+        kept = (
+            f"'{setup.out}' is unchanged and holds iterations 1..{state.iteration - 1}"
+            if state.iteration > 1 and setup.out.exists()
+            else "no checkpoint of this run was written"
+        )
+        print(
+            f"mpiswim: cannot write the checkpoint '{setup.out}' after iteration {state.iteration} ({reason}); every rank stops "
+            f"(exit code {EXIT_WRITE_FAILED}). {kept}. Fix: free space on (or repair) that file system, then resume with "
+            f"`mpirun -n {setup.cfg.world_size} mpiswim train --resume {setup.out}`.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    records[-1].timings[0, 3] = time.perf_counter() - started
+    return True
+
+
+def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequests | None = None) -> int:
+    """Run pool iterations until cfg.iterations are done or a rank has a reason to stop; return the exit code."""
+    from mpi4py import MPI
+
     cfg, rank = setup.cfg, comm.Get_rank()
     task = make_task(cfg.env_id, cfg.features)
     state = setup.state or initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
@@ -124,12 +227,17 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord]) -> int:
     started, first = time.perf_counter(), state.iteration
     while state.iteration < cfg.iterations:
         state, record = pool_iteration(comm, cfg, task, state, trajectory)
+        stop = 0
         if rank == 0:
             records.append(record)
-            write_started = time.perf_counter()
-            save_checkpoint(setup.out, cfg, state, records)
-            record.timings[0, 3] = time.perf_counter() - write_started
-            print(progress_line(cfg, state, record, time.perf_counter() - started, state.iteration - first), flush=True)
+            if write_checkpoint(setup, state, records):
+                print(progress_line(cfg, state, record, time.perf_counter() - started, state.iteration - first), flush=True)
+            else:
+                stop |= STOP_WRITE_FAILED
+        # One small collective per iteration: does any rank have a reason to stop (a signal, a failed write)?
+        stop = comm.allreduce(stop | (stops.bits if stops else 0), op=MPI.BOR)
+        if stop & STOP_WRITE_FAILED:
+            return EXIT_WRITE_FAILED
         if state.degenerate_streak >= cfg.max_degenerate_iterations:
             if rank == 0:
                 print(
@@ -140,10 +248,24 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord]) -> int:
                     flush=True,
                 )
             return EXIT_DEGENERATE
+        if stop and state.iteration < cfg.iterations:
+            code, name = (EXIT_SIGTERM, "SIGTERM") if stop & STOP_SIGTERM else (EXIT_SIGINT, "SIGINT")
+            if rank == 0:
+                print(
+                    f"mpiswim: stopped by {name} after iteration {state.iteration} of {cfg.iterations} (exit code {code}): "
+                    f"'{setup.out}' holds the {state.iteration} completed iterations. "
+                    f"Resume with `mpirun -n {comm.Get_size()} mpiswim train --resume {setup.out}`.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return code
 
     if rank == 0:
         if records:
-            save_checkpoint(setup.out, cfg, state, records)  # stores the last iteration's checkpoint time
+            try:
+                save_checkpoint(setup.out, cfg, state, records)  # stores the last iteration's checkpoint time
+            except OSError as error:
+                print(f"mpiswim: warning: could not add the last write's timing to '{setup.out}' ({error}); it holds every iteration.", file=sys.stderr)
         wins = np.bincount([r.winner for r in records if r.winner >= 0], minlength=comm.Get_size())
         print(
             f"mpiswim: done: {state.iteration} iterations in {format_seconds(time.perf_counter() - started)}; "
@@ -156,6 +278,14 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord]) -> int:
 
 def train_command(args) -> int:
     """`mpiswim train`: every rank runs this under mpirun/mpiexec."""
+    stops = StopRequests()  # first: a signal from now on stops the run cleanly after an iteration
+    try:
+        return _train(args, stops)
+    finally:
+        stops.restore()
+
+
+def _train(args, stops: StopRequests) -> int:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
@@ -176,7 +306,7 @@ def train_command(args) -> int:
     if rank == 0 and setup.state is not None and setup.state.iteration >= setup.cfg.iterations:
         print(f"mpiswim: '{setup.out}' already has {setup.state.iteration} iterations (asked for {setup.cfg.iterations}); nothing to do. Pass --iterations N to go further.")
     try:
-        return run_loop(comm, setup, records)
+        return run_loop(comm, setup, records, stops)
     except BaseException as error:
         print(f"mpiswim: rank {rank} failed: {error.__class__.__name__}: {error}; aborting every rank. The checkpoint keeps the last completed iteration.", file=sys.stderr, flush=True)
         if not isinstance(error, KeyboardInterrupt):
