@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -711,4 +712,31 @@ def analyze_command(args) -> int:
     for run in runs:
         print("\n".join(summary_lines(run)))
     print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(str(p.relative_to(args.out)) for p in written))
+    return 0
+
+
+def script_main(description: str, write: Callable[[list[Run], Path], list[Path]], several: bool = False, argv: Sequence[str] | None = None) -> int:
+    """The whole of a script in analysis/: parse `RUN.h5 [...] --out DIR`, read, write, report.
+
+    `write(runs, out)` makes the files and returns their paths. Bad input gives
+    one message and exit code 2, as `mpiswim analyze` does.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("checkpoints", nargs="+" if several else 1, metavar="RUN.h5")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    args = parser.parse_args(argv)
+    try:
+        runs = read_runs(args.checkpoints)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for path in write(runs, out):
+            print(path)
+    except AnalysisError as error:
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"{parser.prog}: cannot write into '{args.out}' ({error.strerror}). Fix: choose a writable --out folder.", file=sys.stderr)
+        return 2
     return 0

@@ -228,7 +228,7 @@ def write_gif(frames: Iterator[np.ndarray], out: Path, fps: float) -> None:
     """An endlessly looping GIF (Pillow); frame durations are whole milliseconds."""
     from PIL import Image
 
-    images = [Image.fromarray(f).quantize(colors=128, method=Image.Quantize.MEDIANCUT) for f in frames]
+    images = [Image.fromarray(f).quantize(colors=64, method=Image.Quantize.MEDIANCUT) for f in frames]
     images[0].save(out, save_all=True, append_images=images[1:], duration=max(20, round(1000 / fps)), loop=0, optimize=True)
 
 
@@ -302,7 +302,7 @@ def render_video(
 
     from mpiswim.env import make_task
 
-    task = make_task(stored.env_id, stored.features)
+    task = make_task(stored.env_id, stored.features, fast=False)  # the plain per-step loop: we draw after every step
     expected = (2, task.action_dim, task.obs_dim + 1)
     if stored.agent.policy.shape[1:] != expected:
         raise AnalysisError(f"'{checkpoint}': the stored policy has shape {stored.agent.policy.shape}, but {stored.env_id} needs (blocks, *{expected}). Fix: use an intact checkpoint.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -214,3 +215,13 @@ def test_reading_while_a_real_run_writes_neither_fails_nor_disturbs_it(tmp_path)
     final = read_run(out)
     assert final.iterations == iterations and not final.in_progress
     assert not list(tmp_path.glob(".live.h5.tmp*"))
+
+
+@pytest.mark.parametrize("script", ["learning_curve", "wins", "timings", "compare_runs"])
+def test_analysis_scripts_write_their_files(synthetic, tmp_path, script):
+    """The thin scripts in analysis/ (their write functions, through the shared script_main)."""
+    module = runpy.run_path(str(Path(__file__).parents[1] / "analysis" / f"{script}.py"))
+    assert analysis.script_main(module["__doc__"], module["write"], several=script == "compare_runs", argv=[str(synthetic), "--out", str(tmp_path)]) == 0
+    expected = {"learning_curve": "learning_curve.csv", "wins": "wins.md", "timings": "timings.md", "compare_runs": "compare.md"}[script]
+    assert (tmp_path / expected).stat().st_size > 0
+    assert analysis.script_main("x", module["write"], argv=[str(tmp_path / "missing.h5"), "--out", str(tmp_path)]) == 2

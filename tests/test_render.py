@@ -46,7 +46,7 @@ def is_body(frame: np.ndarray) -> np.ndarray:
 def test_frames_are_not_blank_and_the_body_moves():
     from mpiswim.env import make_task
 
-    task = make_task("Swimmer-v5", "signed")
+    task = make_task("Swimmer-v5", "signed", fast=False)
     renderer = render.make_renderer(task.env.model, 160, 120)
     camera = render.tracking_camera(task.env.model)
     film = render.Film()
