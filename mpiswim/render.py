@@ -324,6 +324,14 @@ def render_video(
     return Rendered(out, stored, film, fps, (width, height), every)
 
 
+def _every(n: int) -> str:
+    """'every step', 'every 2nd step', 'every 3rd step', 'every 4th step', ..."""
+    if n == 1:
+        return "every step"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"every {n}{suffix} step"
+
+
 def render_command(args) -> int:
     """The CLI's `mpiswim render RUN.h5 --out FILE.mp4|FILE.gif [--iteration K] [--steps N] ...`."""
     size = parse_size(args.size) if args.size else None
@@ -332,7 +340,7 @@ def render_command(args) -> int:
     score = f", score {stored.score:.2f} in the run" if stored.score is not None and math.isfinite(stored.score) else ""
     print(
         f"wrote {result.out}: the {stored.kind} agent (after iteration {stored.iteration}{score}), {stored.env_id}, "
-        f"{film.steps} steps, {film.frames} frames (every {result.every}. step, {result.fps:g} fps), {result.size[0]}x{result.size[1]}, "
+        f"{film.steps} steps, {film.frames} frames ({_every(result.every)}, {result.fps:g} fps), {result.size[0]}x{result.size[1]}, "
         f"{args.action} actions; this episode's return {film.episode_return:.2f}, the body moved {film.distance:.2f} m"
     )
     if film.degenerate:
