@@ -340,7 +340,7 @@ def render_command(args) -> int:
     score = f", score {stored.score:.2f} in the run" if stored.score is not None and math.isfinite(stored.score) else ""
     print(
         f"wrote {result.out}: the {stored.kind} agent (after iteration {stored.iteration}{score}), {stored.env_id}, "
-        f"{film.steps} steps, {film.frames} frames ({_every(result.every)}, {result.fps:g} fps), {result.size[0]}x{result.size[1]}, "
+        f"{film.steps} steps, {film.frames} frames ({_every(result.every)}, {result.fps:.3g} fps), {result.size[0]}x{result.size[1]}, "
         f"{args.action} actions; this episode's return {film.episode_return:.2f}, the body moved {film.distance:.2f} m"
     )
     if film.degenerate:
