@@ -42,6 +42,8 @@ evaluate_episodes = 5      # no-update episodes whose mean return is the branch'
 patience = 0               # fall back to the best-ever agent after this many
                            # iterations without a new best; 0 = never fall back
 max_degenerate_iterations = 10  # stop if every branch breaks this many iterations in a row
+common_evaluation = false  # true: every rank evaluates on the same start states and noise,
+                           # so branches are compared on equal terms (common random numbers)
 
 [policy]
 features = "signed"        # "signed": one block [1, s] per sign pattern of s (2^d blocks)
@@ -65,6 +67,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "evaluate_episodes": (int, True),
         "patience": (int, False),
         "max_degenerate_iterations": (int, False),
+        "common_evaluation": (bool, False),
     },
     "policy": {"features": (str, False), "update": (str, False)},
     "ranks": {"alpha": ((int, float, list), False), "eta": ((int, float, list), False), "hyperparameters": (str, False)},
@@ -90,6 +93,7 @@ class Config:
     evaluate_episodes: int
     patience: int
     max_degenerate_iterations: int
+    common_evaluation: bool
     features: str
     update: str
     alpha: tuple[float, ...]
@@ -103,7 +107,7 @@ def _fail(field: str, value: Any, problem: str, fix: str) -> ConfigError:
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", list: "a list"}
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list", bool: "true or false"}
     kinds = expected if isinstance(expected, tuple) else (expected,)
     return " or ".join(dict.fromkeys(names[k] for k in kinds))
 
@@ -125,8 +129,8 @@ def _get(doc: dict, section: str, key: str, default: Any = None) -> Any:
         return default
     value = table[key]
     kinds = expected if isinstance(expected, tuple) else (expected,)
-    # TOML booleans are Python ints; a bool is never a valid number here.
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    # TOML booleans are Python ints: a bool is valid only where a bool is expected, and only a bool is.
+    if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
         raise _fail(f"[{section}] {key}", value, f"expected {_type_name(expected)}, got {type(value).__name__}", f"write {key} as {_type_name(expected)}")
     return value
 
@@ -252,6 +256,7 @@ def parse_config(
         evaluate_episodes=evaluate_episodes,
         patience=patience,
         max_degenerate_iterations=max_degenerate,
+        common_evaluation=_get(doc, "pool", "common_evaluation", False),
         features=features,
         update=update,
         alpha=steps["alpha"],

@@ -7,9 +7,12 @@ it without updates, the ranks allgather their scores, and the winner's agent
 few lines each and use mpi4py's buffer (upper-case) calls.
 
 Random streams: rank r in iteration k draws everything (actions and episode
-seeds) from numpy's generator seeded with (seed, k, r). Nothing random carries
-over between iterations, so a resumed run needs no generator state to give
-exactly the numbers of an uninterrupted one.
+seeds) from numpy's generator seeded with (seed, k, r). With
+`common_evaluation`, the evaluation episodes of iteration k instead draw from
+one stream shared by every rank, so all branches meet the same start states
+and the same noise (common random numbers). Nothing random carries over
+between iterations, so a resumed run needs no generator state to give exactly
+the numbers of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -124,6 +127,18 @@ def evaluate_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Con
 # --- the pool iteration ------------------------------------------------------
 
 
+def evaluation_stream(cfg: Config, iteration: int, training_stream: np.random.Generator) -> np.random.Generator:
+    """The random stream of this rank's evaluation episodes.
+
+    Without common_evaluation it simply continues the training stream. With
+    it, every rank gets the same stream: a spawn of (seed, iteration) that no
+    rank's training stream (seed, iteration, rank) can equal.
+    """
+    if not cfg.common_evaluation:
+        return training_stream
+    return np.random.default_rng(np.random.SeedSequence([cfg.seed, iteration], spawn_key=(1,)))
+
+
 def pool_iteration(comm, cfg: Config, task: Task, state: PoolState, trajectory: Trajectory) -> tuple[PoolState, IterationRecord]:
     """Run iteration state.iteration on every rank; return the next state and the record.
 
@@ -140,7 +155,7 @@ def pool_iteration(comm, cfg: Config, task: Task, state: PoolState, trajectory: 
     # 3. Evaluate the branch without updates; a broken branch scores -inf.
     score = -np.inf
     if not degenerate:
-        score, degenerate = evaluate_branch(branch, task, rng, cfg, trajectory)
+        score, degenerate = evaluate_branch(branch, task, evaluation_stream(cfg, state.iteration, rng), cfg, trajectory)
     evaluated = perf_counter()
 
     # 4. Merge: everyone learns every score and takes the winner's agent.

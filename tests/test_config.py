@@ -54,6 +54,8 @@ def test_the_embedded_default_is_valid_for_any_pool_size():
 def test_a_minimal_config_gets_the_documented_defaults():
     cfg = parse_config(MINIMAL, 2)
     assert (cfg.seed, cfg.gamma, cfg.patience, cfg.features, cfg.update) == (0, 1.0, 0, "signed", "unit-density")
+    assert cfg.common_evaluation is False
+    assert parse_config(MINIMAL.replace("evaluate_episodes = 2", "evaluate_episodes = 2\ncommon_evaluation = true"), 2).common_evaluation is True
     assert cfg.alpha == (1e-4, 1e-4) and cfg.eta == (1e-3, 1e-3)
 
 
@@ -81,6 +83,7 @@ def test_unknown_key_names_it_and_suggests_the_right_one():
         ("T = 50", 'T = "50"', "[env] T"),
         ("T = 50", "T = 50.5", "[env] T"),
         ("iterations = 3", "iterations = true", "[run] iterations"),
+        ("evaluate_episodes = 2", "evaluate_episodes = 2\ncommon_evaluation = 1", "[pool] common_evaluation"),
         ('id = "Swimmer-v5"', "id = 5", "[env] id"),
         ("alpha = 1e-4", 'alpha = "1e-4"', "[ranks] alpha"),
         ("alpha = 1e-4", 'alpha = [1e-4, "x"]', "[ranks] alpha"),
