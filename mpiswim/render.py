@@ -3,11 +3,11 @@
 `mpiswim render RUN.h5 --out swimmer.mp4|swimmer.gif` runs one episode of an
 agent stored in the checkpoint and films it with `mujoco.Renderer` and a
 tracking camera that follows the body's centre of mass, so a swimmer never
-leaves the picture. It needs no display: importing this module sets
+leaves the picture. It needs no display: importing `mpiswim` sets
 `MUJOCO_GL=egl` (OpenGL through EGL; Mesa's software renderer works on a
 machine without a GPU) unless the variable is already set, e.g. to `osmesa`.
-MuJoCo reads the variable when it is first imported, so import this module
-before anything that imports mujoco or gymnasium.
+MuJoCo reads the variable when it is first imported, so a script that imports
+mujoco or gymnasium before mpiswim must set MUJOCO_GL itself.
 
 Which agent: the checkpoint keeps three agents, so `--iteration K` can mean
 the agent the pool held after iteration K only for
@@ -31,11 +31,8 @@ they cost most of the rendering time and show little.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported anywhere in this process
-
 import math
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -167,10 +164,13 @@ def make_renderer(model, width: int, height: int):
     try:
         renderer = mujoco.Renderer(model, height, width)
     except Exception as error:  # the GL back-ends raise several types
+        gl_context = getattr(sys.modules.get(mujoco.Renderer.__module__), "gl_context", None)
+        chosen = getattr(gl_context, "_MUJOCO_GL", None)  # the MUJOCO_GL MuJoCo saw when it was imported
+        early = f" (MuJoCo was imported with MUJOCO_GL={chosen!r}, before mpiswim could choose EGL)" if chosen is not None and chosen != os.environ.get("MUJOCO_GL", "").lower() else ""
         raise AnalysisError(
-            f"cannot start MuJoCo's offscreen renderer with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r} ({error.__class__.__name__}: {error}). "
+            f"cannot start MuJoCo's offscreen renderer with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}{early} ({error.__class__.__name__}: {error}). "
             "Fix: on a machine without a display set MUJOCO_GL=egl (Mesa's EGL: Debian packages libegl1 and libgl1-mesa-dri) "
-            "or MUJOCO_GL=osmesa (Debian package libosmesa6) before starting mpiswim."
+            "or MUJOCO_GL=osmesa (Debian package libosmesa6) in the environment before starting."
         ) from None
     for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
         renderer.scene.flags[flag] = False

@@ -3,15 +3,13 @@ offscreen rendering), .gif and .mp4 files, and clear errors on bad input."""
 
 from __future__ import annotations
 
-# Imported before anything imports mujoco: it selects headless OpenGL (MUJOCO_GL=egl).
-from mpiswim import render  # isort: skip
-
 from pathlib import Path
 
 import numpy as np
 import pytest
 from synthetic import BEST, BEST_MARK, BEST_ROW, CURRENT_MARK, write_synthetic_checkpoint
 
+from mpiswim import render
 from mpiswim.analysis import AnalysisError
 from mpiswim.cli import main
 from mpiswim.policy import initial_agent
