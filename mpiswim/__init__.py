@@ -18,7 +18,3 @@ os.environ.setdefault(
 )
 # JAX would otherwise look for GPUs/TPUs at import and warn on every rank.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# MuJoCo picks its OpenGL back-end once, when it is first imported (mpiswim.env
-# imports it): headless EGL, so that `mpiswim render` works without a display.
-# Training never renders; without EGL libraries, import still works.
-os.environ.setdefault("MUJOCO_GL", "egl")

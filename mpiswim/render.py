@@ -3,11 +3,14 @@
 `mpiswim render RUN.h5 --out swimmer.mp4|swimmer.gif` runs one episode of an
 agent stored in the checkpoint and films it with `mujoco.Renderer` and a
 tracking camera that follows the body's centre of mass, so a swimmer never
-leaves the picture. It needs no display: importing `mpiswim` sets
+leaves the picture. It needs no display: importing this module sets
 `MUJOCO_GL=egl` (OpenGL through EGL; Mesa's software renderer works on a
 machine without a GPU) unless the variable is already set, e.g. to `osmesa`.
-MuJoCo reads the variable when it is first imported, so a script that imports
-mujoco or gymnasium before mpiswim must set MUJOCO_GL itself.
+MuJoCo reads the variable once, when it is first imported, so import this
+module before anything that imports mujoco (gymnasium, `mpiswim.env`), or set
+MUJOCO_GL in the environment. (`mpiswim` itself does not set it: a MUJOCO_GL
+whose libraries are missing can make `import mujoco` fail, and training
+must never depend on OpenGL.)
 
 Which agent: the checkpoint keeps three agents, so `--iteration K` can mean
 the agent the pool held after iteration K only for
@@ -31,8 +34,11 @@ they cost most of the rendering time and show little.
 
 from __future__ import annotations
 
-import math
 import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is first imported in this process (see above)
+
+import math
 import re
 import sys
 from collections.abc import Iterator
