@@ -1,10 +1,11 @@
 """Checkpoint file: the HDF5 layout, written atomically after every iteration.
 
-Rank 0 rewrites the whole file after every iteration: it writes a temporary
-file beside the target, syncs it to disk and renames it over the target. A
-rename is atomic, so a kill -9 (or a node failure, or a full disk) at any
-moment leaves either the previous complete checkpoint or the new one, never a
-half-written file. The file is small (a few hundred kB for the seed's 400
+Rank 0 rewrites the whole file after every iteration: it builds the HDF5 file
+in memory, writes it to a temporary file beside the target, syncs it to disk
+and renames it over the target. A rename is atomic, so a kill -9 (or a node
+failure, or a full disk) at any moment leaves either the previous complete
+checkpoint or the new one, never a half-written file. Building in memory keeps
+disk errors out of HDF5: a full disk is one plain OSError from `write`. The file is small (a few hundred kB for the seed's 400
 iterations), so rewriting it costs milliseconds. Readers that open the file
 during a run see the last complete iteration.
 
@@ -21,8 +22,9 @@ Layout (docs/checkpoint.md has the full description):
     /hyperparameters/<name>  float64 [P]
     /agent/current/{policy,baseline}, /agent/best/{policy,baseline} (best: attrs iteration, score)
 
-The root attribute `checksum` (SHA-256 of everything else in the file) lets a
-reader tell a damaged file from a good one; files written before it existed
+The root attribute `checksum` (SHA-256 of everything mpiswim reads back: the
+root attributes, /pool, /hyperparameters and /agent) lets a reader tell a
+damaged file from a good one; files written before it existed
 have none and still load. `check_checkpoint` (the `mpiswim check` command)
 validates the schema, the shapes and the values; `load_checkpoint` checks the
 checksum, schema and shapes, so a damaged file is refused with a message and
@@ -109,40 +111,73 @@ def estimated_size(cfg: Config, obs_dim: int, action_dim: int) -> int:
 
 
 def _canonical(value) -> bytes:
-    """A value read from HDF5 as bytes that do not depend on the numpy version."""
+    """A value as bytes that do not depend on how HDF5 or numpy typed it (int32 or int64, str or bytes)."""
     if isinstance(value, bytes):
-        return b"b" + value
+        value = value.decode()
     if isinstance(value, str):
         return b"s" + value.encode()
     array = np.asarray(value)
-    if array.dtype.kind in "OSU":  # strings (e.g. the timings' phase names)
-        items = [v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel().tolist()]
-        return b"t" + json.dumps([list(array.shape), items]).encode()
-    array = np.ascontiguousarray(array)
-    return array.dtype.str.encode() + repr(array.shape).encode() + array.tobytes()
+    if array.dtype.kind in "biu":
+        array = array.astype("<i8")
+    elif array.dtype.kind == "f":
+        array = array.astype("<f8")
+    else:
+        raise TypeError(f"cannot checksum a value of type {array.dtype}")
+    return repr(array.shape).encode() + np.ascontiguousarray(array).tobytes()
 
 
-def content_digest(f: h5py.File) -> str:
-    """SHA-256 over every dataset and attribute of the file except the checksum itself."""
+def content_digest(contents: dict) -> str:
+    """SHA-256 over everything mpiswim reads from a checkpoint (see _contents), except the checksum."""
     digest = hashlib.sha256()
 
-    def add(label: str, payload: bytes) -> None:
-        for part in (label.encode(), payload):
+    def add(label: str, value) -> None:
+        for part in (label.encode(), _canonical(value)):
             digest.update(len(part).to_bytes(8, "little") + part)
 
-    def add_attributes(obj) -> None:
-        for key in sorted(obj.attrs):
-            if not (obj.name == "/" and key == CHECKSUM):
-                add(f"{obj.name}@{key}", _canonical(obj.attrs[key]))
-
-    add_attributes(f)
-    names: list[str] = []
-    f.visit(names.append)
-    for name in sorted(names):
-        obj = f[name]
-        add(name, _canonical(obj[()]) if isinstance(obj, h5py.Dataset) else b"group")
-        add_attributes(obj)
+    for key in sorted(contents["attrs"]):
+        if key != CHECKSUM:
+            add(f"/@{key}", contents["attrs"][key])
+    for group in ("pool", "pool_attrs", "hyperparameters"):
+        for key in sorted(contents[group]):
+            add(f"{group}/{key}", contents[group][key])
+    for which in ("current", "best"):
+        add(f"agent/{which}/policy", contents[which].policy)
+        add(f"agent/{which}/baseline", contents[which].baseline)
+    add("agent/best@iteration", contents["best_iteration"])
+    add("agent/best@score", contents["best_score"])
     return "sha256:" + digest.hexdigest()
+
+
+def _contents(cfg: Config, state: PoolState, records: list[IterationRecord]) -> dict:
+    """What a checkpoint holds, as the dictionary that _write_contents writes and _read_file reads back."""
+    return {
+        "attrs": {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "world_size": cfg.world_size,
+            "iterations_done": state.iteration,
+            "iterations_planned": cfg.iterations,
+            "config_toml": cfg.toml_text,
+            "run_name": cfg.name,
+            "env_id": cfg.env_id,
+            "versions": json.dumps(package_versions()),
+        },
+        "pool": {
+            "scores": np.array([r.scores for r in records]),
+            "winner": np.array([r.winner for r in records], dtype=np.int64),
+            "train_returns": np.array([r.train_returns for r in records]),
+            "timings": np.array([r.timings for r in records]),
+            "degenerate": np.array([r.degenerate for r in records], dtype=bool),
+            "fell_back": np.array([r.fell_back for r in records], dtype=bool),
+            "best_score": np.array([r.best_score for r in records]),
+        },
+        "pool_attrs": {"since_improvement": state.since_improvement, "degenerate_streak": state.degenerate_streak},
+        "hyperparameters": {"alpha": np.array(cfg.alpha), "eta": np.array(cfg.eta)},
+        "current": state.agent,
+        "best": state.best_agent,
+        "best_iteration": state.best_iteration,
+        "best_score": state.best_score,
+    }
 
 
 def _write_agent(group: h5py.Group, agent: Agent) -> None:
@@ -152,25 +187,60 @@ def _write_agent(group: h5py.Group, agent: Agent) -> None:
     group.create_dataset("baseline", data=agent.baseline).attrs["description"] = "state value weights: baseline[block, feature]"
 
 
-def _pause_for_tests(f: h5py.File) -> None:
-    seconds = os.environ.get(TEST_PAUSE_VARIABLE)
-    if seconds:
-        f.flush()  # the half-written temporary file is on disk during the pause
-        time.sleep(float(seconds))
+def _write_contents(f: h5py.File, contents: dict) -> None:
+    for key, value in contents["attrs"].items():
+        f.attrs[key] = value
+    f.attrs[CHECKSUM] = content_digest(contents)
+
+    pool = f.create_group("pool")
+    for key, value in contents["pool_attrs"].items():
+        pool.attrs[key] = value
+    for name, data in contents["pool"].items():
+        dataset = pool.create_dataset(name, data=data)
+        dataset.attrs["description"], dataset.attrs["units"] = POOL_DATASETS[name]
+    pool["timings"].attrs["phases"] = list(PHASES)
+
+    hyper = f.create_group("hyperparameters")
+    for name, values in contents["hyperparameters"].items():
+        hyper.create_dataset(name, data=values).attrs["description"] = f"per-rank {name} (index = rank)"
+
+    agents = f.create_group("agent")
+    _write_agent(agents.create_group("current"), contents["current"])
+    best = agents.create_group("best")
+    _write_agent(best, contents["best"])
+    best.attrs["iteration"] = contents["best_iteration"]
+    best.attrs["score"] = contents["best_score"]
+
+
+def checkpoint_image(cfg: Config, state: PoolState, records: list[IterationRecord]) -> bytes:
+    """The complete checkpoint file, built in memory (HDF5's core driver, nothing on disk)."""
+    with h5py.File(f"mpiswim-checkpoint-{os.getpid()}.h5", "w", driver="core", backing_store=False) as f:
+        _write_contents(f, _contents(cfg, state, records))
+        f.flush()
+        return f.id.get_file_image()
 
 
 def save_checkpoint(path: str | Path, cfg: Config, state: PoolState, records: list[IterationRecord]) -> None:
     """Write the checkpoint atomically: temporary file, fsync, rename over `path`.
 
-    If anything fails (a full disk, say), the temporary file is removed and the
-    error raised; the file at `path` is then still the previous checkpoint.
+    If anything fails (a full disk: OSError), the temporary file is removed and
+    the error raised; the file at `path` is then still the previous checkpoint.
     """
     path = Path(path)
+    image = checkpoint_image(cfg, state, records)
     temporary = path.with_name(f".{path.name}.tmp")
+    pause = float(os.environ.get(TEST_PAUSE_VARIABLE) or 0)
     try:
-        with h5py.File(temporary, "w") as f:
-            _write_contents(f, cfg, state, records)
-        with open(temporary, "rb") as handle:
+        with open(temporary, "wb") as handle:
+            if pause:  # tests only: stop with the first half of the file on disk
+                half = len(image) // 2
+                handle.write(image[:half])
+                handle.flush()
+                os.fsync(handle.fileno())
+                time.sleep(pause)
+                image = image[half:]
+            handle.write(image)
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
@@ -181,48 +251,6 @@ def save_checkpoint(path: str | Path, cfg: Config, state: PoolState, records: li
         os.fsync(directory)
     finally:
         os.close(directory)
-
-
-def _write_contents(f: h5py.File, cfg: Config, state: PoolState, records: list[IterationRecord]) -> None:
-    f.attrs["format"] = FORMAT
-    f.attrs["format_version"] = FORMAT_VERSION
-    f.attrs["world_size"] = cfg.world_size
-    f.attrs["iterations_done"] = state.iteration
-    f.attrs["iterations_planned"] = cfg.iterations
-    f.attrs["config_toml"] = cfg.toml_text
-    f.attrs["run_name"] = cfg.name
-    f.attrs["env_id"] = cfg.env_id
-    f.attrs["versions"] = json.dumps(package_versions())
-
-    pool = f.create_group("pool")
-    pool.attrs["since_improvement"] = state.since_improvement
-    pool.attrs["degenerate_streak"] = state.degenerate_streak
-    columns = {
-        "scores": np.array([r.scores for r in records]),
-        "winner": np.array([r.winner for r in records], dtype=np.int64),
-        "train_returns": np.array([r.train_returns for r in records]),
-        "timings": np.array([r.timings for r in records]),
-        "degenerate": np.array([r.degenerate for r in records], dtype=bool),
-        "fell_back": np.array([r.fell_back for r in records], dtype=bool),
-        "best_score": np.array([r.best_score for r in records]),
-    }
-    for name, data in columns.items():
-        dataset = pool.create_dataset(name, data=data)
-        dataset.attrs["description"], dataset.attrs["units"] = POOL_DATASETS[name]
-    pool["timings"].attrs["phases"] = list(PHASES)
-    _pause_for_tests(f)
-
-    hyper = f.create_group("hyperparameters")
-    for name, values in (("alpha", cfg.alpha), ("eta", cfg.eta)):
-        hyper.create_dataset(name, data=np.array(values)).attrs["description"] = f"per-rank {name} (index = rank)"
-
-    agents = f.create_group("agent")
-    _write_agent(agents.create_group("current"), state.agent)
-    best = agents.create_group("best")
-    _write_agent(best, state.best_agent)
-    best.attrs["iteration"] = state.best_iteration
-    best.attrs["score"] = state.best_score
-    f.attrs[CHECKSUM] = content_digest(f)
 
 
 # --- reading and checking ----------------------------------------------------
@@ -255,10 +283,8 @@ def _read_file(path: Path) -> dict:
             version = int(f.attrs["format_version"])
             if version != FORMAT_VERSION:
                 raise CheckpointError(f"'{path}' has checkpoint format_version {version}; this mpiswim reads {FORMAT_VERSION}. Fix: use the mpiswim version that wrote it.")
-            if CHECKSUM in f.attrs and str(f.attrs[CHECKSUM]) != content_digest(f):
-                raise _damaged(path, f"its contents do not match the checksum stored when it was written ({f.attrs[CHECKSUM]})")
             pool = f["pool"]
-            return {
+            contents = {
                 "attrs": {key: f.attrs[key] for key in f.attrs},
                 "pool": {name: pool[name][()] for name in POOL_DATASETS},
                 "pool_attrs": {key: int(pool.attrs[key]) for key in ("since_improvement", "degenerate_streak")},
@@ -268,6 +294,10 @@ def _read_file(path: Path) -> dict:
                 "best_iteration": int(f["agent/best"].attrs["iteration"]),
                 "best_score": float(f["agent/best"].attrs["score"]),
             }
+            stored = contents["attrs"].get(CHECKSUM)
+            if stored is not None and str(stored) != content_digest(contents):
+                raise _damaged(path, f"its contents do not match the checksum stored when it was written ({stored})")
+            return contents
         except CheckpointError:
             raise
         except Exception as error:  # a damaged file can fail in many ways; each one means "damaged"

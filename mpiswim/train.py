@@ -98,8 +98,9 @@ def check_output(out: Path, force: bool, size: int = 0) -> None:
     except OSError as error:
         with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
+        reason = "Not a directory" if isinstance(error, FileExistsError) else error.strerror  # mkdir found a file on the path
         raise InputError(
-            f"cannot write the output file '{out}' ({error.strerror}; the checkpoint needs about {size / 1e6:.1f} MB). "
+            f"cannot write the output file '{out}' ({reason}; the checkpoint needs about {size / 1e6:.1f} MB). "
             "Fix: choose a writable --out path on a file system with free space."
         ) from None
 

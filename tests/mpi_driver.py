@@ -4,13 +4,20 @@ Modes:
   cli        run `mpiswim ARGS`; each rank writes its exit code to OUTDIR/rc.<rank>
   scores     as cli, and each rank also logs the evaluation scores it computed to OUTDIR/scores.<rank>
   fail       as cli, but rank 1 raises inside its episode loop in iteration 2
+  fault      as cli, with a fault inside rank FAULT_RANK's episode loop (environment variables):
+             FAULT=raise (write OUTDIR/raised.<rank>, raise an exception) or pause (write
+             OUTDIR/paused.<rank> with its pid, then sleep FAULT_SECONDS, default 600) when
+             that rank finishes its FAULT_EPISODE-th episode (default 6; 1-based,
+             counting training and evaluation episodes); every cli-like mode writes OUTDIR/pid.<rank>
   broadcast  each rank proposes a different agent; check Bcast gives all ranks root's exact bytes
   pool       one real pool_iteration; every rank's new agent must equal the winner's branch bit for bit
 """
 # ruff: noqa: I001  (mpiswim is imported before numpy on purpose)
 
 import hashlib
+import os
 import sys
+import time
 from pathlib import Path
 
 import mpiswim  # noqa: F401  (first: sets the thread limits before numpy loads)
@@ -31,6 +38,7 @@ def digest(agent) -> str:
 
 
 def run_cli() -> None:
+    (outdir / f"pid.{rank}").write_text(str(os.getpid()))
     code = cli_main(args)
     (outdir / f"rc.{rank}").write_text(str(code))
     sys.exit(code)
@@ -63,6 +71,25 @@ elif mode == "fail":
 
     failing_improve.calls = 0
     pool.improve_branch = failing_improve
+    run_cli()
+
+elif mode == "fault":
+    real_episode = pool.run_episode
+    episodes = 0
+
+    def faulty_episode(*a, **k):
+        global episodes
+        result = real_episode(*a, **k)
+        episodes += 1
+        if rank == int(os.environ.get("FAULT_RANK", "1")) and episodes == int(os.environ.get("FAULT_EPISODE", "6")):
+            if os.environ["FAULT"] == "raise":
+                (outdir / f"raised.{rank}").write_text(str(os.getpid()))
+                raise RuntimeError(f"injected failure inside rank {rank}'s episode loop")
+            (outdir / f"paused.{rank}").write_text(str(os.getpid()))
+            time.sleep(float(os.environ.get("FAULT_SECONDS", "600")))
+        return result
+
+    pool.run_episode = faulty_episode
     run_cli()
 
 elif mode == "broadcast":
