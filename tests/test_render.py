@@ -63,6 +63,8 @@ def test_frames_are_not_blank_and_the_body_moves():
     assert len({tuple(np.round(p, 6)) for p in film.positions}) == len(frames)  # and its centre of mass moves
 
 
+# imageio-ffmpeg starts ffmpeg with fork + exec; JAX (imported by other tests) warns about any fork.
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_render_writes_a_gif_and_an_mp4(synthetic, tmp_path, capsys):
     from PIL import Image
 
