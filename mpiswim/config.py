@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,10 @@ HYPERPARAMETERS = ("alpha", "eta")
 # 2^12 blocks is already 4096 x (d+1) weights per action shape; beyond that
 # the signed coding stops fitting in memory and almost every block stays unseen.
 MAX_SIGNED_OBS_DIM = 12
+# Upper limits that keep a typo from exhausting memory: every rank preallocates
+# T steps of trajectory and a row per episode (Gymnasium's tasks use T <= 1000).
+MAX_T = 100_000
+MAX_EPISODES = 10_000
 
 DEFAULT_CONFIG = """\
 # mpiswim run configuration (TOML). Print this again with `mpiswim config`.
@@ -117,7 +122,8 @@ def _check_keys(table: dict, allowed: dict, where: str) -> None:
         if key not in allowed:
             close = difflib.get_close_matches(key, list(allowed), n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"allowed keys are {', '.join(allowed)}"
-            raise _fail(f"{where}{key}", table[key], "unknown key", f"remove it ({hint})")
+            shown = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else repr(key)  # a quoted key may hold anything, even newlines
+            raise _fail(f"{where}{shown}", table[key], "unknown key", f"remove it ({hint})")
 
 
 def _get(doc: dict, section: str, key: str, default: Any = None) -> Any:
@@ -138,6 +144,18 @@ def _get(doc: dict, section: str, key: str, default: Any = None) -> Any:
 def _at_least(field: str, value: int, minimum: int) -> int:
     if value < minimum:
         raise _fail(field, value, f"must be at least {minimum}", f"set it to {minimum} or more")
+    return value
+
+
+def _at_most(field: str, value: int, maximum: int) -> int:
+    if value > maximum:
+        raise _fail(field, value, f"must be at most {maximum}", f"set it to {maximum} or less")
+    return value
+
+
+def _text(field: str, value: str) -> str:
+    if "\x00" in value:
+        raise _fail(field, value, "contains a NUL character", "remove it")
     return value
 
 
@@ -206,12 +224,12 @@ def parse_config(
 
     seed = _at_least("[run] seed", _get(doc, "run", "seed", 0), 0)
     iterations = _at_least("[run] iterations", _get(doc, "run", "iterations"), 1)
-    T = _at_least("[env] T", _get(doc, "env", "T"), 1)
+    T = _at_most("[env] T", _at_least("[env] T", _get(doc, "env", "T"), 1), MAX_T)
     gamma = float(_get(doc, "env", "gamma", 1.0))
     if not 0.0 <= gamma <= 1.0:
         raise _fail("[env] gamma", gamma, "must lie in [0, 1]", "use a discount such as 1.0 or 0.99")
-    iterate_episodes = _at_least("[pool] iterate_episodes", _get(doc, "pool", "iterate_episodes"), 1)
-    evaluate_episodes = _at_least("[pool] evaluate_episodes", _get(doc, "pool", "evaluate_episodes"), 1)
+    iterate_episodes = _at_most("[pool] iterate_episodes", _at_least("[pool] iterate_episodes", _get(doc, "pool", "iterate_episodes"), 1), MAX_EPISODES)
+    evaluate_episodes = _at_most("[pool] evaluate_episodes", _at_least("[pool] evaluate_episodes", _get(doc, "pool", "evaluate_episodes"), 1), MAX_EPISODES)
     patience = _at_least("[pool] patience", _get(doc, "pool", "patience", 0), 0)
     max_degenerate = _at_least("[pool] max_degenerate_iterations", _get(doc, "pool", "max_degenerate_iterations", 10), 1)
     features = _get(doc, "policy", "features", "signed")
@@ -239,16 +257,22 @@ def parse_config(
             steps[key] = _step_sizes(key, value, world_size)
 
     env_id = _get(doc, "env", "id")
+    if not env_id.isprintable():
+        raise _fail("[env] id", env_id, "contains control characters", "use a Gymnasium id such as 'Swimmer-v5'")
     if check_env:
         from mpiswim.env import check_environment
 
         check_environment(env_id, features)
 
+    name = _text("[run] name", _get(doc, "run", "name", "mpiswim"))
+    out = _text("[run] out", _get(doc, "run", "out", "runs/run.h5"))
+    if not out:
+        raise _fail("[run] out", out, "is empty", 'give a file name such as "runs/run.h5"')
     return Config(
-        name=_get(doc, "run", "name", "mpiswim"),
+        name=name,
         seed=seed,
         iterations=iterations,
-        out=_get(doc, "run", "out", "runs/run.h5"),
+        out=out,
         env_id=env_id,
         T=T,
         gamma=gamma,

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
+import shutil
 import signal
 import sys
 import time
@@ -81,6 +83,7 @@ def check_output(out: Path, force: bool, size: int = 0) -> None:
 
     The probe writes `size` bytes (what the checkpoint will need) beside `out`,
     syncs and removes them, so a full file system or an exhausted quota shows now.
+    (A run stopped later by a full disk keeps its previous checkpoint: exit code 4.)
     """
     if out.exists() and not force:
         raise InputError(
@@ -90,8 +93,11 @@ def check_output(out: Path, force: bool, size: int = 0) -> None:
     probe = out.with_name(f".{out.name}.tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        if shutil.disk_usage(out.parent).free < size:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         with open(probe, "wb") as handle:
-            handle.write(bytes(size))
+            for start in range(0, size, 1 << 20):
+                handle.write(bytes(min(1 << 20, size - start)))
             handle.flush()
             os.fsync(handle.fileno())
         probe.unlink()
