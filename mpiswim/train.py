@@ -38,6 +38,7 @@ from mpiswim.pool import IterationRecord, PoolState, initial_state, pool_iterati
 # Exit codes (docs/faults.md). 130 and 143 are what shells report for a process
 # killed by SIGINT and SIGTERM (128 + signal number); here they mean "stopped
 # cleanly after a complete iteration on that signal; resume to continue".
+EXIT_FAILED = 1  # an exception on some rank: MPI_Abort ends the whole job
 EXIT_BAD_INPUT = 2
 EXIT_DEGENERATE = 3
 EXIT_WRITE_FAILED = 4
@@ -319,5 +320,5 @@ def _train(args, stops: StopRequests) -> int:
         if not isinstance(error, KeyboardInterrupt):
             traceback.print_exc()
         sys.stderr.flush()
-        comm.Abort(1)
-        raise
+        comm.Abort(EXIT_FAILED)
+        return EXIT_FAILED  # MPICH's MPI_Abort may return before the launcher ends this process

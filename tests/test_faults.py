@@ -107,6 +107,7 @@ def assert_job_ended(folder: Path, since: float, output: str) -> None:
     while any(alive(pid) for pid in pids) and time.monotonic() - since < FAULT_BOUND:
         time.sleep(0.1)  # the launcher may return while the ranks it killed are still exiting
     elapsed = time.monotonic() - since
+    print(f"every rank ended {elapsed:.1f} s after the fault")  # shown by pytest -s
     assert elapsed < FAULT_BOUND, f"the job took {elapsed:.1f} s to end after the fault:\n{output}"
 
 
