@@ -250,8 +250,8 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
             if rank == 0:
                 print(
                     f"mpiswim: stopped: every branch was degenerate (Beta shapes overflowed or underflowed) in the last "
-                    f"{state.degenerate_streak} iterations. Fix: use smaller step sizes ([ranks] alpha, eta), then "
-                    f"`mpiswim train --resume {setup.out}`. The checkpoint holds the {state.iteration} completed iterations.",
+                    f"{state.degenerate_streak} iterations (exit code {EXIT_DEGENERATE}). Fix: start a new run with smaller step sizes "
+                    f"([ranks] alpha, eta); a resume would keep this run's. '{setup.out}' holds the {state.iteration} completed iterations.",
                     file=sys.stderr,
                     flush=True,
                 )
