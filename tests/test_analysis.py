@@ -19,6 +19,7 @@ from synthetic import ALPHA, BEST, BEST_ROW, SCORES, WINNERS, write_synthetic_ch
 
 from mpiswim import analysis
 from mpiswim.analysis import read_run
+from mpiswim.checkpoint import TEST_PAUSE_VARIABLE
 from mpiswim.cli import main
 
 
@@ -186,6 +187,7 @@ def test_reading_while_a_real_run_writes_neither_fails_nor_disturbs_it(tmp_path)
     out = tmp_path / "live.h5"
     command = [launcher, "-n", "2", sys.executable, "-m", "mpiswim.cli", "train", "--config", "live.toml", "--out", str(out)]
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env[TEST_PAUSE_VARIABLE] = "0.04"  # rank 0 pauses half-way through each write: reads overlap unfinished writes
     job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen, reads, held = [], 0, 0
     try:
@@ -211,7 +213,7 @@ def test_reading_while_a_real_run_writes_neither_fails_nor_disturbs_it(tmp_path)
     assert job.returncode == 0, stderr
     assert "done: 25 iterations" in stdout
     assert seen == sorted(seen) and len(set(seen)) >= 3, seen  # we read the run at several stages, never going backwards
-    assert reads >= 10 and held >= 2
+    assert reads >= 10 and held >= 2, (reads, held)
     final = read_run(out)
     assert final.iterations == iterations and not final.in_progress
     assert not list(tmp_path.glob(".live.h5.tmp*"))
