@@ -18,6 +18,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -199,6 +200,7 @@ def test_step_size_lists_must_have_one_entry_per_rank(name, steps):
         raise AssertionError(f"a list of {len(steps)} step sizes was accepted for {P} ranks")
 
 
+@pytest.mark.filterwarnings("ignore:.*latest versioned environment")  # Gymnasium's note on "Swimmer" without a version
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from(["Swimmer-v5", "Hopper-v5", "CartPole-v1", "Humanoid-v5", "Pendulum-v1", "NoSuchTask-v0", "", "Swimmer"]) | st.text(max_size=15))
 def test_environment_ids_are_checked_without_tracebacks(env_id):
