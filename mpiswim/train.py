@@ -50,7 +50,11 @@ STOP_SIGINT, STOP_SIGTERM, STOP_WRITE_FAILED = 1, 2, 4
 
 
 class StopRequests:
-    """SIGINT/SIGTERM handlers that only note the signal; the loop decides when to stop."""
+    """SIGINT/SIGTERM handlers that only note the signal; the loop decides when to stop.
+
+    A second Ctrl-C does not wait for the iteration: it interrupts at once (and
+    the job is aborted), as a second Ctrl-C to MPICH's mpiexec does.
+    """
 
     BITS = {signal.SIGINT: STOP_SIGINT, signal.SIGTERM: STOP_SIGTERM}
 
@@ -59,6 +63,8 @@ class StopRequests:
         self.previous = {signum: signal.signal(signum, self.note) for signum in self.BITS}
 
     def note(self, signum: int, frame) -> None:
+        if signum == signal.SIGINT and self.bits & STOP_SIGINT:
+            raise KeyboardInterrupt
         self.bits |= self.BITS[signum]  # nothing else: a handler may run at any moment
 
     def restore(self) -> None:
@@ -311,12 +317,15 @@ def _train(args, stops: StopRequests) -> int:
         if rank == 0:
             print(problem if problem.startswith(("config error", "mpiswim")) else f"mpiswim: {problem}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
-    if rank == 0 and setup.state is not None and setup.state.iteration >= setup.cfg.iterations:
-        print(f"mpiswim: '{setup.out}' already has {setup.state.iteration} iterations (asked for {setup.cfg.iterations}); nothing to do. Pass --iterations N to go further.")
+    if setup.state is not None and setup.state.iteration >= setup.cfg.iterations:
+        if rank == 0:
+            print(f"mpiswim: '{setup.out}' already has {setup.state.iteration} iterations (asked for {setup.cfg.iterations}); nothing to do. Pass --iterations N to go further.")
+        return 0
     try:
         return run_loop(comm, setup, records, stops)
     except BaseException as error:
-        print(f"mpiswim: rank {rank} failed: {error.__class__.__name__}: {error}; aborting every rank. The checkpoint keeps the last completed iteration.", file=sys.stderr, flush=True)
+        what = "interrupted again (second Ctrl-C)" if isinstance(error, KeyboardInterrupt) else f"failed: {error.__class__.__name__}: {error}"
+        print(f"mpiswim: rank {rank} {what}; aborting every rank. The checkpoint keeps the last completed iteration.", file=sys.stderr, flush=True)
         if not isinstance(error, KeyboardInterrupt):
             traceback.print_exc()
         sys.stderr.flush()
