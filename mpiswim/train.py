@@ -130,7 +130,7 @@ def config_differences(stored: Config, given: Config) -> list[str]:
         name = field.name
         if name not in MAY_CHANGE_ON_RESUME and getattr(stored, name) != getattr(given, name):
             section = next((s for s, keys in SCHEMA.items() if name in keys), None)
-            label = FIELD_NAMES.get(name) or f"[{section}] {name}"
+            label = FIELD_NAMES.get(name) or (f"[{section}] {name}" if section else name)
             differences.append(f"{label} is {getattr(stored, name)!r} in the checkpoint but {getattr(given, name)!r} in the config")
     return differences
 
