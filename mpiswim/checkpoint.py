@@ -55,7 +55,7 @@ FORMAT = "mpiswim-checkpoint"
 FORMAT_VERSION = 1
 CHECKSUM = "checksum"  # root attribute: "sha256:<hex>" of every other dataset and attribute
 
-# Test hook, read only by tests/test_faults.py: pause this many seconds half-way
+# Test hook (tests/test_faults.py, tests/test_analysis.py): pause this many seconds half-way
 # through writing the temporary file, so a test can kill rank 0 or fill the disk
 # in the middle of a checkpoint write. Never set it in a real run.
 TEST_PAUSE_VARIABLE = "MPISWIM_TEST_PAUSE_IN_CHECKPOINT"
