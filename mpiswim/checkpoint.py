@@ -53,7 +53,7 @@ from mpiswim.pool import PHASES, IterationRecord, PoolState, winner_rank
 
 FORMAT = "mpiswim-checkpoint"
 FORMAT_VERSION = 1
-CHECKSUM = "checksum"  # root attribute: "sha256:<hex>" of every other dataset and attribute
+CHECKSUM = "checksum"  # root attribute: "sha256:<hex>" of everything mpiswim reads back (content_digest)
 
 # Test hook (tests/test_faults.py, tests/test_analysis.py): pause this many seconds half-way
 # through writing the temporary file, so a test can kill rank 0 or fill the disk
