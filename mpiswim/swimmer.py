@@ -7,9 +7,9 @@ the log Beta shapes, draw the action, call MuJoCo's C `mj_step` directly, and
 compute observation and reward exactly as Gymnasium's Swimmer-v5 does
 (tests/test_swimmer.py checks them bit for bit against Gymnasium).
 
-The Beta draws use the caller's numpy Generator: numba implements
-`Generator.beta` with numpy's own algorithm on the same bit generator, so the
-random stream is the one plain numpy would produce. The compiled code is
+The Beta draws use the caller's numpy Generator with numpy's own algorithm on
+the same bit generator, so the random stream is the one plain numpy would
+produce (`beta_draw`, tests/test_swimmer.py). The compiled code is
 cached on disk (numba `cache=True`), so only the very first run compiles.
 
 Only the stock Swimmer (Gymnasium's v5 defaults) takes this path; every other
@@ -53,6 +53,35 @@ def available() -> bool:
     return mj_step is not None
 
 
+def _beta_draw(rng, a, b):
+    """One Beta(a, b) draw, numpy's algorithm on numpy's stream.
+
+    numba's own Generator.beta ports numpy's Johnk loop for a, b <= 1 without
+    its log-space branch, and loops forever once both shapes are below about
+    1e-30 (trained swimmers get there). This is numpy's algorithm for
+    a, b <= 1 in full; other shapes go to numba's beta, which matches numpy's
+    bit for bit.
+    """
+    if a > 1.0 or b > 1.0:
+        return rng.beta(a, b)
+    if a < 3e-103 and b < 3e-103:  # as numpy: Johnk's powers would underflow, the draw is 0 or 1
+        return 1.0 if rng.random() < a / (a + b) else 0.0
+    while True:
+        u = rng.random()
+        v = rng.random()
+        x = u ** (1.0 / a)
+        y = v ** (1.0 / b)
+        if x + y <= 1.0 and u + v > 0.0:
+            if x + y > 0.0:
+                return x / (x + y)
+            log_x = math.log(u) / a  # both powers underflowed: compare in logs
+            log_y = math.log(v) / b
+            log_max = max(log_x, log_y)
+            log_x -= log_max
+            log_y -= log_max
+            return math.exp(log_x - math.log(math.exp(log_x) + math.exp(log_y)))
+
+
 def _swimmer_episode(model_address, data_address, frame_skip, qpos, qvel, ctrl, observation, policy, low, span, rng, T, forward_weight, ctrl_weight, dt, blocks, phis, xs, rewards):
     """Run one episode from `observation`; record every step; return (total reward, steps, degenerate).
 
@@ -83,7 +112,7 @@ def _swimmer_episode(model_address, data_address, frame_skip, qpos, qvel, ctrl, 
                 log_b += policy[block, action_dim + i, f] * phi[f]
             if not (-LOG_SHAPE_LIMIT < log_a < LOG_SHAPE_LIMIT and -LOG_SHAPE_LIMIT < log_b < LOG_SHAPE_LIMIT):
                 return total, t, True  # exp() would overflow or underflow (or NaN): degenerate branch
-            x[i] = rng.beta(math.exp(log_a), math.exp(log_b))
+            x[i] = beta_draw(rng, math.exp(log_a), math.exp(log_b))
         control_cost = 0.0
         for i in range(action_dim):
             action = low[i] + x[i] * span[i]
@@ -104,7 +133,11 @@ def _swimmer_episode(model_address, data_address, frame_skip, qpos, qvel, ctrl, 
     return total, T, False
 
 
-swimmer_episode = numba.njit(cache=True)(_swimmer_episode) if mj_step is not None else None
+if mj_step is not None:
+    beta_draw = numba.njit(cache=True)(_beta_draw)
+    swimmer_episode = numba.njit(cache=True)(_swimmer_episode)
+else:
+    beta_draw = swimmer_episode = None
 
 
 def run_swimmer_episode(env, agent: Agent, rng: np.random.Generator, T: int, low: np.ndarray, span: np.ndarray, trajectory) -> tuple[float, bool]:

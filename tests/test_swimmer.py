@@ -85,3 +85,26 @@ def test_episodes_are_cut_at_T():
     assert trajectory.length == 1200  # past Gymnasium's own 1000-step limit: T is the only limit
     run_episode(task, initial_agent(8, 2, "signed"), np.random.default_rng(0), 7, trajectory)
     assert trajectory.length == 7
+
+
+@pytest.mark.parametrize("log_scale", [1.0, 30.0, 300.0])
+def test_beta_draws_equal_numpys_even_for_vanishing_shapes(log_scale):
+    """numba's own Generator.beta never returns for shapes below ~1e-30; ours must, with numpy's numbers."""
+    shapes = np.exp(-np.minimum(np.abs(np.random.default_rng(0).normal(0.0, log_scale, size=(300, 2))), 690.0))  # the loop refuses log shapes beyond -700
+    shapes[::7] = np.exp(np.random.default_rng(1).normal(0.0, 1.0, size=shapes[::7].shape))  # some above 1 too
+    ours, numpys = np.random.default_rng(9), np.random.default_rng(9)
+    drawn = [swimmer.beta_draw(ours, a, b) for a, b in shapes]
+    expected = [numpys.beta(a, b) for a, b in shapes]
+    assert drawn == expected
+    assert ours.integers(2**62) == numpys.integers(2**62)
+
+
+def test_episode_with_vanishing_shapes_finishes():
+    """Regression: a trained seed-config agent hung the compiled loop (log shapes near -100 on both sides)."""
+    task = make_task("Swimmer-v5", "signed")
+    agent = initial_agent(8, 2, "signed")
+    agent.policy[..., 0] = -100.0  # a = b = e^-100: Beta draws are exactly 0 or 1
+    trajectory = Trajectory.empty(50, 8, 2)
+    _, degenerate = run_episode(task, agent, np.random.default_rng(0), 50, trajectory)
+    assert not degenerate and trajectory.length == 50
+    assert set(np.unique(trajectory.xs[:50]).tolist()) <= {0.0, 1.0}
