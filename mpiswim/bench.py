@@ -66,7 +66,7 @@ def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_
     from mpiswim.pool import evaluate_branch, improve_branch
 
     cfg = parse_config(bench_config(1, 1, T, episodes), 1)
-    task = make_task(cfg.env_id, cfg.features)
+    task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
     rng = np.random.default_rng(0)
     agent = initial_agent(task.obs_dim, task.action_dim, cfg.features)
     # A policy with varied shapes, as after some training (the zero policy is a special case of the sampler).
@@ -158,7 +158,7 @@ def pool_part(outdir: str, iterations: int) -> None:
     run_loop(comm, Setup(cfg, out, None), records)
     run_seconds = time.perf_counter() - started
 
-    task = make_task(cfg.env_id, cfg.features)
+    task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
     agent = initial_agent(task.obs_dim, task.action_dim, cfg.features)
     repeats, collective = 20, []
     for repeat in range(repeats):

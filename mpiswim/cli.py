@@ -93,7 +93,7 @@ def evaluate_command(args) -> int:
         raise ValueError(f"--episodes {args.episodes}: must be at least 1")
     checkpoint = _load(args.checkpoint)
     cfg = parse_config(checkpoint.config_toml, checkpoint.world_size, stored_steps=_steps(checkpoint))
-    task = make_task(cfg.env_id, cfg.features)
+    task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
     agent = checkpoint.state.best_agent if args.agent == "best" else checkpoint.state.agent
     rng = np.random.default_rng(args.seed)
     returns = []

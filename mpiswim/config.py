@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 FEATURE_MAPS = ("signed", "linear")
-UPDATE_RULES = ("unit-density", "log-density")
+UPDATE_RULES = ("unit-density", "log-density", "tanh-density")
 HYPERPARAMETERS = ("alpha", "eta")
 # 2^12 blocks is already 4096 x (d+1) weights per action shape; beyond that
 # the signed coding stops fitting in memory and almost every block stays unseen.
@@ -55,6 +55,10 @@ features = "signed"        # "signed": one block [1, s] per sign pattern of s (2
                            # "linear": a single block [1, s], for bodies with many observations
 update = "unit-density"    # "unit-density": the seed's rule (unit-length density gradient)
                            # "log-density": the ordinary score-function rule
+                           # "tanh-density": tanh of the density gradient, per parameter
+                           # (the code behind the seed's published run)
+observation_scale = 1.0    # the features hold s / observation_scale (the block still follows
+                           # the signs of s): a number, or a list with one entry per observation value
 
 [ranks]
 # A number applies to every rank; a list needs exactly one entry per rank.
@@ -74,7 +78,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "max_degenerate_iterations": (int, False),
         "common_evaluation": (bool, False),
     },
-    "policy": {"features": (str, False), "update": (str, False)},
+    "policy": {"features": (str, False), "update": (str, False), "observation_scale": ((int, float, list), False)},
     "ranks": {"alpha": ((int, float, list), False), "eta": ((int, float, list), False), "hyperparameters": (str, False)},
 }
 
@@ -101,6 +105,7 @@ class Config:
     common_evaluation: bool
     features: str
     update: str
+    observation_scale: tuple[float, ...] | float
     alpha: tuple[float, ...]
     eta: tuple[float, ...]
     world_size: int
@@ -175,6 +180,18 @@ def _step_sizes(name: str, value: Any, world_size: int) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+def _observation_scale(value: Any) -> tuple[float, ...] | float:
+    """A positive number, or a list of them (its length is checked against the task in check_environment)."""
+    field = "[policy] observation_scale"
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise _fail(field, value, "is an empty list", "give one number for every observation value, or a single number")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise _fail(field, value, f"entry {v!r} is not a positive finite number", "use positive numbers such as 1.0 or 2.5")
+    return tuple(float(v) for v in values) if isinstance(value, list) else float(value)
+
+
 def read_hyperparameter_file(path: Path, world_size: int) -> dict[str, tuple[float, ...]]:
     """Per-rank hyperparameters from an HDF5 file: one dataset of length P per name."""
     import h5py
@@ -239,6 +256,8 @@ def parse_config(
     if update not in UPDATE_RULES:
         raise _fail("[policy] update", update, "unknown update rule", f"use one of {', '.join(UPDATE_RULES)}")
 
+    observation_scale = _observation_scale(_get(doc, "policy", "observation_scale", 1.0))
+
     ranks = doc.get("ranks", {})
     file_name = _get(doc, "ranks", "hyperparameters")
     if stored_steps is not None:
@@ -262,7 +281,12 @@ def parse_config(
     if check_env:
         from mpiswim.env import check_environment
 
-        check_environment(env_id, features)
+        obs_dim, _ = check_environment(env_id, features)
+        if isinstance(observation_scale, tuple) and len(observation_scale) != obs_dim:
+            raise _fail(
+                "[policy] observation_scale", list(observation_scale), f"has {len(observation_scale)} entries but {env_id} has {obs_dim} observation values",
+                f"give exactly {obs_dim} numbers, or a single number for all",
+            )
 
     name = _text("[run] name", _get(doc, "run", "name", "mpiswim"))
     out = _text("[run] out", _get(doc, "run", "out", "runs/run.h5"))
@@ -283,6 +307,7 @@ def parse_config(
         common_evaluation=_get(doc, "pool", "common_evaluation", False),
         features=features,
         update=update,
+        observation_scale=observation_scale,
         alpha=steps["alpha"],
         eta=steps["eta"],
         world_size=world_size,

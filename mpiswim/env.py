@@ -54,6 +54,7 @@ class Task:
     low: np.ndarray
     high: np.ndarray
     sign_weights: np.ndarray | None
+    scale: np.ndarray  # (obs_dim,): phi = [1, s / scale]
 
 
 def check_environment(env_id: str, features: str) -> tuple[int, int]:
@@ -104,8 +105,12 @@ def has_fast_step(env) -> bool:
     return type(env).__name__ == "SwimmerEnv" and getattr(env, "_exclude_current_positions_from_observation", False) is True
 
 
-def make_task(env_id: str, features: str, fast: bool = True) -> Task:
-    """Create the environment for one rank; fast=False always runs the Python loop through Gymnasium."""
+def make_task(env_id: str, features: str, fast: bool = True, observation_scale: float | tuple[float, ...] = 1.0) -> Task:
+    """Create the environment for one rank; fast=False always runs the Python loop through Gymnasium.
+
+    observation_scale is the config's [policy] observation_scale: the features
+    are s / observation_scale.
+    """
     import gymnasium as gym
 
     env = gym.make(env_id).unwrapped
@@ -119,6 +124,7 @@ def make_task(env_id: str, features: str, fast: bool = True) -> Task:
         low=env.action_space.low.astype(np.float64),
         high=env.action_space.high.astype(np.float64),
         sign_weights=sign_weights(obs_dim) if features == "signed" else None,
+        scale=np.broadcast_to(np.asarray(observation_scale, dtype=np.float64), (obs_dim,)).copy(),
     )
 
 
@@ -133,13 +139,13 @@ def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, traj
     if task.compiled:
         if trajectory is None:
             trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
-        return swimmer.run_swimmer_episode(task.env, agent, rng, T, low, span, trajectory)
+        return swimmer.run_swimmer_episode(task.env, agent, rng, T, low, span, task.scale, trajectory)
     policy = flat_policy(agent)
     phi = np.ones(task.obs_dim + 1)
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
     total = 0.0
     for t in range(T):
-        phi[1:] = obs
+        phi[1:] = obs / task.scale
         block = active_block(obs, task.sign_weights)
         x = draw_beta(policy[block].dot(phi).tolist(), rng)
         if x is None:

@@ -15,7 +15,12 @@ The two policy rules (DESIGN.md):
   density itself underflows to 0 for the near-deterministic policies that
   training reaches, and its gradient with it.
 - "log-density": the ordinary score-function rule, alpha * (G_t - v(s_t)) *
-  grad log pi(x_t | s_t). The discount factor gamma^t of the textbook form is
+  grad log pi(x_t | s_t).
+- "tanh-density": what the seed's published run did (RLAI's 2021 code, see
+  docs/results.md): the density gradient squashed element by element with
+  tanh, alpha * (G_t - v(s_t)) * tanh(grad p_i). Unlike unit-density, the
+  step shrinks where the density is small and its gradient flat, and it is
+  bounded by alpha * |target| per parameter rather than per row. The discount factor gamma^t of the textbook form is
   left out, as most implementations do (with the seed's gamma = 1 it is 1).
 
 Both take all gradients at the pre-episode theta and apply their sum at the
@@ -68,6 +73,10 @@ def step_direction(theta_block: jax.Array, phi: jax.Array, x: jax.Array, rule: s
     gradient = jax.grad(lambda th: beta_log_density(th, phi, x).sum())(theta_block)
     if rule == "log-density":
         return gradient
+    if rule == "tanh-density":
+        # grad p_i = p_i * grad log p_i; rows (0, i) and (1, i) belong to dimension i.
+        density = jnp.exp(beta_log_density(theta_block, phi, x))
+        return jnp.tanh(density[None, :, None] * gradient)
     # unit-density: grad p_i = p_i * grad log p_i, and p_i > 0 cancels in the normalisation.
     norm = jnp.linalg.norm(gradient, axis=-1, keepdims=True)
     return gradient / jnp.where(norm > 0.0, norm, 1.0)

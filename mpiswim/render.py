@@ -66,6 +66,7 @@ class StoredAgent:
     env_id: str
     features: str
     T: int
+    observation_scale: float | tuple[float, ...] = 1.0
 
 
 def _read_agent(handle, group: str) -> Agent:
@@ -124,7 +125,7 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
         agent, kind, score = best, "best and last" if iteration == done else "best", best_score
     else:
         agent, kind, score = current, "last", last_score()
-    return StoredAgent(agent, iteration, kind, score, cfg.env_id, cfg.features, cfg.T)
+    return StoredAgent(agent, iteration, kind, score, cfg.env_id, cfg.features, cfg.T, cfg.observation_scale)
 
 
 @dataclass
@@ -216,7 +217,7 @@ def film_episode(task, agent: Agent, steps: int, rng: np.random.Generator, rende
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
     yield frame()
     for t in range(steps):
-        phi[1:] = obs
+        phi[1:] = obs / task.scale
         log_shapes = policy[active_block(obs, task.sign_weights)].dot(phi)
         x = beta_mean(log_shapes) if action == "mean" else draw_beta(log_shapes.tolist(), rng)
         if x is None:
@@ -308,7 +309,7 @@ def render_video(
 
     from mpiswim.env import make_task
 
-    task = make_task(stored.env_id, stored.features, fast=False)  # the plain per-step loop: we draw after every step
+    task = make_task(stored.env_id, stored.features, fast=False, observation_scale=stored.observation_scale)  # the plain per-step loop: we draw after every step
     expected = (2, task.action_dim, task.obs_dim + 1)
     if stored.agent.policy.shape[1:] != expected:
         raise AnalysisError(f"'{checkpoint}': the stored policy has shape {stored.agent.policy.shape}, but {stored.env_id} needs (blocks, *{expected}). Fix: use an intact checkpoint.")

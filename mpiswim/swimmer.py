@@ -82,19 +82,19 @@ def _beta_draw(rng, a, b):
             return math.exp(log_x - math.log(math.exp(log_x) + math.exp(log_y)))
 
 
-def _swimmer_episode(model_address, data_address, frame_skip, qpos, qvel, ctrl, observation, policy, low, span, rng, T, forward_weight, ctrl_weight, dt, blocks, phis, xs, rewards):
+def _swimmer_episode(model_address, data_address, frame_skip, qpos, qvel, ctrl, observation, scale, policy, low, span, rng, T, forward_weight, ctrl_weight, dt, blocks, phis, xs, rewards):
     """Run one episode from `observation`; record every step; return (total reward, steps, degenerate).
 
     qpos, qvel and ctrl are numpy views of MuJoCo's own data, so mj_step
     updates them in place. The expressions follow Gymnasium's Swimmer-v5:
     reward = forward_weight * x velocity - ctrl_weight * |action|^2,
-    observation = [qpos[2:], qvel].
+    observation = [qpos[2:], qvel]. The features are [1, observation / scale].
     """
     obs_dim, action_dim = observation.shape[0], ctrl.shape[0]
     n_positions = qpos.shape[0] - 2  # the observation leaves out the x, y position
     phi = np.empty(obs_dim + 1)
     phi[0] = 1.0
-    phi[1:] = observation
+    phi[1:] = observation / scale
     x = np.empty(action_dim)
     total = 0.0
     for t in range(T):
@@ -128,8 +128,8 @@ def _swimmer_episode(model_address, data_address, frame_skip, qpos, qvel, ctrl, 
         xs[t, :] = x
         rewards[t] = reward
         total += reward
-        phi[1 : 1 + n_positions] = qpos[2:]
-        phi[1 + n_positions :] = qvel
+        phi[1 : 1 + n_positions] = qpos[2:] / scale[:n_positions]
+        phi[1 + n_positions :] = qvel / scale[n_positions:]
     return total, T, False
 
 
@@ -140,12 +140,12 @@ else:
     beta_draw = swimmer_episode = None
 
 
-def run_swimmer_episode(env, agent: Agent, rng: np.random.Generator, T: int, low: np.ndarray, span: np.ndarray, trajectory) -> tuple[float, bool]:
+def run_swimmer_episode(env, agent: Agent, rng: np.random.Generator, T: int, low: np.ndarray, span: np.ndarray, scale: np.ndarray, trajectory) -> tuple[float, bool]:
     """One compiled episode of at most T steps on a Swimmer env; the same contract as env.run_episode."""
     observation, _ = env.reset(seed=int(rng.integers(2**31)))
     data = env.data
     total, steps, degenerate = swimmer_episode(
-        env.model._address, data._address, env.frame_skip, data.qpos, data.qvel, data.ctrl, observation,
+        env.model._address, data._address, env.frame_skip, data.qpos, data.qvel, data.ctrl, observation, scale,
         flat_policy(agent), low, span, rng, T, env._forward_reward_weight, env._ctrl_cost_weight, env.dt,
         trajectory.blocks, trajectory.phis, trajectory.xs, trajectory.rewards,
     )  # fmt: skip

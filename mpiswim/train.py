@@ -229,7 +229,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
     from mpi4py import MPI
 
     cfg, rank = setup.cfg, comm.Get_rank()
-    task = make_task(cfg.env_id, cfg.features)
+    task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
     state = setup.state or initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
     trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
     if rank == 0:

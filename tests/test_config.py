@@ -209,3 +209,19 @@ def test_config_text_is_kept_verbatim():
     text = MINIMAL + "# a comment the user wrote\n"
     assert parse_config(text, 1).toml_text == text
     assert tomllib.loads(parse_config(text, 1).toml_text)["env"]["T"] == 50
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("0", "positive"), ("-2.0", "positive"), ("nan", "positive"), ("[]", "empty"), ('"big"', "expected"), ("[1.0, 2.0]", "2 entries but Swimmer-v5 has 8")],
+)
+def test_observation_scale_must_be_positive_and_fit_the_task(value, expected):
+    message = problem(MINIMAL + f"[policy]\nobservation_scale = {value}\n")
+    assert "[policy] observation_scale" in message and expected in message
+
+
+def test_observation_scale_as_a_number_or_one_entry_per_observation_value():
+    assert parse_config(MINIMAL, 2).observation_scale == 1.0
+    assert parse_config(MINIMAL + "[policy]\nobservation_scale = 2\n", 2).observation_scale == 2.0
+    scales = [0.5, 1, 1, 1, 2, 2, 3, 3]
+    assert parse_config(MINIMAL + f"[policy]\nobservation_scale = {scales}\n", 2).observation_scale == tuple(float(s) for s in scales)

@@ -42,6 +42,8 @@ def reference_direction(theta_block: np.ndarray, phi: np.ndarray, x: np.ndarray,
         gradient[index] = (per_dimension(up).sum() - per_dimension(down).sum()) / (2 * eps)
     if rule == "unit-density":  # unit length for theta_a[i] and theta_b[i] separately
         gradient /= np.linalg.norm(gradient, axis=-1, keepdims=True)
+    if rule == "tanh-density":  # the seed's published code: tanh of each density-gradient element
+        gradient = np.tanh(gradient)
     return gradient
 
 
@@ -87,7 +89,7 @@ def random_agent(rng: np.random.Generator) -> Agent:
 jitted_direction = jax.jit(step_direction, static_argnames="rule")
 
 
-@pytest.mark.parametrize("rule", ["unit-density", "log-density"])
+@pytest.mark.parametrize("rule", ["unit-density", "log-density", "tanh-density"])
 def test_step_direction_matches_finite_differences(rule):
     rng = np.random.default_rng(0)
     for _ in range(5):
@@ -106,7 +108,7 @@ def test_unit_density_rows_have_unit_length():
     np.testing.assert_allclose(np.linalg.norm(direction, axis=-1), 1.0)
 
 
-@pytest.mark.parametrize("rule", ["unit-density", "log-density"])
+@pytest.mark.parametrize("rule", ["unit-density", "log-density", "tanh-density"])
 @pytest.mark.parametrize("gamma", [1.0, 0.9])
 def test_episode_update_equals_the_step_by_step_reference(rule, gamma):
     rng = np.random.default_rng(2)

@@ -49,12 +49,13 @@ def test_observations_and_rewards_equal_gymnasium_bit_for_bit():
     assert total == sum(trajectory.rewards[:T].tolist())
 
 
-def test_compiled_and_python_loops_run_the_same_episode():
+@pytest.mark.parametrize("scale", [1.0, (0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0)])
+def test_compiled_and_python_loops_run_the_same_episode(scale):
     """Same policy, same random stream: same blocks and draws; the only difference is the summation order of a 9-term dot product."""
     agent = trained_looking_agent(1)
     results = []
     for fast in (True, False):
-        task = make_task("Swimmer-v5", "signed", fast=fast)
+        task = make_task("Swimmer-v5", "signed", fast=fast, observation_scale=scale)
         trajectory = Trajectory.empty(T, 8, 2)
         rng = np.random.default_rng(5)
         total, degenerate = run_episode(task, agent, rng, T, trajectory)
@@ -65,6 +66,21 @@ def test_compiled_and_python_loops_run_the_same_episode():
     np.testing.assert_allclose(fast.rewards, slow.rewards, rtol=0, atol=1e-9)
     assert fast_total == pytest.approx(slow_total, abs=1e-9)
     assert fast_next == slow_next  # both drew exactly as many numbers from the stream
+
+
+def test_observation_scale_divides_the_features_but_keeps_the_blocks():
+    """Features are s / scale; the block follows the signs of s, so scaling never moves a step to another block."""
+    scale = np.array([0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0])
+    records = []
+    for observation_scale in (1.0, tuple(scale)):
+        task = make_task("Swimmer-v5", "signed", observation_scale=observation_scale)
+        trajectory = Trajectory.empty(T, 8, 2)
+        run_episode(task, initial_agent(8, 2, "signed"), np.random.default_rng(3), T, trajectory)  # uniform actions: the same episode
+        records.append(trajectory)
+    plain, scaled = records
+    np.testing.assert_array_equal(plain.blocks, scaled.blocks)
+    np.testing.assert_array_equal(scaled.phis[:, 0], 1.0)
+    np.testing.assert_allclose(scaled.phis[:, 1:], plain.phis[:, 1:] / scale, rtol=1e-15)
 
 
 def test_same_seed_same_episode_and_actions_in_bounds():
