@@ -1,0 +1,107 @@
+"""Milestones of several runs, grouped by config: how soon each reaches a target score, its best, its cost.
+
+    python analysis/milestones.py results/seed-*.h5 results/improved-*.h5 --target 150
+
+Runs are grouped by their file name without the trailing seed (`improved-12341.h5`
+belongs to group `improved`). For every run and every group (mean ± standard
+deviation over its runs) the table gives:
+- the winner score at iterations 1, 75, 150 and 400, each the mean of the ten
+  iterations up to it (the winner score alone is the maximum of P noisy means);
+- the first iteration whose winner score reaches the target, and the first
+  whose ten-iteration mean does;
+- the best winner score and where it came;
+- wall seconds per iteration and in all.
+A run that never reaches the target counts as "not reached" and is left out of
+that column's mean (the n beside it says how many runs did reach it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mpiswim.analysis import phase_seconds, read_runs, winner_scores
+
+MILESTONES = (1, 75, 150, 400)
+WINDOW = 10
+
+
+def trailing_mean(scores: np.ndarray) -> np.ndarray:
+    """Mean of the (finite) winner scores of the WINDOW iterations up to each one."""
+    finite = np.where(np.isfinite(scores), scores, np.nan)
+    return np.array([np.nanmean(finite[max(0, k - WINDOW + 1) : k + 1]) if np.isfinite(finite[max(0, k - WINDOW + 1) : k + 1]).any() else np.nan for k in range(len(finite))])
+
+
+def first_reaching(values: np.ndarray, target: float) -> float:
+    """1-based first iteration with a value >= target; NaN if none."""
+    hits = np.flatnonzero(values >= target)
+    return float(hits[0] + 1) if len(hits) else float("nan")
+
+
+def run_row(run, target: float) -> dict[str, float | None]:
+    winners = winner_scores(run)
+    smooth = trailing_mean(winners)
+    wall = sum(phase_seconds(run).values())  # (k,) seconds per iteration
+    row = {f"at {k}": float(smooth[k - 1]) if run.iterations >= k else None for k in MILESTONES}  # None: the run stopped before k
+    row["first >= target"] = first_reaching(winners, target)
+    row["first mean10 >= target"] = first_reaching(smooth, target)
+    row["best"] = float(run.best_score[-1]) if run.iterations else float("nan")
+    row["best at"] = float(run.best_iteration + 1)
+    row["iterations"] = float(run.iterations)
+    row["s / iteration"] = float(wall.mean()) if run.iterations else float("nan")
+    row["minutes"] = float(wall.sum() / 60.0)
+    return row
+
+
+def cell(values: list[float | None], digits: int) -> str:
+    """mean ± sd (n) of the finite values; '-' where no run got that far."""
+    values = [v for v in values if v is not None]
+    finite = [v for v in values if np.isfinite(v)]
+    if not finite:
+        return "not reached" if values else "-"
+    text = f"{np.mean(finite):.{digits}f}"
+    if len(finite) > 1:
+        text += f" ± {np.std(finite, ddof=1):.{digits}f}"
+    return text + (f" ({len(finite)}/{len(values)})" if len(finite) < len(values) else "")
+
+
+def milestone_table(paths: list[str], target: float) -> str:
+    runs = read_runs(paths)
+    groups: dict[str, list[dict[str, float | None]]] = {}
+    lines = []
+    columns = None
+    for run in runs:
+        row = run_row(run, target)
+        columns = columns or list(row)
+        groups.setdefault(re.sub(r"-\d+$", "", run.label), []).append(row)
+        lines.append((run.label, row))
+    header = ["run", *[c.replace("target", f"{target:g}") for c in columns]]
+    digits = {"first >= target": 0, "first mean10 >= target": 0, "best at": 0, "iterations": 0, "s / iteration": 2, "minutes": 1}
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group, rows in groups.items():
+        cells = [cell([r[c] for r in rows], digits.get(c, 1)) for c in columns]
+        out.append(f"| **{group}** ({len(rows)} runs) | " + " | ".join(cells) + " |")
+    for label, row in lines:
+        out.append(f"| {label} | " + " | ".join(cell([row[c]], digits.get(c, 1)) for c in columns) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", metavar="RUN.h5")
+    parser.add_argument("--target", type=float, default=150.0, help="score to reach (default 150)")
+    parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    args = parser.parse_args(argv)
+    table = milestone_table(args.runs, args.target)
+    print(table, end="")
+    if args.out:
+        args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
