@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=10, metavar="N")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
     evaluate.add_argument("--agent", choices=("best", "current"), default="best")
+    evaluate.add_argument("--T", type=int, metavar="N", help="steps per episode at most (default: the run's T); e.g. 1000 for full-length Swimmer-v5 episodes")
     evaluate.add_argument("--json", action="store_true")
 
     bench = commands.add_parser("bench", help="throughput against bare MuJoCo, MPI and checkpoint costs (takes a few minutes)")
@@ -86,25 +87,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def evaluate_command(args) -> int:
-    from mpiswim.config import parse_config
+    from mpiswim.config import MAX_T, parse_config
     from mpiswim.env import make_task, run_episode
 
     if args.episodes < 1:
         raise ValueError(f"--episodes {args.episodes}: must be at least 1")
+    if args.T is not None and not 1 <= args.T <= MAX_T:
+        raise ValueError(f"--T {args.T}: must be between 1 and {MAX_T}")
     checkpoint = _load(args.checkpoint)
     cfg = parse_config(checkpoint.config_toml, checkpoint.world_size, stored_steps=_steps(checkpoint))
     task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
     agent = checkpoint.state.best_agent if args.agent == "best" else checkpoint.state.agent
     rng = np.random.default_rng(args.seed)
+    T = args.T or cfg.T
     returns = []
     for _ in range(args.episodes):
-        episode_return, degenerate = run_episode(task, agent, rng, cfg.T)
+        episode_return, degenerate = run_episode(task, agent, rng, T)
         returns.append(np.nan if degenerate else episode_return)
     returns = np.array(returns)
     summary = {
         "agent": args.agent,
         "episodes": args.episodes,
-        "T": cfg.T,
+        "T": T,
         "mean": float(np.mean(returns)),
         "std": float(np.std(returns)),
         "min": float(np.min(returns)),
@@ -114,7 +118,7 @@ def evaluate_command(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"{args.agent} agent of {args.checkpoint}: {cfg.env_id}, {args.episodes} episodes of at most {cfg.T} steps")
+        print(f"{args.agent} agent of {args.checkpoint}: {cfg.env_id}, {args.episodes} episodes of at most {T} steps")
         print(f"mean return {summary['mean']:.2f}  std {summary['std']:.2f}  min {summary['min']:.2f}  max {summary['max']:.2f}")
     return 0
 

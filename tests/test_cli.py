@@ -67,6 +67,15 @@ def test_evaluate_reports_mean_and_spread_of_the_best_agent(small_run):
     assert summary["std"] >= 0
 
 
+def test_evaluate_with_another_episode_length(small_run):
+    """--T evaluates on longer episodes than the run trained on (e.g. full-length Swimmer-v5)."""
+    short, long = (json.loads(run("evaluate", str(small_run), "--episodes", "2", "--T", T, "--json", cwd=small_run.parent).stdout) for T in ("30", "200"))
+    assert (short["T"], long["T"]) == (30, 200)
+    assert long["mean"] != short["mean"]
+    result = run("evaluate", str(small_run), "--T", "0", cwd=small_run.parent)
+    assert result.returncode == 2 and "--T 0" in result.stderr and "at least" not in result.stdout
+
+
 def test_resume_continues_to_more_iterations(small_run, tmp_path):
     copy = tmp_path / "copy.h5"
     copy.write_bytes(small_run.read_bytes())
