@@ -47,16 +47,19 @@ evaluate_episodes = 5      # no-update episodes whose mean return is the branch'
 patience = 0               # fall back to the best-ever agent after this many
                            # iterations without a new best; 0 = never fall back
 max_degenerate_iterations = 10  # stop if every branch breaks this many iterations in a row
-common_evaluation = false  # true: every rank evaluates on the same start states and noise,
-                           # so branches are compared on equal terms (common random numbers)
+common_evaluation = true   # every rank evaluates on the same start states and action noise, so
+                           # branches are compared on equal terms (common random numbers);
+                           # false: each rank its own (the seed's way; leaving the key out means false)
 
 [policy]
 features = "signed"        # "signed": one block [1, s] per sign pattern of s (2^d blocks)
                            # "linear": a single block [1, s], for bodies with many observations
-update = "unit-density"    # "unit-density": the seed's rule (unit-length density gradient)
+update = "tanh-density"    # "tanh-density": tanh of the density gradient, per parameter (the
+                           #   rule of the code behind the seed's published run; learns fastest,
+                           #   docs/results.md)
+                           # "unit-density": the unit-length density gradient of DESIGN.md
+                           #   (leaving the key out means unit-density)
                            # "log-density": the ordinary score-function rule
-                           # "tanh-density": tanh of the density gradient, per parameter
-                           # (the code behind the seed's published run)
 observation_scale = 1.0    # the features hold s / observation_scale (the block still follows
                            # the signs of s): a number, or a list with one entry per observation value
 

@@ -119,6 +119,8 @@ VALID = {
     ("pool", "common_evaluation"): lambda v: isinstance(v, bool),
     ("policy", "features"): lambda v: v in FEATURE_MAPS,
     ("policy", "update"): lambda v: v in UPDATE_RULES,
+    # a list's length is checked against the task, which these tests leave out (check_env=False)
+    ("policy", "observation_scale"): lambda v: is_step(v) or (isinstance(v, list) and len(v) > 0 and all(is_step(x) for x in v)),
     ("ranks", "alpha"): lambda v: is_step(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
     ("ranks", "eta"): lambda v: is_step(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
     ("ranks", "hyperparameters"): lambda v: False,  # BASE gives alpha and eta too: "not both"
