@@ -1,6 +1,6 @@
 """Milestones of several runs, grouped by config: how soon each reaches a target score, its best, its cost.
 
-    python analysis/milestones.py results/seed-*.h5 results/improved-*.h5 --target 150
+    python analysis/milestones.py results/seed-*.h5 results/improved-*.h5 --target 150 --plot curves.png
 
 Runs are grouped by their file name without the trailing seed (`improved-12341.h5`
 belongs to group `improved`). For every run and every group (mean ± standard
@@ -11,6 +11,9 @@ deviation over its runs) the table gives:
   whose ten-iteration mean does;
 - the best winner score and where it came;
 - wall seconds per iteration and in all.
+With --plot, one curve per group: the mean over its runs of the ten-iteration
+mean winner score, with the band from the lowest to the highest run, and the
+seed's milestones (about 12 at the start, 150 at iteration 150, 160 at 400).
 A run that never reaches the target counts as "not reached" and is left out of
 that column's mean (the n beside it says how many runs did reach it).
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,16 +94,54 @@ def milestone_table(paths: list[str], target: float) -> str:
     return "\n".join(out) + "\n"
 
 
+SEED_MILESTONES = ((1, 12.0), (150, 150.0), (400, 162.0))
+
+
+def plot_groups(paths: list[str], target: float, path: Path) -> Path:
+    """Group mean of the ten-iteration mean winner score, min..max band over the group's runs."""
+    from mpiswim.analysis import _pyplot
+
+    plt = _pyplot()
+    groups: dict[str, list[np.ndarray]] = {}
+    for run in read_runs(paths):
+        groups.setdefault(re.sub(r"-\d+$", "", run.label), []).append(trailing_mean(winner_scores(run)))
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    for index, (group, curves) in enumerate(groups.items()):
+        length = max(len(c) for c in curves)
+        table = np.full((len(curves), length), np.nan)
+        for row, curve in enumerate(curves):
+            table[row, : len(curve)] = curve
+        x = np.arange(1, length + 1)
+        color = f"C{index}"
+        with warnings.catch_warnings():  # iterations that no run of the group has are NaN, quietly
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, low, high = np.nanmean(table, axis=0), np.nanmin(table, axis=0), np.nanmax(table, axis=0)
+        ax.plot(x, mean, color=color, lw=1.5, label=f"{group} ({len(curves)} runs)")
+        ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
+    iterations, scores = zip(*SEED_MILESTONES, strict=True)
+    ax.plot(iterations, scores, "k*", ms=10, label="the seed's run (DESIGN.md)")
+    ax.axhline(target, color="0.5", lw=0.8, ls="--")
+    ax.set(xlabel="iteration", ylabel="winner's evaluation return (10-iteration mean)", title="mean over seeds, band: lowest to highest run")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN.h5")
     parser.add_argument("--target", type=float, default=150.0, help="score to reach (default 150)")
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="also plot each group's curve into this file")
     args = parser.parse_args(argv)
     table = milestone_table(args.runs, args.target)
     print(table, end="")
     if args.out:
         args.out.write_text(table)
+    if args.plot:
+        plot_groups(args.runs, args.target, args.plot)
     return 0
 
 
