@@ -227,3 +227,18 @@ def test_analysis_scripts_write_their_files(synthetic, tmp_path, script):
     expected = {"learning_curve": "learning_curve.csv", "wins": "wins.md", "timings": "timings.md", "compare_runs": "compare.md"}[script]
     assert (tmp_path / expected).stat().st_size > 0
     assert analysis.script_main("x", module["write"], argv=[str(tmp_path / "missing.h5"), "--out", str(tmp_path)]) == 2
+
+
+def test_milestones_groups_runs_by_name_and_finds_the_first_iteration_at_the_target(tmp_path):
+    """analysis/milestones.py (docs/results.md's tables): winner scores 3, 5, -, 6, 7, 4 reach 6 at iteration 4;
+    their ten-iteration mean (3, 4, 4, 4.67, 5.25, 5) reaches 5 at iteration 5; two runs make one group."""
+    runs = [str(write_synthetic_checkpoint(tmp_path / f"grp-{seed}.h5")) for seed in (1, 2)]
+    milestones = runpy.run_path(str(Path(__file__).parents[1] / "analysis" / "milestones.py"))
+    np.testing.assert_allclose(milestones["trailing_mean"](np.array([3, 5, np.nan, 6, 7, 4.0])), [3, 4, 4, 14 / 3, 5.25, 5])
+    table = milestones["milestone_table"](runs, 6.0)
+    group = next(line for line in table.splitlines() if line.startswith("| **grp**"))
+    cells = [c.strip() for c in group.strip("|").split("|")]
+    assert cells[0] == "**grp** (2 runs)" and cells[5:8] == ["4 ± 0", "not reached", "7.0 ± 0.0"]
+    assert milestones["milestone_table"](runs, 5.0).count("| 2 | 5 | 7.0 |") == 2  # per run: 5 first reached at 2, its mean at 5
+    assert milestones["main"]([*runs, "--target", "6", "--plot", str(tmp_path / "curves.png")]) == 0
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
