@@ -86,25 +86,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def evaluate_command(args) -> int:
-    from mpiswim.config import MAX_T, parse_config
+def evaluation_returns(path: str, episodes: int, seed: int = 0, agent: str = "best", T: int | None = None) -> tuple[np.ndarray, str, int]:
+    """Returns of `episodes` no-update episodes of a checkpoint's best (or current) agent: (returns, env id, T).
+
+    The episodes draw from numpy's generator seeded with `seed`, independent of
+    the run's own streams; T defaults to the run's. A degenerate episode gives NaN.
+    """
+    from mpiswim.config import parse_config
     from mpiswim.env import make_task, run_episode
+
+    checkpoint = _load(path)
+    cfg = parse_config(checkpoint.config_toml, checkpoint.world_size, stored_steps=_steps(checkpoint))
+    task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
+    chosen = checkpoint.state.best_agent if agent == "best" else checkpoint.state.agent
+    rng = np.random.default_rng(seed)
+    T = T or cfg.T
+    returns = []
+    for _ in range(episodes):
+        episode_return, degenerate = run_episode(task, chosen, rng, T)
+        returns.append(np.nan if degenerate else episode_return)
+    return np.array(returns), cfg.env_id, T
+
+
+def evaluate_command(args) -> int:
+    from mpiswim.config import MAX_T
 
     if args.episodes < 1:
         raise ValueError(f"--episodes {args.episodes}: must be at least 1")
     if args.T is not None and not 1 <= args.T <= MAX_T:
         raise ValueError(f"--T {args.T}: must be between 1 and {MAX_T}")
-    checkpoint = _load(args.checkpoint)
-    cfg = parse_config(checkpoint.config_toml, checkpoint.world_size, stored_steps=_steps(checkpoint))
-    task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
-    agent = checkpoint.state.best_agent if args.agent == "best" else checkpoint.state.agent
-    rng = np.random.default_rng(args.seed)
-    T = args.T or cfg.T
-    returns = []
-    for _ in range(args.episodes):
-        episode_return, degenerate = run_episode(task, agent, rng, T)
-        returns.append(np.nan if degenerate else episode_return)
-    returns = np.array(returns)
+    returns, env_id, T = evaluation_returns(args.checkpoint, args.episodes, args.seed, args.agent, args.T)
     summary = {
         "agent": args.agent,
         "episodes": args.episodes,
@@ -118,7 +129,7 @@ def evaluate_command(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"{args.agent} agent of {args.checkpoint}: {cfg.env_id}, {args.episodes} episodes of at most {T} steps")
+        print(f"{args.agent} agent of {args.checkpoint}: {env_id}, {args.episodes} episodes of at most {T} steps")
         print(f"mean return {summary['mean']:.2f}  std {summary['std']:.2f}  min {summary['min']:.2f}  max {summary['max']:.2f}")
     return 0
 
