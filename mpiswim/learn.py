@@ -4,26 +4,28 @@ The whole episode is updated at once, vectorised over its steps and
 jit-compiled once per (T, shapes, rule): episodes are padded to T steps and a
 `length` masks the padding, so every episode reuses the same compiled code.
 
-The two policy rules (DESIGN.md):
-- "unit-density" (the seed's rule, the default): step theta along the gradient
-  of the Beta *density*, normalised to unit length separately for theta_a and
+The three policy rules (`[policy] update`; the embedded default config uses
+tanh-density, which learned fastest, docs/results.md):
+- "unit-density" (DESIGN.md's description of the seed's rule, and the value
+  when a config leaves the key out): step theta along the gradient of the
+  Beta *density*, normalised to unit length separately for theta_a and
   theta_b of each action dimension, scaled by alpha * (G_t - v(s_t)).
-  Normalising makes every step the same size whatever the shapes are, which
-  is what kept the seed's run stable at its step sizes. Since
+  Normalising makes every step the same size whatever the shapes are. Since
   grad p = p * grad log p with p > 0, the unit-length density gradient equals
   the unit-length log-density gradient; we compute it that way because the
   density itself underflows to 0 for the near-deterministic policies that
   training reaches, and its gradient with it.
 - "log-density": the ordinary score-function rule, alpha * (G_t - v(s_t)) *
   grad log pi(x_t | s_t).
-- "tanh-density": what the seed's published run did (RLAI's 2021 code, see
-  docs/results.md): the density gradient squashed element by element with
+- "tanh-density": what an earlier version of RLAI (the library of the seed's
+  run) did, see docs/results.md: the density gradient squashed element by element with
   tanh, alpha * (G_t - v(s_t)) * tanh(grad p_i). Unlike unit-density, the
   step shrinks where the density is small and its gradient flat, and it is
-  bounded by alpha * |target| per parameter rather than per row. The discount factor gamma^t of the textbook form is
-  left out, as most implementations do (with the seed's gamma = 1 it is 1).
+  bounded by alpha * |target| per parameter rather than per row.
+The discount factor gamma^t of the textbook form is left out, as most
+implementations do (with the seed's gamma = 1 it is 1).
 
-Both take all gradients at the pre-episode theta and apply their sum at the
+All three take all gradients at the pre-episode theta and apply their sum at the
 end. The baseline is trained by SGD on (G_t - w.phi_t)^2, one sample at a
 time walking the episode backwards; the policy targets use v evaluated before
 that baseline update.
