@@ -85,7 +85,9 @@ elif mode == "fault":
             if os.environ["FAULT"] == "raise":
                 (outdir / f"raised.{rank}").write_text(str(os.getpid()))
                 raise RuntimeError(f"injected failure inside rank {rank}'s episode loop")
-            (outdir / f"paused.{rank}").write_text(str(os.getpid()))
+            # Written aside and renamed: a test that sees paused.<rank> must never read it half-written.
+            (outdir / f".paused.{rank}").write_text(str(os.getpid()))
+            os.replace(outdir / f".paused.{rank}", outdir / f"paused.{rank}")
             time.sleep(float(os.environ.get("FAULT_SECONDS", "600")))
         return result
 
