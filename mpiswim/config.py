@@ -54,9 +54,9 @@ common_evaluation = true   # every rank evaluates on the same start states and a
 [policy]
 features = "signed"        # "signed": one block [1, s] per sign pattern of s (2^d blocks)
                            # "linear": a single block [1, s], for bodies with many observations
-update = "tanh-density"    # "tanh-density": tanh of the density gradient, per parameter (the
-                           #   rule of the code behind the seed's published run; learns fastest,
-                           #   docs/results.md)
+update = "tanh-density"    # "tanh-density": tanh of the density gradient, per parameter (an
+                           #   earlier RLAI version's rule; learned faster than unit-density and
+                           #   kept the shapes finite, docs/results.md)
                            # "unit-density": the unit-length density gradient of DESIGN.md
                            #   (leaving the key out means unit-density)
                            # "log-density": the ordinary score-function rule

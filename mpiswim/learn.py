@@ -5,7 +5,7 @@ jit-compiled once per (T, shapes, rule): episodes are padded to T steps and a
 `length` masks the padding, so every episode reuses the same compiled code.
 
 The three policy rules (`[policy] update`; the embedded default config uses
-tanh-density, which learned fastest, docs/results.md):
+tanh-density, which learned faster than unit-density, docs/results.md):
 - "unit-density" (DESIGN.md's description of the seed's rule, and the value
   when a config leaves the key out): step theta along the gradient of the
   Beta *density*, normalised to unit length separately for theta_a and
