@@ -12,13 +12,12 @@ for full-length Swimmer-v5). Runs are grouped as in milestones.py.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from mpiswim.analysis import read_run
+from mpiswim.analysis import config_group, read_run
 from mpiswim.cli import evaluation_returns
 
 
@@ -35,7 +34,7 @@ def evaluation_table(paths: list[str], horizons: list[int], episodes: int, seed:
     out = [f"| run | {' | '.join(columns)} |", "|" + "---|" * (len(columns) + 1)]
     groups: dict[str, list[list[float]]] = {}
     for label, means, _ in rows:
-        groups.setdefault(re.sub(r"-\d+$", "", label), []).append(means)
+        groups.setdefault(config_group(label), []).append(means)
     for group, table in groups.items():
         values = np.array(table)
         spread = values.std(axis=0, ddof=1) if len(values) > 1 else np.full(values.shape[1], np.nan)

@@ -21,14 +21,13 @@ that column's mean (the n beside it says how many runs did reach it).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from mpiswim.analysis import phase_seconds, read_runs, winner_scores
+from mpiswim.analysis import config_group, phase_seconds, read_runs, winner_scores
 
 MILESTONES = (1, 75, 150, 400)
 WINDOW = 10
@@ -81,7 +80,7 @@ def milestone_table(paths: list[str], target: float) -> str:
     for run in runs:
         row = run_row(run, target)
         columns = columns or list(row)
-        groups.setdefault(re.sub(r"-\d+$", "", run.label), []).append(row)
+        groups.setdefault(config_group(run.label), []).append(row)
         lines.append((run.label, row))
     header = ["run", *[c.replace("target", f"{target:g}") for c in columns]]
     digits = {"first >= target": 0, "first mean10 >= target": 0, "best at": 0, "iterations": 0, "s / iteration": 2, "minutes": 1}
@@ -104,7 +103,7 @@ def plot_groups(paths: list[str], target: float, path: Path) -> Path:
     plt = _pyplot()
     groups: dict[str, list[np.ndarray]] = {}
     for run in read_runs(paths):
-        groups.setdefault(re.sub(r"-\d+$", "", run.label), []).append(trailing_mean(winner_scores(run)))
+        groups.setdefault(config_group(run.label), []).append(trailing_mean(winner_scores(run)))
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
     for index, (group, curves) in enumerate(groups.items()):
         length = max(len(c) for c in curves)

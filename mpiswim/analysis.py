@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import sys
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
@@ -180,6 +181,11 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
         eta=steps["eta"].astype(np.float64),
         best_iteration=best_iteration,
     )
+
+
+def config_group(label: str) -> str:
+    """A run's config group: its name without the trailing seed (`improved-12341` -> `improved`)."""
+    return re.sub(r"-\d+$", "", label)
 
 
 def read_runs(paths: Sequence[str | Path]) -> list[Run]:
