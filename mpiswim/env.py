@@ -118,7 +118,7 @@ def make_task(env_id: str, features: str, fast: bool = True, observation_scale: 
     return Task(
         env=env,
         step=gymnasium_step(env),
-        compiled=fast and has_fast_step(env) and features == "signed" and swimmer.available(),
+        compiled=fast and has_fast_step(env) and swimmer.available(),
         obs_dim=obs_dim,
         action_dim=env.action_space.shape[0],
         low=env.action_space.low.astype(np.float64),
@@ -139,7 +139,7 @@ def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, traj
     if task.compiled:
         if trajectory is None:
             trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
-        return swimmer.run_swimmer_episode(task.env, agent, rng, T, low, span, task.scale, trajectory)
+        return swimmer.run_swimmer_episode(task.env, agent, rng, T, low, span, task.scale, task.sign_weights is not None, trajectory)
     policy = flat_policy(agent)
     phi = np.ones(task.obs_dim + 1)
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))

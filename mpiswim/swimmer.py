@@ -82,13 +82,14 @@ def _beta_draw(rng, a, b):
             return math.exp(log_x - math.log(math.exp(log_x) + math.exp(log_y)))
 
 
-def _swimmer_episode(model_address, data_address, frame_skip, qpos, qvel, ctrl, observation, scale, policy, low, span, rng, T, forward_weight, ctrl_weight, dt, blocks, phis, xs, rewards):
+def _swimmer_episode(model_address, data_address, frame_skip, qpos, qvel, ctrl, observation, scale, signed, policy, low, span, rng, T, forward_weight, ctrl_weight, dt, blocks, phis, xs, rewards):
     """Run one episode from `observation`; record every step; return (total reward, steps, degenerate).
 
     qpos, qvel and ctrl are numpy views of MuJoCo's own data, so mj_step
     updates them in place. The expressions follow Gymnasium's Swimmer-v5:
     reward = forward_weight * x velocity - ctrl_weight * |action|^2,
-    observation = [qpos[2:], qvel]. The features are [1, observation / scale].
+    observation = [qpos[2:], qvel]. The features are [1, observation / scale],
+    in the block of the observation's signs (signed coding) or in block 0 (linear map).
     """
     obs_dim, action_dim = observation.shape[0], ctrl.shape[0]
     n_positions = qpos.shape[0] - 2  # the observation leaves out the x, y position
@@ -100,9 +101,10 @@ def _swimmer_episode(model_address, data_address, frame_skip, qpos, qvel, ctrl, 
     for t in range(T):
         # The signed coding: bit i of the block index is set when s_i > 0.
         block = 0
-        for i in range(obs_dim):
-            if phi[1 + i] > 0.0:
-                block += 1 << i
+        if signed:
+            for i in range(obs_dim):
+                if phi[1 + i] > 0.0:
+                    block += 1 << i
         # log a_i and log b_i are rows i and action_dim + i of the block; draw x_i ~ Beta(a_i, b_i).
         for i in range(action_dim):
             log_a = 0.0
@@ -140,12 +142,15 @@ else:
     beta_draw = swimmer_episode = None
 
 
-def run_swimmer_episode(env, agent: Agent, rng: np.random.Generator, T: int, low: np.ndarray, span: np.ndarray, scale: np.ndarray, trajectory) -> tuple[float, bool]:
-    """One compiled episode of at most T steps on a Swimmer env; the same contract as env.run_episode."""
+def run_swimmer_episode(env, agent: Agent, rng: np.random.Generator, T: int, low: np.ndarray, span: np.ndarray, scale: np.ndarray, signed: bool, trajectory) -> tuple[float, bool]:
+    """One compiled episode of at most T steps on a Swimmer env; the same contract as env.run_episode.
+
+    signed: the signed coding's 2^d blocks; False for the linear map's single block.
+    """
     observation, _ = env.reset(seed=int(rng.integers(2**31)))
     data = env.data
     total, steps, degenerate = swimmer_episode(
-        env.model._address, data._address, env.frame_skip, data.qpos, data.qvel, data.ctrl, observation, scale,
+        env.model._address, data._address, env.frame_skip, data.qpos, data.qvel, data.ctrl, observation, scale, signed,
         flat_policy(agent), low, span, rng, T, env._forward_reward_weight, env._ctrl_cost_weight, env.dt,
         trajectory.blocks, trajectory.phis, trajectory.xs, trajectory.rewards,
     )  # fmt: skip

@@ -12,9 +12,9 @@ from mpiswim.policy import initial_agent
 T = 300
 
 
-def trained_looking_agent(seed: int = 0):
+def trained_looking_agent(seed: int = 0, features: str = "signed"):
     """Varied shapes in every block, as after some training (the zero policy is a special case)."""
-    agent = initial_agent(8, 2, "signed")
+    agent = initial_agent(8, 2, features)
     agent.policy[:] = np.random.default_rng(seed).normal(0.0, 0.3, agent.policy.shape)
     return agent
 
@@ -23,7 +23,7 @@ def test_the_stock_swimmer_takes_the_compiled_path():
     assert swimmer.available()
     assert make_task("Swimmer-v5", "signed").compiled
     assert not make_task("Swimmer-v5", "signed", fast=False).compiled
-    assert not make_task("Swimmer-v5", "linear").compiled  # the compiled loop knows the signed coding only
+    assert make_task("Swimmer-v5", "linear").compiled
     assert not make_task("Hopper-v5", "linear").compiled
 
 
@@ -49,13 +49,13 @@ def test_observations_and_rewards_equal_gymnasium_bit_for_bit():
     assert total == sum(trajectory.rewards[:T].tolist())
 
 
-@pytest.mark.parametrize("scale", [1.0, (0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0)])
-def test_compiled_and_python_loops_run_the_same_episode(scale):
+@pytest.mark.parametrize(("features", "scale"), [("signed", 1.0), ("signed", (0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0)), ("linear", 1.0)])
+def test_compiled_and_python_loops_run_the_same_episode(features, scale):
     """Same policy, same random stream: same blocks and draws; the only difference is the summation order of a 9-term dot product."""
-    agent = trained_looking_agent(1)
+    agent = trained_looking_agent(1, features)
     results = []
     for fast in (True, False):
-        task = make_task("Swimmer-v5", "signed", fast=fast, observation_scale=scale)
+        task = make_task("Swimmer-v5", features, fast=fast, observation_scale=scale)
         trajectory = Trajectory.empty(T, 8, 2)
         rng = np.random.default_rng(5)
         total, degenerate = run_episode(task, agent, rng, T, trajectory)
