@@ -68,7 +68,7 @@ def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_
     cfg = parse_config(bench_config(1, 1, T, episodes), 1)
     task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
     rng = np.random.default_rng(0)
-    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features)
+    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_baseline)
     # A policy with varied shapes, as after some training (the zero policy is a special case of the sampler).
     agent.policy[:] = rng.normal(0.0, 0.3, agent.policy.shape)
     trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
@@ -86,7 +86,7 @@ def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_
         update_seconds = []
         for _ in range(episodes):
             started = time.perf_counter()
-            update_agent(agent, trajectory, cfg.alpha[0], cfg.eta[0], cfg.gamma, cfg.update)
+            update_agent(agent, trajectory, cfg.alpha[0], cfg.eta[0], cfg.gamma, cfg.update, cfg.time_baseline)
             update_seconds.append(time.perf_counter() - started)
         rows.append((bare_seconds, train_seconds, eval_seconds, float(np.median(update_seconds))))
 
@@ -159,7 +159,7 @@ def pool_part(outdir: str, iterations: int) -> None:
     run_seconds = time.perf_counter() - started
 
     task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
-    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features)
+    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_baseline)
     repeats, collective = 20, []
     for repeat in range(repeats):
         comm.Barrier()

@@ -184,7 +184,7 @@ def _write_agent(group: h5py.Group, agent: Agent) -> None:
     group.create_dataset("policy", data=agent.policy).attrs["description"] = (
         "log Beta shapes: policy[block, 0 (a) or 1 (b), action dimension, feature]"
     )
-    group.create_dataset("baseline", data=agent.baseline).attrs["description"] = "state value weights: baseline[block, feature]"
+    group.create_dataset("baseline", data=agent.baseline).attrs["description"] = "state value weights: baseline[block, feature]; a last column weighs the fraction of steps left (baseline = state-time)"
 
 
 def _write_contents(f: h5py.File, contents: dict) -> None:
@@ -342,7 +342,7 @@ def _check_layout(raw: dict, path: Path) -> Config:
 
     policy, baseline = raw["current"]
     blocks = feature_blocks(policy.shape[-1] - 1, cfg.features) if policy.ndim == 4 else None
-    if policy.ndim != 4 or policy.shape[:2] != (blocks, 2) or baseline.shape != (blocks, policy.shape[3]):
+    if policy.ndim != 4 or policy.shape[:2] != (blocks, 2) or baseline.shape != (blocks, policy.shape[3] + cfg.time_baseline):
         raise _damaged(path, f"/agent/current has policy shape {policy.shape} and baseline shape {baseline.shape}, which do not fit {cfg.features} features")
     if raw["best"].policy.shape != policy.shape or raw["best"].baseline.shape != baseline.shape:
         raise _damaged(path, f"/agent/best has shapes {raw['best'].policy.shape}, {raw['best'].baseline.shape}, unlike /agent/current's {policy.shape}, {baseline.shape}")

@@ -17,6 +17,7 @@ from typing import Any
 
 FEATURE_MAPS = ("signed", "linear")
 UPDATE_RULES = ("unit-density", "log-density", "tanh-density")
+BASELINES = ("state", "state-time")
 HYPERPARAMETERS = ("alpha", "eta")
 # 2^12 blocks is already 4096 x (d+1) weights per action shape; beyond that
 # the signed coding stops fitting in memory and almost every block stays unseen.
@@ -60,6 +61,8 @@ update = "tanh-density"    # "tanh-density": tanh of the density gradient, per p
                            # "unit-density": the unit-length density gradient of DESIGN.md
                            #   (leaving the key out means unit-density)
                            # "log-density": the ordinary score-function rule
+baseline = "state"         # "state": the seed's v(s) = w . phi(s); "state-time": v also weighs the fraction
+                           #   of the T steps left, which the gamma = 1 return grows with
 observation_scale = 1.0    # the features hold s / observation_scale (the block still follows
                            # the signs of s): a number, or a list with one entry per observation value
 
@@ -81,7 +84,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "max_degenerate_iterations": (int, False),
         "common_evaluation": (bool, False),
     },
-    "policy": {"features": (str, False), "update": (str, False), "observation_scale": ((int, float, list), False)},
+    "policy": {"features": (str, False), "update": (str, False), "baseline": (str, False), "observation_scale": ((int, float, list), False)},
     "ranks": {"alpha": ((int, float, list), False), "eta": ((int, float, list), False), "hyperparameters": (str, False)},
 }
 
@@ -108,11 +111,17 @@ class Config:
     common_evaluation: bool
     features: str
     update: str
+    baseline: str
     observation_scale: tuple[float, ...] | float
     alpha: tuple[float, ...]
     eta: tuple[float, ...]
     world_size: int
     toml_text: str
+
+    @property
+    def time_baseline(self) -> bool:
+        """The baseline also sees the fraction of steps left ([policy] baseline = "state-time")."""
+        return self.baseline == "state-time"
 
 
 def _fail(field: str, value: Any, problem: str, fix: str) -> ConfigError:
@@ -258,6 +267,9 @@ def parse_config(
     update = _get(doc, "policy", "update", "unit-density")
     if update not in UPDATE_RULES:
         raise _fail("[policy] update", update, "unknown update rule", f"use one of {', '.join(UPDATE_RULES)}")
+    baseline = _get(doc, "policy", "baseline", "state")
+    if baseline not in BASELINES:
+        raise _fail("[policy] baseline", baseline, "unknown baseline", f"use one of {', '.join(BASELINES)}")
 
     observation_scale = _observation_scale(_get(doc, "policy", "observation_scale", 1.0))
 
@@ -310,6 +322,7 @@ def parse_config(
         common_evaluation=_get(doc, "pool", "common_evaluation", False),
         features=features,
         update=update,
+        baseline=baseline,
         observation_scale=observation_scale,
         alpha=steps["alpha"],
         eta=steps["eta"],

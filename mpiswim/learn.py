@@ -25,6 +25,12 @@ tanh-density, which learned faster than unit-density, docs/results.md):
 The discount factor gamma^t of the textbook form is left out, as most
 implementations do (with the seed's gamma = 1 it is 1).
 
+The baseline (`[policy] baseline`): "state" is the seed's v(s) = w . phi(s).
+"state-time" adds one weight for the fraction of the T steps still to come,
+v(s, t) = w . [phi(s), (T - t) / T]. With gamma = 1 the return G_t grows
+with the steps left, which a state-only value cannot see; the policy targets
+G_t - v then carry that as noise (docs/results.md).
+
 All three take all gradients at the pre-episode theta and apply their sum at the
 end. The baseline is trained by SGD on (G_t - w.phi_t)^2, one sample at a
 time walking the episode backwards; the policy targets use v evaluated before
@@ -94,14 +100,24 @@ def discounted_returns(rewards: jax.Array, gamma: float) -> jax.Array:
     return jax.lax.scan(accumulate, jnp.zeros((), rewards.dtype), rewards, reverse=True)[1]
 
 
-@partial(jax.jit, static_argnames="rule")
-def episode_update(policy, baseline, blocks, phis, xs, rewards, length, alpha, eta, gamma, rule):
+def baseline_features(phis: jax.Array, time_feature: bool) -> jax.Array:
+    """The baseline's inputs for T steps: phi, and with time_feature also (T - t) / T."""
+    if not time_feature:
+        return phis
+    T = phis.shape[0]
+    steps_left = (T - jnp.arange(T)) / T
+    return jnp.concatenate([phis, steps_left[:, None]], axis=1)
+
+
+@partial(jax.jit, static_argnames=("rule", "time_feature"))
+def episode_update(policy, baseline, blocks, phis, xs, rewards, length, alpha, eta, gamma, rule, time_feature=False):
     """New (policy, baseline) after one episode; arrays are padded to T steps."""
     steps = jnp.arange(rewards.shape[0])
     valid = steps < length
     returns = discounted_returns(jnp.where(valid, rewards, 0.0), gamma)
 
-    values = jnp.sum(baseline[blocks] * phis, axis=-1)
+    value_inputs = baseline_features(phis, time_feature)
+    values = jnp.sum(baseline[blocks] * value_inputs, axis=-1)
     targets = jnp.where(valid, returns - values, 0.0)
     xs = jnp.clip(xs, X_MARGIN, 1.0 - X_MARGIN)
     directions = jax.vmap(step_direction, in_axes=(0, 0, 0, None))(policy[blocks], phis, xs, rule)
@@ -109,18 +125,18 @@ def episode_update(policy, baseline, blocks, phis, xs, rewards, length, alpha, e
     policy = policy.at[blocks].add(steps_taken)
 
     def sgd_step(w, t):
-        error = returns[t] - w[blocks[t]] @ phis[t]
-        return w.at[blocks[t]].add(jnp.where(valid[t], eta * error, 0.0) * phis[t]), None
+        error = returns[t] - w[blocks[t]] @ value_inputs[t]
+        return w.at[blocks[t]].add(jnp.where(valid[t], eta * error, 0.0) * value_inputs[t]), None
 
     baseline = jax.lax.scan(sgd_step, baseline, steps, reverse=True)[0]
     return policy, baseline
 
 
-def update_agent(agent: Agent, trajectory, alpha: float, eta: float, gamma: float, rule: str) -> Agent:
+def update_agent(agent: Agent, trajectory, alpha: float, eta: float, gamma: float, rule: str, time_feature: bool = False) -> Agent:
     """Apply one episode's update; returns new numpy arrays (the inputs are untouched)."""
     policy, baseline = episode_update(
         agent.policy, agent.baseline, trajectory.blocks, trajectory.phis, trajectory.xs,
-        trajectory.rewards, trajectory.length, alpha, eta, gamma, rule,
+        trajectory.rewards, trajectory.length, alpha, eta, gamma, rule, time_feature,
     )
     return Agent(np.array(policy), np.array(baseline))
 

@@ -3,7 +3,8 @@
 An agent is two arrays. For a feature map with B blocks of F = d + 1 features:
 - `policy`   (B, 2, A, F): log Beta shapes, log a_i = policy[block, 0, i] . phi and
              log b_i = policy[block, 1, i] . phi, for action dimension i;
-- `baseline` (B, F): the linear state value v(s) = baseline[block] . phi.
+- `baseline` (B, F): the linear state value v(s) = baseline[block] . phi;
+             (B, F + 1) with the time feature (mpiswim.learn.baseline_features).
 
 phi = [1, s_1, ..., s_d] is the only non-zero block of the full feature vector,
 so a step touches one block: `policy[block]` is a contiguous (2, A, F) slice.
@@ -31,12 +32,12 @@ def feature_blocks(obs_dim: int, features: str) -> int:
     return 2**obs_dim if features == "signed" else 1
 
 
-def initial_agent(obs_dim: int, action_dim: int, features: str) -> Agent:
+def initial_agent(obs_dim: int, action_dim: int, features: str, time_feature: bool = False) -> Agent:
     """A_0: zero policy (every action ~ Beta(1, 1), i.e. uniform) and zero baseline."""
     blocks = feature_blocks(obs_dim, features)
     return Agent(
         policy=np.zeros((blocks, 2, action_dim, obs_dim + 1)),
-        baseline=np.zeros((blocks, obs_dim + 1)),
+        baseline=np.zeros((blocks, obs_dim + 1 + time_feature)),
     )
 
 

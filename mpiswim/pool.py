@@ -108,7 +108,7 @@ def improve_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Conf
         returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory)
         if degenerate:
             return agent, returns, True
-        agent = update_agent(agent, trajectory, alpha, eta, cfg.gamma, cfg.update)
+        agent = update_agent(agent, trajectory, alpha, eta, cfg.gamma, cfg.update, cfg.time_baseline)
         if not agent_is_finite(agent):
             return agent, returns, True
     return agent, returns, False

@@ -230,7 +230,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
 
     cfg, rank = setup.cfg, comm.Get_rank()
     task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
-    state = setup.state or initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
+    state = setup.state or initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_baseline))
     trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
     if rank == 0:
         print(

@@ -60,10 +60,14 @@ def random_episode(rng: np.random.Generator, length: int) -> Trajectory:
     return trajectory
 
 
-def reference_update(agent: Agent, trajectory: Trajectory, alpha: float, eta: float, gamma: float, rule: str) -> Agent:
-    """DESIGN.md's update, step by step."""
+def reference_update(agent: Agent, trajectory: Trajectory, alpha: float, eta: float, gamma: float, rule: str, time_feature: bool = False) -> Agent:
+    """DESIGN.md's update, step by step; time_feature appends (T - t) / T to the baseline's inputs."""
     n = trajectory.length
     blocks, phis, xs, rewards = trajectory.blocks[:n], trajectory.phis[:n], trajectory.xs[:n], trajectory.rewards[:n]
+    if time_feature:
+        phis_v = np.column_stack([phis, [(T - t) / T for t in range(n)]])
+    else:
+        phis_v = phis
     returns = np.zeros(n)
     future = 0.0
     for t in reversed(range(n)):
@@ -71,16 +75,16 @@ def reference_update(agent: Agent, trajectory: Trajectory, alpha: float, eta: fl
         returns[t] = future
     policy, baseline = agent.policy.copy(), agent.baseline.copy()
     for t in range(n):  # every gradient at the pre-episode theta, every value before the baseline update
-        target = returns[t] - agent.baseline[blocks[t]] @ phis[t]
+        target = returns[t] - agent.baseline[blocks[t]] @ phis_v[t]
         policy[blocks[t]] += alpha * target * reference_direction(agent.policy[blocks[t]], phis[t], xs[t], rule)
     for t in reversed(range(n)):  # baseline SGD, one sample at a time, walking backwards
-        error = returns[t] - baseline[blocks[t]] @ phis[t]
-        baseline[blocks[t]] += eta * error * phis[t]
+        error = returns[t] - baseline[blocks[t]] @ phis_v[t]
+        baseline[blocks[t]] += eta * error * phis_v[t]
     return Agent(policy, baseline)
 
 
-def random_agent(rng: np.random.Generator) -> Agent:
-    agent = initial_agent(OBS_DIM, ACTION_DIM, "signed")
+def random_agent(rng: np.random.Generator, time_feature: bool = False) -> Agent:
+    agent = initial_agent(OBS_DIM, ACTION_DIM, "signed", time_feature)
     agent.policy[:] = rng.normal(scale=0.3, size=agent.policy.shape)
     agent.baseline[:] = rng.normal(scale=0.3, size=agent.baseline.shape)
     return agent
@@ -119,6 +123,20 @@ def test_episode_update_equals_the_step_by_step_reference(rule, gamma):
     np.testing.assert_allclose(updated.policy, expected.policy, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(updated.baseline, expected.baseline, rtol=1e-12, atol=1e-12)
     assert not np.array_equal(updated.policy, agent.policy)
+
+
+@pytest.mark.parametrize("length", [T, 7])
+def test_time_baseline_sees_the_fraction_of_steps_left(length):
+    """baseline = "state-time": one more baseline weight, fed (T - t) / T, in the targets and in the SGD."""
+    rng = np.random.default_rng(4)
+    agent = random_agent(rng, time_feature=True)
+    assert agent.baseline.shape == (2**OBS_DIM, OBS_DIM + 2)
+    trajectory = random_episode(rng, length=length)
+    updated = update_agent(agent, trajectory, alpha=1e-2, eta=1e-2, gamma=1.0, rule="log-density", time_feature=True)
+    expected = reference_update(agent, trajectory, alpha=1e-2, eta=1e-2, gamma=1.0, rule="log-density", time_feature=True)
+    np.testing.assert_allclose(updated.policy, expected.policy, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(updated.baseline, expected.baseline, rtol=1e-12, atol=1e-12)
+    assert not np.array_equal(updated.baseline[:, -1], agent.baseline[:, -1])  # the time weight learns
 
 
 def test_padding_beyond_the_episode_length_is_ignored():
