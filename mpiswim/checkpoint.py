@@ -184,7 +184,7 @@ def _write_agent(group: h5py.Group, agent: Agent) -> None:
     group.create_dataset("policy", data=agent.policy).attrs["description"] = (
         "log Beta shapes: policy[block, 0 (a) or 1 (b), action dimension, feature]"
     )
-    group.create_dataset("baseline", data=agent.baseline).attrs["description"] = "state value weights: baseline[block, feature]; a last column weighs the fraction of steps left (baseline = state-time)"
+    group.create_dataset("baseline", data=agent.baseline).attrs["description"] = "state value weights: baseline[block, feature] (+ steps-left weight)"
 
 
 def _write_contents(f: h5py.File, contents: dict) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 FEATURE_MAPS = ("signed", "linear")
 UPDATE_RULES = ("unit-density", "log-density", "tanh-density")
 BASELINES = ("state", "state-time")
+EVALUATION_ACTIONS = ("sample", "mean")
 HYPERPARAMETERS = ("alpha", "eta")
 # 2^12 blocks is already 4096 x (d+1) weights per action shape; beyond that
 # the signed coding stops fitting in memory and almost every block stays unseen.
@@ -51,6 +52,8 @@ max_degenerate_iterations = 10  # stop if every branch breaks this many iteratio
 common_evaluation = true   # every rank evaluates on the same start states and action noise, so
                            # branches are compared on equal terms (common random numbers);
                            # false: each rank its own (the seed's way; leaving the key out means false)
+evaluation_action = "sample"  # "sample": evaluate with Beta draws, as training acts (the seed's way);
+                           # "mean": with the Beta mean a/(a+b), so only the start state is random
 
 [policy]
 features = "signed"        # "signed": one block [1, s] per sign pattern of s (2^d blocks)
@@ -83,6 +86,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "patience": (int, False),
         "max_degenerate_iterations": (int, False),
         "common_evaluation": (bool, False),
+        "evaluation_action": (str, False),
     },
     "policy": {"features": (str, False), "update": (str, False), "baseline": (str, False), "observation_scale": ((int, float, list), False)},
     "ranks": {"alpha": ((int, float, list), False), "eta": ((int, float, list), False), "hyperparameters": (str, False)},
@@ -109,6 +113,7 @@ class Config:
     patience: int
     max_degenerate_iterations: int
     common_evaluation: bool
+    evaluation_action: str
     features: str
     update: str
     baseline: str
@@ -260,6 +265,9 @@ def parse_config(
     iterate_episodes = _at_most("[pool] iterate_episodes", _at_least("[pool] iterate_episodes", _get(doc, "pool", "iterate_episodes"), 1), MAX_EPISODES)
     evaluate_episodes = _at_most("[pool] evaluate_episodes", _at_least("[pool] evaluate_episodes", _get(doc, "pool", "evaluate_episodes"), 1), MAX_EPISODES)
     patience = _at_least("[pool] patience", _get(doc, "pool", "patience", 0), 0)
+    evaluation_action = _get(doc, "pool", "evaluation_action", "sample")
+    if evaluation_action not in EVALUATION_ACTIONS:
+        raise _fail("[pool] evaluation_action", evaluation_action, "unknown evaluation action", f"use one of {', '.join(EVALUATION_ACTIONS)}")
     max_degenerate = _at_least("[pool] max_degenerate_iterations", _get(doc, "pool", "max_degenerate_iterations", 10), 1)
     features = _get(doc, "policy", "features", "signed")
     if features not in FEATURE_MAPS:
@@ -320,6 +328,7 @@ def parse_config(
         patience=patience,
         max_degenerate_iterations=max_degenerate,
         common_evaluation=_get(doc, "pool", "common_evaluation", False),
+        evaluation_action=evaluation_action,
         features=features,
         update=update,
         baseline=baseline,

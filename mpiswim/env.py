@@ -14,7 +14,7 @@ import numpy as np
 
 from mpiswim import swimmer
 from mpiswim.config import MAX_SIGNED_OBS_DIM, ConfigError
-from mpiswim.policy import Agent, active_block, draw_beta, flat_policy, sign_weights
+from mpiswim.policy import Agent, active_block, beta_mean, draw_beta, flat_policy, sign_weights
 
 
 @dataclass
@@ -128,18 +128,20 @@ def make_task(env_id: str, features: str, fast: bool = True, observation_scale: 
     )
 
 
-def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, trajectory: Trajectory | None = None) -> tuple[float, bool]:
+def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, trajectory: Trajectory | None = None, mean_action: bool = False) -> tuple[float, bool]:
     """Run one episode of at most T steps; return (total reward, degenerate).
 
     degenerate is True when the policy's Beta shapes stopped being usable
     (overflow, underflow, NaN); the episode stops there. When `trajectory` is
-    given, every step is recorded in it for the learning update.
+    given, every step is recorded in it for the learning update. mean_action
+    takes the Beta mean a/(a+b) instead of a draw (`[pool] evaluation_action`);
+    then only the start state is random.
     """
     low, span = task.low, task.high - task.low
     if task.compiled:
         if trajectory is None:
             trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
-        return swimmer.run_swimmer_episode(task.env, agent, rng, T, low, span, task.scale, task.sign_weights is not None, trajectory)
+        return swimmer.run_swimmer_episode(task.env, agent, rng, T, low, span, task.scale, task.sign_weights is not None, mean_action, trajectory)
     policy = flat_policy(agent)
     phi = np.ones(task.obs_dim + 1)
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
@@ -147,7 +149,8 @@ def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, traj
     for t in range(T):
         phi[1:] = obs / task.scale
         block = active_block(obs, task.sign_weights)
-        x = draw_beta(policy[block].dot(phi).tolist(), rng)
+        log_shapes = policy[block].dot(phi)
+        x = beta_mean(log_shapes) if mean_action else draw_beta(log_shapes.tolist(), rng)
         if x is None:
             return total, True
         obs, reward, terminated = task.step(low + x * span)

@@ -109,3 +109,11 @@ def draw_beta(log_shapes: list[float], rng: np.random.Generator) -> np.ndarray |
         return None
     half = len(log_shapes) // 2
     return np.array([rng.beta(math.exp(a), math.exp(b)) for a, b in zip(log_shapes[:half], log_shapes[half:], strict=True)])
+
+
+def beta_mean(log_shapes: np.ndarray) -> np.ndarray | None:
+    """a/(a+b) for each action dimension from [log a_1..log a_A, log b_1..log b_A]; None if the shapes are unusable."""
+    if not log_shapes_usable(log_shapes):
+        return None
+    half = len(log_shapes) // 2
+    return 1.0 / (1.0 + np.exp(log_shapes[half:] - log_shapes[:half]))  # = a / (a + b), without overflow

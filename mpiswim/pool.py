@@ -118,7 +118,7 @@ def evaluate_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Con
     """Mean return of cfg.evaluate_episodes no-update episodes; (-inf, True) if the policy breaks."""
     returns = np.empty(cfg.evaluate_episodes)
     for episode in range(cfg.evaluate_episodes):
-        returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory)
+        returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory, mean_action=cfg.evaluation_action == "mean")
         if degenerate:
             return -np.inf, True
     return float(returns.mean()), False

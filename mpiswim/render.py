@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from mpiswim.analysis import AnalysisError, open_checkpoint, read_dataset
-from mpiswim.policy import Agent, active_block, draw_beta, flat_policy, log_shapes_usable
+from mpiswim.policy import Agent, active_block, beta_mean, draw_beta, flat_policy
 
 VIDEO_TYPES = (".mp4", ".gif")
 DEFAULT_SIZE = {".mp4": (480, 360), ".gif": (320, 240)}
@@ -182,14 +182,6 @@ def make_renderer(model, width: int, height: int):
     for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
         renderer.scene.flags[flag] = False
     return renderer
-
-
-def beta_mean(log_shapes: np.ndarray) -> np.ndarray | None:
-    """a/(a+b) for each action dimension from [log a_1..log a_A, log b_1..log b_A]; None if the shapes are unusable."""
-    if not log_shapes_usable(log_shapes):
-        return None
-    half = len(log_shapes) // 2
-    return 1.0 / (1.0 + np.exp(log_shapes[half:] - log_shapes[:half]))  # = a / (a + b), without overflow
 
 
 def film_episode(task, agent: Agent, steps: int, rng: np.random.Generator, renderer, camera, film: Film, action: str = "sample", every: int = 1) -> Iterator[np.ndarray]:

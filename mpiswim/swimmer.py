@@ -82,7 +82,10 @@ def _beta_draw(rng, a, b):
             return math.exp(log_x - math.log(math.exp(log_x) + math.exp(log_y)))
 
 
-def _swimmer_episode(model_address, data_address, frame_skip, qpos, qvel, ctrl, observation, scale, signed, policy, low, span, rng, T, forward_weight, ctrl_weight, dt, blocks, phis, xs, rewards):
+def _swimmer_episode(
+    model_address, data_address, frame_skip, qpos, qvel, ctrl, observation, scale, signed, mean_action,
+    policy, low, span, rng, T, forward_weight, ctrl_weight, dt, blocks, phis, xs, rewards,
+):  # fmt: skip
     """Run one episode from `observation`; record every step; return (total reward, steps, degenerate).
 
     qpos, qvel and ctrl are numpy views of MuJoCo's own data, so mj_step
@@ -114,7 +117,10 @@ def _swimmer_episode(model_address, data_address, frame_skip, qpos, qvel, ctrl, 
                 log_b += policy[block, action_dim + i, f] * phi[f]
             if not (-LOG_SHAPE_LIMIT < log_a < LOG_SHAPE_LIMIT and -LOG_SHAPE_LIMIT < log_b < LOG_SHAPE_LIMIT):
                 return total, t, True  # exp() would overflow or underflow (or NaN): degenerate branch
-            x[i] = beta_draw(rng, math.exp(log_a), math.exp(log_b))
+            if mean_action:
+                x[i] = 1.0 / (1.0 + math.exp(log_b - log_a))  # a / (a + b), without overflow
+            else:
+                x[i] = beta_draw(rng, math.exp(log_a), math.exp(log_b))
         control_cost = 0.0
         for i in range(action_dim):
             action = low[i] + x[i] * span[i]
@@ -142,15 +148,16 @@ else:
     beta_draw = swimmer_episode = None
 
 
-def run_swimmer_episode(env, agent: Agent, rng: np.random.Generator, T: int, low: np.ndarray, span: np.ndarray, scale: np.ndarray, signed: bool, trajectory) -> tuple[float, bool]:
+def run_swimmer_episode(env, agent: Agent, rng: np.random.Generator, T: int, low: np.ndarray, span: np.ndarray, scale: np.ndarray, signed: bool, mean_action: bool, trajectory) -> tuple[float, bool]:
     """One compiled episode of at most T steps on a Swimmer env; the same contract as env.run_episode.
 
     signed: the signed coding's 2^d blocks; False for the linear map's single block.
+    mean_action: take the Beta mean a/(a+b) instead of a draw.
     """
     observation, _ = env.reset(seed=int(rng.integers(2**31)))
     data = env.data
     total, steps, degenerate = swimmer_episode(
-        env.model._address, data._address, env.frame_skip, data.qpos, data.qvel, data.ctrl, observation, scale, signed,
+        env.model._address, data._address, env.frame_skip, data.qpos, data.qvel, data.ctrl, observation, scale, signed, mean_action,
         flat_policy(agent), low, span, rng, T, env._forward_reward_weight, env._ctrl_cost_weight, env.dt,
         trajectory.blocks, trajectory.phis, trajectory.xs, trajectory.rewards,
     )  # fmt: skip

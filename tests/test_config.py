@@ -57,6 +57,7 @@ def test_a_minimal_config_gets_the_documented_defaults():
     cfg = parse_config(MINIMAL, 2)
     assert (cfg.seed, cfg.gamma, cfg.patience, cfg.features, cfg.update) == (0, 1.0, 0, "signed", "unit-density")
     assert cfg.baseline == "state" and not cfg.time_baseline  # the seed's state-only baseline
+    assert cfg.evaluation_action == "sample"
     assert cfg.common_evaluation is False
     assert parse_config(MINIMAL.replace("evaluate_episodes = 2", "evaluate_episodes = 2\ncommon_evaluation = true"), 2).common_evaluation is True
     assert cfg.alpha == (1e-4, 1e-4) and cfg.eta == (1e-3, 1e-3)
@@ -130,6 +131,7 @@ def test_step_sizes_must_be_positive_and_finite(value):
         ("[ranks]", "[policy]\nfeatures = 'radial'\n[ranks]", "[policy] features"),
         ("[ranks]", "[policy]\nupdate = 'adam'\n[ranks]", "[policy] update"),
         ("[ranks]", "[policy]\nbaseline = 'time'\n[ranks]", "[policy] baseline"),
+        ("evaluate_episodes = 2", "evaluate_episodes = 2\nevaluation_action = 'mode'", "[pool] evaluation_action"),
         ("[run]", "[run]\nseed = -1", "[run] seed"),
     ],
 )

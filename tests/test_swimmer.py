@@ -124,3 +124,25 @@ def test_episode_with_vanishing_shapes_finishes():
     _, degenerate = run_episode(task, agent, np.random.default_rng(0), 50, trajectory)
     assert not degenerate and trajectory.length == 50
     assert set(np.unique(trajectory.xs[:50]).tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("features", ["signed", "linear"])
+def test_mean_actions_follow_the_policy_mean_in_both_loops(features):
+    """evaluation_action = "mean": x = a / (a + b) at every step; the stream gives only the reset seed."""
+    agent = trained_looking_agent(2, features)
+    episodes = []
+    for fast in (True, False):
+        task = make_task("Swimmer-v5", features, fast=fast)
+        trajectory = Trajectory.empty(T, 8, 2)
+        rng = np.random.default_rng(9)
+        total, degenerate = run_episode(task, agent, rng, T, trajectory, mean_action=True)
+        assert not degenerate
+        reference = np.random.default_rng(9)
+        reference.integers(2**31)
+        assert rng.integers(2**62) == reference.integers(2**62)  # no action draws
+        log_shapes = np.einsum("tkf,tf->tk", agent.policy.reshape(len(agent.policy), 4, 9)[trajectory.blocks], trajectory.phis)
+        np.testing.assert_allclose(trajectory.xs, 1.0 / (1.0 + np.exp(log_shapes[:, 2:] - log_shapes[:, :2])), rtol=1e-12)
+        episodes.append((total, trajectory))
+    (fast_total, fast), (slow_total, slow) = episodes
+    np.testing.assert_allclose(fast.rewards, slow.rewards, rtol=0, atol=1e-9)
+    assert fast_total == pytest.approx(slow_total, abs=1e-9)
