@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
     evaluate.add_argument("--agent", choices=("best", "current"), default="best")
     evaluate.add_argument("--T", type=int, metavar="N", help="steps per episode at most (default: the run's T); e.g. 1000 for full-length Swimmer-v5 episodes")
+    evaluate.add_argument("--action", choices=("sample", "mean"), help="draw actions from the Beta policy, or take its mean a/(a+b) (default: the run's [pool] evaluation_action)")
     evaluate.add_argument("--json", action="store_true")
 
     bench = commands.add_parser("bench", help="throughput against bare MuJoCo, MPI and checkpoint costs (takes a few minutes)")
@@ -86,11 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def evaluation_returns(path: str, episodes: int, seed: int = 0, agent: str = "best", T: int | None = None) -> tuple[np.ndarray, str, int]:
+def evaluation_returns(path: str, episodes: int, seed: int = 0, agent: str = "best", T: int | None = None, action: str | None = None) -> tuple[np.ndarray, str, int]:
     """Returns of `episodes` no-update episodes of a checkpoint's best (or current) agent: (returns, env id, T).
 
     The episodes draw from numpy's generator seeded with `seed`, independent of
-    the run's own streams; T defaults to the run's. A degenerate episode gives NaN.
+    the run's own streams; T defaults to the run's, and action ("sample" or
+    "mean") to the run's evaluation_action. A degenerate episode gives NaN.
     """
     from mpiswim.config import parse_config
     from mpiswim.env import make_task, run_episode
@@ -101,9 +103,10 @@ def evaluation_returns(path: str, episodes: int, seed: int = 0, agent: str = "be
     chosen = checkpoint.state.best_agent if agent == "best" else checkpoint.state.agent
     rng = np.random.default_rng(seed)
     T = T or cfg.T
+    mean_action = (action or cfg.evaluation_action) == "mean"
     returns = []
     for _ in range(episodes):
-        episode_return, degenerate = run_episode(task, chosen, rng, T)
+        episode_return, degenerate = run_episode(task, chosen, rng, T, mean_action=mean_action)
         returns.append(np.nan if degenerate else episode_return)
     return np.array(returns), cfg.env_id, T
 
@@ -115,9 +118,10 @@ def evaluate_command(args) -> int:
         raise ValueError(f"--episodes {args.episodes}: must be at least 1")
     if args.T is not None and not 1 <= args.T <= MAX_T:
         raise ValueError(f"--T {args.T}: must be between 1 and {MAX_T}")
-    returns, env_id, T = evaluation_returns(args.checkpoint, args.episodes, args.seed, args.agent, args.T)
+    returns, env_id, T = evaluation_returns(args.checkpoint, args.episodes, args.seed, args.agent, args.T, args.action)
     summary = {
         "agent": args.agent,
+        "action": args.action or "the run's",
         "episodes": args.episodes,
         "T": T,
         "mean": float(np.mean(returns)),

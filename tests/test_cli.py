@@ -76,6 +76,14 @@ def test_evaluate_with_another_episode_length(small_run):
     assert result.returncode == 2 and "--T 0" in result.stderr and "at least" not in result.stdout
 
 
+def test_evaluate_with_the_mean_action(small_run):
+    """--action mean runs the deterministic controller a/(a+b): other returns than Beta draws, and only the start states vary."""
+    sampled, mean = (json.loads(run("evaluate", str(small_run), "--episodes", "3", "--T", "50", "--action", action, "--json", cwd=small_run.parent).stdout) for action in ("sample", "mean"))
+    assert (sampled["action"], mean["action"]) == ("sample", "mean")
+    assert sampled["returns"] != mean["returns"]
+    assert mean["std"] < sampled["std"]
+
+
 def test_resume_continues_to_more_iterations(small_run, tmp_path):
     copy = tmp_path / "copy.h5"
     copy.write_bytes(small_run.read_bytes())
