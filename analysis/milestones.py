@@ -5,8 +5,8 @@
 Runs are grouped by their file name without the trailing seed (`improved-12341.h5`
 belongs to group `improved`). For every run and every group (mean ± standard
 deviation over its runs) the table gives:
-- the winner score at iterations 1, 75, 150 and 400, each the mean of the ten
-  iterations up to it (the winner score alone is the maximum of P noisy means);
+- the winner score at iterations 1, 75, 150 and 400 (or those given with --at),
+  each the mean of the ten iterations up to it (the winner score alone is the maximum of P noisy means);
 - the first iteration whose winner score reaches the target, and the first
   whose ten-iteration mean does;
 - the best winner score and where it came;
@@ -45,11 +45,11 @@ def first_reaching(values: np.ndarray, target: float) -> float:
     return float(hits[0] + 1) if len(hits) else float("nan")
 
 
-def run_row(run, target: float) -> dict[str, float | None]:
+def run_row(run, target: float, milestones: tuple[int, ...] = MILESTONES) -> dict[str, float | None]:
     winners = winner_scores(run)
     smooth = trailing_mean(winners)
     wall = sum(phase_seconds(run).values())  # (k,) seconds per iteration
-    row = {f"at {k}": float(smooth[k - 1]) if run.iterations >= k else None for k in MILESTONES}  # None: the run stopped before k
+    row = {f"at {k}": float(smooth[k - 1]) if run.iterations >= k else None for k in milestones}  # None: the run stopped before k
     row["first >= target"] = first_reaching(winners, target)
     row["first mean10 >= target"] = first_reaching(smooth, target)
     row["best"] = float(run.best_score[-1]) if run.iterations else float("nan")
@@ -72,13 +72,13 @@ def cell(values: list[float | None], digits: int) -> str:
     return text + (f" ({len(finite)}/{len(values)})" if len(finite) < len(values) else "")
 
 
-def milestone_table(paths: list[str], target: float) -> str:
+def milestone_table(paths: list[str], target: float, milestones: tuple[int, ...] = MILESTONES) -> str:
     runs = read_runs(paths)
     groups: dict[str, list[dict[str, float | None]]] = {}
     lines = []
     columns = None
     for run in runs:
-        row = run_row(run, target)
+        row = run_row(run, target, milestones)
         columns = columns or list(row)
         groups.setdefault(config_group(run.label), []).append(row)
         lines.append((run.label, row))
@@ -132,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN.h5")
     parser.add_argument("--target", type=float, default=150.0, help="score to reach (default 150)")
+    parser.add_argument("--at", type=int, nargs="+", default=list(MILESTONES), metavar="K", help="iterations to report the score at (default 1 75 150 400)")
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="also plot each group's curve into this file")
     args = parser.parse_args(argv)
-    table = milestone_table(args.runs, args.target)
+    table = milestone_table(args.runs, args.target, tuple(args.at))
     print(table, end="")
     if args.out:
         args.out.write_text(table)
