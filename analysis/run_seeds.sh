@@ -18,6 +18,8 @@ for seed in "$@"; do
     sed -e "s/^seed = .*/seed = $seed/" -e "s|^out = .*|out = \"$run.h5\"|" "$config" > "$run.toml"
     if [ -n "${ITERATIONS:-}" ]; then sed -i "s/^iterations = .*/iterations = $ITERATIONS/" "$run.toml"; fi
     echo "$(date +%T) $name seed $seed: $ranks ranks -> $run.h5"
-    $BIN/mpiexec -n "$ranks" $BIN/mpiswim train --config "$run.toml" --resume-if-exists > "$run.log" 2>&1 || echo "$(date +%T) $name seed $seed: exit $?"
+    status=0
+    $BIN/mpiexec -n "$ranks" $BIN/mpiswim train --config "$run.toml" --resume-if-exists > "$run.log" 2>&1 || status=$?
+    echo "$(date +%T) $name seed $seed: exit $status"
     tail -n 1 "$run.log"
 done
