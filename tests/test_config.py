@@ -48,8 +48,9 @@ def test_the_embedded_default_is_valid_for_any_pool_size():
     for world_size in (1, 4, 10):
         cfg = parse_config(DEFAULT_CONFIG, world_size)
         assert len(cfg.alpha) == len(cfg.eta) == world_size
-        assert cfg.env_id == "Swimmer-v5" and cfg.features == "signed"
+        assert cfg.env_id == "Swimmer-v5" and cfg.features == "linear" and cfg.baseline == "state-time"
         assert cfg.update == "tanh-density" and cfg.common_evaluation is True  # the best setting found (docs/results.md)
+        assert min(cfg.alpha) >= 1e-6 and max(cfg.alpha) <= 1e-4  # the spread of configs/improved-swimmer.toml
 
 
 def test_a_minimal_config_gets_the_documented_defaults():
@@ -111,6 +112,28 @@ def test_list_length_must_equal_the_pool_size():
     message = problem(MINIMAL.replace("alpha = 1e-4", "alpha = [1e-4, 1e-4, 1e-4]"), world_size=2)
     assert "[ranks] alpha" in message and "3 entries" in message and "2 ranks" in message
     assert parse_config(MINIMAL.replace("alpha = 1e-4", "alpha = [1e-5, 1e-4, 1e-4]"), 3).alpha == (1e-5, 1e-4, 1e-4)
+
+
+def test_a_min_max_table_spreads_the_step_sizes_in_log_over_the_ranks():
+    spread = MINIMAL.replace("alpha = 1e-4", "alpha = {min = 1e-6, max = 1e-4}")
+    assert parse_config(spread, 3).alpha == pytest.approx((1e-6, 1e-5, 1e-4), rel=1e-12)
+    assert parse_config(spread, 1).alpha == pytest.approx((1e-5,), rel=1e-12)  # one rank: the middle of the range
+    assert parse_config(MINIMAL.replace("eta = 1e-3", "eta = {min = 1e-3, max = 1e-3}"), 4).eta == (1e-3,) * 4
+
+
+@pytest.mark.parametrize(
+    ("table", "problem_text"),
+    [
+        ("{min = 1e-6}", "exactly the keys min and max"),
+        ("{min = 1e-6, max = 1e-4, mid = 1e-5}", "exactly the keys min and max"),
+        ("{min = 1e-4, max = 1e-6}", "min is larger than max"),
+        ("{min = 0.0, max = 1e-4}", "positive"),
+        ("{min = 1e-6, max = 'big'}", "positive"),
+    ],
+)
+def test_a_bad_min_max_table_names_the_field_and_the_fix(table, problem_text):
+    message = problem(MINIMAL.replace("alpha = 1e-4", f"alpha = {table}"))
+    assert "[ranks] alpha" in message and problem_text in message and "Fix:" in message
 
 
 @pytest.mark.parametrize("value", ["0", "-1e-4", "inf", "nan", "[1e-4, 0.0]", "[1e-4, -inf]"])

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mpiswim.config import FEATURE_MAPS, MAX_EPISODES, MAX_T, SCHEMA, UPDATE_RULES, Config, ConfigError, load_config, parse_config
+from mpiswim.config import BASELINES, EVALUATION_ACTIONS, FEATURE_MAPS, MAX_EPISODES, MAX_T, SCHEMA, UPDATE_RULES, Config, ConfigError, load_config, parse_config
 
 P = 3  # pool size of the generated configs
 BASE = {
@@ -77,7 +77,8 @@ scalars = st.one_of(
     st.floats(),
     st.sampled_from([0.0, 1e-4, 0.5, 1.0, 1.5, -1e-4]),
     st.text(max_size=12),
-    st.sampled_from(list(FEATURE_MAPS + UPDATE_RULES) + ["Swimmer-v5", "", "run.h5"]),
+    st.sampled_from(list(FEATURE_MAPS + UPDATE_RULES + BASELINES + EVALUATION_ACTIONS) + ["Swimmer-v5", "", "run.h5"]),
+    st.builds(lambda low, high: {"min": low, "max": high}, st.sampled_from([1e-6, 1e-4, 0.0, -1.0, "x"]), st.sampled_from([1e-4, 1e-6, math.inf])),
     st.datetimes(),
     st.dates(),
     st.times(),
@@ -100,6 +101,10 @@ def is_step(value) -> bool:
     return is_number(value) and math.isfinite(value) and value > 0
 
 
+def is_spread(value) -> bool:
+    return isinstance(value, dict) and set(value) == {"min", "max"} and is_step(value["min"]) and is_step(value["max"]) and value["min"] <= value["max"]
+
+
 def is_text(value) -> bool:
     return isinstance(value, str) and "\x00" not in value
 
@@ -117,12 +122,14 @@ VALID = {
     ("pool", "patience"): lambda v: is_int(v) and v >= 0,
     ("pool", "max_degenerate_iterations"): lambda v: is_int(v) and v >= 1,
     ("pool", "common_evaluation"): lambda v: isinstance(v, bool),
+    ("pool", "evaluation_action"): lambda v: v in EVALUATION_ACTIONS,
+    ("policy", "baseline"): lambda v: v in BASELINES,
     ("policy", "features"): lambda v: v in FEATURE_MAPS,
     ("policy", "update"): lambda v: v in UPDATE_RULES,
     # a list's length is checked against the task, which these tests leave out (check_env=False)
     ("policy", "observation_scale"): lambda v: is_step(v) or (isinstance(v, list) and len(v) > 0 and all(is_step(x) for x in v)),
-    ("ranks", "alpha"): lambda v: is_step(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
-    ("ranks", "eta"): lambda v: is_step(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
+    ("ranks", "alpha"): lambda v: is_step(v) or is_spread(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
+    ("ranks", "eta"): lambda v: is_step(v) or is_spread(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
     ("ranks", "hyperparameters"): lambda v: False,  # BASE gives alpha and eta too: "not both"
 }
 FIELDS = sorted(VALID)
