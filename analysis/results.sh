@@ -15,8 +15,8 @@ $BIN/python analysis/milestones.py results/crn-signed-*.h5 results/crn-u20-*.h5 
 # Round 2: the linear feature map and what was tried with it, next to the improved config.
 $BIN/python analysis/milestones.py results/improved-1*.h5 results/crn-lin-*.h5 --at 1 10 20 40 80 200 \
     --target 150 --out "$out/candidates-linear.md" --plot "$out/candidates-linear.png"
-# Full-length training (T = 1000): the improved config and its log-density variant.
-$BIN/python analysis/milestones.py results/improved-t1000-*.h5 results/crn-lin-log-time-t1000-*.h5 \
+# Full-length training (T = 1000): the improved config, its log-density variant, and with the T = 500 alphas.
+$BIN/python analysis/milestones.py results/improved-t1000-*.h5 results/lin-log-time-t1000-*.h5 results/lin-t1000-alpha1x-*.h5 \
     --target 300 --at 1 10 20 40 60 --out "$out/milestones-t1000.md"
 # Each run's best agent evaluated again on fresh episodes, at T = 500 and at full length (T = 1000),
 # with Beta draws (as in training) and with the Beta mean (the deterministic controller).
