@@ -83,8 +83,13 @@ def step_direction(theta_block: jax.Array, phi: jax.Array, x: jax.Array, rule: s
         return gradient
     if rule == "tanh-density":
         # grad p_i = p_i * grad log p_i; rows (0, i) and (1, i) belong to dimension i.
+        # When both shapes are huge (log shapes above about 30), gammaln's
+        # difference loses every digit: the density can come out as inf while a
+        # gradient element comes out as 0, and inf * 0 is NaN. Such an element
+        # takes no step (before this, every branch of the pool broke on it).
         density = jnp.exp(beta_log_density(theta_block, phi, x))
-        return jnp.tanh(density[None, :, None] * gradient)
+        scaled = density[None, :, None] * gradient
+        return jnp.tanh(jnp.where(jnp.isnan(scaled), 0.0, scaled))
     # unit-density: grad p_i = p_i * grad log p_i, and p_i > 0 cancels in the normalisation.
     norm = jnp.linalg.norm(gradient, axis=-1, keepdims=True)
     return gradient / jnp.where(norm > 0.0, norm, 1.0)

@@ -104,6 +104,16 @@ def test_step_direction_matches_finite_differences(rule):
         np.testing.assert_allclose(direction, reference_direction(theta, phi, x, rule), rtol=1e-5, atol=1e-7)
 
 
+def test_tanh_density_steps_stay_finite_for_huge_shapes():
+    """Regression: log shapes near 34 and 50 (improved-12342, iteration 140) gave an infinite density times a
+    zero gradient element, NaN, and every branch of the pool broke. That element now takes no step."""
+    log_shapes = np.array([[33.64013918163503, 44.034467914233545], [49.64266794789168, 47.940094743819806]])
+    x = np.array([1.1225094783957707e-07, 0.01973117777180852])
+    direction = np.asarray(jitted_direction(jnp.asarray(log_shapes[:, :, None]), jnp.ones(1), jnp.asarray(x), "tanh-density"))
+    assert np.isfinite(direction).all()
+    assert np.all(np.abs(direction) <= 1.0)
+
+
 def test_unit_density_rows_have_unit_length():
     rng = np.random.default_rng(1)
     theta = rng.normal(size=(2, ACTION_DIM, OBS_DIM + 1))
