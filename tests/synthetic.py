@@ -49,6 +49,9 @@ def write_synthetic_checkpoint(path: Path, rows: int = len(WINNERS), planned: in
     text = re.sub(r"(?m)^alpha = .*$", f"alpha = {ALPHA}", DEFAULT_CONFIG)
     text = re.sub(r"(?m)^eta = .*$", f"eta = {ETA}", text)
     text = re.sub(r"(?m)^iterations = \d+", f"iterations = {planned}", text)
+    # the agents below are signed-coding agents with the state-only baseline
+    text = re.sub(r"(?m)^features = .*$", 'features = "signed"', text)
+    text = re.sub(r"(?m)^baseline = .*$", 'baseline = "state"', text)
     cfg = parse_config(text, 3, check_env=False)
     zero = initial_agent(8, 2, "signed")
     best = Agent(np.full_like(zero.policy, BEST_MARK), zero.baseline.copy())

@@ -9,6 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mpiswim.config import parse_config
@@ -38,7 +39,7 @@ def test_config_prints_a_valid_commented_default():
     assert "#" in text
     document = tomllib.loads(text)
     assert set(document) == {"run", "env", "pool", "policy", "ranks"}
-    assert parse_config(text, 3, check_env=False).alpha == (1e-4,) * 3
+    assert parse_config(text, 3, check_env=False).alpha == pytest.approx((1e-6, 1e-5, 1e-4), rel=1e-12)
 
 
 def test_info_json_summarises_the_checkpoint(small_run):
@@ -77,11 +78,18 @@ def test_evaluate_with_another_episode_length(small_run):
 
 
 def test_evaluate_with_the_mean_action(small_run):
-    """--action mean runs the deterministic controller a/(a+b): other returns than Beta draws, and only the start states vary."""
+    """--action mean runs the deterministic controller a/(a+b) from the same start states as --action sample."""
+    from mpiswim.checkpoint import load_checkpoint
+    from mpiswim.env import make_task, run_episode
+
     sampled, mean = (json.loads(run("evaluate", str(small_run), "--episodes", "3", "--T", "50", "--action", action, "--json", cwd=small_run.parent).stdout) for action in ("sample", "mean"))
     assert (sampled["action"], mean["action"]) == ("sample", "mean")
     assert sampled["returns"] != mean["returns"]
-    assert mean["std"] < sampled["std"]
+    checkpoint = load_checkpoint(small_run)
+    features = tomllib.loads(checkpoint.config_toml)["policy"]["features"]
+    task, rng = make_task("Swimmer-v5", features), np.random.default_rng(0)  # evaluate's default --seed 0
+    expected = [run_episode(task, checkpoint.state.best_agent, rng, 50, mean_action=True)[0] for _ in range(3)]
+    assert mean["returns"] == pytest.approx(expected, abs=1e-9)
 
 
 def test_resume_continues_to_more_iterations(small_run, tmp_path):
