@@ -58,7 +58,9 @@ def complete(path: str, iterations: int, ranks: int) -> None:
         if summary[key] != want:
             fail(f"{path}: {key} is {summary[key]}, expected {want}")
     with h5py.File(path, "r") as f:
-        episodes = tomllib.loads(summary["config_toml"])["pool"]["iterate_episodes"]
+        config = tomllib.loads(summary["config_toml"])
+        episodes = config["pool"]["iterate_episodes"]
+        time_weight = config.get("policy", {}).get("baseline", "state") == "state-time"  # one more baseline column
         shapes = {
             "pool/scores": (iterations, ranks),
             "pool/winner": (iterations,),
@@ -72,7 +74,7 @@ def complete(path: str, iterations: int, ranks: int) -> None:
             if f[name].shape != shape:
                 fail(f"{path}: /{name} has shape {f[name].shape}, expected {shape}")
         policy, baseline = f["agent/current/policy"].shape, f["agent/current/baseline"].shape
-        if f["agent/best/policy"].shape != policy or policy[0] != baseline[0] or policy[-1] != baseline[-1]:
+        if f["agent/best/policy"].shape != policy or policy[0] != baseline[0] or policy[-1] + time_weight != baseline[-1]:
             fail(f"{path}: agent shapes disagree: policy {policy}, baseline {baseline}")
         scores, winner = f["pool/scores"][()], f["pool/winner"][()]
         if not np.isfinite(scores).all() or not ((winner >= 0) & (winner < ranks)).all():
