@@ -57,8 +57,8 @@ evaluation_action = "sample"  # "sample": evaluate with Beta draws, as training 
                            #   a/(a+b), so only the start state is random (learned far slower)
 
 [policy]
-features = "linear"        # "linear": a single block [1, s] (on Swimmer it reached the seed's 150 in
-                           #   a tenth of the iterations, docs/results.md)
+features = "linear"        # "linear": a single block [1, s] (on Swimmer it reached the seed's 150
+                           #   within 5-48 iterations, the seed in about 150, docs/results.md)
                            # "signed": one block [1, s] per sign pattern of s (2^d blocks), the
                            #   seed's coding (the value when the key is left out)
 update = "tanh-density"    # "tanh-density": tanh of the density gradient, per parameter (an
