@@ -170,6 +170,14 @@ def _get(doc: dict, section: str, key: str, default: Any = None) -> Any:
     return value
 
 
+def _one_of(doc: dict, section: str, key: str, default: str, choices: tuple[str, ...], what: str) -> str:
+    """A string key that must be one of `choices`; `default` when left out."""
+    value = _get(doc, section, key, default)
+    if value not in choices:
+        raise _fail(f"[{section}] {key}", value, f"unknown {what}", f"use one of {', '.join(choices)}")
+    return value
+
+
 def _at_least(field: str, value: int, minimum: int) -> int:
     if value < minimum:
         raise _fail(field, value, f"must be at least {minimum}", f"set it to {minimum} or more")
@@ -292,19 +300,11 @@ def parse_config(
     iterate_episodes = _at_most("[pool] iterate_episodes", _at_least("[pool] iterate_episodes", _get(doc, "pool", "iterate_episodes"), 1), MAX_EPISODES)
     evaluate_episodes = _at_most("[pool] evaluate_episodes", _at_least("[pool] evaluate_episodes", _get(doc, "pool", "evaluate_episodes"), 1), MAX_EPISODES)
     patience = _at_least("[pool] patience", _get(doc, "pool", "patience", 0), 0)
-    evaluation_action = _get(doc, "pool", "evaluation_action", "sample")
-    if evaluation_action not in EVALUATION_ACTIONS:
-        raise _fail("[pool] evaluation_action", evaluation_action, "unknown evaluation action", f"use one of {', '.join(EVALUATION_ACTIONS)}")
+    evaluation_action = _one_of(doc, "pool", "evaluation_action", "sample", EVALUATION_ACTIONS, "evaluation action")
     max_degenerate = _at_least("[pool] max_degenerate_iterations", _get(doc, "pool", "max_degenerate_iterations", 10), 1)
-    features = _get(doc, "policy", "features", "signed")
-    if features not in FEATURE_MAPS:
-        raise _fail("[policy] features", features, "unknown feature map", f"use one of {', '.join(FEATURE_MAPS)}")
-    update = _get(doc, "policy", "update", "unit-density")
-    if update not in UPDATE_RULES:
-        raise _fail("[policy] update", update, "unknown update rule", f"use one of {', '.join(UPDATE_RULES)}")
-    baseline = _get(doc, "policy", "baseline", "state")
-    if baseline not in BASELINES:
-        raise _fail("[policy] baseline", baseline, "unknown baseline", f"use one of {', '.join(BASELINES)}")
+    features = _one_of(doc, "policy", "features", "signed", FEATURE_MAPS, "feature map")
+    update = _one_of(doc, "policy", "update", "unit-density", UPDATE_RULES, "update rule")
+    baseline = _one_of(doc, "policy", "baseline", "state", BASELINES, "baseline")
 
     observation_scale = _observation_scale(_get(doc, "policy", "observation_scale", 1.0))
 
