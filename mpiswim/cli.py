@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--steps", type=int, metavar="N", help="steps to film (default: the run's episode length T)")
     render.add_argument("--every", type=int, metavar="N", help="keep every Nth step as a frame (default 1 for .mp4, 2 for .gif)")
     render.add_argument("--size", default=None, metavar="WxH", help="frame size in pixels (default 480x360 for .mp4, 320x240 for .gif)")
-    render.add_argument("--action", choices=("sample", "mean"), default="sample", help="draw actions from the Beta policy (default, as in training and evaluation) or use its mean a/(a+b)")
+    render.add_argument("--action", choices=("sample", "mean"), help="draw actions from the Beta policy or take its mean a/(a+b) (default: the run's [pool] evaluation_action)")
     render.add_argument("--seed", type=int, default=0, help="seed of the episode's start state and action draws (default 0)")
     return parser
 

@@ -21,10 +21,11 @@ Other iterations' agents are not stored (one Swimmer agent is 92 kB, and
 the whole checkpoint is rewritten every iteration), so asking for one is an
 error that names the iterations that can be rendered.
 
-Actions: by default each step draws the action from the policy's Beta
-distributions, as training and evaluation do, so the film shows the agent
-whose score the checkpoint records. `--action mean` uses the mean a/(a+b) of
-each Beta instead: the policy's deterministic "intention".
+Actions: by default the film acts as the run's evaluation did (`[pool]
+evaluation_action`), so it shows the agent whose score the checkpoint
+records: `sample` draws each action from the policy's Beta distributions,
+`mean` takes the mean a/(a+b) of each Beta, the policy's deterministic
+controller. `--action` chooses either for any run.
 
 Writing: .mp4 through imageio-ffmpeg's bundled ffmpeg (H.264, streamed frame
 by frame), .gif through Pillow (all frames in memory: keep GIFs short).
@@ -67,6 +68,7 @@ class StoredAgent:
     features: str
     T: int
     observation_scale: float | tuple[float, ...] = 1.0
+    evaluation_action: str = "sample"  # how the run scored its branches: Beta draws or the Beta mean
 
 
 def _read_agent(handle, group: str) -> Agent:
@@ -125,7 +127,7 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
         agent, kind, score = best, "best and last" if iteration == done else "best", best_score
     else:
         agent, kind, score = current, "last", last_score()
-    return StoredAgent(agent, iteration, kind, score, cfg.env_id, cfg.features, cfg.T, cfg.observation_scale)
+    return StoredAgent(agent, iteration, kind, score, cfg.env_id, cfg.features, cfg.T, cfg.observation_scale, cfg.evaluation_action)
 
 
 @dataclass
@@ -263,6 +265,7 @@ class Rendered:
     fps: float
     size: tuple[int, int]
     every: int
+    action: str  # "sample" or "mean": how the film chose its actions
 
 
 def check_video_path(out: str | Path) -> Path:
@@ -279,7 +282,7 @@ def render_video(
     steps: int | None = None,
     every: int | None = None,
     size: tuple[int, int] | None = None,
-    action: str = "sample",
+    action: str | None = None,
     seed: int = 0,
 ) -> Rendered:
     """Film one episode of a stored agent into `out` (.mp4 or .gif); see the module docstring."""
@@ -289,9 +292,10 @@ def render_video(
         raise AnalysisError(f"--steps {steps}: must be at least 1. Fix: e.g. --steps 300.")
     if every is not None and every < 1:
         raise AnalysisError(f"--every {every}: must be at least 1. Fix: --every 1 keeps every step.")
-    if action not in ("sample", "mean"):
+    if action not in (None, "sample", "mean"):
         raise AnalysisError(f"--action {action!r}: must be 'sample' or 'mean'.")
     stored = load_agent(checkpoint, iteration)
+    action = action or stored.evaluation_action
     every = every or DEFAULT_EVERY[kind]
     width, height = size or DEFAULT_SIZE[kind]
     try:
@@ -320,7 +324,7 @@ def render_video(
     finally:
         renderer.close()
         task.env.close()
-    return Rendered(out, stored, film, fps, (width, height), every)
+    return Rendered(out, stored, film, fps, (width, height), every, action)
 
 
 def _every(n: int) -> str:
@@ -340,7 +344,7 @@ def render_command(args) -> int:
     print(
         f"wrote {result.out}: the {stored.kind} agent (after iteration {stored.iteration}{score}), {stored.env_id}, "
         f"{film.steps} steps, {film.frames} frames ({_every(result.every)}, {result.fps:.3g} fps), {result.size[0]}x{result.size[1]}, "
-        f"{args.action} actions; this episode's return {film.episode_return:.2f}, the body moved {film.distance:.2f} m"
+        f"{result.action} actions; this episode's return {film.episode_return:.2f}, the body moved {film.distance:.2f} m"
     )
     if film.degenerate:
         print(f"mpiswim render: the agent's Beta shapes broke after {film.steps} steps (degenerate agent); the video stops there.", file=sys.stderr)

@@ -44,7 +44,7 @@ def timings(row: int) -> np.ndarray:
     return table
 
 
-def write_synthetic_checkpoint(path: Path, rows: int = len(WINNERS), planned: int = 10) -> Path:
+def write_synthetic_checkpoint(path: Path, rows: int = len(WINNERS), planned: int = 10, evaluation_action: str = "sample") -> Path:
     """Write the first `rows` iterations of the table above as a checkpoint at `path`."""
     text = re.sub(r"(?m)^alpha = .*$", f"alpha = {ALPHA}", DEFAULT_CONFIG)
     text = re.sub(r"(?m)^eta = .*$", f"eta = {ETA}", text)
@@ -52,6 +52,7 @@ def write_synthetic_checkpoint(path: Path, rows: int = len(WINNERS), planned: in
     # the agents below are signed-coding agents with the state-only baseline
     text = re.sub(r"(?m)^features = .*$", 'features = "signed"', text)
     text = re.sub(r"(?m)^baseline = .*$", 'baseline = "state"', text)
+    text = re.sub(r"(?m)^evaluation_action = .*$", f'evaluation_action = "{evaluation_action}"', text)
     cfg = parse_config(text, 3, check_env=False)
     zero = initial_agent(8, 2, "signed")
     best = Agent(np.full_like(zero.policy, BEST_MARK), zero.baseline.copy())

@@ -74,7 +74,8 @@ def test_render_writes_a_gif_and_an_mp4(synthetic, tmp_path, capsys):
         assert image.size == (96, 64) and image.n_frames == 5 and image.info["duration"] == 80  # every 2nd step of 0.04 s
         image.seek(4)
         assert np.asarray(image.convert("RGB")).std() > 20
-    assert "the best agent (after iteration 5, score 7.00 in the run)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "the best agent (after iteration 5, score 7.00 in the run)" in printed and "sample actions" in printed  # as the run evaluated
 
     import imageio_ffmpeg
 
@@ -84,7 +85,20 @@ def test_render_writes_a_gif_and_an_mp4(synthetic, tmp_path, capsys):
     meta = next(reader)
     frames = [np.frombuffer(f, np.uint8).reshape(64, 96, 3) for f in reader]
     assert meta["size"] == (96, 64) and meta["fps"] == 25 and len(frames) == 7 and frames[-1].std() > 20
-    assert "the initial agent (after iteration 0)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "the initial agent (after iteration 0)" in printed and "mean actions" in printed
+
+
+def test_render_acts_as_the_run_evaluated_unless_told(tmp_path):
+    """A run scored with the Beta mean is filmed with the Beta mean; --action sample overrides."""
+    run = write_synthetic_checkpoint(tmp_path / "mean.h5", evaluation_action="mean")
+    assert render.load_agent(run).evaluation_action == "mean"
+    by_default = render.render_video(run, tmp_path / "a.gif", steps=4, size=(48, 32))
+    told = render.render_video(run, tmp_path / "b.gif", steps=4, size=(48, 32), action="sample")
+    assert (by_default.action, told.action) == ("mean", "sample")
+    # the best agent's shapes are all equal (BEST_MARK), so its mean action is the middle of the range every step,
+    # while draws differ: the two films' returns differ
+    assert by_default.film.episode_return != told.film.episode_return
 
 
 @pytest.mark.parametrize(
