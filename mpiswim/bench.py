@@ -198,7 +198,7 @@ def measure_pool(ranks: list[int], iterations: int) -> list[dict]:
             command = [launcher, "-n", str(size), sys.executable, "-m", "mpiswim.bench", "--pool-part", outdir, str(iterations)]
             output = subprocess.run(command, capture_output=True, text=True, env=env, check=True, timeout=1800).stdout
             line = next(line for line in output.splitlines() if line.startswith("BENCH "))
-            results.append(json.loads(line[len("BENCH "):]))
+            results.append(json.loads(line[len("BENCH ") :]))
     return results
 
 
@@ -215,8 +215,7 @@ def run_benchmark(rounds: int = 3, ranks: tuple[int, ...] = (1, 2, 4), iteration
 
 def format_report(report: dict) -> str:
     lines = [
-        f"mpiswim bench: {report['env_id']}, T={report['T']}, {report['episodes']} episodes per phase, "
-        f"{report['rounds']} rounds, {report['cores']} cores",
+        f"mpiswim bench: {report['env_id']}, T={report['T']}, {report['episodes']} episodes per phase, {report['rounds']} rounds, {report['cores']} cores",
         "",
         "| figure | value | target |",
         "|---|---|---|",

@@ -181,9 +181,7 @@ def _contents(cfg: Config, state: PoolState, records: list[IterationRecord]) -> 
 
 
 def _write_agent(group: h5py.Group, agent: Agent) -> None:
-    group.create_dataset("policy", data=agent.policy).attrs["description"] = (
-        "log Beta shapes: policy[block, 0 (a) or 1 (b), action dimension, feature]"
-    )
+    group.create_dataset("policy", data=agent.policy).attrs["description"] = "log Beta shapes: policy[block, 0 (a) or 1 (b), action dimension, feature]"
     group.create_dataset("baseline", data=agent.baseline).attrs["description"] = "state value weights: baseline[block, feature] (+ steps-left weight)"
 
 
@@ -257,10 +255,7 @@ def save_checkpoint(path: str | Path, cfg: Config, state: PoolState, records: li
 
 
 def _damaged(path: Path, problem: str) -> CheckpointError:
-    return CheckpointError(
-        f"'{path}' is not an intact mpiswim checkpoint: {problem}. The file was left untouched. "
-        "Fix: resume from an intact copy, or start a new run with another --out."
-    )
+    return CheckpointError(f"'{path}' is not an intact mpiswim checkpoint: {problem}. The file was left untouched. Fix: resume from an intact copy, or start a new run with another --out.")
 
 
 def _read_agent(group: h5py.Group) -> Agent:

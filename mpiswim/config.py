@@ -334,7 +334,9 @@ def parse_config(
         obs_dim, _ = check_environment(env_id, features)
         if isinstance(observation_scale, tuple) and len(observation_scale) != obs_dim:
             raise _fail(
-                "[policy] observation_scale", list(observation_scale), f"has {len(observation_scale)} entries but {env_id} has {obs_dim} observation values",
+                "[policy] observation_scale",
+                list(observation_scale),
+                f"has {len(observation_scale)} entries but {env_id} has {obs_dim} observation values",
                 f"give exactly {obs_dim} numbers, or a single number for all",
             )
 

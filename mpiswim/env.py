@@ -85,7 +85,7 @@ def check_environment(env_id: str, features: str) -> tuple[int, int]:
     if features == "signed" and obs_dim > MAX_SIGNED_OBS_DIM:
         raise ConfigError(
             f"config error: [policy] features = 'signed': {env_id} has {obs_dim} observation values, so the signed coding "
-            f"would need 2^{obs_dim} blocks (at most 2^{MAX_SIGNED_OBS_DIM} allowed). Fix: set features = \"linear\" in [policy]."
+            f'would need 2^{obs_dim} blocks (at most 2^{MAX_SIGNED_OBS_DIM} allowed). Fix: set features = "linear" in [policy].'
         )
     return obs_dim, action_space.shape[0]
 

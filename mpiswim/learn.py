@@ -140,8 +140,18 @@ def episode_update(policy, baseline, blocks, phis, xs, rewards, length, alpha, e
 def update_agent(agent: Agent, trajectory, alpha: float, eta: float, gamma: float, rule: str, time_feature: bool = False) -> Agent:
     """Apply one episode's update; returns new numpy arrays (the inputs are untouched)."""
     policy, baseline = episode_update(
-        agent.policy, agent.baseline, trajectory.blocks, trajectory.phis, trajectory.xs,
-        trajectory.rewards, trajectory.length, alpha, eta, gamma, rule, time_feature,
+        agent.policy,
+        agent.baseline,
+        trajectory.blocks,
+        trajectory.phis,
+        trajectory.xs,
+        trajectory.rewards,
+        trajectory.length,
+        alpha,
+        eta,
+        gamma,
+        rule,
+        time_feature,
     )
     return Agent(np.array(policy), np.array(baseline))
 

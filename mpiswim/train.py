@@ -113,8 +113,7 @@ def check_output(out: Path, force: bool, size: int = 0) -> None:
             probe.unlink(missing_ok=True)
         reason = "Not a directory" if isinstance(error, FileExistsError) else error.strerror  # mkdir found a file on the path
         raise InputError(
-            f"cannot write the output file '{out}' ({reason}; the checkpoint needs about {size / 1e6:.1f} MB). "
-            "Fix: choose a writable --out path on a file system with free space."
+            f"cannot write the output file '{out}' ({reason}; the checkpoint needs about {size / 1e6:.1f} MB). Fix: choose a writable --out path on a file system with free space."
         ) from None
 
 
@@ -140,8 +139,7 @@ def resume(out: Path, world_size: int, iterations: int | None, given: Config | N
     checkpoint = check_checkpoint(out)
     if checkpoint.world_size != world_size:
         raise InputError(
-            f"'{out}' was written by a pool of {checkpoint.world_size} ranks, but this job has {world_size}. "
-            f"Fix: resume with `mpirun -n {checkpoint.world_size} mpiswim train --resume {out}`."
+            f"'{out}' was written by a pool of {checkpoint.world_size} ranks, but this job has {world_size}. Fix: resume with `mpirun -n {checkpoint.world_size} mpiswim train --resume {out}`."
         )
     steps = {name: tuple(float(v) for v in checkpoint.hyperparameters[name]) for name in ("alpha", "eta")}
     cfg = parse_config(checkpoint.config_toml, world_size, stored_steps=steps)
@@ -207,11 +205,7 @@ def write_checkpoint(setup: Setup, state: PoolState, records: list[IterationReco
         save_checkpoint(setup.out, setup.cfg, state, records)
     except OSError as error:
         reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]
-        kept = (
-            f"'{setup.out}' is unchanged and holds iterations 1..{state.iteration - 1}"
-            if state.iteration > 1 and setup.out.exists()
-            else "no checkpoint of this run was written"
-        )
+        kept = f"'{setup.out}' is unchanged and holds iterations 1..{state.iteration - 1}" if state.iteration > 1 and setup.out.exists() else "no checkpoint of this run was written"
         print(
             f"mpiswim: cannot write the checkpoint '{setup.out}' after iteration {state.iteration} ({reason}); every rank stops "
             f"(exit code {EXIT_WRITE_FAILED}). {kept}. Fix: free space on (or repair) that file system, then resume with "

@@ -58,9 +58,7 @@ def start(ranks: int, mode: str, folder: Path, *args: str, env: dict[str, str] |
     """Start the test driver under mpiexec in its own session (so a hung job can be killed whole)."""
     command = [mpiexec(), "-n", str(ranks), sys.executable, str(DRIVER), mode, str(folder), *args]
     environment = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", **(env or {}))
-    return subprocess.Popen(
-        command, cwd=folder, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+    return subprocess.Popen(command, cwd=folder, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def finish(job: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[int, str]:
