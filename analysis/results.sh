@@ -7,8 +7,11 @@ BIN=${BIN:-.venv/bin}
 out=docs/results
 mkdir -p "$out"
 # How soon each config reaches 150, its best, its cost; curves against the seed's milestones.
-$BIN/python analysis/milestones.py results/seed-*.h5 results/crn-signed-*.h5 results/improved-1*.h5 results/unit-density-*.h5 --at 1 20 75 150 200 400 \
-    --target 150 --out "$out/milestones.md" --plot "$out/seed_vs_improved.png"
+$BIN/python analysis/milestones.py results/seed-*.h5 results/crn-signed-*.h5 results/improved-1*.h5 results/improved-mean-eval-*.h5 \
+    results/unit-density-*.h5 --at 1 20 75 150 200 400 --target 150 --out "$out/milestones.md" --plot "$out/seed_vs_improved.png"
+# Round 3: the improved config scored on the Beta mean (and with 20 update episodes), against the target of 175.
+$BIN/python analysis/milestones.py results/improved-1*.h5 results/improved-mean-eval-*.h5 results/improved-u20-*.h5 --at 1 20 50 75 150 200 300 400 \
+    --target 175 --out "$out/milestones-175.md" --plot "$out/round3.png"
 # Round 1 of part 2: candidates on the signed coding, next to crn-signed (seed config + common evaluation).
 $BIN/python analysis/milestones.py results/crn-signed-*.h5 results/crn-u20-*.h5 results/crn-log-1*.h5 results/crn-g99-*.h5 \
     results/crn-spread-*.h5 results/crn-scaled-*.h5 --target 150 --out "$out/candidates.md" --plot "$out/candidates.png"
@@ -20,6 +23,6 @@ $BIN/python analysis/milestones.py results/improved-t1000-*.h5 results/lin-log-t
     --target 300 --at 1 10 20 40 60 --out "$out/milestones-t1000.md"
 # Each run's best agent evaluated again on fresh episodes, at T = 500 and at full length (T = 1000),
 # with Beta draws (as in training) and with the Beta mean (the deterministic controller).
-$BIN/python analysis/evaluate_runs.py results/seed-*.h5 results/crn-signed-*.h5 results/improved-1*.h5 results/improved-t1000-*.h5 \
+$BIN/python analysis/evaluate_runs.py results/seed-*.h5 results/crn-signed-*.h5 results/improved-1*.h5 results/improved-mean-eval-*.h5 results/improved-t1000-*.h5 \
     --T 500 1000 --actions sample mean --episodes 50 --seed 1 --out "$out/evaluation.md"
 ls -l "$out"
