@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
+from pathlib import Path
 
 import gymnasium as gym
 import h5py
@@ -68,6 +70,20 @@ def test_the_seed_config_has_ten_ranks_with_a_cautious_first_member():
     cfg = load_config("configs/seed-swimmer.toml", 10)
     assert cfg.alpha == (1e-5,) + (1e-4,) * 9 and cfg.eta == (1e-4,) + (1e-3,) * 9
     assert (cfg.T, cfg.gamma, cfg.iterate_episodes, cfg.evaluate_episodes, cfg.iterations) == (500, 1.0, 10, 10, 400)
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/**/*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid_for_its_pool(path):
+    """Each config under configs/ parses for as many ranks as its alpha list has (4 for a {min, max} spread)."""
+    alpha = tomllib.loads(path.read_text())["ranks"]["alpha"]
+    cfg = load_config(path, len(alpha) if isinstance(alpha, list) else 4)
+    assert cfg.env_id == "Swimmer-v5" and cfg.T in (500, 1000)
+
+
+def test_the_best_config_is_the_improved_one_scored_on_the_beta_mean():
+    improved, best = load_config("configs/improved-swimmer.toml", 10), load_config("configs/improved-mean-eval.toml", 10)
+    assert (improved.evaluation_action, best.evaluation_action) == ("sample", "mean")
+    assert dataclasses.replace(best, name=improved.name, out=improved.out, evaluation_action="sample", toml_text=improved.toml_text) == improved
 
 
 def test_malformed_toml():
