@@ -52,6 +52,7 @@ def test_the_embedded_default_is_valid_for_any_pool_size():
         assert len(cfg.alpha) == len(cfg.eta) == world_size
         assert cfg.env_id == "Swimmer-v5" and cfg.features == "linear" and cfg.baseline == "state-time"
         assert cfg.update == "tanh-density" and cfg.common_evaluation is True  # the best setting found (docs/results.md)
+        assert cfg.evaluation_action == "mean"
         assert min(cfg.alpha) >= 1e-6 and max(cfg.alpha) <= 1e-4  # the spread of configs/improved-swimmer.toml
 
 
