@@ -18,6 +18,11 @@ $BIN/python analysis/milestones.py results/crn-signed-*.h5 results/crn-u20-*.h5 
 # Round 2: the linear feature map and what was tried with it, next to the improved config.
 $BIN/python analysis/milestones.py results/improved-1*.h5 results/crn-lin-*.h5 --at 1 10 20 40 80 200 \
     --target 150 --out "$out/candidates-linear.md" --plot "$out/candidates-linear.png"
+# The 4-rank embedded default (make run, seeds 0-2), scored on draws (the old default) and on the Beta mean.
+$BIN/python analysis/milestones.py results/default-sample-*.h5 results/default-mean-*.h5 --at 1 10 20 75 120 \
+    --target 150 --out "$out/milestones-default.md"
+$BIN/python analysis/evaluate_runs.py results/default-sample-*.h5 results/default-mean-*.h5 \
+    --T 500 --actions sample mean --episodes 50 --seed 1 --out "$out/evaluation-default.md"
 # Full-length training (T = 1000): the improved config, its log-density variant, and with the T = 500 alphas.
 $BIN/python analysis/milestones.py results/improved-t1000-*.h5 results/lin-log-time-t1000-*.h5 results/lin-t1000-alpha1x-*.h5 \
     --target 300 --at 1 10 20 40 60 --out "$out/milestones-t1000.md"
