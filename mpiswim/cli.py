@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 import mpiswim
+from mpiswim.config import EVALUATION_ACTIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
     evaluate.add_argument("--agent", choices=("best", "current"), default="best")
     evaluate.add_argument("--T", type=int, metavar="N", help="steps per episode at most (default: the run's T); e.g. 1000 for full-length Swimmer-v5 episodes")
-    evaluate.add_argument("--action", choices=("sample", "mean"), help="draw actions from the Beta policy, or take its mean a/(a+b) (default: the run's [pool] evaluation_action)")
+    evaluate.add_argument("--action", choices=EVALUATION_ACTIONS, help="draw actions from the Beta policy, or take its mean a/(a+b) (default: the run's [pool] evaluation_action)")
     evaluate.add_argument("--json", action="store_true")
 
     bench = commands.add_parser("bench", help="throughput against bare MuJoCo, MPI and checkpoint costs (takes a few minutes)")
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--steps", type=int, metavar="N", help="steps to film (default: the run's episode length T)")
     render.add_argument("--every", type=int, metavar="N", help="keep every Nth step as a frame (default 1 for .mp4, 2 for .gif)")
     render.add_argument("--size", default=None, metavar="WxH", help="frame size in pixels (default 480x360 for .mp4, 320x240 for .gif)")
-    render.add_argument("--action", choices=("sample", "mean"), help="draw actions from the Beta policy or take its mean a/(a+b) (default: the run's [pool] evaluation_action)")
+    render.add_argument("--action", choices=EVALUATION_ACTIONS, help="draw actions from the Beta policy or take its mean a/(a+b) (default: the run's [pool] evaluation_action)")
     render.add_argument("--seed", type=int, default=0, help="seed of the episode's start state and action draws (default 0)")
     return parser
 

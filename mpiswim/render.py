@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from mpiswim.analysis import AnalysisError, open_checkpoint, read_dataset
+from mpiswim.config import EVALUATION_ACTIONS
 from mpiswim.policy import Agent, active_block, beta_mean, draw_beta, flat_policy
 
 VIDEO_TYPES = (".mp4", ".gif")
@@ -292,8 +293,8 @@ def render_video(
         raise AnalysisError(f"--steps {steps}: must be at least 1. Fix: e.g. --steps 300.")
     if every is not None and every < 1:
         raise AnalysisError(f"--every {every}: must be at least 1. Fix: --every 1 keeps every step.")
-    if action not in (None, "sample", "mean"):
-        raise AnalysisError(f"--action {action!r}: must be 'sample' or 'mean'.")
+    if action is not None and action not in EVALUATION_ACTIONS:
+        raise AnalysisError(f"--action {action!r}: must be one of {', '.join(EVALUATION_ACTIONS)}.")
     stored = load_agent(checkpoint, iteration)
     action = action or stored.evaluation_action
     every = every or DEFAULT_EVERY[kind]
