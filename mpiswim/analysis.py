@@ -5,12 +5,11 @@
 on its own:
 
 1. Reading: `read_run(path)` copies the per-iteration arrays of one checkpoint
-   into a `Run`. It opens the file read-only and without HDF5 file locking,
-   so it works while `mpiswim train` is still writing the run: rank 0 never
-   writes into the file a reader has open, it writes a temporary file and
-   renames it over the old one, so an open file is always one complete set
-   of iterations. Without a lock the reader can never block or fail the
-   writer (nor fail itself on file systems that do not support locks).
+   into a `Run`, through `mpiswim.checkpoint.read_raw`: read-only, without
+   HDF5 file locking, from the newest commit record whose checksum holds. It
+   works while `mpiswim train` is still writing the run (rank 0 only ever
+   adds rows past that record and writes the spare agent slot), and it can
+   never block or fail the writer.
 2. Numbers: pure functions over a `Run`'s arrays (`learning_curve`,
    `win_table`, `win_share_by_hyperparameter`, `phase_seconds`, `compare_runs`).
 3. Files: CSV and markdown writers for those numbers.
@@ -28,18 +27,13 @@ import math
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-# The same values as mpiswim.checkpoint.FORMAT and FORMAT_VERSION (tested);
-# not imported from there because that module pulls in JAX (seconds of start-up).
-CHECKPOINT_FORMAT = "mpiswim-checkpoint"
-CHECKPOINT_FORMAT_VERSION = 1
+from mpiswim.checkpoint import PHASES, CheckpointError, read_raw
 
 # Per-iteration datasets the analysis reads, with their number of dimensions.
 POOL_DATASETS = {"scores": 2, "winner": 1, "best_score": 1, "timings": 3, "degenerate": 2, "fell_back": 1}
@@ -85,45 +79,20 @@ class Run:
 # --- 1. reading ----------------------------------------------------------------
 
 
-@contextmanager
-def open_checkpoint(path: str | Path) -> Iterator[h5py.File]:
-    """Open an mpiswim checkpoint read-only, without file locking; raise AnalysisError if it is not one."""
+def read_checkpoint(path: str | Path) -> dict:
+    """Everything a checkpoint holds (mpiswim.checkpoint.read_raw), or an AnalysisError naming the file and the fix.
+
+    The rows are trimmed to the iterations done; a run in progress reads as its
+    last completed iteration.
+    """
     path = Path(path)
-    fix = "give the path of a checkpoint written by `mpiswim train` (`make run` writes runs/default.h5)"
     if not path.is_file():
-        raise AnalysisError(f"'{path}': no such file. Fix: {fix}.")
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise AnalysisError(f"'{path}' {what}. Fix: give the path of a checkpoint file written by `mpiswim train` (`make run` writes runs/default.h5).")
     try:
-        handle = h5py.File(path, "r", locking=False)
-    except (OSError, ValueError) as error:
-        raise AnalysisError(f"'{path}' is not a readable HDF5 file ({error}). Fix: {fix}.") from None
-    with handle:
-        found = handle.attrs.get("format")
-        if found != CHECKPOINT_FORMAT:
-            raise AnalysisError(f"'{path}' is HDF5 but not an mpiswim checkpoint (attribute format = {found!r}, expected {CHECKPOINT_FORMAT!r}). Fix: {fix}.")
-        version = handle.attrs.get("format_version")
-        if version != CHECKPOINT_FORMAT_VERSION:
-            raise AnalysisError(f"'{path}' has checkpoint format_version {version!r}; this mpiswim reads {CHECKPOINT_FORMAT_VERSION}. Fix: analyse it with the mpiswim version that wrote it.")
-        yield handle
-
-
-def read_dataset(handle: h5py.File, name: str, ndim: int) -> np.ndarray:
-    """The whole dataset `name` with `ndim` dimensions, or an AnalysisError naming what is missing."""
-    path = handle.filename
-    item = handle.get(name)
-    if not isinstance(item, h5py.Dataset):
-        raise AnalysisError(
-            f"'{path}' has no dataset /{name} (every mpiswim checkpoint has one). "
-            "Fix: use an intact checkpoint written by `mpiswim train`, or resume the run (`mpiswim train --resume`) to rewrite the file."
-        )
-    if item.ndim != ndim:
-        raise AnalysisError(f"'{path}': dataset /{name} has shape {item.shape}, expected {ndim} dimensions. Fix: use an intact checkpoint written by `mpiswim train`.")
-    return item[()]
-
-
-def _root_int(handle: h5py.File, name: str) -> int:
-    if name not in handle.attrs:
-        raise AnalysisError(f"'{handle.filename}' has no root attribute '{name}' (every mpiswim checkpoint has one). Fix: use an intact checkpoint written by `mpiswim train`.")
-    return int(handle.attrs[name])
+        return read_raw(path)
+    except CheckpointError as error:
+        raise AnalysisError(str(error)) from None
 
 
 def _evaluate_episodes(config_toml: str) -> int | None:
@@ -137,18 +106,14 @@ def _evaluate_episodes(config_toml: str) -> int | None:
 def read_run(path: str | Path, label: str | None = None) -> Run:
     """Read one checkpoint (complete, or of a run still in progress) into a Run."""
     path = Path(path)
-    with open_checkpoint(path) as f:
-        done, world_size = _root_int(f, "iterations_done"), _root_int(f, "world_size")
-        pool = {name: read_dataset(f, f"pool/{name}", ndim) for name, ndim in POOL_DATASETS.items()}
-        steps = {name: read_dataset(f, f"hyperparameters/{name}", 1) for name in HYPERPARAMETERS}
-        phases = f["pool/timings"].attrs.get("phases")
-        if phases is None:
-            raise AnalysisError(f"'{path}': dataset /pool/timings has no attribute 'phases' (the names of its columns). Fix: use an intact checkpoint written by `mpiswim train`.")
-        phases = tuple(p.decode() if isinstance(p, bytes) else str(p) for p in phases)
-        best = f.get("agent/best")
-        best_iteration = int(best.attrs.get("iteration", -1)) if best is not None else int(np.argmax(pool["best_score"])) if done else -1
-        attrs = {key: f.attrs.get(key, "") for key in ("run_name", "env_id", "config_toml")}
-        planned = int(f.attrs.get("iterations_planned", done))
+    raw = read_checkpoint(path)
+    attrs = raw["attrs"]
+    done, world_size = int(attrs["iterations_done"]), int(attrs["world_size"])
+    pool = {name: raw["pool"][name] for name in POOL_DATASETS}
+    steps = {name: raw["hyperparameters"][name] for name in HYPERPARAMETERS}
+    phases = PHASES
+    best_iteration = raw["best_iteration"]
+    planned = int(attrs.get("iterations_planned", done))
 
     for name, data in pool.items():
         expected = (done, world_size) if data.ndim >= 2 else (done,)

@@ -1,47 +1,70 @@
-"""Checkpoint file: the HDF5 layout, written atomically after every iteration.
+"""Checkpoint file: the HDF5 layout, created once and appended to in place after every iteration.
 
-Rank 0 rewrites the whole file after every iteration: it builds the HDF5 file
-in memory, writes it to a temporary file beside the target, syncs it to disk
-and renames it over the target. A rename is atomic, so a kill -9 (or a node
-failure, or a full disk) at any moment leaves either the previous complete
-checkpoint or the new one, never a half-written file. Building in memory keeps
-disk errors out of HDF5: a full disk is one plain OSError from `write`. The file is small (a few hundred kB for the seed's 400
-iterations), so rewriting it costs milliseconds. Readers that open the file
-during a run see the last complete iteration.
+Rank 0 creates the run's file at the start with room for many iterations
+(every dataset preallocated, so the file's HDF5 structure never changes
+afterwards) and keeps it open and locked for the whole run. After each
+iteration it writes, with plain `pwrite`s at fixed offsets:
 
-Layout (docs/checkpoint.md has the full description):
+1. the iteration's row of every `/pool` dataset and the agents into the spare
+   one of two agent slots, then fsync;
+2. a commit record (iterations done, which slot, the pool's counters, a hash
+   chain over every row, a SHA-256 checksum), into the spare one of two
+   record places, then fsync.
 
-    / attrs: format, format_version, world_size, iterations_done, config_toml, ...
-    /pool/scores         float64 [iterations_done, P]
-    /pool/winner         int64   [iterations_done]
-    /pool/train_returns  float64 [iterations_done, P, iterate_episodes]
-    /pool/timings        float64 [iterations_done, P, phases]   attr phases
-    /pool/degenerate     bool    [iterations_done, P]
-    /pool/fell_back      bool    [iterations_done]
-    /pool/best_score     float64 [iterations_done]
+A reader (and a resume) takes the newest commit record whose checksum holds,
+and reads that many rows. A kill at any instant therefore leaves the last
+complete iteration readable: until step 2 completes, the previous record and
+its agent slot are untouched. Writing iteration k costs the same whatever k
+is. Only when the preallocated rows run out is the file rebuilt, bigger, under
+a new unpredictable name and renamed over the old one (also when a run ends:
+the file is then compacted to exactly the rows it holds).
+
+The lock is an open-file-description lock (`fcntl` F_OFD_SETLK) on the file
+itself: it dies with the process, is not released by other opens and closes
+of the file, and is honoured over NFS (v3 lockd, v4), GPFS and Lustre mounted
+with `-o flock`. A second job on the same file is refused, naming the holder
+(host, PID, start time, stored in `/writer`).
+
+Layout (docs/checkpoint.md has the full description; R rows allocated, k done):
+
+    / attrs: format, format_version = 2, world_size, capacity = R, config_toml, run_name, env_id, versions
+    /commit              compound [2]: iterations_done, iterations_planned, agent_slot, best_iteration,
+                         since_improvement, degenerate_streak, best_score, rows_digest, checksum
+    /pool/scores         float64 [R, P]          (rows 0..k-1 are valid)
+    /pool/winner         int64   [R]
+    /pool/train_returns  float64 [R, P, iterate_episodes]
+    /pool/timings        float64 [R, P, 3]        attr phases (train, evaluate, communicate)
+    /pool/degenerate     bool    [R, P]
+    /pool/fell_back      bool    [R]
+    /pool/best_score     float64 [R]
+    /pool/checkpoint_seconds float64 [R]          rank 0's write time (outside the checksum)
     /hyperparameters/<name>  float64 [P]
-    /agent/current/{policy,baseline}, /agent/best/{policy,baseline} (best: attrs iteration, score)
+    /agent/{current,best}/{policy,baseline}  [2, ...]: slot 0 and slot 1
+    /writer              uint8 [256]: the job holding the file (JSON, NUL-padded)
 
-The root attribute `checksum` (SHA-256 of everything mpiswim reads back: the
-root attributes, /pool, /hyperparameters and /agent) lets a reader tell a
-damaged file from a good one; files written before it existed
-have none and still load. `check_checkpoint` (the `mpiswim check` command)
-validates the schema, the shapes and the values; `load_checkpoint` checks the
-checksum, schema and shapes, so a damaged file is refused with a message and
-never modified.
+Files of format_version 1 (rewritten whole after every iteration, before
+2026-11-26) are still read and checked; a resume turns them into version 2.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import functools
 import hashlib
 import json
 import os
 import platform
+import socket
+import struct
+import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -49,20 +72,41 @@ import numpy as np
 from mpiswim import __version__
 from mpiswim.config import Config, ConfigError, parse_config
 from mpiswim.policy import Agent, feature_blocks
-from mpiswim.pool import PHASES, IterationRecord, PoolState, winner_rank
+
+if TYPE_CHECKING:  # pool imports JAX; the readers here must stay light (mpiswim info, analyze)
+    from mpiswim.pool import IterationRecord, PoolState
 
 FORMAT = "mpiswim-checkpoint"
-FORMAT_VERSION = 1
-CHECKSUM = "checksum"  # root attribute: "sha256:<hex>" of everything mpiswim reads back (content_digest)
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+CHECKSUM = "checksum"  # format_version 1: root attribute "sha256:<hex>" of everything mpiswim reads back
+PHASES = ("train", "evaluate", "communicate", "checkpoint")  # timing columns as read back; the file stores the first three
+INITIAL_BYTES = 16 << 20  # a new file preallocates at most this much (or the planned iterations, if fewer)
+WRITER_BYTES = 256
+SLOTS = 2
 
-# Test hook (tests/test_faults.py, tests/test_analysis.py): pause this many seconds half-way
-# through writing the temporary file, so a test can kill rank 0 or fill the disk
-# in the middle of a checkpoint write. Never set it in a real run.
-TEST_PAUSE_VARIABLE = "MPISWIM_TEST_PAUSE_IN_CHECKPOINT"
+COMMIT_DTYPE = np.dtype(
+    [
+        ("iterations_done", "<i8"),
+        ("iterations_planned", "<i8"),
+        ("agent_slot", "<i8"),
+        ("best_iteration", "<i8"),
+        ("since_improvement", "<i8"),
+        ("degenerate_streak", "<i8"),
+        ("best_score", "<f8"),
+        ("rows_digest", "u1", (32,)),
+        ("checksum", "u1", (32,)),
+    ]
+)
+AGENT_DATASETS = ("current/policy", "current/baseline", "best/policy", "best/baseline")
 
 
 class CheckpointError(Exception):
     """A file that is not a readable mpiswim checkpoint."""
+
+
+class CheckpointBusy(CheckpointError):
+    """The file is held by another running job."""
 
 
 @dataclass
@@ -94,19 +138,44 @@ POOL_DATASETS = {
     "scores": ("evaluation mean return of each rank's branch; -inf if the branch was degenerate", "return"),
     "winner": ("rank whose agent was broadcast (argmax of scores, ties to the lowest rank); -1 if every branch was degenerate", "rank"),
     "train_returns": ("return of each REINFORCE episode each rank ran while improving its branch; NaN after the branch broke", "return"),
-    "timings": ("wall time each rank spent in each phase of the iteration; checkpoint = rank 0 writing this file", "s"),
+    "timings": ("wall time each rank spent in each phase of the iteration (rank 0's checkpoint writing: /pool/checkpoint_seconds)", "s"),
     "degenerate": ("the branch's Beta shapes overflowed, underflowed or became NaN", "bool"),
     "fell_back": ("patience ran out: the next iteration started from the best-ever agent", "bool"),
     "best_score": ("best-ever winner score after this iteration", "return"),
 }
+CHECKPOINT_SECONDS = ("wall time rank 0 spent writing this iteration into the file (not covered by the checksum)", "s")
 
 
-def estimated_size(cfg: Config, obs_dim: int, action_dim: int) -> int:
-    """Bytes the checkpoint needs after cfg.iterations iterations, rounded up generously."""
-    features = obs_dim + 1
-    agent = feature_blocks(obs_dim, cfg.features) * features * (2 * action_dim + 1)  # policy + baseline
-    per_iteration = cfg.world_size * (1 + cfg.iterate_episodes + len(PHASES) + 1) + 3  # one row of /pool
-    data = 8 * (2 * agent + cfg.iterations * per_iteration)  # float64; current and best agent
+def row_layout(world_size: int, iterate_episodes: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and type of one iteration's row of every /pool dataset, in the order they are hashed."""
+    P, E, f8 = world_size, iterate_episodes, np.dtype("<f8")
+    return {
+        "scores": ((P,), f8),
+        "winner": ((), np.dtype("<i8")),
+        "train_returns": ((P, E), f8),
+        "timings": ((P, len(PHASES) - 1), f8),
+        "degenerate": ((P,), np.dtype(bool)),
+        "fell_back": ((), np.dtype(bool)),
+        "best_score": ((), f8),
+    }
+
+
+def row_bytes(world_size: int, iterate_episodes: int) -> int:
+    """Bytes one iteration adds to the file."""
+    layout = row_layout(world_size, iterate_episodes)
+    return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in layout.values()) + 8  # + checkpoint_seconds
+
+
+def initial_capacity(cfg: Config, done: int) -> int:
+    """Rows a new file preallocates: the planned iterations, but at most INITIAL_BYTES of rows."""
+    fits = max(1, INITIAL_BYTES // row_bytes(cfg.world_size, cfg.iterate_episodes))
+    return max(done + 1, min(cfg.iterations, fits))
+
+
+def file_size(cfg: Config, obs_dim: int, action_dim: int, rows: int) -> int:
+    """Bytes of a checkpoint with `rows` preallocated rows, rounded up generously."""
+    agent = feature_blocks(obs_dim, cfg.features) * (obs_dim + 1) * (2 * action_dim + 1) + 1  # policy + baseline
+    data = 8 * 2 * SLOTS * agent + rows * row_bytes(cfg.world_size, cfg.iterate_episodes)
     return int(data * 1.1) + 64 * 1024  # HDF5 metadata, attributes, the config text
 
 
@@ -126,129 +195,350 @@ def _canonical(value) -> bytes:
     return repr(array.shape).encode() + np.ascontiguousarray(array).tobytes()
 
 
-def content_digest(contents: dict) -> str:
-    """SHA-256 over everything mpiswim reads from a checkpoint (see _contents), except the checksum."""
+def _hash_items(items) -> hashlib._Hash:
     digest = hashlib.sha256()
-
-    def add(label: str, value) -> None:
+    for label, value in items:
         for part in (label.encode(), _canonical(value)):
             digest.update(len(part).to_bytes(8, "little") + part)
-
-    for key in sorted(contents["attrs"]):
-        if key != CHECKSUM:
-            add(f"/@{key}", contents["attrs"][key])
-    for group in ("pool", "pool_attrs", "hyperparameters"):
-        for key in sorted(contents[group]):
-            add(f"{group}/{key}", contents[group][key])
-    for which in ("current", "best"):
-        add(f"agent/{which}/policy", contents[which].policy)
-        add(f"agent/{which}/baseline", contents[which].baseline)
-    add("agent/best@iteration", contents["best_iteration"])
-    add("agent/best@score", contents["best_score"])
-    return "sha256:" + digest.hexdigest()
+    return digest
 
 
-def _contents(cfg: Config, state: PoolState, records: list[IterationRecord]) -> dict:
-    """What a checkpoint holds, as the dictionary that _write_contents writes and _read_file reads back."""
+# --- format_version 2: building, appending, reading ----------------------------------
+
+
+def header_digest(attrs: dict, hyperparameters: dict) -> bytes:
+    """SHA-256 of what never changes once a file is built: the root attributes and the step sizes."""
+    items = [(f"/@{key}", attrs[key]) for key in sorted(attrs) if key != CHECKSUM]
+    items += [(f"hyperparameters/{name}", hyperparameters[name]) for name in sorted(hyperparameters)]
+    return _hash_items(items).digest()
+
+
+def chain_row(previous: bytes, row: dict[str, np.ndarray], layout: dict) -> bytes:
+    """The rows digest after one more row: SHA-256(previous digest, the row's bytes in layout order)."""
+    digest = hashlib.sha256(previous)
+    for name, (_, dtype) in layout.items():
+        digest.update(np.ascontiguousarray(row[name], dtype=dtype).tobytes())
+    return digest.digest()
+
+
+def commit_checksum(header: bytes, record: np.void, agents: dict[str, np.ndarray]) -> bytes:
+    """SHA-256 over the header digest, the commit record's fields and the agents of its slot."""
+    digest = hashlib.sha256(header)
+    fields = np.array(record, dtype=COMMIT_DTYPE)
+    fields["checksum"] = 0
+    digest.update(fields.tobytes())
+    for name in AGENT_DATASETS:
+        digest.update(np.ascontiguousarray(agents[name], dtype="<f8").tobytes())
+    return digest.digest()
+
+
+def _record_row(record: IterationRecord) -> dict[str, np.ndarray]:
     return {
-        "attrs": {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "world_size": cfg.world_size,
-            "iterations_done": state.iteration,
-            "iterations_planned": cfg.iterations,
-            "config_toml": cfg.toml_text,
-            "run_name": cfg.name,
-            "env_id": cfg.env_id,
-            "versions": json.dumps(package_versions()),
-        },
-        "pool": {
-            "scores": np.array([r.scores for r in records]),
-            "winner": np.array([r.winner for r in records], dtype=np.int64),
-            "train_returns": np.array([r.train_returns for r in records]),
-            "timings": np.array([r.timings for r in records]),
-            "degenerate": np.array([r.degenerate for r in records], dtype=bool),
-            "fell_back": np.array([r.fell_back for r in records], dtype=bool),
-            "best_score": np.array([r.best_score for r in records]),
-        },
-        "pool_attrs": {"since_improvement": state.since_improvement, "degenerate_streak": state.degenerate_streak},
-        "hyperparameters": {"alpha": np.array(cfg.alpha), "eta": np.array(cfg.eta)},
-        "current": state.agent,
-        "best": state.best_agent,
-        "best_iteration": state.best_iteration,
-        "best_score": state.best_score,
+        "scores": record.scores,
+        "winner": record.winner,
+        "train_returns": record.train_returns,
+        "timings": record.timings[:, : len(PHASES) - 1],
+        "degenerate": record.degenerate,
+        "fell_back": record.fell_back,
+        "best_score": record.best_score,
     }
 
 
-def _write_agent(group: h5py.Group, agent: Agent) -> None:
-    group.create_dataset("policy", data=agent.policy).attrs["description"] = "log Beta shapes: policy[block, 0 (a) or 1 (b), action dimension, feature]"
-    group.create_dataset("baseline", data=agent.baseline).attrs["description"] = "state value weights: baseline[block, feature] (+ steps-left weight)"
+def _state_agents(state: PoolState) -> dict[str, np.ndarray]:
+    return {
+        "current/policy": state.agent.policy,
+        "current/baseline": state.agent.baseline,
+        "best/policy": state.best_agent.policy,
+        "best/baseline": state.best_agent.baseline,
+    }
 
 
-def _write_contents(f: h5py.File, contents: dict) -> None:
-    for key, value in contents["attrs"].items():
-        f.attrs[key] = value
-    f.attrs[CHECKSUM] = content_digest(contents)
-
-    pool = f.create_group("pool")
-    for key, value in contents["pool_attrs"].items():
-        pool.attrs[key] = value
-    for name, data in contents["pool"].items():
-        dataset = pool.create_dataset(name, data=data)
-        dataset.attrs["description"], dataset.attrs["units"] = POOL_DATASETS[name]
-    pool["timings"].attrs["phases"] = list(PHASES)
-
-    hyper = f.create_group("hyperparameters")
-    for name, values in contents["hyperparameters"].items():
-        hyper.create_dataset(name, data=values).attrs["description"] = f"per-rank {name} (index = rank)"
-
-    agents = f.create_group("agent")
-    _write_agent(agents.create_group("current"), contents["current"])
-    best = agents.create_group("best")
-    _write_agent(best, contents["best"])
-    best.attrs["iteration"] = contents["best_iteration"]
-    best.attrs["score"] = contents["best_score"]
+def _commit(header: bytes, state: PoolState, planned: int, slot: int, rows_digest: bytes) -> np.ndarray:
+    record = np.zeros((), dtype=COMMIT_DTYPE)
+    record["iterations_done"], record["iterations_planned"], record["agent_slot"] = state.iteration, planned, slot
+    record["best_iteration"], record["best_score"] = state.best_iteration, state.best_score
+    record["since_improvement"], record["degenerate_streak"] = state.since_improvement, state.degenerate_streak
+    record["rows_digest"] = np.frombuffer(rows_digest, dtype=np.uint8)
+    record["checksum"] = np.frombuffer(commit_checksum(header, record[()], _state_agents(state)), dtype=np.uint8)
+    return record
 
 
-def checkpoint_image(cfg: Config, state: PoolState, records: list[IterationRecord]) -> bytes:
-    """The complete checkpoint file, built in memory (HDF5's core driver, nothing on disk)."""
+def writer_identity() -> bytes:
+    """Who holds the file: host, PID and start time, as NUL-padded JSON for /writer."""
+    started = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+    text = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": started}).encode()[:WRITER_BYTES]
+    return text.ljust(WRITER_BYTES, b"\0")
+
+
+@dataclass(frozen=True)
+class FileImage:
+    """A complete checkpoint file built in memory, and where its datasets start in it."""
+
+    data: bytes
+    offsets: dict[str, int]  # dataset path -> byte offset of its first element
+    capacity: int
+    header: bytes  # header_digest of the file
+    rows_digest: bytes  # of the rows it holds
+
+
+def build_image(cfg: Config, state: PoolState, records: list[IterationRecord], capacity: int, writer: bytes) -> FileImage:
+    """The whole file with `capacity` rows allocated and the first len(records) filled, in memory (HDF5's core driver)."""
+    layout = row_layout(cfg.world_size, cfg.iterate_episodes)
+    attrs = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "world_size": cfg.world_size,
+        "capacity": capacity,
+        "config_toml": cfg.toml_text,
+        "run_name": cfg.name,
+        "env_id": cfg.env_id,
+        "versions": json.dumps(package_versions()),
+    }
+    hyperparameters = {"alpha": np.array(cfg.alpha, dtype="<f8"), "eta": np.array(cfg.eta, dtype="<f8")}
+    header = header_digest(attrs, hyperparameters)
+    rows_digest = bytes(32)
+    columns = {name: np.zeros((capacity, *shape), dtype=dtype) for name, (shape, dtype) in layout.items()}
+    for name in ("scores", "train_returns", "timings", "best_score"):
+        columns[name][len(records) :] = np.nan  # rows not yet written
+    seconds = np.zeros(capacity)
+    for k, record in enumerate(records):
+        row = _record_row(record)
+        rows_digest = chain_row(rows_digest, row, layout)
+        for name in layout:
+            columns[name][k] = row[name]
+        seconds[k] = record.timings[0, len(PHASES) - 1]
+    commits = np.concatenate([_commit(header, state, cfg.iterations, slot, rows_digest)[None] for slot in range(SLOTS)])
+
     with h5py.File(f"mpiswim-checkpoint-{os.getpid()}.h5", "w", driver="core", backing_store=False) as f:
-        _write_contents(f, _contents(cfg, state, records))
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        f.create_dataset("commit", data=commits).attrs["description"] = (
+            "two commit records; the valid one (checksum) with the most iterations_done says how many /pool rows hold iterations "
+            "and which slot of /agent is current (mpiswim.checkpoint.read_raw does this)"
+        )
+        pool = f.create_group("pool")
+        for name, data in columns.items():
+            dataset = pool.create_dataset(name, data=data)
+            dataset.attrs["description"], dataset.attrs["units"] = POOL_DATASETS[name]
+        pool["timings"].attrs["phases"] = list(PHASES[:-1])
+        seconds_dataset = pool.create_dataset("checkpoint_seconds", data=seconds)
+        seconds_dataset.attrs["description"], seconds_dataset.attrs["units"] = CHECKPOINT_SECONDS
+        hyper = f.create_group("hyperparameters")
+        for name, values in hyperparameters.items():
+            hyper.create_dataset(name, data=values).attrs["description"] = f"per-rank {name} (index = rank)"
+        agents = _state_agents(state)
+        for name in AGENT_DATASETS:
+            slots = np.stack([np.asarray(agents[name], dtype="<f8")] * SLOTS)
+            f.create_dataset(f"agent/{name}", data=slots).attrs["description"] = (
+                "log Beta shapes: policy[slot, block, 0 (a) or 1 (b), action dimension, feature]"
+                if name.endswith("policy")
+                else "state value weights: baseline[slot, block, feature] (+ steps-left weight)"
+            )
+        f.create_dataset("writer", data=np.frombuffer(writer, dtype=np.uint8)).attrs["description"] = "the job writing this file: host, pid, started (JSON)"
         f.flush()
-        return f.id.get_file_image()
+        names = ["commit", "writer", "pool/checkpoint_seconds", *(f"pool/{n}" for n in layout), *(f"agent/{n}" for n in AGENT_DATASETS)]
+        offsets = {name: f[name].id.get_offset() for name in names}
+        image = f.id.get_file_image()
+    return FileImage(image, offsets, capacity, header, rows_digest)
+
+
+# --- the lock ----------------------------------------------------------------
+
+
+def _lock(fd: int) -> bool:
+    """Take the exclusive lock on an open file without waiting; False if another process holds it."""
+    request = struct.pack("hhxxxxqqixxxx", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    try:
+        if hasattr(fcntl, "F_OFD_SETLK"):
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, request)
+        else:  # not Linux: BSD flock, also per open file description
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return False
+        raise
+    return True
+
+
+def holder(path: Path) -> str:
+    """Who holds a locked checkpoint, in words (from /writer), or 'another process'."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            who = json.loads(bytes(f["writer"][()]).rstrip(b"\0"))
+        return f"a job on host {who['host']}, PID {who['pid']}, started {who['started']}"
+    except Exception:
+        return "another process"
+
+
+def claim(path: Path) -> int:
+    """Open an existing file for writing and lock it; CheckpointBusy (naming the holder) if another job has it."""
+    for _ in range(5):
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        if not _lock(fd):
+            os.close(fd)
+            raise CheckpointBusy(
+                f"'{path}' is being written by {holder(path)}; one file has one writer. "
+                "Fix: wait for that job to end (or stop it), or give this run another --out. (--force never takes a file from a running job.)"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                return fd
+        os.close(fd)  # the holder renamed a new file over this one while we locked it: try the new one
+    raise CheckpointBusy(f"'{path}' keeps being replaced by another process. Fix: give this run another --out.")
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def place_image(path: Path, image: FileImage, existing_fd: int | None) -> int:
+    """Write `image` under an unpredictable new name beside `path`, lock it, sync it and move it to `path`.
+
+    With `existing_fd` (the caller holds the lock of the file at `path`) the new
+    file is renamed over the old one; otherwise it is hard-linked to `path`,
+    which fails if a file appeared there meanwhile (a second job). Returns the
+    new file's locked descriptor. On any error the new file is removed and
+    `path` is as it was.
+    """
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # O_EXCL: never through a link
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        _lock(fd)
+        _write_all(fd, image.data, 0)
+        os.fsync(fd)
+        if existing_fd is not None:
+            os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                raise CheckpointBusy(f"'{path}' appeared while this job was creating it: another job was started with the same --out ({holder(path)}). Fix: give each job its own --out.") from None
+            except OSError as error:
+                if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                    raise
+                if os.path.lexists(path):  # a file system without hard links: check, then rename
+                    raise CheckpointBusy(f"'{path}' appeared while this job was creating it ({holder(path)}). Fix: give each job its own --out.") from None
+                os.replace(temporary, path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+        _fsync_directory(path.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        os.close(fd)
+        raise
+    if existing_fd is not None:
+        os.close(existing_fd)  # releases the old file's lock; the new one is locked already
+    return fd
+
+
+def check_space(directory: Path, needed: int) -> None:
+    """OSError(ENOSPC) if the file system (as statvfs reports it to this user) has less than `needed` bytes free."""
+    stats = os.statvfs(directory)
+    if stats.f_bavail * stats.f_frsize < needed:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {stats.f_bavail * stats.f_frsize / 1e6:.1f} MB free, {needed / 1e6:.1f} MB needed")
+
+
+class CheckpointWriter:
+    """Rank 0's open, locked checkpoint: appends one iteration at a time at fixed offsets."""
+
+    def __init__(self, path: Path, fd: int, cfg: Config, image: FileImage) -> None:
+        self.path, self.fd, self.cfg = path, fd, cfg
+        self.offsets, self.capacity = image.offsets, image.capacity
+        self.header, self.rows_digest = image.header, image.rows_digest
+        self.layout = row_layout(cfg.world_size, cfg.iterate_episodes)
+
+    @classmethod
+    def create(cls, path: Path, cfg: Config, state: PoolState, records: list[IterationRecord], existing_fd: int | None = None, capacity: int | None = None) -> CheckpointWriter:
+        """A new file at `path` holding `state` and `records` (replacing the locked `existing_fd`'s file, if given)."""
+        image = build_image(cfg, state, records, capacity or initial_capacity(cfg, state.iteration), writer_identity())
+        check_space(path.parent, len(image.data))
+        return cls(path, place_image(path, image, existing_fd), cfg, image)
+
+    @classmethod
+    def reopen(cls, path: Path, fd: int, cfg: Config) -> CheckpointWriter:
+        """Continue the format_version 2 file at `path` (locked as `fd`, already checked) in place."""
+        raw = read_raw(path)
+        with h5py.File(path, "r", locking=False) as f:
+            names = ["commit", "writer", "pool/checkpoint_seconds", *(f"pool/{n}" for n in POOL_DATASETS), *(f"agent/{n}" for n in AGENT_DATASETS)]
+            offsets = {name: f[name].id.get_offset() for name in names}
+        header = header_digest(raw["file_attrs"], raw["hyperparameters"])
+        image = FileImage(b"", offsets, int(raw["file_attrs"]["capacity"]), header, raw["rows_digest"])
+        writer = cls(path, fd, cfg, image)
+        _write_all(fd, writer_identity(), offsets["writer"])
+        os.fsync(fd)
+        return writer
+
+    def append(self, state: PoolState, records: list[IterationRecord]) -> float:
+        """Add the last of `records` (iteration state.iteration) to the file; return the seconds it took.
+
+        Rows and agents first, then the commit record, each followed by fsync:
+        a kill between any two writes leaves the previous iteration intact.
+        """
+        started = time.perf_counter()
+        if state.iteration > self.capacity:  # out of rows: rebuild the file bigger under a new name
+            capacity = max(state.iteration, min(2 * self.capacity, max(self.cfg.iterations, state.iteration)))
+            self._rebuild(state, records, capacity)
+        else:
+            row, k, slot = _record_row(records[-1]), state.iteration - 1, state.iteration % SLOTS
+            for name, (_, dtype) in self.layout.items():
+                data = np.ascontiguousarray(row[name], dtype=dtype).tobytes()
+                _write_all(self.fd, data, self.offsets[f"pool/{name}"] + k * len(data))
+            for name, values in _state_agents(state).items():
+                data = np.ascontiguousarray(values, dtype="<f8").tobytes()
+                _write_all(self.fd, data, self.offsets[f"agent/{name}"] + slot * len(data))
+            os.fsync(self.fd)
+            rows_digest = chain_row(self.rows_digest, row, self.layout)
+            commit = _commit(self.header, state, self.cfg.iterations, slot, rows_digest)
+            _write_all(self.fd, commit.tobytes(), self.offsets["commit"] + slot * COMMIT_DTYPE.itemsize)
+            os.fsync(self.fd)
+            self.rows_digest = rows_digest
+        seconds = time.perf_counter() - started
+        records[-1].timings[0, len(PHASES) - 1] = seconds
+        with contextlib.suppress(OSError):  # a timing only: not synced, not in the checksum
+            _write_all(self.fd, np.array(seconds, dtype="<f8").tobytes(), self.offsets["pool/checkpoint_seconds"] + 8 * (state.iteration - 1))
+        return seconds
+
+    def compact(self, state: PoolState, records: list[IterationRecord]) -> None:
+        """Rebuild the file with exactly the rows it holds (at the end of a run), so plain readers see [k, ...] datasets."""
+        if self.capacity != max(state.iteration, 1):
+            self._rebuild(state, records, max(state.iteration, 1))
+
+    def _rebuild(self, state: PoolState, records: list[IterationRecord], capacity: int) -> None:
+        image = build_image(self.cfg, state, records, capacity, writer_identity())
+        check_space(self.path.parent, len(image.data))
+        self.fd = place_image(self.path, image, self.fd)
+        self.offsets, self.capacity, self.header, self.rows_digest = image.offsets, image.capacity, image.header, image.rows_digest
+
+    def close(self) -> None:
+        """Release the lock (closing the file)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def save_checkpoint(path: str | Path, cfg: Config, state: PoolState, records: list[IterationRecord]) -> None:
-    """Write the checkpoint atomically: temporary file, fsync, rename over `path`.
-
-    If anything fails (a full disk: OSError), the temporary file is removed and
-    the error raised; the file at `path` is then still the previous checkpoint.
-    """
+    """Write a complete checkpoint of `records` at `path` in one go (atomic; replaces a file there unless another job holds it)."""
     path = Path(path)
-    image = checkpoint_image(cfg, state, records)
-    temporary = path.with_name(f".{path.name}.tmp")
-    pause = float(os.environ.get(TEST_PAUSE_VARIABLE) or 0)
-    try:
-        with open(temporary, "wb") as handle:
-            if pause:  # tests only: stop with the first half of the file on disk
-                half = len(image) // 2
-                handle.write(image[:half])
-                handle.flush()
-                os.fsync(handle.fileno())
-                time.sleep(pause)
-                image = image[half:]
-            handle.write(image)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    existing = claim(path) if path.exists() else None
+    CheckpointWriter.create(path, cfg, state, records, existing_fd=existing, capacity=max(len(records), 1)).close()
 
 
 # --- reading and checking ----------------------------------------------------
@@ -258,15 +548,106 @@ def _damaged(path: Path, problem: str) -> CheckpointError:
     return CheckpointError(f"'{path}' is not an intact mpiswim checkpoint: {problem}. The file was left untouched. Fix: resume from an intact copy, or start a new run with another --out.")
 
 
-def _read_agent(group: h5py.Group) -> Agent:
-    return Agent(group["policy"][()], group["baseline"][()])
+def content_digest(contents: dict) -> str:
+    """format_version 1: SHA-256 over everything mpiswim reads from a checkpoint, except the checksum."""
+    items = [(f"/@{key}", contents["attrs"][key]) for key in sorted(contents["attrs"]) if key != CHECKSUM]
+    for group in ("pool", "pool_attrs", "hyperparameters"):
+        items += [(f"{group}/{key}", contents[group][key]) for key in sorted(contents[group])]
+    for which in ("current", "best"):
+        items += [(f"agent/{which}/policy", contents[which].policy), (f"agent/{which}/baseline", contents[which].baseline)]
+    items += [("agent/best@iteration", contents["best_iteration"]), ("agent/best@score", contents["best_score"])]
+    return "sha256:" + _hash_items(items).hexdigest()
 
 
-def _read_file(path: Path) -> dict:
-    """Everything in the file as numpy values; CheckpointError if it cannot be read or its checksum fails."""
+def _read_v1(f: h5py.File, path: Path) -> dict:
+    """A format_version 1 file (rewritten whole after every iteration)."""
+    pool = f["pool"]
+    contents = {
+        "attrs": {key: f.attrs[key] for key in f.attrs},
+        "pool": {name: pool[name][()] for name in POOL_DATASETS},
+        "pool_attrs": {key: int(pool.attrs[key]) for key in ("since_improvement", "degenerate_streak")},
+        "hyperparameters": {name: f["hyperparameters"][name][()] for name in ("alpha", "eta")},
+        "current": Agent(f["agent/current/policy"][()], f["agent/current/baseline"][()]),
+        "best": Agent(f["agent/best/policy"][()], f["agent/best/baseline"][()]),
+        "best_iteration": int(f["agent/best"].attrs["iteration"]),
+        "best_score": float(f["agent/best"].attrs["score"]),
+    }
+    stored = contents["attrs"].get(CHECKSUM)
+    if stored is not None and str(stored) != content_digest(contents):
+        raise _damaged(path, f"its contents do not match the checksum stored when it was written ({stored})")
+    contents["file_attrs"] = dict(contents["attrs"])
+    return contents
+
+
+def _read_v2(f: h5py.File, path: Path) -> dict:
+    """A format_version 2 file: the newest valid commit record, and the rows and agent slot it names."""
+    file_attrs = {key: f.attrs[key] for key in f.attrs}
+    hyperparameters = {name: f["hyperparameters"][name][()] for name in ("alpha", "eta")}
+    header = header_digest(file_attrs, hyperparameters)
+    slots = {name: f[f"agent/{name}"][()] for name in AGENT_DATASETS}
+    valid = []
+    for record in f["commit"][()]:
+        slot = int(record["agent_slot"])
+        if 0 <= slot < SLOTS and bytes(record["checksum"]) == commit_checksum(header, record, {n: v[slot] for n, v in slots.items()}):
+            valid.append(record)
+    if not valid:
+        raise _damaged(path, "neither of its two commit records matches its checksum")
+    record = max(valid, key=lambda r: int(r["iterations_done"]))
+    k, slot, capacity = int(record["iterations_done"]), int(record["agent_slot"]), int(file_attrs["capacity"])
+    if not 0 <= k <= capacity:
+        raise _damaged(path, f"its commit record says {k} iterations but the file has room for {capacity}")
+    pool = {name: f["pool"][name][:k] for name in POOL_DATASETS}
+    layout = row_layout(int(file_attrs["world_size"]), pool["train_returns"].shape[-1] if pool["train_returns"].ndim == 3 else 0)
+    rows_digest = bytes(32)
+    for row in range(k):
+        rows_digest = chain_row(rows_digest, {name: pool[name][row] for name in layout}, layout)
+    if rows_digest != bytes(record["rows_digest"]):
+        raise _damaged(path, f"its {k} rows of /pool do not match the commit record's digest")
+    seconds = f["pool/checkpoint_seconds"][:k]
+    timings = np.zeros((*pool["timings"].shape[:2], len(PHASES)))
+    timings[:, :, :-1] = pool["timings"]
+    timings[:, 0, -1] = seconds
+    pool["timings"] = timings
+    attrs = dict(file_attrs, iterations_done=k, iterations_planned=int(record["iterations_planned"]))
+    return {
+        "attrs": attrs,
+        "file_attrs": file_attrs,
+        "pool": pool,
+        "pool_attrs": {key: int(record[key]) for key in ("since_improvement", "degenerate_streak")},
+        "hyperparameters": hyperparameters,
+        "current": Agent(slots["current/policy"][slot], slots["current/baseline"][slot]),
+        "best": Agent(slots["best/policy"][slot], slots["best/baseline"][slot]),
+        "best_iteration": int(record["best_iteration"]),
+        "best_score": float(record["best_score"]),
+        "rows_digest": rows_digest,
+    }
+
+
+def read_raw(path: str | Path, attempts: int = 3) -> dict:
+    """Everything a checkpoint holds as numpy values (rows trimmed to the iterations done), or a CheckpointError.
+
+    Works on a run in progress: without HDF5 file locking, and if a write
+    overtook the read (a checksum mismatch), the read is retried.
+    """
+    path = Path(path)
+    for attempt in range(attempts):
+        try:
+            return _read_once(path)
+        except CheckpointError as error:
+            if attempt == attempts - 1 or "checksum" not in str(error) and "digest" not in str(error):
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def _read_once(path: Path) -> dict:
     try:
         handle = h5py.File(path, "r", locking=False)
     except Exception as error:  # h5py raises OSError for missing/truncated files, others for odd ones
+        if not path.exists():
+            raise CheckpointError(f"'{path}': no such file. Fix: give the path of a checkpoint written by `mpiswim train`.") from None
+        if path.is_dir():
+            raise CheckpointError(f"'{path}' is a directory, not a checkpoint. Fix: give the path of a checkpoint file written by `mpiswim train`.") from None
         raise CheckpointError(
             f"cannot open '{path}' as HDF5 ({error}). The file was left untouched. "
             "Fix: give the path of a checkpoint written by `mpiswim train` (a truncated one cannot be repaired: resume from a copy)."
@@ -276,27 +657,22 @@ def _read_file(path: Path) -> dict:
             if f.attrs.get("format") != FORMAT:
                 raise CheckpointError(f"'{path}' is HDF5 but not an mpiswim checkpoint (attribute format = {f.attrs.get('format')!r}). Fix: give a file written by `mpiswim train`.")
             version = int(f.attrs["format_version"])
-            if version != FORMAT_VERSION:
-                raise CheckpointError(f"'{path}' has checkpoint format_version {version}; this mpiswim reads {FORMAT_VERSION}. Fix: use the mpiswim version that wrote it.")
-            pool = f["pool"]
-            contents = {
-                "attrs": {key: f.attrs[key] for key in f.attrs},
-                "pool": {name: pool[name][()] for name in POOL_DATASETS},
-                "pool_attrs": {key: int(pool.attrs[key]) for key in ("since_improvement", "degenerate_streak")},
-                "hyperparameters": {name: f["hyperparameters"][name][()] for name in ("alpha", "eta")},
-                "current": _read_agent(f["agent/current"]),
-                "best": _read_agent(f["agent/best"]),
-                "best_iteration": int(f["agent/best"].attrs["iteration"]),
-                "best_score": float(f["agent/best"].attrs["score"]),
-            }
-            stored = contents["attrs"].get(CHECKSUM)
-            if stored is not None and str(stored) != content_digest(contents):
-                raise _damaged(path, f"its contents do not match the checksum stored when it was written ({stored})")
-            return contents
+            if version not in READABLE_VERSIONS:
+                raise CheckpointError(f"'{path}' has checkpoint format_version {version}; this mpiswim reads {', '.join(map(str, READABLE_VERSIONS))}. Fix: use the mpiswim version that wrote it.")
+            return _read_v1(f, path) if version == 1 else _read_v2(f, path)
         except CheckpointError:
             raise
         except Exception as error:  # a damaged file can fail in many ways; each one means "damaged"
             raise _damaged(path, f"{error.__class__.__name__}: {error}") from None
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether `path` is an HDF5 file with mpiswim's format attribute (intact or not)."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return f.attrs.get("format") == FORMAT
+    except Exception:
+        return False
 
 
 def _check_layout(raw: dict, path: Path) -> Config:
@@ -353,6 +729,8 @@ def _check_values(raw: dict, path: Path) -> None:
     Legal non-finite values: -inf scores of degenerate branches (and a -inf best
     score before any branch won), NaN training returns after a branch broke.
     """
+    from mpiswim.pool import winner_rank
+
     pool, k = raw["pool"], int(raw["attrs"]["iterations_done"])
     for name, values in raw["hyperparameters"].items():
         if not (np.all(np.isfinite(values)) and np.all(values > 0)):
@@ -390,6 +768,8 @@ def _check_values(raw: dict, path: Path) -> None:
 
 
 def _to_checkpoint(raw: dict) -> Checkpoint:
+    from mpiswim.pool import IterationRecord, PoolState
+
     pool, attrs = raw["pool"], raw["attrs"]
     done = int(attrs["iterations_done"])
     records = [
@@ -427,7 +807,7 @@ def _to_checkpoint(raw: dict) -> Checkpoint:
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint; raise CheckpointError naming the problem if it is unreadable, damaged or malformed."""
     path = Path(path)
-    raw = _read_file(path)
+    raw = read_raw(path)
     _check_layout(raw, path)
     return _to_checkpoint(raw)
 
@@ -435,7 +815,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 def check_checkpoint(path: str | Path) -> Checkpoint:
     """load_checkpoint plus every value check (`mpiswim check`, and before a resume)."""
     path = Path(path)
-    raw = _read_file(path)
+    raw = read_raw(path)
     _check_layout(raw, path)
     _check_values(raw, path)
     return _to_checkpoint(raw)
@@ -446,7 +826,7 @@ def checkpoint_summary(path: str | Path, checkpoint: Checkpoint) -> str:
     state, attrs = checkpoint.state, checkpoint.attrs
     best = f"best score {state.best_score:.2f} (iteration {state.best_iteration + 1})" if state.best_iteration >= 0 else "no winner yet"
     degenerate = sum(int(r.degenerate.sum()) for r in checkpoint.records)
-    checksum = "checksum verified" if CHECKSUM in attrs else "no checksum (written by an older mpiswim)"
+    checksum = "checksum verified" if CHECKSUM in attrs or int(attrs.get("format_version", 1)) >= 2 else "no checksum (written by an older mpiswim)"
     return (
         f"OK: {path}: run '{attrs.get('run_name', '')}' on {attrs.get('env_id', '')}, {checkpoint.world_size} ranks, "
         f"{state.iteration} of {checkpoint.iterations_planned} iterations, {best}, {degenerate} degenerate branches, {checksum}"

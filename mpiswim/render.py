@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpiswim.analysis import AnalysisError, open_checkpoint, read_dataset
+from mpiswim.analysis import AnalysisError, read_checkpoint
 from mpiswim.config import EVALUATION_ACTIONS
 from mpiswim.policy import Agent, active_block, beta_mean, draw_beta, flat_policy
 
@@ -72,10 +72,6 @@ class StoredAgent:
     evaluation_action: str = "sample"  # how the run scored its branches: Beta draws or the Beta mean
 
 
-def _read_agent(handle, group: str) -> Agent:
-    return Agent(read_dataset(handle, f"{group}/policy", 4).astype(np.float64), read_dataset(handle, f"{group}/baseline", 2).astype(np.float64))
-
-
 def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
     """The agent after `iteration` (1-based; 0 = initial; None = the best agent), or an AnalysisError.
 
@@ -84,17 +80,13 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
     """
     from mpiswim.config import ConfigError, parse_config
 
-    with open_checkpoint(path) as f:
-        done = int(f.attrs.get("iterations_done", 0))
-        world_size = int(f.attrs.get("world_size", 0))
-        winners = read_dataset(f, "pool/winner", 1)
-        scores = read_dataset(f, "pool/scores", 2)
-        fell_back = read_dataset(f, "pool/fell_back", 1)
-        steps = {name: tuple(float(v) for v in read_dataset(f, f"hyperparameters/{name}", 1)) for name in ("alpha", "eta")}
-        best, current = _read_agent(f, "agent/best"), _read_agent(f, "agent/current")
-        best_row = int(f["agent/best"].attrs.get("iteration", -1))
-        best_score = float(f["agent/best"].attrs.get("score", np.nan))
-        config_toml = str(f.attrs.get("config_toml", ""))
+    raw = read_checkpoint(path)
+    done, world_size = int(raw["attrs"]["iterations_done"]), int(raw["attrs"]["world_size"])
+    winners, scores, fell_back = raw["pool"]["winner"], raw["pool"]["scores"], raw["pool"]["fell_back"]
+    steps = {name: tuple(float(v) for v in raw["hyperparameters"][name]) for name in ("alpha", "eta")}
+    best, current = raw["best"], raw["current"]
+    best_row, best_score = raw["best_iteration"], raw["best_score"]
+    config_toml = str(raw["attrs"].get("config_toml", ""))
     try:
         cfg = parse_config(config_toml, world_size, check_env=False, stored_steps=steps)
     except ConfigError as error:
