@@ -15,11 +15,10 @@ stop together with the same exit code. docs/faults.md lists every exit code.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import os
-import shutil
+import shlex
 import signal
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpiswim.checkpoint import CheckpointError, check_checkpoint, estimated_size, save_checkpoint
+from mpiswim.checkpoint import CheckpointError, CheckpointWriter, check_checkpoint, claim, initial_capacity, is_checkpoint, read_raw
 from mpiswim.config import DEFAULT_CONFIG, SCHEMA, Config, ConfigError, load_config, parse_config
 from mpiswim.env import Trajectory, check_environment, make_task
 from mpiswim.policy import initial_agent
@@ -58,14 +57,22 @@ class StopRequests:
 
     BITS = {signal.SIGINT: STOP_SIGINT, signal.SIGTERM: STOP_SIGTERM}
 
+    MESSAGES = {
+        signal.SIGINT: b"mpiswim: Ctrl-C: finishing the iteration in progress and writing it, then stopping; Ctrl-C again aborts at once.\n",
+        signal.SIGTERM: b"mpiswim: SIGTERM: finishing the iteration in progress and writing it, then stopping.\n",
+    }
+
     def __init__(self) -> None:
         self.bits = 0
+        self.announce = False  # set on rank 0 once MPI has started: it alone says what happens
         self.previous = {signum: signal.signal(signum, self.note) for signum in self.BITS}
 
     def note(self, signum: int, frame) -> None:
         if signum == signal.SIGINT and self.bits & STOP_SIGINT:
             raise KeyboardInterrupt
-        self.bits |= self.BITS[signum]  # nothing else: a handler may run at any moment
+        if self.announce and not self.bits & self.BITS[signum]:
+            os.write(2, self.MESSAGES[signum])  # a plain write: safe in a handler, unlike print
+        self.bits |= self.BITS[signum]
 
     def restore(self) -> None:
         for signum, handler in self.previous.items():
@@ -82,39 +89,55 @@ class Setup:
 
     cfg: Config
     out: Path
-    state: PoolState | None  # None: start from A_0
+    state: PoolState  # the state to continue from (A_0 for a new run)
 
 
-def check_output(out: Path, force: bool, size: int = 0) -> None:
-    """Refuse to overwrite an existing run; find an unwritable path or a full disk before training.
+def check_out_path(out: Path, force: bool, config_path: str | None = None) -> bool:
+    """Refuse an --out that cannot be this run's checkpoint; return whether a checkpoint to replace is there.
 
-    The probe writes `size` bytes (what the checkpoint will need) beside `out`,
-    syncs and removes them, so a full file system or an exhausted quota shows now.
-    (A run stopped later by a full disk keeps its previous checkpoint: exit code 4.)
+    Checked before any training: a directory, a symbolic link, the config file
+    itself, a parent that is not a directory, an unwritable folder, an existing
+    file that is not an mpiswim checkpoint (--force replaces checkpoints only),
+    an existing checkpoint without --force.
     """
-    if out.exists() and not force:
-        raise InputError(
-            f"output file '{out}' already exists. Fix: continue it with `mpiswim train --resume {out}` (or add --resume-if-exists), "
-            "pass --force to replace it (the old file stays until the first new iteration is written), or choose another --out."
-        )
-    probe = out.with_name(f".{out.name}.tmp")
+    fix = "Fix: give --out a new file name, such as runs/my-run.h5."
+    if str(out) in ("", "."):
+        raise InputError(f"--out '{out}' is empty. {fix}")
+    if out.is_symlink():
+        raise InputError(f"--out '{out}' is a symbolic link; mpiswim replaces files by renaming and would replace the link, not its target. Fix: give the real path ({os.path.realpath(out)}).")
+    if out.is_dir():
+        raise InputError(f"--out '{out}' is a directory. {fix}")
+    for parent in (out.parent, *out.parent.parents):
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"--out '{out}': '{parent}' is a file, not a directory. {fix}")
+        if parent.exists():
+            break
+    if config_path and out.exists() and os.path.samefile(out, config_path):
+        raise InputError(f"--out '{out}' is the config file itself; the run would replace it with HDF5. {fix}")
+    if out.exists():
+        if not is_checkpoint(out):
+            raise InputError(f"'{out}' exists and is not an mpiswim checkpoint; mpiswim will not replace it, even with --force (which replaces checkpoints only). {fix}")
+        if not force:
+            raise InputError(
+                f"output file '{out}' already exists. Fix: continue it with `mpirun -n P mpiswim train --resume {shlex.quote(str(out))}` "
+                "(or add --resume-if-exists), pass --force to replace it, or choose another --out."
+            )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        if shutil.disk_usage(out.parent).free < size:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        with open(probe, "wb") as handle:
-            for start in range(0, size, 1 << 20):
-                handle.write(bytes(min(1 << 20, size - start)))
-            handle.flush()
-            os.fsync(handle.fileno())
-        probe.unlink()
     except OSError as error:
-        with contextlib.suppress(OSError):
-            probe.unlink(missing_ok=True)
-        reason = "Not a directory" if isinstance(error, FileExistsError) else error.strerror  # mkdir found a file on the path
-        raise InputError(
-            f"cannot write the output file '{out}' ({reason}; the checkpoint needs about {size / 1e6:.1f} MB). Fix: choose a writable --out path on a file system with free space."
-        ) from None
+        raise InputError(f"cannot create the folder of --out '{out}' ({error.strerror}). {fix}") from None
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write the output file '{out}': no write permission in '{out.parent}'. Fix: choose a writable --out path.")
+    return out.exists()
+
+
+def open_writer(out: Path, cfg: Config, state: PoolState, records: list[IterationRecord], existing_fd: int | None) -> CheckpointWriter:
+    """Create the run's checkpoint at `out` (replacing the locked file `existing_fd`, if given); InputError if it cannot be written."""
+    try:
+        return CheckpointWriter.create(out, cfg, state, records, existing_fd=existing_fd)
+    except OSError as error:
+        space = " on a file system with free space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise InputError(f"cannot write the output file '{out}' ({error.strerror or error}). Fix: choose a writable --out path{space}.") from None
 
 
 # Config fields that may differ between a checkpoint and the config of a resumed run.
@@ -134,32 +157,56 @@ def config_differences(stored: Config, given: Config) -> list[str]:
     return differences
 
 
-def resume(out: Path, world_size: int, iterations: int | None, given: Config | None = None) -> tuple[Setup, list[IterationRecord]]:
-    """Validate a checkpoint for resuming with `world_size` ranks (and, if given, the config it must match)."""
-    checkpoint = check_checkpoint(out)
-    if checkpoint.world_size != world_size:
-        raise InputError(
-            f"'{out}' was written by a pool of {checkpoint.world_size} ranks, but this job has {world_size}. Fix: resume with `mpirun -n {checkpoint.world_size} mpiswim train --resume {out}`."
-        )
-    steps = {name: tuple(float(v) for v in checkpoint.hyperparameters[name]) for name in ("alpha", "eta")}
-    cfg = parse_config(checkpoint.config_toml, world_size, stored_steps=steps)
-    if given is not None:
-        differences = config_differences(cfg, given)
-        if differences:
+def resume(source: Path, out: Path, world_size: int, iterations: int | None, given: Config | None = None, force: bool = False) -> tuple[Setup, list[IterationRecord], CheckpointWriter]:
+    """Validate the checkpoint `source` for resuming with `world_size` ranks; continue it in `out`.
+
+    `out` is `source` (continue in place, under its lock) or a new file (the
+    run continues there and `source` is left untouched).
+    """
+    in_place = out == source or (out.exists() and source.exists() and os.path.samefile(out, source))
+    fd = claim(source) if in_place and source.exists() else None  # first: a file a running job writes is refused
+    try:
+        checkpoint = check_checkpoint(source)
+        if checkpoint.world_size != world_size:
             raise InputError(
-                f"'{out}' exists but its run was started with another config: {'; '.join(differences)}. "
-                "Only [run] iterations may change when a run is resumed. "
-                "Fix: pass the config the run was started with, or choose another --out for a new run."
+                f"'{source}' was written by a pool of {checkpoint.world_size} ranks, but this job has {world_size}. "
+                f"Fix: resume with `mpirun -n {checkpoint.world_size} mpiswim train --resume {shlex.quote(str(source))}`."
             )
-    cfg = dataclasses.replace(cfg, iterations=iterations or checkpoint.iterations_planned, out=str(out))
-    check_output(out, force=True, size=estimated_size(cfg, *check_environment(cfg.env_id, cfg.features)))
-    return Setup(cfg, out, checkpoint.state), checkpoint.records
+        steps = {name: tuple(float(v) for v in checkpoint.hyperparameters[name]) for name in ("alpha", "eta")}
+        cfg = parse_config(checkpoint.config_toml, world_size, stored_steps=steps)
+        if given is not None:
+            differences = config_differences(cfg, given)
+            if differences:
+                raise InputError(
+                    f"'{source}' exists but its run was started with another config: {'; '.join(differences)}. "
+                    "Only [run] iterations may change when a run is resumed. "
+                    "Fix: pass the config the run was started with, or choose another --out for a new run."
+                )
+        cfg = dataclasses.replace(cfg, iterations=iterations or checkpoint.iterations_planned, out=str(out))
+        state, records = checkpoint.state, checkpoint.records
+        if not in_place:
+            existing = claim(out) if check_out_path(out, force) else None
+            return Setup(cfg, out, state), records, open_writer(out, cfg, state, records, existing)
+        attrs = checkpoint.attrs
+        room = state.iteration >= cfg.iterations or int(attrs.get("capacity", 0)) >= min(cfg.iterations, initial_capacity(cfg, state.iteration))
+        if int(attrs.get("format_version", 1)) >= 2 and room:
+            writer = CheckpointWriter.reopen(out, fd, cfg)  # room enough: append in place
+        else:
+            writer = open_writer(out, cfg, state, records, fd)  # a version-1 file, or one compacted at its end: rebuild once, bigger
+        fd = None
+        return Setup(cfg, out, state), records, writer
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
-def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord]]:
-    """Validate the user's input on rank 0; raise ConfigError/CheckpointError/InputError."""
+def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], CheckpointWriter]:
+    """Validate the user's input on rank 0 and open the run's checkpoint; raise ConfigError/CheckpointError/InputError."""
+    if args.out is not None and not args.out.strip():
+        raise InputError("--out is empty. Fix: give a file name such as runs/my-run.h5, or leave --out out to use [run] out of the config.")
     if args.resume:
-        return resume(Path(args.resume), world_size, args.iterations)
+        source = Path(args.resume)
+        return resume(source, Path(args.out) if args.out else source, world_size, args.iterations, force=args.force)
 
     if args.config:
         cfg = load_config(args.config, world_size)
@@ -169,10 +216,13 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord]]:
         cfg = dataclasses.replace(cfg, iterations=args.iterations)
     out = Path(args.out or cfg.out)
     cfg = dataclasses.replace(cfg, out=str(out))
-    if getattr(args, "resume_if_exists", False) and out.exists():
-        return resume(out, world_size, cfg.iterations, given=cfg)
-    check_output(out, args.force, estimated_size(cfg, *check_environment(cfg.env_id, cfg.features)))
-    return Setup(cfg, out, None), []
+    if getattr(args, "resume_if_exists", False) and out.exists() and not out.is_dir():
+        return resume(out, out, world_size, cfg.iterations, given=cfg)
+    replace = check_out_path(out, args.force, args.config)
+    obs_dim, action_dim = check_environment(cfg.env_id, cfg.features)
+    state = initial_state(initial_agent(obs_dim, action_dim, cfg.features, cfg.time_baseline))
+    existing = claim(out) if replace else None  # --force: the old checkpoint, unless another job holds it
+    return Setup(cfg, out, state), [], open_writer(out, cfg, state, [], existing)
 
 
 def format_seconds(seconds: float) -> str:
@@ -181,9 +231,29 @@ def format_seconds(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}"
 
 
-def progress_line(cfg: Config, state: PoolState, record: IterationRecord, elapsed: float, done_here: int) -> str:
-    remaining = cfg.iterations - state.iteration
-    eta = elapsed / done_here * remaining
+def planned_work(cfg: Config, world_size: int, done: int) -> str:
+    """The line rank 0 prints before training: how much work the run asks for."""
+    episodes = world_size * (cfg.iterate_episodes + cfg.evaluate_episodes)
+    steps = episodes * cfg.T
+    remaining = cfg.iterations - done
+    return (
+        f"mpiswim: planned: {remaining} iterations ({done + 1}..{cfg.iterations}) x {world_size} ranks x "
+        f"({cfg.iterate_episodes} + {cfg.evaluate_episodes}) episodes of at most {cfg.T} steps = "
+        f"at most {steps:,} steps per iteration, {steps * remaining:,} in all"
+    )
+
+
+WEEK = 7 * 24 * 3600.0
+
+
+def seconds_left(first_iteration: float, elapsed: float, done_here: int, remaining: int) -> float | None:
+    """Projected seconds to the end, from the iterations after the first (which includes start-up and compiling)."""
+    if done_here < 2:
+        return None
+    return (elapsed - first_iteration) / (done_here - 1) * remaining
+
+
+def progress_line(cfg: Config, state: PoolState, record: IterationRecord, elapsed: float, eta: float | None) -> str:
     if record.winner >= 0:
         merge = f"winner rank {record.winner:>2} score {record.scores[record.winner]:9.2f}"
     else:
@@ -194,37 +264,59 @@ def progress_line(cfg: Config, state: PoolState, record: IterationRecord, elapse
     return (
         f"iteration {state.iteration:>4}/{cfg.iterations}  {merge}  {spread}  "
         f"best {state.best_score:.2f} (it {state.best_iteration + 1})  "
-        f"elapsed {format_seconds(elapsed)}  eta {format_seconds(eta)}{note}"
+        f"elapsed {format_seconds(elapsed)}  eta {format_seconds(eta) if eta is not None else 'after iteration 2'}{note}"
     )
 
 
-def write_checkpoint(setup: Setup, state: PoolState, records: list[IterationRecord]) -> bool:
-    """Rank 0: write the checkpoint after an iteration; on failure say what is kept and return False."""
-    started = time.perf_counter()
+def describe_file(path: Path) -> str:
+    """What is at `path` now, in words (after a failed write, say what is there, not what was hoped)."""
     try:
-        save_checkpoint(setup.out, setup.cfg, state, records)
+        raw = read_raw(path)
+    except CheckpointError as error:
+        return f"'{path}' cannot be read as a checkpoint now ({error})"
+    done = int(raw["attrs"]["iterations_done"])
+    return f"'{path}' holds iterations 1..{done}" if done else f"'{path}' holds no iteration yet"
+
+
+def write_checkpoint(writer: CheckpointWriter, cfg: Config, state: PoolState, records: list[IterationRecord]) -> bool:
+    """Rank 0: append the iteration to the checkpoint; on failure say what the file holds and return False."""
+    try:
+        writer.append(state, records)
     except OSError as error:
-        reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]
-        kept = f"'{setup.out}' is unchanged and holds iterations 1..{state.iteration - 1}" if state.iteration > 1 and setup.out.exists() else "no checkpoint of this run was written"
+        reason = error.strerror or str(error).splitlines()[0]
+        space = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        fix = "free space on that file system (or raise the quota)" if space else "check that file system (permissions, mount, hardware)"
         print(
-            f"mpiswim: cannot write the checkpoint '{setup.out}' after iteration {state.iteration} ({reason}); every rank stops "
-            f"(exit code {EXIT_WRITE_FAILED}). {kept}. Fix: free space on (or repair) that file system, then resume with "
-            f"`mpirun -n {setup.cfg.world_size} mpiswim train --resume {setup.out}`.",
+            f"mpiswim: cannot write iteration {state.iteration} to the checkpoint '{writer.path}' ({reason}); every rank stops "
+            f"(exit code {EXIT_WRITE_FAILED}). {describe_file(writer.path)}. Fix: {fix}, then resume with "
+            f"`mpirun -n {cfg.world_size} mpiswim train --resume {shlex.quote(str(writer.path))}`.",
             file=sys.stderr,
             flush=True,
         )
         return False
-    records[-1].timings[0, 3] = time.perf_counter() - started
     return True
 
 
-def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequests | None = None) -> int:
-    """Run pool iterations until cfg.iterations are done or a rank has a reason to stop; return the exit code."""
+def finish_file(writer: CheckpointWriter, state: PoolState, records: list[IterationRecord]) -> None:
+    """Rank 0 at a clean stop: compact the file to the rows it holds (a failure only costs the compaction)."""
+    try:
+        writer.compact(state, records)
+    except OSError as error:
+        print(f"mpiswim: warning: could not compact '{writer.path}' ({error.strerror or error}); it holds every completed iteration as it is.", file=sys.stderr, flush=True)
+    writer.close()
+
+
+def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequests | None = None, writer: CheckpointWriter | None = None) -> int:
+    """Run pool iterations until cfg.iterations are done or a rank has a reason to stop; return the exit code.
+
+    `writer` (rank 0 only) is the run's open checkpoint; every completed
+    iteration is appended to it.
+    """
     from mpi4py import MPI
 
     cfg, rank = setup.cfg, comm.Get_rank()
     task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
-    state = setup.state or initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_baseline))
+    state = setup.state
     trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
     if rank == 0:
         print(
@@ -232,14 +324,26 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
             f"T={cfg.T}, {cfg.iterate_episodes}+{cfg.evaluate_episodes} episodes per rank, checkpoint {setup.out}",
             flush=True,
         )
-    started, first = time.perf_counter(), state.iteration
+        print(planned_work(cfg, comm.Get_size(), state.iteration), flush=True)
+    started, first, first_iteration, warned = time.perf_counter(), state.iteration, 0.0, False
     while state.iteration < cfg.iterations:
         state, record = pool_iteration(comm, cfg, task, state, trajectory)
         stop = 0
         if rank == 0:
             records.append(record)
-            if write_checkpoint(setup, state, records):
-                print(progress_line(cfg, state, record, time.perf_counter() - started, state.iteration - first), flush=True)
+            if write_checkpoint(writer, cfg, state, records):
+                elapsed, done_here = time.perf_counter() - started, state.iteration - first
+                first_iteration = elapsed if done_here == 1 else first_iteration
+                eta = seconds_left(first_iteration, elapsed, done_here, cfg.iterations - state.iteration)
+                print(progress_line(cfg, state, record, elapsed, eta), flush=True)
+                if eta is not None and eta > WEEK and not warned:
+                    warned = True
+                    print(
+                        f"mpiswim: warning: at {(elapsed - first_iteration) / (done_here - 1):.2f} s per iteration the run needs about "
+                        f"{eta / 86400:.0f} days more. Fix, if that is not intended: fewer --iterations, or more ranks/cores.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             else:
                 stop |= STOP_WRITE_FAILED
         # One small collective per iteration: does any rank have a reason to stop (a signal, a failed write)?
@@ -248,6 +352,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
             return EXIT_WRITE_FAILED
         if state.degenerate_streak >= cfg.max_degenerate_iterations:
             if rank == 0:
+                finish_file(writer, state, records)
                 print(
                     f"mpiswim: stopped: every branch was degenerate (Beta shapes overflowed or underflowed) in the last "
                     f"{state.degenerate_streak} iterations (exit code {EXIT_DEGENERATE}). Fix: start a new run with smaller step sizes "
@@ -259,21 +364,18 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
         if stop and state.iteration < cfg.iterations:
             code, name = (EXIT_SIGTERM, "SIGTERM") if stop & STOP_SIGTERM else (EXIT_SIGINT, "SIGINT")
             if rank == 0:
+                finish_file(writer, state, records)
                 print(
                     f"mpiswim: stopped by {name} after iteration {state.iteration} of {cfg.iterations} (exit code {code}): "
                     f"'{setup.out}' holds the {state.iteration} completed iterations. "
-                    f"Resume with `mpirun -n {comm.Get_size()} mpiswim train --resume {setup.out}`.",
+                    f"Resume with `mpirun -n {comm.Get_size()} mpiswim train --resume {shlex.quote(str(setup.out))}`.",
                     file=sys.stderr,
                     flush=True,
                 )
             return code
 
     if rank == 0:
-        if records:
-            try:
-                save_checkpoint(setup.out, cfg, state, records)  # stores the last iteration's checkpoint time
-            except OSError as error:
-                print(f"mpiswim: warning: could not add the last write's timing to '{setup.out}' ({error}); it holds every iteration.", file=sys.stderr)
+        finish_file(writer, state, records)
         wins = np.bincount([r.winner for r in records if r.winner >= 0], minlength=comm.Get_size())
         print(
             f"mpiswim: done: {state.iteration} iterations in {format_seconds(time.perf_counter() - started)}; "
@@ -294,14 +396,21 @@ def train_command(args) -> int:
 
 
 def _train(args, stops: StopRequests) -> int:
+    from mpiswim.launcher import start_mpi
+
+    launcher_problem = start_mpi()  # starts MPI; a launcher of another MPI: every process stops here (docs/faults.md)
+    if launcher_problem is not None:
+        print(launcher_problem, file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
-    setup, records, problem = None, [], None
+    stops.announce = rank == 0  # one line on the first Ctrl-C, from rank 0 only
+    setup, records, writer, problem = None, [], None, None
     if rank == 0:
         try:
-            setup, records = prepare(args, comm.Get_size())
+            setup, records, writer = prepare(args, comm.Get_size())
         except (ConfigError, CheckpointError, InputError) as error:
             problem = str(error)
         except Exception as error:  # anything unforeseen while reading input: still one message, all ranks exit
@@ -311,12 +420,13 @@ def _train(args, stops: StopRequests) -> int:
         if rank == 0:
             print(problem if problem.startswith(("config error", "mpiswim")) else f"mpiswim: {problem}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
-    if setup.state is not None and setup.state.iteration >= setup.cfg.iterations:
+    if setup.state.iteration >= setup.cfg.iterations:
         if rank == 0:
+            writer.close()
             print(f"mpiswim: '{setup.out}' already has {setup.state.iteration} iterations (asked for {setup.cfg.iterations}); nothing to do. Pass --iterations N to go further.")
         return 0
     try:
-        return run_loop(comm, setup, records, stops)
+        return run_loop(comm, setup, records, stops, writer)
     except BaseException as error:
         what = "interrupted again (second Ctrl-C)" if isinstance(error, KeyboardInterrupt) else f"failed: {error.__class__.__name__}: {error}"
         print(f"mpiswim: rank {rank} {what}; aborting every rank. The checkpoint keeps the last completed iteration.", file=sys.stderr, flush=True)
