@@ -142,6 +142,12 @@ def pool_part(outdir: str, iterations: int) -> None:
     """Inside `mpiexec -n P`: run real pool iterations, then time the collectives alone."""
     import resource
 
+    from mpiswim.launcher import start_mpi
+
+    problem = start_mpi()  # a launcher of another MPI would measure P pools of 1: stop with its message
+    if problem is not None:
+        print(problem, file=sys.stderr, flush=True)
+        sys.exit(2)
     from mpi4py import MPI
 
     from mpiswim.env import make_task
@@ -196,7 +202,7 @@ def measure_pool(ranks: list[int], iterations: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as outdir:
         for size in ranks:
             command = [launcher, "-n", str(size), sys.executable, "-m", "mpiswim.bench", "--pool-part", outdir, str(iterations)]
-            output = subprocess.run(command, capture_output=True, text=True, env=env, check=True, timeout=1800).stdout
+            output = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=True, timeout=1800).stdout  # stderr: to the terminal
             line = next(line for line in output.splitlines() if line.startswith("BENCH "))
             results.append(json.loads(line[len("BENCH ") :]))
     return results
