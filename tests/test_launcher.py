@@ -2,15 +2,16 @@
 
 Unit tests give the detection any environment as a dict. The process tests
 start `mpiswim train` themselves with the variables a foreign launcher would
-set (Open MPI's mpirun, srun without a PMI plugin, a PMIx launcher): no Open
-MPI or SLURM is installed for them, so the launcher is simulated by its
-environment, which is all that MPI_Init and mpiswim see of it. A control run
-with the venv's real mpiexec must still train.
+set (Open MPI's mpirun, srun without a PMI plugin, a PMIx launcher), which is
+all that MPI_Init and mpiswim see of a launcher; one test runs Debian's real
+Open MPI mpirun (`.ci/run` installs openmpi-bin; skipped elsewhere if it is
+missing). A control run with the venv's real mpiexec must still train.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -212,6 +213,24 @@ def test_pmix_launcher_gets_the_hint_where_mpich_would_abort_in_mpi_init(tmp_pat
     assert stderr.startswith("mpiswim: wrong launcher: process 0 of 2 started by Open MPI's mpirun") and stderr.count("\n") == 1, stderr
     assert "MPI_Init would abort" in stderr and "MPI4PY_FROM_SOURCE=1" in stderr
     assert stdout == ""
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+def test_real_open_mpi_mpirun_gets_the_hint_on_every_process(tmp_path):
+    mpirun = shutil.which("mpirun.openmpi")
+    if mpirun is None:
+        if os.environ.get("CI"):
+            pytest.fail("Open MPI's mpirun.openmpi is missing: .ci/run installs it (apt-get install openmpi-bin)")
+        pytest.skip("no Open MPI for the real foreign-launcher test (apt-get install openmpi-bin)")
+    tiny_config(tmp_path)
+    command = [mpirun, "--oversubscribe", "-n", "2", sys.executable, "-m", "mpiswim.cli", "train", "--config", "tiny.toml", "--out", "run.h5"]
+    result = subprocess.run(command, cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("mpiswim: wrong launcher:") == 2, result.stderr
+    for rank in range(2):
+        assert f"process {rank} of 2 started by Open MPI's mpirun" in result.stderr
+    assert "MPI_Init would abort" in result.stderr and "MPI4PY_FROM_SOURCE=1" in result.stderr
+    assert "Fatal error" not in result.stderr  # MPICH never got to abort
     assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.toml"]
 
 
