@@ -93,14 +93,18 @@ def is_mpich_without_pmix(library_version: str) -> bool:
 def _fix(launcher: Launcher, library_version: str, mpiexec: Path | None) -> str:
     """What the user can do, for the message."""
     count = launcher.size or "N"
+    mpich = library_version.startswith("MPICH")
     fixes = []
-    if launcher.name.startswith("srun") and library_version.startswith("MPICH"):
+    if launcher.name.startswith("srun") and mpich:
         fixes.append(f"start it with `srun --mpi=pmi2 -n {count} mpiswim train ...`")
-    if mpiexec is not None:
+    if mpiexec is not None and mpich:  # the MPI wheel's mpiexec (MPICH's Hydra) fits an MPICH library
         fixes.append(f"start it with the mpiexec beside mpiswim, which belongs to that library: `{mpiexec} -n {count} mpiswim train ...`")
     else:
         fixes.append(f"start it with the mpirun (or srun) of {library_name(library_version)}")
-    fixes.append("to keep this launcher, rebuild the venv against its MPI: `module load` that MPI, then `make venv MPI4PY_FROM_SOURCE=1` (README, On a cluster)")
+    fixes.append(
+        "to keep this launcher, make a venv against its MPI: `module load` that MPI, "
+        "then `make venv VENV=.venv-site EXTRAS=test,analysis MPI4PY_FROM_SOURCE=1` and run .venv-site/bin/mpiswim (README, On a cluster)"
+    )
     return "Fix: " + "; or ".join(fixes) + "."
 
 
