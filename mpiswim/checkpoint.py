@@ -464,6 +464,7 @@ class CheckpointWriter:
         self.offsets, self.capacity = image.offsets, image.capacity
         self.header, self.rows_digest = image.header, image.rows_digest
         self.layout = row_layout(cfg.world_size, cfg.iterate_episodes)
+        self.last_commit: np.ndarray | None = None  # the newest commit record this writer wrote
 
     @classmethod
     def create(cls, path: Path, cfg: Config, state: PoolState, records: list[IterationRecord], existing_fd: int | None = None, capacity: int | None = None) -> CheckpointWriter:
@@ -509,7 +510,7 @@ class CheckpointWriter:
             commit = _commit(self.header, state, self.cfg.iterations, slot, rows_digest)
             _write_all(self.fd, commit.tobytes(), self.offsets["commit"] + slot * COMMIT_DTYPE.itemsize)
             os.fsync(self.fd)
-            self.rows_digest = rows_digest
+            self.rows_digest, self.last_commit = rows_digest, commit
         seconds = time.perf_counter() - started
         records[-1].timings[0, len(PHASES) - 1] = seconds
         with contextlib.suppress(OSError):  # a timing only: not synced, not in the checksum
@@ -517,15 +518,24 @@ class CheckpointWriter:
         return seconds
 
     def compact(self, state: PoolState, records: list[IterationRecord]) -> None:
-        """Rebuild the file with exactly the rows it holds (at the end of a run), so plain readers see [k, ...] datasets."""
+        """At the end of a run: leave exactly the rows it holds, and both commit records on the last iteration.
+
+        Plain readers then see [k, ...] datasets, and damage to one commit
+        record can no longer take the file back to the previous iteration.
+        """
         if self.capacity != max(state.iteration, 1):
-            self._rebuild(state, records, max(state.iteration, 1))
+            self._rebuild(state, records, max(state.iteration, 1))  # a new image has both records on the last iteration
+        elif self.last_commit is not None:
+            spare = 1 - int(self.last_commit["agent_slot"])
+            _write_all(self.fd, self.last_commit.tobytes(), self.offsets["commit"] + spare * COMMIT_DTYPE.itemsize)
+            os.fsync(self.fd)
 
     def _rebuild(self, state: PoolState, records: list[IterationRecord], capacity: int) -> None:
         image = build_image(self.cfg, state, records, capacity, writer_identity())
         check_space(self.path.parent, len(image.data))
         self.fd = place_image(self.path, image, self.fd)
         self.offsets, self.capacity, self.header, self.rows_digest = image.offsets, image.capacity, image.header, image.rows_digest
+        self.last_commit = None
 
     def close(self) -> None:
         """Release the lock (closing the file)."""

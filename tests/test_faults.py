@@ -6,11 +6,13 @@ FAULT_BOUND seconds with a non-zero exit and one clear message, the
 checkpoint holds the last completed iteration and passes `check_checkpoint`,
 and resuming gives exactly the numbers of an uninterrupted run (`reference`).
 Faults inside a rank come from tests/mpi_driver.py's `fault` mode; the
-checkpoint write is paused with MPISWIM_TEST_PAUSE_IN_CHECKPOINT.
+rank 0 is killed at arbitrary moments; every prefix of a checkpoint write is
+tested in-process in tests/test_integrity.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import os
@@ -26,12 +28,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from synthetic import write_synthetic_checkpoint
 from test_mpi import DRIVER, TINY_CONFIG, exit_codes, mpiexec, read_pool
 
-from mpiswim.checkpoint import CHECKSUM, TEST_PAUSE_VARIABLE, CheckpointError, check_checkpoint, estimated_size, load_checkpoint
+from mpiswim.checkpoint import CHECKSUM, CheckpointError, CheckpointWriter, check_checkpoint, checkpoint_summary, file_size, load_checkpoint, read_raw, save_checkpoint
 from mpiswim.config import parse_config
 from mpiswim.policy import pack_agent
-from mpiswim.train import InputError, check_output, prepare
+from mpiswim.train import InputError, prepare, write_checkpoint
 
 RANKS = 2
 ITERATIONS = 4
@@ -169,24 +172,34 @@ def test_kill_9_of_a_rank_mid_iteration_ends_the_job_and_keeps_the_checkpoint(tm
     # (resuming such a checkpoint: the tests of rank 0's kill, SIGTERM and a full disk)
 
 
-def test_kill_9_of_rank_0_while_it_writes_the_checkpoint_keeps_the_previous_one(tmp_path, reference):
-    config = write_config(tmp_path)
-    out, temporary = tmp_path / "run.h5", tmp_path / ".run.h5.tmp"
-    job = start(RANKS, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5", env={TEST_PAUSE_VARIABLE: "2"})
-    # Every write pauses half-way; a temporary file beside a finished checkpoint is the second write.
-    wait_for(lambda: out.exists() and temporary.exists(), job, "rank 0 to be inside its second checkpoint write")
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.13])
+def test_kill_9_of_rank_0_at_any_moment_keeps_the_last_complete_iteration(tmp_path, reference, delay):
+    """Rank 0 killed at an arbitrary moment after its first write (maybe inside a write): the file holds whole iterations and resumes exactly.
+
+    Every instant inside a write (each prefix of its pwrites, and torn ones) is covered in-process by
+    tests/test_integrity.py::test_a_crash_at_any_point_of_a_write_leaves_a_complete_iteration.
+    """
+    config = write_config(tmp_path, iterations=40)
+    out = tmp_path / "run.h5"
+    job = start(RANKS, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5")
+    wait_for(lambda: out.exists() and len(rank_pids(tmp_path)) == RANKS and read_raw(out)["attrs"]["iterations_done"] >= 1, job, "the first iteration on disk")
+    time.sleep(delay)
     killed = time.monotonic()
     os.kill(rank_pids(tmp_path)[0], signal.SIGKILL)
     code, output = finish(job)
     assert_job_ended(tmp_path, killed, output)
     assert code != 0
-    assert temporary.exists()  # the half-written file the kill left behind; the checkpoint itself is intact:
-    assert check_checkpoint(out).state.iteration == 1
+    done = check_checkpoint(out).state.iteration
+    assert 1 <= done < 40
+    assert not list(tmp_path.glob(".run.h5.*"))  # writes go into the file itself: nothing to clean up
 
-    code, output = run(RANKS, "cli", tmp_path, "train", "--resume", "run.h5")
+    code, output = run(RANKS, "cli", tmp_path, "train", "--resume", "run.h5", "--iterations", str(ITERATIONS)) if done < ITERATIONS else (0, "")
     assert code == 0, output
-    assert not temporary.exists()
-    assert_same_run(out, read_pool(reference))
+    reference_pool = read_pool(reference)
+    resumed = read_pool(out)
+    for name, values in reference_pool.items():
+        if name.startswith("pool/") and name != "pool/timings":
+            np.testing.assert_array_equal(resumed[name][:ITERATIONS], values, err_msg=name)
 
 
 @pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
@@ -205,7 +218,8 @@ def test_signal_to_the_launcher_finishes_the_iteration_then_stops_with_its_exit_
     assert output.count("mpiswim: stopped by") == 1 and "Traceback" not in output
     assert f"stopped by {signal.Signals(signum).name} after iteration 2 of {ITERATIONS}" in output
     assert check_checkpoint(tmp_path / "run.h5").state.iteration == 2  # the iteration in progress was finished
-    assert not (tmp_path / ".run.h5.tmp").exists()
+    assert output.count("finishing the iteration in progress and writing it") == 1  # said at once, by rank 0 only
+    assert not list(tmp_path.glob(".run.h5.*"))
 
     if signum == signal.SIGTERM:  # resume as a requeued SLURM job does (the same command again)
         code, output = run(RANKS, "cli", tmp_path, *train)
@@ -249,58 +263,81 @@ def test_every_branch_degenerate_stops_with_exit_3_and_an_intact_checkpoint(tmp_
 def test_unwritable_or_full_output_is_refused_before_training(tmp_path, small_disk):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(InputError, match="Not a directory"):
-        check_output(blocker / "run.h5", force=False, size=1000)
+    config = write_config(tmp_path)
+    args = Namespace(config=str(config), resume=None, iterations=None, force=False, resume_if_exists=False)
+    with pytest.raises(InputError, match="is a file, not a directory"):
+        prepare(Namespace(**vars(args), out=str(blocker / "run.h5")), RANKS)
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-    with pytest.raises(InputError, match="Read-only file system"):
-        check_output(small_disk / "run.h5", force=False, size=1000)
-    subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    try:
+        with pytest.raises(InputError, match="Read-only file system"):
+            prepare(Namespace(**vars(args), out=str(small_disk / "run.h5")), RANKS)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
 
     fill(small_disk)
-    config = write_config(tmp_path)
     code, output = run(RANKS, "cli", tmp_path, "train", "--config", str(config), "--out", str(small_disk / "run.h5"))
     assert exit_codes(tmp_path, RANKS) == [2] * RANKS, output
-    assert output.count("cannot write the output file") == 1 and "No space left on device" in output
-    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]  # no checkpoint, no probe left behind
+    assert output.count("cannot write the output file") == 1 and "No space left on device" in output and "free space" in output
+    assert "iteration " not in output  # refused before any training
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]  # no checkpoint, no temporary file left behind
 
 
-def test_full_disk_during_the_run_keeps_the_previous_checkpoint(tmp_path, small_disk, reference):
+def test_a_full_disk_during_the_run_costs_nothing_the_rows_are_preallocated(tmp_path, small_disk, reference):
+    """The file's rows exist from the start (here all 4 planned), so a disk that fills up during the run does not stop it."""
     config = write_config(tmp_path)
-    out, temporary = small_disk / "run.h5", small_disk / ".run.h5.tmp"
-    job = start(RANKS, "cli", tmp_path, "train", "--config", str(config), "--out", str(out), env={TEST_PAUSE_VARIABLE: "2"})
-    wait_for(lambda: out.exists() and temporary.exists(), job, "rank 0 to be inside its second checkpoint write")
-    fill(small_disk)  # the rest of the write finds the disk full
-    filled = time.monotonic()
+    out = small_disk / "run.h5"
+    job = start(RANKS, "fault", tmp_path, "train", "--config", str(config), "--out", str(out), env={"FAULT": "pause", "FAULT_RANK": "1", "FAULT_SECONDS": "2"})
+    wait_for((tmp_path / "paused.1").exists, job, "rank 1 to reach the middle of iteration 2")
+    fill(small_disk)
     code, output = finish(job)
-    assert_job_ended(tmp_path, filled, output)
-    assert code == 4 and exit_codes(tmp_path, RANKS) == [4] * RANKS, output
-    assert output.count("cannot write the checkpoint") == 1 and "No space left on device" in output and "Traceback" not in output
-    assert check_checkpoint(out).state.iteration == 1
-    assert not temporary.exists()  # the failed write cleaned up after itself
-
-    (small_disk / "filler").unlink()
-    code, output = run(RANKS, "cli", tmp_path, "train", "--resume", str(out))
-    assert code == 0, output
+    assert code == 0 and exit_codes(tmp_path, RANKS) == [0] * RANKS, output
+    assert "Traceback" not in output and "cannot" not in output and "could not" not in output
+    assert check_checkpoint(out).state.iteration == ITERATIONS
     assert_same_run(out, read_pool(reference))
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "run.h5"]
+
+
+def test_a_failed_write_says_what_the_file_holds_and_advises_on_space_only_for_space(tmp_path, small_disk, reference, capsys):
+    """When a write does fail (the file has to grow on a full disk; an I/O error), rank 0 says what is really at the path."""
+    one, two = (load_checkpoint(write_synthetic_checkpoint(tmp_path / f"{rows}.h5", rows=rows)) for rows in (1, 2))
+    cfg = parse_config(one.config_toml, one.world_size, check_env=False)
+    out = small_disk / "run.h5"
+    writer = CheckpointWriter.create(out, cfg, one.state, one.records, capacity=1)  # full after one iteration
+    fill(small_disk)
+    state = two.state
+    assert not write_checkpoint(writer, cfg, state, two.records)  # needs a bigger file: no room
+    message = capsys.readouterr().err
+    assert "No space left on device" in message and f"'{out}' holds iterations 1..1" in message and "free space" in message, message
+    assert check_checkpoint(out).state.iteration == 1
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "run.h5"]  # the failed bigger copy was removed
+
+    def broken_disk(*_):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    writer.append = broken_disk
+    assert not write_checkpoint(writer, cfg, state, two.records)
+    message = capsys.readouterr().err
+    assert "Input/output error" in message and "holds iterations 1..1" in message and "free space" not in message, message
+    writer.close()
 
 
 def test_resume_from_a_truncated_or_corrupted_checkpoint_is_refused_and_the_file_untouched(tmp_path, reference):
     good = reference.read_bytes()
-    corrupted = tmp_path / "corrupted.h5"  # a silent change in the middle of the current agent's policy
+    corrupted = tmp_path / "corrupted.h5"  # a silent change in the middle of the pool's scores
     with h5py.File(reference, "r") as f:
-        offset = f["agent/current/policy"].id.get_offset() + f["agent/current/policy"].id.get_storage_size() // 2
-    corrupted.write_bytes(good[:offset] + b"\xa5" * 64 + good[offset + 64 :])
+        offset = f["pool/scores"].id.get_offset() + 8
+    corrupted.write_bytes(good[:offset] + b"\xa5" * 8 + good[offset + 8 :])
     before = sha256(corrupted)
     code, output = run(RANKS, "cli", tmp_path, "train", "--config", str(write_config(tmp_path)), "--out", corrupted.name, "--resume-if-exists")
     assert exit_codes(tmp_path, RANKS) == [2] * RANKS, output
     assert output.count("mpiswim:") == 1 and "Traceback" not in output
-    assert "corrupted.h5" in output and "checksum" in output and "Fix:" in output  # only the checksum shows this change
+    assert "corrupted.h5" in output and "do not match the commit record's digest" in output and "Fix:" in output  # only the checksums show this change
     assert sha256(corrupted) == before
 
     truncated = tmp_path / "truncated.h5"  # the same refusal, on rank 0 alone (prepare), for a truncated file
     truncated.write_bytes(good[: len(good) // 2])
     with pytest.raises(CheckpointError, match=r"cannot open '.*truncated\.h5' as HDF5"):
-        prepare(Namespace(resume=str(truncated), iterations=None), RANKS)
+        prepare(Namespace(resume=str(truncated), iterations=None, out=str(tmp_path / "elsewhere.h5")), RANKS)
     assert truncated.read_bytes() == good[: len(good) // 2]
 
 
@@ -334,7 +371,8 @@ def test_only_the_iteration_count_may_change_on_resume(tmp_path, reference):
     shutil.copy(reference, tmp_path / "run.h5")
     longer = write_config(tmp_path, iterations=ITERATIONS + 3, name="longer.toml")
     args = Namespace(config=str(longer), out=str(tmp_path / "run.h5"), resume=None, resume_if_exists=True, iterations=None, force=False)
-    setup, records = prepare(args, RANKS)
+    setup, records, writer = prepare(args, RANKS)
+    writer.close()
     assert setup.cfg.iterations == ITERATIONS + 3 and setup.state.iteration == len(records) == ITERATIONS
     reseeded = write_config(tmp_path, iterations=ITERATIONS + 3, name="reseeded.toml", seed="seed = 8")
     with pytest.raises(InputError, match=r"\[run\] seed is 7 in the checkpoint but 8 in the config"):
@@ -351,28 +389,46 @@ def test_check_command_prints_one_ok_line_or_names_the_problem(tmp_path, referen
     assert result.stdout.startswith("OK: ") and result.stdout.count("\n") == 1
     assert f"{RANKS} ranks, {ITERATIONS} of {ITERATIONS} iterations" in result.stdout and "checksum verified" in result.stdout
 
-    broken = tmp_path / "broken.h5"  # a consistent-looking file (no checksum, as older ones) with a wrong winner
-    shutil.copy(reference, broken)
-    with h5py.File(broken, "a") as f:
-        del f.attrs[CHECKSUM]
-        f["pool/winner"][1] = (f["pool/winner"][1] + 1) % RANKS
+    broken = tmp_path / "broken.h5"  # a file with valid checksums whose iteration 2 names the wrong winner
+    checkpoint = load_checkpoint(reference)
+    records = [dataclasses.replace(r) for r in checkpoint.records]
+    records[1].winner = (records[1].winner + 1) % RANKS
+    save_checkpoint(broken, parse_config(checkpoint.config_toml, RANKS, check_env=False), checkpoint.state, records)
     result = subprocess.run([*command, str(broken)], capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 2
     assert "/pool/winner[1]" in result.stderr and "Fix:" in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_checkpoints_without_a_checksum_still_load(tmp_path, reference):
-    """Files written before the checksum existed (format_version 1 all the same) load and check as before."""
-    old = tmp_path / "old.h5"
-    shutil.copy(reference, old)
-    with h5py.File(old, "a") as f:
+OLD_RESULT = Path(__file__).parents[1] / "results" / "default-mean-0.h5"  # format_version 1 (4 ranks, 120 iterations), written 2026-11-25
+
+
+def test_format_version_1_files_still_load_with_or_without_their_checksum(tmp_path):
+    """The committed results (format_version 1, rewritten whole every iteration) read as before, also those from before the checksum."""
+    assert h5py.File(OLD_RESULT, "r", locking=False).attrs["format_version"] == 1
+    old = check_checkpoint(OLD_RESULT)
+    assert old.state.iteration == len(old.records) > 0 and "checksum verified" in checkpoint_summary(OLD_RESULT, old)
+    unsummed = tmp_path / "old.h5"
+    shutil.copy(OLD_RESULT, unsummed)
+    with h5py.File(unsummed, "a") as f:
         del f.attrs[CHECKSUM]
-    assert check_checkpoint(old).state.iteration == ITERATIONS
-    assert CHECKSUM not in load_checkpoint(old).attrs
+    assert check_checkpoint(unsummed).state.iteration == old.state.iteration
+    assert CHECKSUM not in load_checkpoint(unsummed).attrs
 
 
-def test_the_disk_space_estimate_covers_the_real_checkpoint(reference):
+def test_a_resumed_version_1_file_becomes_version_2_with_the_same_numbers(tmp_path):
+    copy = tmp_path / "old.h5"
+    shutil.copy(OLD_RESULT, copy)
+    old = load_checkpoint(OLD_RESULT)
+    code, output = run(old.world_size, "cli", tmp_path, "train", "--resume", str(copy), "--iterations", str(old.state.iteration + 1))
+    assert code == 0, output
+    new = check_checkpoint(copy)
+    assert new.attrs["format_version"] == 2 and new.state.iteration == old.state.iteration + 1
+    for before, after in zip(old.records, new.records, strict=False):
+        np.testing.assert_array_equal(before.scores, after.scores)
+
+
+def test_the_file_size_estimate_covers_the_real_checkpoint(reference):
     checkpoint = load_checkpoint(reference)
     cfg = parse_config(checkpoint.config_toml, RANKS, check_env=False)
     policy = checkpoint.state.agent.policy
-    assert estimated_size(cfg, policy.shape[-1] - 1, policy.shape[2]) >= reference.stat().st_size
+    assert file_size(cfg, policy.shape[-1] - 1, policy.shape[2], rows=ITERATIONS) >= reference.stat().st_size

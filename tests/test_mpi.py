@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
+
+from mpiswim.checkpoint import read_raw
 
 DRIVER = Path(__file__).with_name("mpi_driver.py")
 TIMEOUT = 240
@@ -63,12 +64,13 @@ def write_config(tmp_path: Path, alpha: str = "1e-4", iterations: int = 3) -> Pa
 
 
 def read_pool(path: Path) -> dict[str, np.ndarray]:
-    with h5py.File(path, "r") as f:
-        data = {f"pool/{name}": f["pool"][name][()] for name in f["pool"]}
-        for which in ("current", "best"):
-            for part in ("policy", "baseline"):
-                data[f"agent/{which}/{part}"] = f["agent"][which][part][()]
-        data["iterations_done"] = f.attrs["iterations_done"]
+    """The pool's rows (trimmed to the iterations done) and the current agents, as mpiswim reads them back."""
+    raw = read_raw(path)
+    data = {f"pool/{name}": values for name, values in raw["pool"].items()}
+    for which in ("current", "best"):
+        for part in ("policy", "baseline"):
+            data[f"agent/{which}/{part}"] = getattr(raw[which], part)
+    data["iterations_done"] = raw["attrs"]["iterations_done"]
     return data
 
 
