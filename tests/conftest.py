@@ -2,6 +2,19 @@
 
 import os
 
+import pytest
+
 # MuJoCo picks its OpenGL back-end when it is first imported, which test collection
 # does (mpiswim.env imports it). Headless EGL, as `mpiswim render` uses; see mpiswim/render.py.
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of the tiny fault-test config (tests/test_faults.py): 4 iterations on 2 ranks."""
+    from test_faults import RANKS, run, write_config
+
+    folder = tmp_path_factory.mktemp("reference")
+    code, output = run(RANKS, "cli", folder, "train", "--config", str(write_config(folder)), "--out", "run.h5")
+    assert code == 0, output
+    return folder / "run.h5"

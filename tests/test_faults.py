@@ -124,15 +124,6 @@ def assert_same_run(path: Path, reference: dict[str, np.ndarray]) -> None:
             np.testing.assert_array_equal(actual[name], values, err_msg=name)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    """An uninterrupted run of the tiny config: ITERATIONS iterations on RANKS ranks."""
-    folder = tmp_path_factory.mktemp("reference")
-    code, output = run(RANKS, "cli", folder, "train", "--config", str(write_config(folder)), "--out", "run.h5")
-    assert code == 0, output
-    return folder / "run.h5"
-
-
 @pytest.fixture
 def small_disk(tmp_path) -> Path:
     """A 2 MB tmpfs (needs root, as on the development machines; skipped elsewhere)."""
