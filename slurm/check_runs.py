@@ -6,7 +6,8 @@
 
 Each prints one line per file or pair and exits 1 on the first failed check.
 The summary comes from `mpiswim info --json` (as a user would read it); array
-shapes and contents are read with h5py.
+shapes and contents through `mpiswim.checkpoint.read_raw` (the rows of the
+iterations done and the current agent slot, checksums verified).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import sys
 import tomllib
 from pathlib import Path
 
-import h5py
 import numpy as np
+
+from mpiswim.checkpoint import PHASES, read_raw
 
 # What must be bit-identical between a resumed and an uninterrupted run.
 COMPARED = (
@@ -35,6 +37,16 @@ COMPARED = (
     "agent/best/policy",
     "agent/best/baseline",
 )
+
+
+def arrays(path: str) -> dict[str, np.ndarray]:
+    """The checkpoint's arrays by their dataset names (pool rows trimmed to the iterations done)."""
+    raw = read_raw(path)
+    data = {f"pool/{name}": values for name, values in raw["pool"].items()}
+    data |= {f"hyperparameters/{name}": values for name, values in raw["hyperparameters"].items()}
+    for which in ("current", "best"):
+        data[f"agent/{which}/policy"], data[f"agent/{which}/baseline"] = raw[which].policy, raw[which].baseline
+    return data
 
 
 def fail(message: str) -> None:
@@ -57,42 +69,42 @@ def complete(path: str, iterations: int, ranks: int) -> None:
     for key, want in (("iterations_done", iterations), ("iterations_planned", iterations), ("world_size", ranks)):
         if summary[key] != want:
             fail(f"{path}: {key} is {summary[key]}, expected {want}")
-    with h5py.File(path, "r") as f:
-        config = tomllib.loads(summary["config_toml"])
-        episodes = config["pool"]["iterate_episodes"]
-        time_weight = config.get("policy", {}).get("baseline", "state") == "state-time"  # one more baseline column
-        shapes = {
-            "pool/scores": (iterations, ranks),
-            "pool/winner": (iterations,),
-            "pool/best_score": (iterations,),
-            "pool/degenerate": (iterations, ranks),
-            "pool/train_returns": (iterations, ranks, episodes),
-            "pool/timings": (iterations, ranks, 4),
-            "hyperparameters/alpha": (ranks,),
-        }
-        for name, shape in shapes.items():
-            if f[name].shape != shape:
-                fail(f"{path}: /{name} has shape {f[name].shape}, expected {shape}")
-        policy, baseline = f["agent/current/policy"].shape, f["agent/current/baseline"].shape
-        if f["agent/best/policy"].shape != policy or policy[0] != baseline[0] or policy[-1] + time_weight != baseline[-1]:
-            fail(f"{path}: agent shapes disagree: policy {policy}, baseline {baseline}")
-        scores, winner = f["pool/scores"][()], f["pool/winner"][()]
-        if not np.isfinite(scores).all() or not ((winner >= 0) & (winner < ranks)).all():
-            fail(f"{path}: non-finite scores or a winner outside 0..{ranks - 1}")
-        if not (scores[np.arange(iterations), winner] == scores.max(axis=1)).all():
-            fail(f"{path}: a recorded winner is not the argmax of its row of scores")
+    f = arrays(path)
+    config = tomllib.loads(summary["config_toml"])
+    episodes = config["pool"]["iterate_episodes"]
+    time_weight = config.get("policy", {}).get("baseline", "state") == "state-time"  # one more baseline column
+    shapes = {
+        "pool/scores": (iterations, ranks),
+        "pool/winner": (iterations,),
+        "pool/best_score": (iterations,),
+        "pool/degenerate": (iterations, ranks),
+        "pool/train_returns": (iterations, ranks, episodes),
+        "pool/timings": (iterations, ranks, len(PHASES)),
+        "hyperparameters/alpha": (ranks,),
+    }
+    for name, shape in shapes.items():
+        if f[name].shape != shape:
+            fail(f"{path}: /{name} has shape {f[name].shape}, expected {shape}")
+    policy, baseline = f["agent/current/policy"].shape, f["agent/current/baseline"].shape
+    if f["agent/best/policy"].shape != policy or policy[0] != baseline[0] or policy[-1] + time_weight != baseline[-1]:
+        fail(f"{path}: agent shapes disagree: policy {policy}, baseline {baseline}")
+    scores, winner = f["pool/scores"][()], f["pool/winner"][()]
+    if not np.isfinite(scores).all() or not ((winner >= 0) & (winner < ranks)).all():
+        fail(f"{path}: non-finite scores or a winner outside 0..{ranks - 1}")
+    if not (scores[np.arange(iterations), winner] == scores.max(axis=1)).all():
+        fail(f"{path}: a recorded winner is not the argmax of its row of scores")
     print(f"ok: {path}: {iterations} iterations x {ranks} ranks, best score {summary['best_score']:.2f}, agent policy {policy}", flush=True)
 
 
 def same(resumed: str, reference: str) -> None:
-    with h5py.File(resumed, "r") as a, h5py.File(reference, "r") as b:
-        for name in COMPARED:
-            x, y = a[name][()], b[name][()]
-            if x.shape != y.shape:
-                fail(f"/{name}: shape {x.shape} in {resumed}, {y.shape} in {reference}")
-            if not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
-                rows = np.argwhere(x != y)
-                fail(f"/{name} differs between {resumed} and {reference} (first difference at index {rows[0].tolist() if rows.size else '?'})")
+    a, b = arrays(resumed), arrays(reference)
+    for name in COMPARED:
+        x, y = a[name][()], b[name][()]
+        if x.shape != y.shape:
+            fail(f"/{name}: shape {x.shape} in {resumed}, {y.shape} in {reference}")
+        if not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
+            rows = np.argwhere(x != y)
+            fail(f"/{name} differs between {resumed} and {reference} (first difference at index {rows[0].tolist() if rows.size else '?'})")
     print(f"ok: {resumed} and {reference} are identical in {', '.join('/' + n for n in COMPARED)}", flush=True)
 
 
@@ -100,8 +112,7 @@ def distinct(paths: list[str]) -> None:
     seeds, scores = {}, {}
     for path in paths:
         seeds[path] = tomllib.loads(info(path)["config_toml"]).get("run", {}).get("seed", 0)
-        with h5py.File(path, "r") as f:
-            scores[path] = f["pool/scores"][()]
+        scores[path] = arrays(path)["pool/scores"]
     if len(set(seeds.values())) != len(paths):
         fail(f"the runs do not have one seed each: {seeds}")
     for a, b in itertools.combinations(paths, 2):
