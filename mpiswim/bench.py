@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -150,22 +151,25 @@ def pool_part(outdir: str, iterations: int) -> None:
         sys.exit(2)
     from mpi4py import MPI
 
+    from mpiswim.checkpoint import CheckpointWriter
     from mpiswim.env import make_task
     from mpiswim.policy import initial_agent
-    from mpiswim.pool import allgather_scores, broadcast_agent
+    from mpiswim.pool import allgather_scores, broadcast_agent, initial_state
     from mpiswim.train import Setup, run_loop
 
     comm = MPI.COMM_WORLD
     size, rank = comm.Get_size(), comm.Get_rank()
     cfg = parse_config(bench_config(iterations, size), size)
     out = Path(outdir) / f"bench-{size}.h5"
-    records = []
-    started = time.perf_counter()
-    run_loop(comm, Setup(cfg, out, None), records)
-    run_seconds = time.perf_counter() - started
-
     task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
     agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_baseline)
+    state = initial_state(agent)
+    writer = CheckpointWriter.create(out, cfg, state, []) if rank == 0 else None
+    records = []
+    started = time.perf_counter()
+    run_loop(comm, Setup(cfg, out, state), records, writer=writer)
+    run_seconds = time.perf_counter() - started
+
     repeats, collective = 20, []
     for repeat in range(repeats):
         comm.Barrier()
@@ -193,6 +197,48 @@ def pool_part(outdir: str, iterations: int) -> None:
         print("BENCH " + json.dumps(result), flush=True)
 
 
+def measure_checkpoint_writes(at: tuple[int, ...] = (100, 10_000), world_size: int = 10, repeats: int = 7) -> list[dict]:
+    """Seconds to write iteration k into the checkpoint of a run that already holds k - 1 iterations.
+
+    The seed's pool shape (P = 10, 10 + 10 episodes) on the stock default
+    config. `append`: mpiswim's write (the row, the agents, the commit record,
+    two fsyncs). `rewrite`: the reference, writing the whole file anew as
+    format 1 did every iteration (build in memory, temporary file, fsync,
+    rename). Rounds interleaved, medians reported.
+    """
+    from mpiswim.checkpoint import CheckpointWriter, save_checkpoint
+    from mpiswim.policy import initial_agent
+    from mpiswim.pool import IterationRecord, initial_state
+
+    cfg = parse_config(bench_config(max(at) + repeats + 1, world_size), world_size, check_env=False)
+    rng = np.random.default_rng(0)
+    state = initial_state(initial_agent(8, 2, cfg.features, cfg.time_baseline))
+
+    def record() -> IterationRecord:
+        scores = rng.normal(100, 10, world_size)
+        timings = rng.uniform(0, 1, (world_size, 4))
+        return IterationRecord(scores, int(np.argmax(scores)), rng.normal(100, 10, (world_size, cfg.iterate_episodes)), timings, np.zeros(world_size, bool), False, float(scores.max()))
+
+    results = []
+    with tempfile.TemporaryDirectory(dir=".") as folder:  # on the disk a run would write to, not a RAM /tmp
+        for k in at:
+            records = [record() for _ in range(k - 1)]
+            writer = CheckpointWriter.create(Path(folder) / f"append-{k}.h5", cfg, replace(state, iteration=k - 1), records)
+            append, rewrite = [], []
+            for _ in range(repeats):
+                records.append(record())
+                done = replace(state, iteration=len(records))
+                append.append(writer.append(done, records))
+                started = time.perf_counter()
+                save_checkpoint(Path(folder) / f"rewrite-{k}.h5", cfg, done, records)
+                rewrite.append(time.perf_counter() - started)
+            writer.close()
+            result = {"iteration": k, "append_seconds": float(np.median(append)), "rewrite_seconds": float(np.median(rewrite))}
+            result["append_vs_rewrite"] = result["append_seconds"] / result["rewrite_seconds"]
+            results.append(result)
+    return results
+
+
 def measure_pool(ranks: list[int], iterations: int) -> list[dict]:
     """Launch the pool part under mpiexec for each pool size."""
     launcher = Path(sys.executable).with_name("mpiexec")
@@ -213,6 +259,7 @@ def run_benchmark(rounds: int = 3, ranks: tuple[int, ...] = (1, 2, 4), iteration
     report["startup_seconds"] = measure_startup()
     report["startup_seconds_cold"] = measure_startup(cold=True)
     report["pool"] = measure_pool(list(ranks), iterations)
+    report["checkpoint_writes"] = measure_checkpoint_writes()
     by_size = {row["ranks"]: row for row in report["pool"]}
     if 1 in by_size and 2 in by_size:
         report["weak_scaling_2_vs_1"] = by_size[2]["iteration_seconds"] / by_size[1]["iteration_seconds"]
@@ -240,6 +287,11 @@ def format_report(report: dict) -> str:
         )
     if "weak_scaling_2_vs_1" in report:
         lines.append(f"| P = 2 vs P = 1 iteration time | {report['weak_scaling_2_vs_1']:.2f} x | <= 1.10 x |")
+    for row in report.get("checkpoint_writes", []):
+        lines.append(
+            f"| checkpoint write of iteration {row['iteration']:,} (P = 10) | {row['append_seconds'] * 1e3:.1f} ms; rewriting the whole file "
+            f"(format 1): {row['rewrite_seconds'] * 1e3:.1f} ms = {1 / row['append_vs_rewrite']:.1f} x | the same at 100 and 10,000 |"
+        )
     return "\n".join(lines)
 
 
