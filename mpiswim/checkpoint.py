@@ -58,6 +58,7 @@ import os
 import platform
 import socket
 import struct
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -345,8 +346,15 @@ def build_image(cfg: Config, state: PoolState, records: list[IterationRecord], c
 # --- the lock ----------------------------------------------------------------
 
 
+NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)  # a file system without fcntl locks
+
+
 def _lock(fd: int) -> bool:
-    """Take the exclusive lock on an open file without waiting; False if another process holds it."""
+    """Take the exclusive lock on an open file without waiting; False if another process holds it.
+
+    On a file system without locks (Lustre mounted without -o flock, some
+    FUSE mounts) it warns once and carries on unlocked rather than refuse to run.
+    """
     request = struct.pack("hhxxxxqqixxxx", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
     try:
         if hasattr(fcntl, "F_OFD_SETLK"):
@@ -356,8 +364,20 @@ def _lock(fd: int) -> bool:
     except OSError as error:
         if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             return False
-        raise
+        if error.errno not in NO_LOCKS:
+            raise
+        _warn_no_locks(error.strerror)
     return True
+
+
+@functools.cache
+def _warn_no_locks(reason: str) -> None:  # once per process and reason
+    print(
+        f"mpiswim: warning: this file system does not support file locks ({reason}): nothing stops a second job from writing "
+        "the same checkpoint. Give every job its own --out (on Lustre, ask for the -o flock mount option).",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def holder(path: Path) -> str:

@@ -5,8 +5,10 @@ same at iteration 10 and 1000. Real `mpiexec` jobs where it is about MPI (helper
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import itertools
+import os
 import signal
 import time
 from argparse import Namespace
@@ -244,3 +246,17 @@ def test_planned_work_a_week_warning_and_the_first_ctrl_c_are_told(tmp_path):
     assert output.count("mpiswim: warning: at ") == 1 and "days more" in output
     assert output.count("Ctrl-C: finishing the iteration in progress and writing it, then stopping") == 1
     assert check_checkpoint(out).state.iteration >= 3
+
+
+def test_a_file_system_without_locks_gets_a_warning_not_a_refusal(tmp_path, monkeypatch, capsys):
+    """Lustre without -o flock answers fcntl locks with ENOSYS: mpiswim warns once and runs unlocked."""
+
+    def no_locks(*args):
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(ckpt.fcntl, "fcntl", no_locks)
+    ckpt._warn_no_locks.cache_clear()
+    write_synthetic_checkpoint(tmp_path / "run.h5")
+    write_synthetic_checkpoint(tmp_path / "run.h5")  # replaced: claim() took the (unsupported) lock without complaint
+    assert capsys.readouterr().err.count("does not support file locks") == 1
+    assert check_checkpoint(tmp_path / "run.h5").state.iteration == 6
