@@ -51,6 +51,7 @@ def test_a_second_job_on_the_same_out_exits_2_naming_the_holder_and_the_first_ru
         folder.mkdir()
         started = time.monotonic()
         code, output = run(RANKS, "cli", folder, "train", *second_args)
+        print(f"second job {second_args[-1]}: exit {code} after {time.monotonic() - started:.1f} s")  # shown by pytest -s
         assert time.monotonic() - started < 30, output
         assert exit_codes(folder, RANKS) == [2] * RANKS, output
         assert output.count("is being written by a job on host") == 1 and f"PID {holder_pid}, started" in output, output
@@ -99,6 +100,7 @@ def test_a_huge_iteration_count_preallocates_a_bounded_file(tmp_path):
         args = Namespace(config=str(config), out=str(out), resume=None, iterations=iterations, force=False, resume_if_exists=False)
         setup, records, writer = prepare(args, RANKS)
         writer.close()
+        print(f"--iterations {iterations}: a file of {out.stat().st_size / 1e6:.1f} MB")  # shown by pytest -s
         assert out.stat().st_size < INITIAL_BYTES + 2_000_000, out.stat().st_size  # rows for a part of the run, not all of it
         assert read_raw(out)["attrs"]["iterations_planned"] == iterations
 
