@@ -17,9 +17,9 @@ the agent the pool held after iteration K only for
 - K = 0: the initial agent A_0 (policy zero: uniform random actions),
 - K = the best iteration: `/agent/best`, the run's result (the default),
 - K = the last iteration: `/agent/current`, what a resume starts from.
-Other iterations' agents are not stored (one Swimmer agent is 92 kB, and
-the whole checkpoint is rewritten every iteration), so asking for one is an
-error that names the iterations that can be rendered.
+Other iterations' agents are not stored (one Swimmer agent with the signed
+coding is 92 kB: a 400-iteration run would carry 37 MB of them), so asking
+for one is an error that names the iterations that can be rendered.
 
 Actions: by default the film acts as the run's evaluation did (`[pool]
 evaluation_action`), so it shows the agent whose score the checkpoint
