@@ -27,6 +27,10 @@ MAX_SIGNED_OBS_DIM = 12
 # T steps of trajectory and a row per episode (Gymnasium's tasks use T <= 1000).
 MAX_T = 100_000
 MAX_EPISODES = 10_000
+# A rank that has not reached a collective this long after the others is taken as hung
+# (mpiswim.pool.StallWatch); 0 turns the watch off. Shorter than a second is refused.
+DEFAULT_STALL_TIMEOUT = 600.0
+MIN_STALL_TIMEOUT = 1.0
 
 DEFAULT_CONFIG = """\
 # mpiswim run configuration (TOML). Print this again with `mpiswim config`.
@@ -37,6 +41,11 @@ name = "swimmer-default"   # free text, stored in the checkpoint
 seed = 0                   # base seed; rank r in iteration k uses the stream (seed, k, r)
 iterations = 120           # pool iterations to run (train --iterations overrides)
 out = "runs/default.h5"    # HDF5 checkpoint, rewritten after every iteration
+stall_timeout = 600        # seconds a rank may keep the others waiting at one of the pool's collectives
+                           # before it is taken as hung (at least 20 x the slowest iteration so far;
+                           # set-up and the first iteration get at least 600 s): the job ends naming it
+                           # (exit code 5), checkpoint intact. 0 = never (plain blocking MPI waits).
+                           # May change on resume; train --stall-timeout overrides it.
 
 [env]
 id = "Swimmer-v5"          # any Gymnasium MuJoCo id with a bounded Box action space
@@ -87,7 +96,7 @@ eta = 1e-3                 # baseline step size
 
 # section -> key -> (type, required); the type is what TOML must give.
 SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
-    "run": {"name": (str, False), "seed": (int, False), "iterations": (int, True), "out": (str, False)},
+    "run": {"name": (str, False), "seed": (int, False), "iterations": (int, True), "out": (str, False), "stall_timeout": ((int, float), False)},
     "env": {"id": (str, True), "T": (int, True), "gamma": ((int, float), False)},
     "pool": {
         "iterate_episodes": (int, True),
@@ -131,6 +140,7 @@ class Config:
     eta: tuple[float, ...]
     world_size: int
     toml_text: str
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT  # seconds; 0 = no stall watch (not part of the run: may change on resume)
 
     @property
     def time_baseline(self) -> bool:
@@ -196,6 +206,29 @@ def _text(field: str, value: str) -> str:
     if "\x00" in value:
         raise _fail(field, value, "contains a NUL character", "remove it")
     return value
+
+
+def check_stall_timeout(field: str, value: Any) -> float:
+    """Seconds for the stall watch: 0 (off), or a finite number of at least MIN_STALL_TIMEOUT.
+
+    `field` names where the value came from: "[run] stall_timeout" or "--stall-timeout".
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value == 0 or (math.isfinite(value) and value >= MIN_STALL_TIMEOUT)):
+        raise _fail(
+            field,
+            value,
+            f"must be 0 (no stall watch) or a finite number of seconds of at least {MIN_STALL_TIMEOUT:g}",
+            f"give seconds such as {DEFAULT_STALL_TIMEOUT:g} (the default), or 0 to wait for a stalled rank forever",
+        )
+    return float(value)
+
+
+def set_up_stall_timeout(value: float | None) -> float:
+    """The stall timeout while the run is set up (before every rank has the config): --stall-timeout if valid, else the default."""
+    try:
+        return DEFAULT_STALL_TIMEOUT if value is None else check_stall_timeout("--stall-timeout", value)
+    except ConfigError:
+        return DEFAULT_STALL_TIMEOUT  # rank 0 refuses the value once the set-up is shared
 
 
 def _spread(field: str, value: dict, world_size: int) -> list[float]:
@@ -368,6 +401,7 @@ def parse_config(
         eta=steps["eta"],
         world_size=world_size,
         toml_text=text,
+        stall_timeout=check_stall_timeout("[run] stall_timeout", _get(doc, "run", "stall_timeout", DEFAULT_STALL_TIMEOUT)),
     )
 
 

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mpiswim.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+from mpiswim.config import DEFAULT_CONFIG, DEFAULT_STALL_TIMEOUT, ConfigError, check_stall_timeout, load_config, parse_config, set_up_stall_timeout
 
 MINIMAL = """\
 [run]
@@ -177,6 +177,21 @@ def test_step_sizes_must_be_positive_and_finite(value):
 )
 def test_out_of_range_values(old, new, field):
     assert field in problem(MINIMAL.replace(old, new))
+
+
+@pytest.mark.parametrize("value", ["-1", "0.5", "nan", "inf", "-inf", "true", '"600"'])
+def test_stall_timeout_is_0_or_at_least_a_second(value):
+    message = problem(MINIMAL.replace("iterations = 3", f"iterations = 3\nstall_timeout = {value}"))
+    assert "[run] stall_timeout" in message
+
+
+def test_stall_timeout_defaults_to_ten_minutes_and_0_turns_the_watch_off():
+    assert parse_config(MINIMAL, 2).stall_timeout == parse_config(DEFAULT_CONFIG, 2).stall_timeout == DEFAULT_STALL_TIMEOUT == 600
+    assert parse_config(MINIMAL.replace("iterations = 3", "iterations = 3\nstall_timeout = 0"), 2).stall_timeout == 0
+    assert parse_config(MINIMAL.replace("iterations = 3", "iterations = 3\nstall_timeout = 2.5"), 2).stall_timeout == 2.5
+    with pytest.raises(ConfigError, match="--stall-timeout = -3"):
+        check_stall_timeout("--stall-timeout", -3.0)
+    assert set_up_stall_timeout(None) == set_up_stall_timeout(-3.0) == DEFAULT_STALL_TIMEOUT and set_up_stall_timeout(0.0) == 0
 
 
 def test_unknown_environment_id():

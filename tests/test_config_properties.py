@@ -114,6 +114,7 @@ VALID = {
     ("run", "seed"): lambda v: is_int(v) and v >= 0,
     ("run", "iterations"): lambda v: is_int(v) and v >= 1,
     ("run", "out"): lambda v: is_text(v) and v != "",
+    ("run", "stall_timeout"): lambda v: is_number(v) and (v == 0 or (math.isfinite(v) and v >= 1)),
     ("env", "id"): lambda v: isinstance(v, str) and v.isprintable(),  # whether Gymnasium knows it: check_env
     ("env", "T"): lambda v: is_int(v) and 1 <= v <= MAX_T,
     ("env", "gamma"): lambda v: is_number(v) and 0 <= v <= 1,
