@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--iterations", type=int, metavar="N", help="iterations in all (overrides the config; with --resume: continue until N)")
     train.add_argument("--force", action="store_true", help="replace an existing output file")
     train.add_argument(
+        "--stall-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="end the job (exit code 5, naming the rank) when a rank keeps the others waiting at a collective this long "
+        "(at least 20 x the slowest iteration; 600 s for set-up and the first iteration); 0 = never. Overrides [run] stall_timeout (default 600)",
+    )
+    train.add_argument(
         "--resume-if-exists",
         action="store_true",
         help="if the --out checkpoint exists, resume it (its config must match --config except [run] iterations); otherwise start from the config",

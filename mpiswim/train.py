@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from mpiswim.checkpoint import CheckpointError, CheckpointWriter, check_checkpoint, claim, initial_capacity, is_checkpoint, read_raw
-from mpiswim.config import DEFAULT_CONFIG, SCHEMA, Config, ConfigError, load_config, parse_config
+from mpiswim.config import DEFAULT_CONFIG, SCHEMA, Config, ConfigError, check_stall_timeout, load_config, parse_config, set_up_stall_timeout
 from mpiswim.env import Trajectory, check_environment, make_task
 from mpiswim.policy import initial_agent
-from mpiswim.pool import IterationRecord, PoolState, initial_state, pool_iteration
+from mpiswim.pool import IterationRecord, PoolState, StallWatch, broadcast_object, combine_stops, end_of_run, initial_state, pool_iteration
 
 # Exit codes (docs/faults.md). 130 and 143 are what shells report for a process
 # killed by SIGINT and SIGTERM (128 + signal number); here they mean "stopped
@@ -41,6 +41,7 @@ EXIT_FAILED = 1  # an exception on some rank: MPI_Abort ends the whole job
 EXIT_BAD_INPUT = 2
 EXIT_DEGENERATE = 3
 EXIT_WRITE_FAILED = 4
+EXIT_STALLED = 5  # a rank did not reach a collective within the stall timeout (mpiswim.pool.StallWatch): MPI_Abort
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -126,9 +127,7 @@ def check_out_path(out: Path, force: bool, config_path: str | None = None) -> bo
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(f"cannot create the folder of --out '{out}' ({error.strerror}). {fix}") from None
-    if not os.access(out.parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write the output file '{out}': no write permission in '{out.parent}'. Fix: choose a writable --out path.")
-    return out.exists()
+    return out.exists()  # whether the folder is writable shows when the file is created, still before training
 
 
 def open_writer(out: Path, cfg: Config, state: PoolState, records: list[IterationRecord], existing_fd: int | None) -> CheckpointWriter:
@@ -141,7 +140,7 @@ def open_writer(out: Path, cfg: Config, state: PoolState, records: list[Iteratio
 
 
 # Config fields that may differ between a checkpoint and the config of a resumed run.
-MAY_CHANGE_ON_RESUME = ("iterations", "out", "toml_text")
+MAY_CHANGE_ON_RESUME = ("iterations", "out", "toml_text", "stall_timeout")
 FIELD_NAMES = {"env_id": "[env] id", "world_size": "number of ranks"}  # the others are named as in SCHEMA
 
 
@@ -182,7 +181,7 @@ def resume(source: Path, out: Path, world_size: int, iterations: int | None, giv
                     "Only [run] iterations may change when a run is resumed. "
                     "Fix: pass the config the run was started with, or choose another --out for a new run."
                 )
-        cfg = dataclasses.replace(cfg, iterations=iterations or checkpoint.iterations_planned, out=str(out))
+        cfg = dataclasses.replace(cfg, iterations=iterations or checkpoint.iterations_planned, out=str(out), stall_timeout=(given or cfg).stall_timeout)
         state, records = checkpoint.state, checkpoint.records
         if not in_place:
             existing = claim(out) if check_out_path(out, force) else None
@@ -202,11 +201,12 @@ def resume(source: Path, out: Path, world_size: int, iterations: int | None, giv
 
 def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], CheckpointWriter]:
     """Validate the user's input on rank 0 and open the run's checkpoint; raise ConfigError/CheckpointError/InputError."""
-    if args.out is not None and not args.out.strip():
+    out_given, force = getattr(args, "out", None), getattr(args, "force", False)
+    if out_given is not None and not out_given.strip():
         raise InputError("--out is empty. Fix: give a file name such as runs/my-run.h5, or leave --out out to use [run] out of the config.")
     if args.resume:
         source = Path(args.resume)
-        return resume(source, Path(args.out) if args.out else source, world_size, args.iterations, force=args.force)
+        return resume(source, Path(out_given) if out_given else source, world_size, args.iterations, force=force)
 
     if args.config:
         cfg = load_config(args.config, world_size)
@@ -214,11 +214,11 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
         cfg = parse_config(DEFAULT_CONFIG, world_size)
     if args.iterations:
         cfg = dataclasses.replace(cfg, iterations=args.iterations)
-    out = Path(args.out or cfg.out)
+    out = Path(out_given or cfg.out)
     cfg = dataclasses.replace(cfg, out=str(out))
     if getattr(args, "resume_if_exists", False) and out.exists() and not out.is_dir():
         return resume(out, out, world_size, cfg.iterations, given=cfg)
-    replace = check_out_path(out, args.force, args.config)
+    replace = check_out_path(out, force, args.config)
     obs_dim, action_dim = check_environment(cfg.env_id, cfg.features)
     state = initial_state(initial_agent(obs_dim, action_dim, cfg.features, cfg.time_baseline))
     existing = claim(out) if replace else None  # --force: the old checkpoint, unless another job holds it
@@ -306,17 +306,18 @@ def finish_file(writer: CheckpointWriter, state: PoolState, records: list[Iterat
     writer.close()
 
 
-def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequests | None = None, writer: CheckpointWriter | None = None) -> int:
+def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequests | None = None, writer: CheckpointWriter | None = None, watch: StallWatch | None = None) -> int:
     """Run pool iterations until cfg.iterations are done or a rank has a reason to stop; return the exit code.
 
     `writer` (rank 0 only) is the run's open checkpoint; every completed
-    iteration is appended to it.
+    iteration is appended to it. `watch` completes every collective against
+    the stall timeout (a new one if not given).
     """
-    from mpi4py import MPI
-
     cfg, rank = setup.cfg, comm.Get_rank()
     task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
     state = setup.state
+    watch = watch or StallWatch(comm, abort_code=EXIT_STALLED)
+    watch.start_run(cfg.stall_timeout, str(setup.out), state.iteration)
     trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
     if rank == 0:
         print(
@@ -327,11 +328,12 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
         print(planned_work(cfg, comm.Get_size(), state.iteration), flush=True)
     started, first, first_iteration, warned = time.perf_counter(), state.iteration, 0.0, False
     while state.iteration < cfg.iterations:
-        state, record = pool_iteration(comm, cfg, task, state, trajectory)
+        state, record = pool_iteration(comm, cfg, task, state, trajectory, watch)
         stop = 0
         if rank == 0:
             records.append(record)
             if write_checkpoint(writer, cfg, state, records):
+                watch.written = state.iteration
                 elapsed, done_here = time.perf_counter() - started, state.iteration - first
                 first_iteration = elapsed if done_here == 1 else first_iteration
                 eta = seconds_left(first_iteration, elapsed, done_here, cfg.iterations - state.iteration)
@@ -347,7 +349,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
             else:
                 stop |= STOP_WRITE_FAILED
         # One small collective per iteration: does any rank have a reason to stop (a signal, a failed write)?
-        stop = comm.allreduce(stop | (stops.bits if stops else 0), op=MPI.BOR)
+        stop = combine_stops(comm, stop | (stops.bits if stops else 0), watch)
         if stop & STOP_WRITE_FAILED:
             return EXIT_WRITE_FAILED
         if state.degenerate_streak >= cfg.max_degenerate_iterations:
@@ -383,6 +385,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
             f"checkpoint {setup.out}",
             flush=True,
         )
+    end_of_run(comm, watch)  # a rank 0 stuck in its last write is found too
     return 0
 
 
@@ -408,14 +411,18 @@ def _train(args, stops: StopRequests) -> int:
     rank = comm.Get_rank()
     stops.announce = rank == 0  # one line on the first Ctrl-C, from rank 0 only
     setup, records, writer, problem = None, [], None, None
+    watch = StallWatch(comm, set_up_stall_timeout(getattr(args, "stall_timeout", None)), abort_code=EXIT_STALLED)
     if rank == 0:
         try:
+            seconds = None if getattr(args, "stall_timeout", None) is None else check_stall_timeout("--stall-timeout", args.stall_timeout)
             setup, records, writer = prepare(args, comm.Get_size())
+            if seconds is not None:
+                setup.cfg = dataclasses.replace(setup.cfg, stall_timeout=seconds)
         except (ConfigError, CheckpointError, InputError) as error:
             problem = str(error)
         except Exception as error:  # anything unforeseen while reading input: still one message, all ranks exit
             problem = f"mpiswim: could not prepare the run: {error.__class__.__name__}: {error}"
-    problem, setup = comm.bcast((problem, setup), root=0)
+    problem, setup = broadcast_object(comm, (problem, setup), watch)
     if problem is not None:
         if rank == 0:
             print(problem if problem.startswith(("config error", "mpiswim")) else f"mpiswim: {problem}", file=sys.stderr, flush=True)
@@ -426,7 +433,7 @@ def _train(args, stops: StopRequests) -> int:
             print(f"mpiswim: '{setup.out}' already has {setup.state.iteration} iterations (asked for {setup.cfg.iterations}); nothing to do. Pass --iterations N to go further.")
         return 0
     try:
-        return run_loop(comm, setup, records, stops, writer)
+        return run_loop(comm, setup, records, stops, writer, watch)
     except BaseException as error:
         what = "interrupted again (second Ctrl-C)" if isinstance(error, KeyboardInterrupt) else f"failed: {error.__class__.__name__}: {error}"
         print(f"mpiswim: rank {rank} {what}; aborting every rank. The checkpoint keeps the last completed iteration.", file=sys.stderr, flush=True)
