@@ -91,7 +91,8 @@ def winner_rank(scores: np.ndarray) -> int | None:
 START_UP_TIMEOUT = 600.0  # set-up and a job's first iteration (imports, environment checks, JIT compilation) get at least this
 STALL_FACTOR = 20  # ... and later collectives at least this many times the slowest iteration so far
 MAX_HEARTBEAT = 30.0  # a waiting rank says it is still there at least this often (seconds)
-MAX_NAP = 0.001  # seconds a waiting rank sleeps between two tests of its requests
+SPIN = 0.002  # seconds a waiting rank tests its requests without sleeping (only yielding the core): most waits end sooner
+MAX_NAP = 0.001  # then it sleeps at most this long between two tests
 HERE_TAG = 7411  # tag of the watch's point-to-point messages (MPI guarantees tags up to 32767)
 ABORT_DELAY = 0.5  # seconds between the stall message and MPI_Abort
 CARD_BYTES = 64  # a message: int64 progress, then "host, pid N" (UTF-8, zero-padded)
@@ -113,8 +114,9 @@ class StallWatch:
     Every rank tells rank 0 when it reaches a collective, again every
     heartbeat while it waits there, and when it leaves it; rank 0 tells every
     rank the same (tiny point-to-point messages: its progress, host and pid).
-    A waiting rank tests its requests with naps of at most MAX_NAP seconds, so
-    it no longer spins on a core as MPICH's blocking calls do. When the deadline
+    A waiting rank tests its requests, yielding the core for the first SPIN
+    seconds, then with naps of at most MAX_NAP seconds, so it no longer spins
+    on a core as MPICH's blocking calls do. When the deadline
     passes, rank 0 names the ranks that have neither left this collective nor
     been heard from for two heartbeats: ranks still computing, or stopped. The
     other ranks judge rank 0 only, in the same way (one after the other, so
@@ -140,7 +142,10 @@ class StallWatch:
         self.heard = np.full(self.size, -np.inf)  # time.monotonic() of each rank's last message
         self.who = [""] * self.size
         self.who[self.rank] = f"{socket.gethostname()[:40]}, pid {os.getpid()}"
-        self.box, self.inbox, self.sends = np.zeros(CARD_BYTES, dtype=np.uint8), None, []
+        name = self.who[self.rank].encode()[: CARD_BYTES - 8]
+        self.card = np.zeros(CARD_BYTES, dtype=np.uint8)  # what this rank sends, progress in the first 8 bytes
+        self.card[8 : 8 + len(name)] = np.frombuffer(name, dtype=np.uint8)
+        self.box, self.inbox, self.sends, self.entered = np.zeros(CARD_BYTES, dtype=np.uint8), None, [], 0.0
 
     def start_run(self, timeout: float, out: str, written: int) -> None:
         """The run is set up: its stall timeout, checkpoint and the iterations that checkpoint holds."""
@@ -185,16 +190,17 @@ class StallWatch:
                 said = now
             if now > deadline:
                 deadline = self._judge(now, limit, heartbeat)
-            time.sleep(min(MAX_NAP, (now - self.entered) / 20))
+            if now - self.entered < SPIN:
+                os.sched_yield()
+            else:
+                time.sleep(min(MAX_NAP, (now - self.entered) / 20))
         self._say(2 * self.stage_id + 1)
         self._listen(close_inbox=True)
 
     def _say(self, progress: int) -> None:
         """Tell rank 0 (rank 0: every rank) how far this rank is; finished sends are dropped."""
-        card = np.zeros(CARD_BYTES, dtype=np.uint8)
+        card = self.card.copy()  # a buffer of its own: earlier sends may still read theirs
         card[:8].view(np.int64)[0] = progress
-        name = self.who[self.rank].encode()[: CARD_BYTES - 8]
-        card[8 : 8 + len(name)] = np.frombuffer(name, dtype=np.uint8)
         self.sends = [(request, buffer) for request, buffer in self.sends if not request.Test()]
         for dest in range(1, self.size) if self.rank == 0 else (0,):
             self.sends.append((self.comm.Isend(card, dest=dest, tag=HERE_TAG), card))
@@ -253,7 +259,7 @@ def stall_message(watch: StallWatch, silent: list[int], limit: float, now: float
     held, fix = checkpoint_note(watch)
     return (
         f"mpiswim: stalled: {'; '.join(parts)}: a hung node, a stopped process or a stuck file system. Aborting every rank (exit code {watch.abort_code}). "
-        f"{held} Fix: look at {'that node' if len(silent) <= 1 else 'those nodes'} and what the process is doing, then {fix}. "
+        f"{held} Fix: look at {_where_to_look(silent)}, then {fix}. "
         f"({timeout_note(watch, limit)})"
     )
 
@@ -264,6 +270,12 @@ def timeout_note(watch: StallWatch, limit: float) -> str:
     if watch.iteration is None or watch.iteration == watch.first:
         return f"The stall timeout is at least {START_UP_TIMEOUT:g} s during set-up and a job's first iteration (imports, JIT compilation); {given}."
     return f"The stall timeout, {limit:.1f} s here, is the larger of {given}, and {STALL_FACTOR} x the slowest iteration so far, {watch.slowest or watch.first_seconds:.2f} s."
+
+
+def _where_to_look(silent: list[int]) -> str:
+    if not silent:
+        return "the MPI library and the network between the nodes"
+    return f"{'that node' if len(silent) == 1 else 'those nodes'} and what the process{'' if len(silent) == 1 else 'es'} there {'is' if len(silent) == 1 else 'are'} doing"
 
 
 def _ranks(watch: StallWatch, ranks: list[int]) -> str:
