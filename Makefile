@@ -44,7 +44,8 @@ clean:
 # The SLURM batch scripts (slurm/) against a real one-node SLURM on this machine:
 # installs Debian's slurm-wlm and munge if missing (apt-get, needs root), starts
 # private daemons, runs a plain job, a time-limit/requeue/resume job and a job array,
-# then stops everything it started. About 3 minutes. See docs/slurm.md.
+# then stops everything it started and waits until it has exited. About 1-2 minutes
+# on an idle machine, up to 7 under heavy load. See docs/slurm.md.
 .PHONY: slurm-test
 slurm-test: venv
 	bash slurm/test_slurm.sh
