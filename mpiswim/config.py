@@ -40,7 +40,7 @@ DEFAULT_CONFIG = """\
 name = "swimmer-default"   # free text, stored in the checkpoint
 seed = 0                   # base seed; rank r in iteration k uses the stream (seed, k, r)
 iterations = 120           # pool iterations to run (train --iterations overrides)
-out = "runs/default.h5"    # HDF5 checkpoint, rewritten after every iteration
+out = "runs/default.h5"    # HDF5 checkpoint, written after every iteration
 stall_timeout = 600        # seconds a rank may keep the others waiting at one of the pool's collectives
                            # before it is taken as hung (at least 20 x the slowest iteration so far;
                            # set-up and the first iteration get at least 600 s): the job ends naming it
