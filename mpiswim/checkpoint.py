@@ -678,9 +678,10 @@ def _read_once(path: Path) -> dict:
             raise CheckpointError(f"'{path}': no such file. Fix: give the path of a checkpoint written by `mpiswim train`.") from None
         if path.is_dir():
             raise CheckpointError(f"'{path}' is a directory, not a checkpoint. Fix: give the path of a checkpoint file written by `mpiswim train`.") from None
+        reason = str(error).splitlines()[0] if str(error) else error.__class__.__name__
         raise CheckpointError(
-            f"cannot open '{path}' as HDF5 ({error}). The file was left untouched. "
-            "Fix: give the path of a checkpoint written by `mpiswim train` (a truncated one cannot be repaired: resume from a copy)."
+            f"'{path}' is not a readable HDF5 file ({reason}). The file was left untouched. "
+            "Fix: give the path of a checkpoint written by `mpiswim train`; a checkpoint cut short cannot be repaired: resume from a copy."
         ) from None
     with handle as f:
         try:

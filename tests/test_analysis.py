@@ -137,7 +137,7 @@ def bad_files(tmp_path: Path, synthetic: Path) -> dict[str, tuple[Path, str]]:
     return {
         "missing": (tmp_path / "nowhere.h5", "does not exist"),
         "a directory": (tmp_path, "is a directory"),
-        "not hdf5": (text, "cannot open"),
+        "not hdf5": (text, "not a readable HDF5 file"),
         "not a checkpoint": (foreign, "not an mpiswim checkpoint"),
         "missing dataset": (no_timings, "not an intact mpiswim checkpoint"),
     }

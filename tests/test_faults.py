@@ -327,7 +327,7 @@ def test_resume_from_a_truncated_or_corrupted_checkpoint_is_refused_and_the_file
 
     truncated = tmp_path / "truncated.h5"  # the same refusal, on rank 0 alone (prepare), for a truncated file
     truncated.write_bytes(good[: len(good) // 2])
-    with pytest.raises(CheckpointError, match=r"cannot open '.*truncated\.h5' as HDF5"):
+    with pytest.raises(CheckpointError, match=r"'.*truncated\.h5' is not a readable HDF5 file"):
         prepare(Namespace(resume=str(truncated), iterations=None, out=str(tmp_path / "elsewhere.h5")), RANKS)
     assert truncated.read_bytes() == good[: len(good) // 2]
 
