@@ -28,7 +28,7 @@ MAX_SIGNED_OBS_DIM = 12
 MAX_T = 100_000
 MAX_EPISODES = 10_000
 # A rank that has not reached a collective this long after the others is taken as hung
-# (mpiswim.pool.StallWatch); 0 turns the watch off. Shorter than a second is refused.
+# (mpiswim.stall.StallWatch); 0 turns the watch off. Shorter than a second is refused.
 DEFAULT_STALL_TIMEOUT = 600.0
 MIN_STALL_TIMEOUT = 1.0
 

@@ -32,7 +32,8 @@ from mpiswim.checkpoint import CheckpointError, CheckpointWriter, check_checkpoi
 from mpiswim.config import DEFAULT_CONFIG, SCHEMA, Config, ConfigError, check_stall_timeout, load_config, parse_config, set_up_stall_timeout
 from mpiswim.env import Trajectory, check_environment, make_task
 from mpiswim.policy import initial_agent
-from mpiswim.pool import IterationRecord, PoolState, StallWatch, broadcast_object, combine_stops, end_of_run, initial_state, pool_iteration
+from mpiswim.pool import IterationRecord, PoolState, broadcast_object, combine_stops, end_of_run, initial_state, pool_iteration
+from mpiswim.stall import StallWatch
 
 # Exit codes (docs/faults.md). 130 and 143 are what shells report for a process
 # killed by SIGINT and SIGTERM (128 + signal number); here they mean "stopped
@@ -41,7 +42,7 @@ EXIT_FAILED = 1  # an exception on some rank: MPI_Abort ends the whole job
 EXIT_BAD_INPUT = 2
 EXIT_DEGENERATE = 3
 EXIT_WRITE_FAILED = 4
-EXIT_STALLED = 5  # a rank did not reach a collective within the stall timeout (mpiswim.pool.StallWatch): MPI_Abort
+EXIT_STALLED = 5  # a rank did not reach a collective within the stall timeout (mpiswim.stall.StallWatch): MPI_Abort
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -362,6 +363,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
                     file=sys.stderr,
                     flush=True,
                 )
+            end_of_run(comm, watch)  # the others wait for rank 0's last write, under the deadline
             return EXIT_DEGENERATE
         if stop and state.iteration < cfg.iterations:
             code, name = (EXIT_SIGTERM, "SIGTERM") if stop & STOP_SIGTERM else (EXIT_SIGINT, "SIGINT")
@@ -374,6 +376,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
                     file=sys.stderr,
                     flush=True,
                 )
+            end_of_run(comm, watch)
             return code
 
     if rank == 0:

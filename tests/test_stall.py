@@ -1,7 +1,7 @@
 """A stalled rank ends the job (issue 14, item 6): real MPI jobs with one rank stopped by SIGSTOP.
 
 A rank stopped with `kill -STOP` (as a hung node or a stuck file system
-would stop it) never reaches the next collective. mpiswim.pool.StallWatch
+would stop it) never reaches the next collective. mpiswim.stall.StallWatch
 must then end the whole job within the stall timeout with exit code 5 and one
 message naming the silent rank and the last completed iteration; the
 checkpoint must pass `mpiswim check` and resume to exactly the numbers of an
@@ -28,7 +28,7 @@ from test_mpi import DRIVER, TINY_CONFIG, mpiexec
 from mpiswim.checkpoint import check_checkpoint, load_checkpoint
 from mpiswim.config import DEFAULT_CONFIG, parse_config
 from mpiswim.policy import pack_agent
-from mpiswim.pool import START_UP_TIMEOUT, STOP, StallWatch, checkpoint_note, stall_message
+from mpiswim.stall import START_UP_TIMEOUT, STOP, StallWatch, checkpoint_note, stall_message
 from mpiswim.train import EXIT_STALLED, config_differences
 
 STALL_TIMEOUT = 5.0  # seconds, the --stall-timeout of these jobs
@@ -270,7 +270,7 @@ class OneRank:
 
 def test_the_deadline_is_generous_at_start_up_then_follows_the_slowest_iteration(monkeypatch):
     clock = iter([0.0, 30.0, 30.5, 31.0, 33.0, 35.0])  # iteration 1 (start-up, JIT): 30 s; 2: 0.5 s; 3: 0.5 s; 4: 2 s
-    monkeypatch.setattr("mpiswim.pool.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("mpiswim.stall.time.monotonic", lambda: next(clock))
     watch = StallWatch(OneRank(), timeout=5.0)
     assert watch.limit() == START_UP_TIMEOUT  # set-up
     watch.begin_iteration(11)  # a resumed job: its first iteration is 11
