@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def evaluation_returns(path: str, episodes: int, seed: int = 0, agent: str = "best", T: int | None = None, action: str | None = None) -> tuple[np.ndarray, str, int]:
-    """Returns of `episodes` no-update episodes of a checkpoint's best (or current) agent: (returns, env id, T).
+def evaluation_returns(path: str, episodes: int, seed: int = 0, agent: str = "best", T: int | None = None, action: str | None = None) -> tuple[np.ndarray, str, int, str]:
+    """Returns of `episodes` no-update episodes of a checkpoint's best (or current) agent: (returns, env id, T, action used).
 
     The episodes draw from numpy's generator seeded with `seed`, independent of
     the run's own streams; T defaults to the run's, and action ("sample" or
@@ -111,12 +111,12 @@ def evaluation_returns(path: str, episodes: int, seed: int = 0, agent: str = "be
     chosen = checkpoint.state.best_agent if agent == "best" else checkpoint.state.agent
     rng = np.random.default_rng(seed)
     T = T or cfg.T
-    mean_action = (action or cfg.evaluation_action) == "mean"
+    action = action or cfg.evaluation_action
     returns = []
     for _ in range(episodes):
-        episode_return, degenerate = run_episode(task, chosen, rng, T, mean_action=mean_action)
+        episode_return, degenerate = run_episode(task, chosen, rng, T, mean_action=action == "mean")
         returns.append(np.nan if degenerate else episode_return)
-    return np.array(returns), cfg.env_id, T
+    return np.array(returns), cfg.env_id, T, action
 
 
 def evaluate_command(args) -> int:
@@ -126,10 +126,10 @@ def evaluate_command(args) -> int:
         raise ValueError(f"--episodes {args.episodes}: must be at least 1")
     if args.T is not None and not 1 <= args.T <= MAX_T:
         raise ValueError(f"--T {args.T}: must be between 1 and {MAX_T}")
-    returns, env_id, T = evaluation_returns(args.checkpoint, args.episodes, args.seed, args.agent, args.T, args.action)
+    returns, env_id, T, action = evaluation_returns(args.checkpoint, args.episodes, args.seed, args.agent, args.T, args.action)
     summary = {
         "agent": args.agent,
-        "action": args.action or "the run's",
+        "action": action,  # the one used: --action, or the run's [pool] evaluation_action
         "episodes": args.episodes,
         "T": T,
         "mean": float(np.mean(returns)),
@@ -141,7 +141,8 @@ def evaluate_command(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"{args.agent} agent of {args.checkpoint}: {env_id}, {args.episodes} episodes of at most {T} steps")
+        acting = "with the Beta mean a/(a+b)" if action == "mean" else "with Beta draws"
+        print(f"{args.agent} agent of {args.checkpoint}: {env_id}, {args.episodes} episodes of at most {T} steps, {acting}")
         print(f"mean return {summary['mean']:.2f}  std {summary['std']:.2f}  min {summary['min']:.2f}  max {summary['max']:.2f}")
     return 0
 

@@ -92,6 +92,16 @@ def test_evaluate_with_the_mean_action(small_run):
     assert mean["returns"] == pytest.approx(expected, abs=1e-9)
 
 
+def test_evaluate_names_the_action_it_used(small_run):
+    """Without --action, the run's [pool] evaluation_action ("mean" in the default config) is used and named."""
+    summary = json.loads(run("evaluate", str(small_run), "--episodes", "1", "--json", cwd=small_run.parent).stdout)
+    assert summary["action"] == "mean"
+    first_line = run("evaluate", str(small_run), "--episodes", "1", cwd=small_run.parent).stdout.splitlines()[0]
+    assert "with the Beta mean" in first_line
+    first_line = run("evaluate", str(small_run), "--episodes", "1", "--action", "sample", cwd=small_run.parent).stdout.splitlines()[0]
+    assert "with Beta draws" in first_line
+
+
 def test_resume_continues_to_more_iterations(small_run, tmp_path):
     copy = tmp_path / "copy.h5"
     copy.write_bytes(small_run.read_bytes())
