@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_mpi import DRIVER, TINY_CONFIG, mpiexec
+from test_faults import finish, start
+from test_mpi import TINY_CONFIG, mpiexec
 
 from mpiswim.checkpoint import check_checkpoint, load_checkpoint
 from mpiswim.config import DEFAULT_CONFIG, parse_config
@@ -45,24 +46,6 @@ def write_config(folder: Path, alpha: str = "1e-4", iterations: int = ITERATIONS
     path = folder / "tiny.toml"
     path.write_text(TINY_CONFIG.format(alpha=alpha).replace("iterations = 3", f"iterations = {iterations}"))
     return path
-
-
-def start(ranks: int, mode: str, folder: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """The test driver under mpiexec, in its own session so a hung job can be killed whole."""
-    command = [mpiexec(), "-n", str(ranks), sys.executable, str(DRIVER), mode, str(folder), *args]
-    environment = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", **(env or {}))
-    return subprocess.Popen(command, cwd=folder, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def finish(job: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[int, str]:
-    """Wait for the job: (exit code, stdout + stderr). Kill it and fail if it outlives the timeout."""
-    try:
-        out, err = job.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        out, err = job.communicate()
-        pytest.fail(f"MPI job did not finish within {timeout} s:\n{out}\n{err}")
-    return job.returncode, out + err
 
 
 def wait_until(condition, job: subprocess.Popen, what: str) -> None:
