@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_faults import finish, start
+from test_faults import finish, start, wait_for
 from test_mpi import TINY_CONFIG, mpiexec
 
 from mpiswim.checkpoint import check_checkpoint, load_checkpoint
@@ -46,15 +46,6 @@ def write_config(folder: Path, alpha: str = "1e-4", iterations: int = ITERATIONS
     path = folder / "tiny.toml"
     path.write_text(TINY_CONFIG.format(alpha=alpha).replace("iterations = 3", f"iterations = {iterations}"))
     return path
-
-
-def wait_until(condition, job: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if job.poll() is not None or time.monotonic() > deadline:
-            code, output = finish(job, timeout=5)
-            pytest.fail(f"gave up waiting for {what} (job exit code {code}):\n{output}")
-        time.sleep(0.02)
 
 
 def alive(pid: int) -> bool:
@@ -146,7 +137,7 @@ def test_a_stopped_rank_ends_the_job_naming_it_and_the_checkpoint_resumes(tmp_pa
     # The victim stops in the middle of its iteration-4 training, its pid in paused.<rank>; then SIGSTOP.
     job = start(2, "fault", tmp_path, *train, env={"FAULT": "pause", "FAULT_RANK": str(victim), "FAULT_EPISODE": str(STOP_EPISODE)})
     paused = tmp_path / f"paused.{victim}"
-    wait_until(paused.exists, job, f"rank {victim} to reach iteration 4")
+    wait_for(paused.exists, job, f"rank {victim} to reach iteration 4")
     since = stop(int(paused.read_text()), stopped)
     code, output = finish(job)
     line, limit = stall_line(output)
@@ -207,11 +198,11 @@ def test_a_rank_stopped_inside_a_collective_is_named_and_the_ranks_it_holds_up_a
         except Exception:  # not written yet, or caught mid-write: look again
             return 0
 
-    wait_until(lambda: iterations_done() >= 3, job, "three iterations")
+    wait_for(lambda: iterations_done() >= 3, job, "three iterations")
     (tmp_path / "slow-writes").write_text("")
-    wait_until((tmp_path / "sleeping").exists, job, "rank 0 to sleep after a write")
+    wait_for((tmp_path / "sleeping").exists, job, "rank 0 to sleep after a write")
     pids = [int((tmp_path / f"pid.{r}").read_text()) for r in range(4)]
-    wait_until(lambda: napping(pids[1]), job, "rank 1 to nap in the stop check")  # its only sleep: StallWatch.wait
+    wait_for(lambda: napping(pids[1]), job, "rank 1 to nap in the stop check")  # its only sleep: StallWatch.wait
     since = stop(pids[1], stopped)
     (tmp_path / "slow-writes").unlink()
     code, output = finish(job)
