@@ -285,10 +285,16 @@ def read_hyperparameter_file(path: Path, world_size: int) -> dict[str, tuple[flo
     import numpy as np
 
     field = "[ranks] hyperparameters"
+    wanted = f"give the path (relative to the config file) of an HDF5 file with datasets 'alpha' and 'eta' of length {world_size}"
+    if not path.exists():
+        raise _fail(field, str(path), "no such file", wanted)
+    if path.is_dir():
+        raise _fail(field, str(path), "is a directory", wanted)
     try:
         handle = h5py.File(path, "r")
     except (OSError, ValueError) as error:
-        raise _fail(field, str(path), f"cannot be read as HDF5 ({error})", "give the path of an HDF5 file with datasets 'alpha' and 'eta' of length P") from None
+        reason = str(error).splitlines()[0] if str(error) else error.__class__.__name__  # h5py's first line; the rest is HDF5 internals
+        raise _fail(field, str(path), f"cannot be read as HDF5 ({reason})", wanted) from None
     values = {}
     with handle:
         for key in handle:
@@ -300,7 +306,10 @@ def read_hyperparameter_file(path: Path, world_size: int) -> dict[str, tuple[flo
             data = handle[key]
             if data.dtype.kind not in "fiu" or data.ndim != 1:
                 raise _fail(field, str(path), f"dataset '{key}' has shape {data.shape} and type {data.dtype}", f"store '{key}' as a 1-D float array of length {world_size}")
-            values[key] = _step_sizes(key, [float(v) for v in np.asarray(data)], world_size)
+            try:
+                values[key] = _step_sizes(key, [float(v) for v in np.asarray(data)], world_size)
+            except ConfigError as error:  # _step_sizes names '[ranks] alpha'; say that the values came from this file
+                raise ConfigError(str(error).replace("config error: ", f"config error: hyperparameter file '{path}' ({field}): ", 1)) from None
     return values
 
 
@@ -411,5 +420,6 @@ def load_config(path: str | Path, world_size: int) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"config error: cannot read config file '{path}' ({error.__class__.__name__}: {error}). Fix: check the path, or print an example with `mpiswim config > my.toml`.") from None
+        reason = error.strerror.lower() if isinstance(error, OSError) and error.strerror else f"{error.__class__.__name__}: {error}"  # "no such file or directory", "is a directory"
+        raise ConfigError(f"config error: cannot read config file '{path}' ({reason}). Fix: check the path, or print an example with `mpiswim config > my.toml`.") from None
     return parse_config(text, world_size, base_dir=path.parent)

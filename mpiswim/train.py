@@ -164,7 +164,7 @@ def resume(source: Path, out: Path, world_size: int, iterations: int | None, giv
     run continues there and `source` is left untouched).
     """
     in_place = out == source or (out.exists() and source.exists() and os.path.samefile(out, source))
-    fd = claim(source) if in_place and source.exists() else None  # first: a file a running job writes is refused
+    fd = claim(source) if in_place and source.is_file() else None  # first: a file a running job writes is refused (check_checkpoint names a missing file or a directory)
     try:
         checkpoint = check_checkpoint(source)
         if checkpoint.world_size != world_size:

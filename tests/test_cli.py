@@ -118,3 +118,30 @@ def test_not_a_checkpoint_gives_one_clear_error(tmp_path, command):
     result = run(command, str(bogus), cwd=tmp_path)
     assert result.returncode == 2
     assert "notes.h5" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["info", "check", "evaluate"])
+def test_a_directory_or_a_missing_file_gives_one_plain_line(tmp_path, command):
+    """No HDF5 internals, and no advice about truncated files for a file that is not there."""
+    for given, problem in ((tmp_path, "is a directory"), (tmp_path / "missing.h5", "no such file")):
+        result = run(command, str(given), cwd=tmp_path)
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr.count("\n") == 1 and str(given) in result.stderr and problem in result.stderr, result.stderr
+        assert "truncated" not in result.stderr and "HDF5" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        (["--out", ""], "--out is empty"),
+        (["--resume", "{folder}"], "is a directory"),
+        (["--resume", "{folder}/missing.h5"], "no such file"),
+        (["--config", "{folder}"], "is a directory"),
+        (["--config", "{folder}/missing.toml"], "no such file"),
+    ],
+)
+def test_train_refuses_odd_inputs_in_one_line(tmp_path, options, problem):
+    result = run("train", *(option.format(folder=tmp_path) for option in options), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert problem in result.stderr and "Fix:" in result.stderr and "Errno" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even the config's default out

@@ -251,13 +251,17 @@ def test_hyperparameters_from_an_hdf5_file(tmp_path):
 def test_bad_hyperparameter_files(tmp_path, datasets, expected):
     write_hyperparameters(tmp_path / "steps.h5", **datasets)
     message = problem(FROM_FILE, base_dir=tmp_path)
-    assert expected in message and "[ranks]" in message
+    assert expected in message and "[ranks]" in message and "steps.h5" in message
 
 
 def test_hyperparameter_file_that_is_not_hdf5_or_missing(tmp_path):
-    assert "cannot be read as HDF5" in problem(FROM_FILE, base_dir=tmp_path)
+    assert "no such file" in problem(FROM_FILE, base_dir=tmp_path)
+    (tmp_path / "steps.h5").mkdir()
+    assert "is a directory" in problem(FROM_FILE, base_dir=tmp_path)
+    (tmp_path / "steps.h5").rmdir()
     (tmp_path / "steps.h5").write_text("alpha = 1")
-    assert "cannot be read as HDF5" in problem(FROM_FILE, base_dir=tmp_path)
+    message = problem(FROM_FILE, base_dir=tmp_path)
+    assert "cannot be read as HDF5" in message and "steps.h5" in message and "\n" not in message
 
 
 def test_step_sizes_in_both_the_file_and_the_config(tmp_path):
