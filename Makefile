@@ -9,7 +9,7 @@ MPIEXEC ?= $(BIN)/mpiexec
 RANKS ?= 4
 OUT ?= runs/default.h5
 
-.PHONY: venv run test bench lint clean
+.PHONY: venv run test bench lint clean peers side-by-side
 
 $(BIN)/mpiswim: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,19 @@ test: venv
 # Throughput against bare MuJoCo and MPI/checkpoint costs; see README "Performance".
 bench: venv
 	$(BIN)/mpiswim bench
+
+# The peers of the side-by-side (extra `peers`: SB3, sb3-contrib), torch first as a CPU build.
+# TORCH is what pip is given for torch: elsewhere e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu".
+TORCH ?= torch==2.13.0
+peers: venv
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[$(EXTRAS),peers]"
+
+# ARS, PPO, TD3 and mpiswim on Swimmer-v5, 3 seeds each (runs already logged in results/side_by_side/ are
+# skipped), then the table in docs/results.md and docs/img/side_by_side.png. See analysis/side_by_side.py.
+side-by-side: peers
+	nice $(BIN)/python analysis/side_by_side.py all
+	$(BIN)/python analysis/side_by_side.py report
 
 lint: venv
 	$(BIN)/ruff check .
