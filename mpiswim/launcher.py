@@ -26,6 +26,7 @@ whose environment is full of SLURM_* variables.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Mapping
@@ -44,6 +45,13 @@ class Launcher:
     variable: str  # the variable that announced the process count, e.g. "OMPI_COMM_WORLD_SIZE"
     size: int | None  # processes it started; None if its variables do not say
     rank: int | None  # this process among them
+
+
+def resume_command(ranks: int | str, checkpoint: str | Path, iterations: int | None = None) -> str:
+    """The command that continues the run in `checkpoint`, to paste as printed: its ranks, the path quoted for the shell,
+    and `--iterations N` when the run is to go beyond the iterations the checkpoint plans."""
+    command = f"mpirun -n {ranks} mpiswim train --resume {shlex.quote(str(checkpoint))}"
+    return f"{command} --iterations {iterations}" if iterations else command
 
 
 def _number(env: Mapping[str, str], name: str) -> int | None:

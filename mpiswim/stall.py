@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from mpiswim.launcher import resume_command
+
 START_UP_TIMEOUT = 600.0  # set-up and a job's first iteration (imports, environment checks, JIT compilation) get at least this
 STALL_FACTOR = 20  # ... and later collectives at least this many times the slowest iteration so far
 MAX_HEARTBEAT = 30.0  # a waiting rank says it is still there at least this often (seconds)
@@ -65,6 +67,7 @@ class StallWatch:
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
         self.timeout, self.abort_code = timeout, abort_code
         self.out: str | None = None  # the run's checkpoint, once set up
+        self.resume_iterations: int | None = None  # the --iterations the resume hint must keep
         self.written: int | None = None  # rank 0: iterations the checkpoint holds
         self.iteration: int | None = None  # the iteration in progress (1-based); None during set-up
         self.first: int | None = None  # this job's first iteration
@@ -79,9 +82,12 @@ class StallWatch:
         self.card[8 : 8 + len(name)] = np.frombuffer(name, dtype=np.uint8)
         self.box, self.inbox, self.sends, self.entered = np.zeros(CARD_BYTES, dtype=np.uint8), None, [], 0.0
 
-    def start_run(self, timeout: float, out: str, written: int) -> None:
-        """The run is set up: its stall timeout, checkpoint and the iterations that checkpoint holds."""
-        self.timeout, self.out = timeout, out
+    def start_run(self, timeout: float, out: str, written: int, resume_iterations: int | None = None) -> None:
+        """The run is set up: its stall timeout, checkpoint and the iterations that checkpoint holds.
+
+        `resume_iterations`: the --iterations a resume must repeat (the run goes beyond the checkpoint's plan), or None.
+        """
+        self.timeout, self.out, self.resume_iterations = timeout, out, resume_iterations
         self.written = written if self.rank == 0 else None
 
     def begin_iteration(self, iteration: int) -> None:
@@ -221,11 +227,11 @@ def checkpoint_note(watch: StallWatch) -> tuple[str, str]:
     if watch.out is None or watch.iteration is None:
         return "Training had not started: no iteration was written by this job.", "start the job again"
     out, k = watch.out, watch.iteration
-    resume = f"resume with `mpirun -n {watch.size} mpiswim train --resume {shlex.quote(out)}`"
+    resume = f"resume with `{resume_command(watch.size, out, watch.resume_iterations)}`"
     if watch.written is not None:  # rank 0 knows
         done = watch.written
     elif watch.stage == STOP:
-        return (f"The last completed iteration is {k - 1} or {k}: '{out}' holds iterations 1..{k - 1}, or 1..{k} if rank 0 finished writing it (`mpiswim check {out}` tells).", resume)
+        return (f"The last completed iteration is {k - 1} or {k}: '{out}' holds iterations 1..{k - 1}, or 1..{k} if rank 0 finished writing it (`mpiswim check {shlex.quote(out)}` tells).", resume)
     else:
         done = k if watch.stage == END else k - 1
     if done == 0:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import shlex
 import signal
 import sys
 import time
@@ -28,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mpiswim.checkpoint import CheckpointError, CheckpointWriter, check_checkpoint, claim, initial_capacity, is_checkpoint, read_raw
+from mpiswim.checkpoint import CheckpointError, CheckpointWriter, check_checkpoint, claim, initial_capacity, is_checkpoint, load_checkpoint, read_raw
 from mpiswim.config import DEFAULT_CONFIG, SCHEMA, Config, ConfigError, check_stall_timeout, load_config, parse_config, set_up_stall_timeout
 from mpiswim.env import Trajectory, check_environment, make_task
+from mpiswim.launcher import resume_command
 from mpiswim.policy import initial_agent
 from mpiswim.pool import IterationRecord, PoolState, broadcast_object, combine_stops, end_of_run, initial_state, pool_iteration
 from mpiswim.stall import StallWatch
@@ -92,15 +92,17 @@ class Setup:
     cfg: Config
     out: Path
     state: PoolState  # the state to continue from (A_0 for a new run)
+    resume_iterations: int | None = None  # a resumed run asked beyond the checkpoint's plan: the --iterations its resume hints keep
 
 
-def check_out_path(out: Path, force: bool, config_path: str | None = None) -> bool:
+def check_out_path(out: Path, force: bool, config_path: str | None = None, iterations: int | None = None) -> bool:
     """Refuse an --out that cannot be this run's checkpoint; return whether a checkpoint to replace is there.
 
     Checked before any training: a directory, a symbolic link, the config file
     itself, a parent that is not a directory, an unwritable folder, an existing
     file that is not an mpiswim checkpoint (--force replaces checkpoints only),
-    an existing checkpoint without --force.
+    an existing checkpoint without --force (the message says how to continue
+    it, for the `iterations` this run asks for).
     """
     fix = "Fix: give --out a new file name, such as runs/my-run.h5."
     if str(out) in ("", "."):
@@ -120,15 +122,28 @@ def check_out_path(out: Path, force: bool, config_path: str | None = None) -> bo
         if not is_checkpoint(out):
             raise InputError(f"'{out}' exists and is not an mpiswim checkpoint; mpiswim will not replace it, even with --force (which replaces checkpoints only). {fix}")
         if not force:
-            raise InputError(
-                f"output file '{out}' already exists. Fix: continue it with `mpirun -n P mpiswim train --resume {shlex.quote(str(out))}` "
-                "(or add --resume-if-exists), pass --force to replace it, or choose another --out."
-            )
+            raise InputError(f"output file '{out}' already exists{continue_existing(out, iterations)}, pass --force to replace it, or choose another --out.")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(f"cannot create the folder of --out '{out}' ({error.strerror}). {fix}") from None
     return out.exists()  # whether the folder is writable shows when the file is created, still before training
+
+
+def continue_existing(out: Path, iterations: int | None) -> str:
+    """The end of the 'already exists' message: what `out` holds and the command that continues it, with its number of ranks."""
+    try:
+        checkpoint = load_checkpoint(out)
+    except CheckpointError:
+        return f". Fix: continue it with `{resume_command('P', out, iterations)}` (P: the ranks that wrote it)"
+    done, planned, ranks = checkpoint.state.iteration, checkpoint.iterations_planned, checkpoint.world_size
+    held = f" ({ranks} ranks, {done} of {planned} iterations done)"
+    if iterations and iterations > max(done, planned):
+        return f"{held}. Fix: continue it to {iterations} iterations with `{resume_command(ranks, out, iterations)}`"
+    if done < planned:
+        return f"{held}. Fix: continue it with `{resume_command(ranks, out)}`"
+    # Finished: a bare resume would have nothing to do, so the example asks for twice as many iterations.
+    return f"{held}, a finished run. Fix: train it further with `{resume_command(ranks, out, 2 * done)}`"
 
 
 def open_writer(out: Path, cfg: Config, state: PoolState, records: list[IterationRecord], existing_fd: int | None) -> CheckpointWriter:
@@ -167,10 +182,10 @@ def resume(source: Path, out: Path, world_size: int, iterations: int | None, giv
     fd = claim(source) if in_place and source.is_file() else None  # first: a file a running job writes is refused (check_checkpoint names a missing file or a directory)
     try:
         checkpoint = check_checkpoint(source)
+        beyond_plan = iterations if iterations and iterations > checkpoint.iterations_planned else None
         if checkpoint.world_size != world_size:
             raise InputError(
-                f"'{source}' was written by a pool of {checkpoint.world_size} ranks, but this job has {world_size}. "
-                f"Fix: resume with `mpirun -n {checkpoint.world_size} mpiswim train --resume {shlex.quote(str(source))}`."
+                f"'{source}' was written by a pool of {checkpoint.world_size} ranks, but this job has {world_size}. Fix: resume with `{resume_command(checkpoint.world_size, source, beyond_plan)}`."
             )
         steps = {name: tuple(float(v) for v in checkpoint.hyperparameters[name]) for name in ("alpha", "eta")}
         cfg = parse_config(checkpoint.config_toml, world_size, stored_steps=steps)
@@ -185,8 +200,8 @@ def resume(source: Path, out: Path, world_size: int, iterations: int | None, giv
         cfg = dataclasses.replace(cfg, iterations=iterations or checkpoint.iterations_planned, out=str(out), stall_timeout=(given or cfg).stall_timeout)
         state, records = checkpoint.state, checkpoint.records
         if not in_place:
-            existing = claim(out) if check_out_path(out, force) else None
-            return Setup(cfg, out, state), records, open_writer(out, cfg, state, records, existing)
+            existing = claim(out) if check_out_path(out, force, iterations=iterations) else None
+            return Setup(cfg, out, state, beyond_plan), records, open_writer(out, cfg, state, records, existing)
         attrs = checkpoint.attrs
         room = state.iteration >= cfg.iterations or int(attrs.get("capacity", 0)) >= min(cfg.iterations, initial_capacity(cfg, state.iteration))
         if int(attrs.get("format_version", 1)) >= 2 and room:
@@ -194,7 +209,7 @@ def resume(source: Path, out: Path, world_size: int, iterations: int | None, giv
         else:
             writer = open_writer(out, cfg, state, records, fd)  # a version-1 file, or one compacted at its end: rebuild once, bigger
         fd = None
-        return Setup(cfg, out, state), records, writer
+        return Setup(cfg, out, state, beyond_plan), records, writer
     finally:
         if fd is not None:
             os.close(fd)
@@ -219,7 +234,7 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
     cfg = dataclasses.replace(cfg, out=str(out))
     if getattr(args, "resume_if_exists", False) and out.exists() and not out.is_dir():
         return resume(out, out, world_size, cfg.iterations, given=cfg)
-    replace = check_out_path(out, force, args.config)
+    replace = check_out_path(out, force, args.config, cfg.iterations)
     obs_dim, action_dim = check_environment(cfg.env_id, cfg.features)
     state = initial_state(initial_agent(obs_dim, action_dim, cfg.features, cfg.time_baseline))
     existing = claim(out) if replace else None  # --force: the old checkpoint, unless another job holds it
@@ -279,8 +294,8 @@ def describe_file(path: Path) -> str:
     return f"'{path}' holds iterations 1..{done}" if done else f"'{path}' holds no iteration yet"
 
 
-def write_checkpoint(writer: CheckpointWriter, cfg: Config, state: PoolState, records: list[IterationRecord]) -> bool:
-    """Rank 0: append the iteration to the checkpoint; on failure say what the file holds and return False."""
+def write_checkpoint(writer: CheckpointWriter, cfg: Config, state: PoolState, records: list[IterationRecord], resume_iterations: int | None = None) -> bool:
+    """Rank 0: append the iteration to the checkpoint; on failure say what the file holds and how to resume, and return False."""
     try:
         writer.append(state, records)
     except OSError as error:
@@ -289,8 +304,7 @@ def write_checkpoint(writer: CheckpointWriter, cfg: Config, state: PoolState, re
         fix = "free space on that file system (or raise the quota)" if space else "check that file system (permissions, mount, hardware)"
         print(
             f"mpiswim: cannot write iteration {state.iteration} to the checkpoint '{writer.path}' ({reason}); every rank stops "
-            f"(exit code {EXIT_WRITE_FAILED}). {describe_file(writer.path)}. Fix: {fix}, then resume with "
-            f"`mpirun -n {cfg.world_size} mpiswim train --resume {shlex.quote(str(writer.path))}`.",
+            f"(exit code {EXIT_WRITE_FAILED}). {describe_file(writer.path)}. Fix: {fix}, then resume with `{resume_command(cfg.world_size, writer.path, resume_iterations)}`.",
             file=sys.stderr,
             flush=True,
         )
@@ -318,7 +332,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
     task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
     state = setup.state
     watch = watch or StallWatch(comm, abort_code=EXIT_STALLED)
-    watch.start_run(cfg.stall_timeout, str(setup.out), state.iteration)
+    watch.start_run(cfg.stall_timeout, str(setup.out), state.iteration, setup.resume_iterations)
     trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
     if rank == 0:
         print(
@@ -333,7 +347,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
         stop = 0
         if rank == 0:
             records.append(record)
-            if write_checkpoint(writer, cfg, state, records):
+            if write_checkpoint(writer, cfg, state, records, setup.resume_iterations):
                 watch.written = state.iteration
                 elapsed, done_here = time.perf_counter() - started, state.iteration - first
                 first_iteration = elapsed if done_here == 1 else first_iteration
@@ -372,7 +386,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
                 print(
                     f"mpiswim: stopped by {name} after iteration {state.iteration} of {cfg.iterations} (exit code {code}): "
                     f"'{setup.out}' holds the {state.iteration} completed iterations. "
-                    f"Resume with `mpirun -n {comm.Get_size()} mpiswim train --resume {shlex.quote(str(setup.out))}`.",
+                    f"Resume with `{resume_command(comm.Get_size(), setup.out, setup.resume_iterations)}`.",
                     file=sys.stderr,
                     flush=True,
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -145,3 +146,27 @@ def test_train_refuses_odd_inputs_in_one_line(tmp_path, options, problem):
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert problem in result.stderr and "Fix:" in result.stderr and "Errno" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written, not even the config's default out
+
+
+def fix_command(stderr: str) -> str:
+    """The command in a message's "Fix: ... `command`" hint."""
+    return re.search(r"Fix:[^`]*`([^`]+)`", stderr).group(1)
+
+
+def test_the_already_exists_hint_works_as_printed(small_run, tmp_path):
+    """A finished run in a path with a space: the hint has its ranks, the quoted path and iterations that go further."""
+    folder = tmp_path / "my runs"
+    folder.mkdir()
+    (folder / "run one.h5").write_bytes(small_run.read_bytes())
+    config = str(small_run.parent / "small.toml")
+    result = run("train", "--config", config, "--out", "my runs/run one.h5", cwd=tmp_path)
+    assert result.returncode == 2 and "finished run" in result.stderr, result.stderr
+    assert fix_command(result.stderr) == "mpirun -n 1 mpiswim train --resume 'my runs/run one.h5' --iterations 4"
+
+    asked = run("train", "--config", config, "--out", "my runs/run one.h5", "--iterations", "3", cwd=tmp_path)
+    command = fix_command(asked.stderr)
+    assert command == "mpirun -n 1 mpiswim train --resume 'my runs/run one.h5' --iterations 3"
+    venv_bin = os.path.dirname(sys.executable)  # mpirun and mpiswim of this venv
+    resumed = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=dict(os.environ, PATH=f"{venv_bin}:{os.environ['PATH']}"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(run("info", "my runs/run one.h5", "--json", cwd=tmp_path).stdout)["iterations_done"] == 3

@@ -20,7 +20,7 @@ import pytest
 from synthetic import write_synthetic_checkpoint
 from test_mpi import TINY_CONFIG, mpiexec
 
-from mpiswim.launcher import detect_launcher, library_name, problem_after_init, problem_before_init
+from mpiswim.launcher import detect_launcher, library_name, problem_after_init, problem_before_init, resume_command
 
 TIMEOUT = 120
 MPICH = "MPICH Version:      5.0.2\nMPICH Release date: Fri Sep 25 2026\nMPICH configure:    --with-device=ch4:ucx,ofi --with-pm=hydra:gforker\n"
@@ -256,3 +256,8 @@ def test_single_process_commands_work_inside_any_launchers_job(tmp_path, command
     result = subprocess.run([sys.executable, "-m", "mpiswim.cli", *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert "wrong launcher" not in result.stderr
+
+
+def test_the_resume_command_quotes_the_path_and_keeps_the_iterations():
+    assert resume_command(4, "runs/run.h5") == "mpirun -n 4 mpiswim train --resume runs/run.h5"
+    assert resume_command(4, Path("my runs/it's.h5"), 200) == "mpirun -n 4 mpiswim train --resume 'my runs/it'\"'\"'s.h5' --iterations 200"

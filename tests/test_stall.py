@@ -280,6 +280,8 @@ def test_the_message_says_who_where_what_the_checkpoint_holds_and_the_fix():
     assert checkpoint_note(other)[0].startswith("The last completed iteration is 6 or 7: 'run.h5' holds iterations 1..6, or 1..7 if rank 0 finished")
     other.stage = "the allgather of scores"
     assert checkpoint_note(other) == ("The last completed iteration is 6: 'run.h5' holds iterations 1..6.", "resume with `mpirun -n 4 mpiswim train --resume run.h5`")
+    other.start_run(5.0, "run.h5", written=6, resume_iterations=50)  # a resumed run that asked beyond the checkpoint's plan
+    assert checkpoint_note(other)[1] == "resume with `mpirun -n 4 mpiswim train --resume run.h5 --iterations 50`"
     assert "Training had not started" in checkpoint_note(StallWatch(OneRank()))[0]
 
 
