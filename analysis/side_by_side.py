@@ -314,7 +314,7 @@ def report() -> None:
         cells.append(f"{group[0]['settings'].get('cpu_cap_s', '-'):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("\\* every segment's start-up counted (the run stopped before its uninterrupted reference run was measured): an upper bound.")
+    lines.append("\\* every segment's start-up counted (no uninterrupted reference run measured for this run, or not yet): an upper bound.")
     table = "\n".join(lines)
     print(table)
     begin, end = "<!-- side-by-side table: begin -->", "<!-- side-by-side table: end -->"
