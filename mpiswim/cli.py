@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -16,8 +17,32 @@ import mpiswim
 from mpiswim.config import EVALUATION_ACTIONS
 
 
+def is_first_process() -> bool:
+    """False in a process that a launcher (mpiexec, srun) started as rank 1 or later; read from its variables, before MPI starts."""
+    from mpiswim.launcher import detect_launcher  # standard library only: cheap, and it does not start MPI
+
+    launcher = detect_launcher(os.environ)
+    return launcher is None or launcher.rank in (None, 0)
+
+
+def usage_error(message: str) -> int:
+    """A usage error found before MPI starts: every process of `mpiexec -n P` has it, so only rank 0 says it. Exit code 2."""
+    if is_first_process():
+        print(f"mpiswim: {message}", file=sys.stderr)
+    return 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error printed by rank 0 only (the subcommands' parsers are of this class too)."""
+
+    def error(self, message: str):
+        if is_first_process():
+            super().error(message)  # prints usage and the message, exits 2
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mpiswim", description="Pooled branch-and-merge REINFORCE for MuJoCo bodies over MPI.")
+    parser = Parser(prog="mpiswim", description="Pooled branch-and-merge REINFORCE for MuJoCo bodies over MPI.")
     parser.add_argument("--version", action="version", version=f"mpiswim {mpiswim.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -237,11 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "train":
         if args.iterations is not None and args.iterations < 1:
-            print(f"mpiswim: --iterations {args.iterations}: must be at least 1", file=sys.stderr)
-            return 2
+            return usage_error(f"--iterations {args.iterations}: must be at least 1. Fix: give the number of iterations the run should have in all, e.g. --iterations 100.")
         if args.resume_if_exists and (args.resume or args.force):
-            print("mpiswim: --resume-if-exists goes with --config/--out, not with --resume or --force. Fix: drop one of them.", file=sys.stderr)
-            return 2
+            return usage_error("--resume-if-exists goes with --config/--out, not with --resume or --force. Fix: drop one of them.")
         from mpiswim.train import train_command
 
         return train_command(args)

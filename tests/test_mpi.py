@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -158,3 +159,19 @@ def test_existing_output_is_not_overwritten_and_resume_needs_same_ranks(tmp_path
     assert exit_codes(tmp_path, 3) == [2, 2, 2]
     assert "2 ranks" in other_size.stderr and "mpirun -n 2" in other_size.stderr
     assert (tmp_path / "run.h5").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--iterations", "0"], "--iterations 0: must be at least 1"),  # mpiswim's own check, before MPI starts
+        (["--iterations", "many"], "invalid int value: 'many'"),  # an argparse error
+    ],
+)
+def test_a_usage_error_under_mpiexec_is_printed_once(tmp_path, options, message):
+    """Every process finds the error before MPI starts; rank 0 (from the launcher's variables) says it, every process exits 2."""
+    command = f"{shlex.quote(sys.executable)} -m mpiswim.cli train {shlex.join(options)}; echo $? > rc.$PMI_RANK"
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    result = subprocess.run([mpiexec(), "-n", "3", "sh", "-c", command], capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=tmp_path)
+    assert exit_codes(tmp_path, 3) == [2, 2, 2], result.stderr
+    assert result.stderr.count(message) == 1 and result.stderr.count("mpiswim") <= 2, result.stderr  # argparse adds one usage line
