@@ -30,7 +30,7 @@ def evaluation_table(paths: list[str], horizons: list[int], episodes: int, seed:
     for path in paths:
         means, sds = [float(read_run(path).best_score[-1])], [float("nan")]
         for T, action in settings:
-            returns, _, _ = evaluation_returns(path, episodes, seed, "best", T, action)
+            returns, _, _, _ = evaluation_returns(path, episodes, seed, "best", T, action)
             means.append(float(np.mean(returns)))
             sds.append(float(np.std(returns)))
         rows.append((Path(path).stem, means, sds))

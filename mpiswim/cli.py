@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -120,8 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass
+class Evaluation:
+    """What `mpiswim evaluate` ran and what it got."""
+
+    returns: np.ndarray  # one per episode; NaN for a degenerate episode
+    env_id: str
+    T: int
+    action: str  # "mean" or "sample": the one used
+    agent: str  # "best", "current", or "initial": the best agent of a run where no branch has won yet
+
+
 def evaluation_returns(path: str, episodes: int, seed: int = 0, agent: str = "best", T: int | None = None, action: str | None = None) -> tuple[np.ndarray, str, int, str]:
-    """Returns of `episodes` no-update episodes of a checkpoint's best (or current) agent: (returns, env id, T, action used).
+    """evaluate_agent's (returns, env id, T, action used), for scripts (analysis/)."""
+    evaluation = evaluate_agent(path, episodes, seed, agent, T, action)
+    return evaluation.returns, evaluation.env_id, evaluation.T, evaluation.action
+
+
+def evaluate_agent(path: str, episodes: int, seed: int = 0, agent: str = "best", T: int | None = None, action: str | None = None) -> Evaluation:
+    """Returns of `episodes` no-update episodes of a checkpoint's best (or current) agent.
 
     The episodes draw from numpy's generator seeded with `seed`, independent of
     the run's own streams; T defaults to the run's, and action ("sample" or
@@ -134,6 +152,8 @@ def evaluation_returns(path: str, episodes: int, seed: int = 0, agent: str = "be
     cfg = parse_config(checkpoint.config_toml, checkpoint.world_size, stored_steps=_steps(checkpoint))
     task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
     chosen = checkpoint.state.best_agent if agent == "best" else checkpoint.state.agent
+    if agent == "best" and checkpoint.state.best_iteration < 0:
+        agent = "initial"  # no branch has won yet: the best agent is still the one the run started from
     rng = np.random.default_rng(seed)
     T = T or cfg.T
     action = action or cfg.evaluation_action
@@ -141,7 +161,7 @@ def evaluation_returns(path: str, episodes: int, seed: int = 0, agent: str = "be
     for _ in range(episodes):
         episode_return, degenerate = run_episode(task, chosen, rng, T, mean_action=action == "mean")
         returns.append(np.nan if degenerate else episode_return)
-    return np.array(returns), cfg.env_id, T, action
+    return Evaluation(np.array(returns), cfg.env_id, T, action, agent)
 
 
 def evaluate_command(args) -> int:
@@ -151,12 +171,13 @@ def evaluate_command(args) -> int:
         raise ValueError(f"--episodes {args.episodes}: must be at least 1")
     if args.T is not None and not 1 <= args.T <= MAX_T:
         raise ValueError(f"--T {args.T}: must be between 1 and {MAX_T}")
-    returns, env_id, T, action = evaluation_returns(args.checkpoint, args.episodes, args.seed, args.agent, args.T, args.action)
+    evaluation = evaluate_agent(args.checkpoint, args.episodes, args.seed, args.agent, args.T, args.action)
+    returns = evaluation.returns
     summary = {
-        "agent": args.agent,
-        "action": action,  # the one used: --action, or the run's [pool] evaluation_action
+        "agent": evaluation.agent,
+        "action": evaluation.action,  # the one used: --action, or the run's [pool] evaluation_action
         "episodes": args.episodes,
-        "T": T,
+        "T": evaluation.T,
         "mean": float(np.mean(returns)),
         "std": float(np.std(returns)),
         "min": float(np.min(returns)),
@@ -166,8 +187,9 @@ def evaluate_command(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        acting = "with the Beta mean a/(a+b)" if action == "mean" else "with Beta draws"
-        print(f"{args.agent} agent of {args.checkpoint}: {env_id}, {args.episodes} episodes of at most {T} steps, {acting}")
+        acting = "with the Beta mean a/(a+b)" if evaluation.action == "mean" else "with Beta draws"
+        agent = "initial agent (no branch has won yet)" if evaluation.agent == "initial" else f"{evaluation.agent} agent"
+        print(f"{agent} of {args.checkpoint}: {evaluation.env_id}, {args.episodes} episodes of at most {evaluation.T} steps, {acting}")
         print(f"mean return {summary['mean']:.2f}  std {summary['std']:.2f}  min {summary['min']:.2f}  max {summary['max']:.2f}")
     return 0
 
@@ -182,8 +204,8 @@ def info_summary(checkpoint) -> dict:
         "world_size": checkpoint.world_size,
         "iterations_done": state.iteration,
         "iterations_planned": checkpoint.iterations_planned,
-        "best_score": state.best_score,
-        "best_iteration": state.best_iteration,
+        "best_score": state.best_score if state.best_iteration >= 0 else None,  # None: no winner yet (and -inf is not JSON)
+        "best_iteration": state.best_iteration if state.best_iteration >= 0 else None,  # 0-based
         "last_winner_score": float(records[-1].scores[records[-1].winner]) if records and records[-1].winner >= 0 else None,
         "wins_per_rank": wins.tolist(),
         "winners": [r.winner for r in records],
@@ -209,7 +231,10 @@ def info_command(args) -> int:
         return 0
     print(f"{args.checkpoint}: run '{summary['run_name']}' on {summary['env_id']} with {summary['world_size']} ranks")
     print(f"iterations done: {summary['iterations_done']} of {summary['iterations_planned']} planned")
-    print(f"best score: {summary['best_score']:.2f} at iteration {summary['best_iteration'] + 1}")
+    if summary["best_iteration"] is None:
+        print(f"best score: no winner yet (every branch degenerate in all {summary['iterations_done']} iterations; the best agent is the initial one)")
+    else:
+        print(f"best score: {summary['best_score']:.2f} at iteration {summary['best_iteration'] + 1}")
     print("wins per rank: " + ", ".join(f"rank {r}: {w}" for r, w in enumerate(summary["wins_per_rank"])))
     print(f"degenerate branches: {summary['degenerate_branches']}, fallbacks to best: {summary['fallbacks']}")
     print("time per phase (slowest rank, summed over iterations): " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds_per_phase"].items()))

@@ -170,3 +170,38 @@ def test_the_already_exists_hint_works_as_printed(small_run, tmp_path):
     resumed = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=dict(os.environ, PATH=f"{venv_bin}:{os.environ['PATH']}"))
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(run("info", "my runs/run one.h5", "--json", cwd=tmp_path).stdout)["iterations_done"] == 3
+
+
+@pytest.fixture
+def run_without_winner(tmp_path) -> Path:
+    """Two iterations in which every branch was degenerate: no branch ever won (e.g. Humanoid without observation scaling)."""
+    from mpiswim.checkpoint import save_checkpoint
+    from mpiswim.config import DEFAULT_CONFIG
+    from mpiswim.policy import initial_agent
+    from mpiswim.pool import IterationRecord, PoolState
+
+    text = re.sub(r"(?m)^iterations = \d+", "iterations = 2", DEFAULT_CONFIG)
+    text = re.sub(r"(?m)^T = \d+", "T = 30", text)
+    text = re.sub(r"(?m)^features = .*$", 'features = "signed"', text)
+    cfg = parse_config(text, 1, check_env=False)
+    agent = initial_agent(8, 2, "signed", cfg.time_baseline)
+    degenerate = IterationRecord(
+        scores=np.array([-np.inf]), winner=-1, train_returns=np.zeros((1, cfg.iterate_episodes)), timings=np.zeros((1, 4)), degenerate=np.array([True]), fell_back=False, best_score=-np.inf
+    )
+    state = PoolState(2, agent, agent, -np.inf, -1, 0, 2)
+    save_checkpoint(tmp_path / "stuck.h5", cfg, state, [degenerate, degenerate])
+    return tmp_path / "stuck.h5"
+
+
+def test_a_run_without_a_winner_says_so(run_without_winner):
+    folder = run_without_winner.parent
+    text = run("info", str(run_without_winner), cwd=folder)
+    assert text.returncode == 0, text.stderr
+    assert "no winner yet" in text.stdout and "-inf" not in text.stdout
+    strict = {"parse_constant": lambda name: pytest.fail(f"info --json wrote {name}, which is not JSON")}
+    summary = json.loads(run("info", str(run_without_winner), "--json", cwd=folder).stdout, **strict)
+    assert (summary["best_score"], summary["best_iteration"], summary["winners"]) == (None, None, [-1, -1])
+    evaluated = run("evaluate", str(run_without_winner), "--episodes", "1", cwd=folder)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert evaluated.stdout.startswith("initial agent (no branch has won yet)")
+    assert json.loads(run("evaluate", str(run_without_winner), "--episodes", "1", "--json", cwd=folder).stdout)["agent"] == "initial"
