@@ -269,6 +269,13 @@ def seconds_left(first_iteration: float, elapsed: float, done_here: int, remaini
     return (elapsed - first_iteration) / (done_here - 1) * remaining
 
 
+def best_so_far(state: PoolState, template: str) -> str:
+    """`template` filled with the best score and its iteration, or "no winner yet" while no branch has won (best score -inf)."""
+    if state.best_iteration < 0:
+        return "no winner yet"
+    return template.format(score=f"{state.best_score:.2f}", iteration=state.best_iteration + 1)
+
+
 def progress_line(cfg: Config, state: PoolState, record: IterationRecord, elapsed: float, eta: float | None) -> str:
     if record.winner >= 0:
         merge = f"winner rank {record.winner:>2} score {record.scores[record.winner]:9.2f}"
@@ -279,7 +286,7 @@ def progress_line(cfg: Config, state: PoolState, record: IterationRecord, elapse
     note = "  fell back to best" if record.fell_back else ""
     return (
         f"iteration {state.iteration:>4}/{cfg.iterations}  {merge}  {spread}  "
-        f"best {state.best_score:.2f} (it {state.best_iteration + 1})  "
+        f"{best_so_far(state, 'best {score} (it {iteration})')}  "
         f"elapsed {format_seconds(elapsed)}  eta {format_seconds(eta) if eta is not None else 'after iteration 2'}{note}"
     )
 
@@ -398,7 +405,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
         wins = np.bincount([r.winner for r in records if r.winner >= 0], minlength=comm.Get_size())
         print(
             f"mpiswim: done: {state.iteration} iterations in {format_seconds(time.perf_counter() - started)}; "
-            f"best score {state.best_score:.2f} at iteration {state.best_iteration + 1}; wins per rank {wins.tolist()}; "
+            f"{best_so_far(state, 'best score {score} at iteration {iteration}')}; wins per rank {wins.tolist()}; "
             f"checkpoint {setup.out}",
             flush=True,
         )

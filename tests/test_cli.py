@@ -205,3 +205,18 @@ def test_a_run_without_a_winner_says_so(run_without_winner):
     assert evaluated.returncode == 0, evaluated.stderr
     assert evaluated.stdout.startswith("initial agent (no branch has won yet)")
     assert json.loads(run("evaluate", str(run_without_winner), "--episodes", "1", "--json", cwd=folder).stdout)["agent"] == "initial"
+
+
+def test_trainings_progress_line_without_a_winner_says_so():
+    from mpiswim.config import DEFAULT_CONFIG
+    from mpiswim.policy import initial_agent
+    from mpiswim.pool import IterationRecord, PoolState
+    from mpiswim.train import progress_line
+
+    cfg = parse_config(DEFAULT_CONFIG, 2, check_env=False)
+    agent = initial_agent(8, 2, cfg.features, cfg.time_baseline)
+    record = IterationRecord(np.full(2, -np.inf), -1, np.zeros((2, 1)), np.zeros((2, 4)), np.array([True, True]), False, -np.inf)
+    line = progress_line(cfg, PoolState(1, agent, agent, -np.inf, -1, 0, 1), record, elapsed=3.0, eta=None)
+    assert "every branch degenerate" in line and "no winner yet" in line and "-inf" not in line
+    won = progress_line(cfg, PoolState(2, agent, agent, 5.0, 1, 0, 0), IterationRecord(np.array([5.0, 1.0]), 0, np.zeros((2, 1)), np.zeros((2, 4)), np.array([False, False]), False, 5.0), 4.0, None)
+    assert "best 5.00 (it 2)" in won
