@@ -302,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command in ("analyze", "render"):
+        if not args.out.strip():  # argparse accepts --out "": it would mean the current folder, or a file without a type
+            wanted = "a folder, such as plots/" if args.command == "analyze" else "a video file name, such as swimmer.mp4 or swimmer.gif"
+            return usage_error(f"{args.command} --out is empty. Fix: give {wanted}.")
         return analysis_command(args)
 
     from mpiswim.checkpoint import CheckpointError

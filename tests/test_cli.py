@@ -131,6 +131,13 @@ def test_a_directory_or_a_missing_file_gives_one_plain_line(tmp_path, command):
         assert "truncated" not in result.stderr and "HDF5" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["analyze", "render"])
+def test_an_empty_out_is_refused(small_run, tmp_path, command):
+    result = run(command, str(small_run), "--out", "", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--out is empty" in result.stderr and "Fix:" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
