@@ -176,8 +176,7 @@ class StallWatch:
         """Print one message (who, where, what the checkpoint holds, the fix), then end every rank."""
         print(stall_message(self, silent, limit, now), file=sys.stderr, flush=True)
         sys.stdout.flush()
-        time.sleep(ABORT_DELAY)  # MPICH's launcher may kill the job before it has passed on what the rank wrote
-        self.comm.Abort(self.abort_code)
+        abort_every_rank(self.comm, self.abort_code)
 
 
 def stall_message(watch: StallWatch, silent: list[int], limit: float, now: float) -> str:
@@ -237,3 +236,11 @@ def checkpoint_note(watch: StallWatch) -> tuple[str, str]:
     if done == 0:
         return f"No iteration was completed: '{out}' holds none of this run.", "start the run again"
     return f"The last completed iteration is {done}: '{out}' holds iterations 1..{done}.", resume
+
+
+def abort_every_rank(comm, code: int) -> None:
+    """MPI_Abort, after a pause: MPICH's launcher may otherwise kill the job before it has passed on what this rank wrote."""
+    sys.stderr.flush()
+    sys.stdout.flush()
+    time.sleep(ABORT_DELAY)
+    comm.Abort(code)

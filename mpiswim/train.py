@@ -33,7 +33,7 @@ from mpiswim.env import Trajectory, check_environment, make_task
 from mpiswim.launcher import resume_command
 from mpiswim.policy import initial_agent
 from mpiswim.pool import IterationRecord, PoolState, broadcast_object, combine_stops, end_of_run, initial_state, pool_iteration
-from mpiswim.stall import StallWatch
+from mpiswim.stall import StallWatch, abort_every_rank
 
 # Exit codes (docs/faults.md). 130 and 143 are what shells report for a process
 # killed by SIGINT and SIGTERM (128 + signal number); here they mean "stopped
@@ -464,5 +464,5 @@ def _train(args, stops: StopRequests) -> int:
         if not isinstance(error, KeyboardInterrupt):
             traceback.print_exc()
         sys.stderr.flush()
-        comm.Abort(EXIT_FAILED)
+        abort_every_rank(comm, EXIT_FAILED)
         return EXIT_FAILED  # MPICH's MPI_Abort may return before the launcher ends this process
