@@ -336,7 +336,7 @@ def report() -> None:
         ax.axhline(target, color="k", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_xlabel("learner CPU-seconds (start-up included, evaluations excluded)")
-        ax.set_ylabel(f"fresh score, T = {T} (mean of {EPISODES} episodes, deterministic policy)")
+        ax.set_ylabel(f"fresh score, mean of {EPISODES} episodes of T = {T}")
         ax.set_title(f"Swimmer-v5, target {target:.0f} at T = {T}")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
