@@ -106,6 +106,10 @@ class CheckpointError(Exception):
     """A file that is not a readable mpiswim checkpoint."""
 
 
+class ChecksumMismatch(CheckpointError):
+    """Contents that do not match their checksum: damage, or a read overtaken by a write in progress."""
+
+
 class CheckpointBusy(CheckpointError):
     """The file is held by another running job."""
 
@@ -271,6 +275,12 @@ def writer_identity() -> bytes:
     return text.ljust(WRITER_BYTES, b"\0")
 
 
+def _offsets(f: h5py.File) -> dict[str, int]:
+    """Byte offset of every dataset the writer updates in place (contiguous, allocated when the file is built)."""
+    names = ["commit", "writer", "pool/checkpoint_seconds", *(f"pool/{n}" for n in POOL_DATASETS), *(f"agent/{n}" for n in AGENT_DATASETS)]
+    return {name: f[name].id.get_offset() for name in names}
+
+
 @dataclass(frozen=True)
 class FileImage:
     """A complete checkpoint file built in memory, and where its datasets start in it."""
@@ -337,8 +347,7 @@ def build_image(cfg: Config, state: PoolState, records: list[IterationRecord], c
             )
         f.create_dataset("writer", data=np.frombuffer(writer, dtype=np.uint8)).attrs["description"] = "the job writing this file: host, pid, started (JSON)"
         f.flush()
-        names = ["commit", "writer", "pool/checkpoint_seconds", *(f"pool/{n}" for n in layout), *(f"agent/{n}" for n in AGENT_DATASETS)]
-        offsets = {name: f[name].id.get_offset() for name in names}
+        offsets = _offsets(f)
         image = f.id.get_file_image()
     return FileImage(image, offsets, capacity, header, rows_digest)
 
@@ -498,8 +507,7 @@ class CheckpointWriter:
         """Continue the format_version 2 file at `path` (locked as `fd`, already checked) in place."""
         raw = read_raw(path)
         with h5py.File(path, "r", locking=False) as f:
-            names = ["commit", "writer", "pool/checkpoint_seconds", *(f"pool/{n}" for n in POOL_DATASETS), *(f"agent/{n}" for n in AGENT_DATASETS)]
-            offsets = {name: f[name].id.get_offset() for name in names}
+            offsets = _offsets(f)
         header = header_digest(raw["file_attrs"], raw["hyperparameters"])
         image = FileImage(b"", offsets, int(raw["file_attrs"]["capacity"]), header, raw["rows_digest"])
         writer = cls(path, fd, cfg, image)
@@ -574,8 +582,8 @@ def save_checkpoint(path: str | Path, cfg: Config, state: PoolState, records: li
 # --- reading and checking ----------------------------------------------------
 
 
-def _damaged(path: Path, problem: str) -> CheckpointError:
-    return CheckpointError(f"'{path}' is not an intact mpiswim checkpoint: {problem}. The file was left untouched. Fix: resume from an intact copy, or start a new run with another --out.")
+def _damaged(path: Path, problem: str, kind: type[CheckpointError] = CheckpointError) -> CheckpointError:
+    return kind(f"'{path}' is not an intact mpiswim checkpoint: {problem}. The file was left untouched. Fix: resume from an intact copy, or start a new run with another --out.")
 
 
 def content_digest(contents: dict) -> str:
@@ -604,7 +612,7 @@ def _read_v1(f: h5py.File, path: Path) -> dict:
     }
     stored = contents["attrs"].get(CHECKSUM)
     if stored is not None and str(stored) != content_digest(contents):
-        raise _damaged(path, f"its contents do not match the checksum stored when it was written ({stored})")
+        raise _damaged(path, f"its contents do not match the checksum stored when it was written ({stored})", ChecksumMismatch)
     contents["file_attrs"] = dict(contents["attrs"])
     return contents
 
@@ -621,7 +629,7 @@ def _read_v2(f: h5py.File, path: Path) -> dict:
         if 0 <= slot < SLOTS and bytes(record["checksum"]) == commit_checksum(header, record, {n: v[slot] for n, v in slots.items()}):
             valid.append(record)
     if not valid:
-        raise _damaged(path, "neither of its two commit records matches its checksum")
+        raise _damaged(path, "neither of its two commit records matches its checksum", ChecksumMismatch)
     record = max(valid, key=lambda r: int(r["iterations_done"]))
     k, slot, capacity = int(record["iterations_done"]), int(record["agent_slot"]), int(file_attrs["capacity"])
     if not 0 <= k <= capacity:
@@ -632,7 +640,7 @@ def _read_v2(f: h5py.File, path: Path) -> dict:
     for row in range(k):
         rows_digest = chain_row(rows_digest, {name: pool[name][row] for name in layout}, layout)
     if rows_digest != bytes(record["rows_digest"]):
-        raise _damaged(path, f"its {k} rows of /pool do not match the commit record's digest")
+        raise _damaged(path, f"its {k} rows of /pool do not match the commit record's digest", ChecksumMismatch)
     seconds = f["pool/checkpoint_seconds"][:k]
     timings = np.zeros((*pool["timings"].shape[:2], len(PHASES)))
     timings[:, :, :-1] = pool["timings"]
@@ -663,8 +671,8 @@ def read_raw(path: str | Path, attempts: int = 3) -> dict:
     for attempt in range(attempts):
         try:
             return _read_once(path)
-        except CheckpointError as error:
-            if attempt == attempts - 1 or "checksum" not in str(error) and "digest" not in str(error):
+        except ChecksumMismatch:
+            if attempt == attempts - 1:
                 raise
             time.sleep(0.05)
     raise AssertionError("unreachable")
