@@ -19,6 +19,7 @@ FEATURE_MAPS = ("signed", "linear")
 UPDATE_RULES = ("unit-density", "log-density", "tanh-density")
 BASELINES = ("state", "state-time")
 EVALUATION_ACTIONS = ("sample", "mean")
+LEARNERS = ("reinforce", "random-search")
 HYPERPARAMETERS = ("alpha", "eta")
 # 2^12 blocks is already 4096 x (d+1) weights per action shape; beyond that
 # the signed coding stops fitting in memory and almost every block stays unseen.
@@ -31,6 +32,8 @@ MAX_EPISODES = 10_000
 # (mpiswim.stall.StallWatch); 0 turns the watch off. Shorter than a second is refused.
 DEFAULT_STALL_TIMEOUT = 600.0
 MIN_STALL_TIMEOUT = 1.0
+DEFAULT_SEARCH_NOISE = 0.01  # ARS's noise for Swimmer (Mania et al. 2018; RL Zoo's delta_std)
+DEFAULT_TARGET_EPISODES = 5
 
 DEFAULT_CONFIG = """\
 # mpiswim run configuration (TOML). Print this again with `mpiswim config`.
@@ -96,7 +99,15 @@ eta = 1e-3                 # baseline step size
 
 # section -> key -> (type, required); the type is what TOML must give.
 SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
-    "run": {"name": (str, False), "seed": (int, False), "iterations": (int, True), "out": (str, False), "stall_timeout": ((int, float), False)},
+    "run": {
+        "name": (str, False),
+        "seed": (int, False),
+        "iterations": (int, True),
+        "out": (str, False),
+        "stall_timeout": ((int, float), False),
+        "target": ((int, float), False),
+        "target_episodes": (int, False),
+    },
     "env": {"id": (str, True), "T": (int, True), "gamma": ((int, float), False)},
     "pool": {
         "iterate_episodes": (int, True),
@@ -105,9 +116,11 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "max_degenerate_iterations": (int, False),
         "common_evaluation": (bool, False),
         "evaluation_action": (str, False),
+        "learner": (str, False),
     },
     "policy": {"features": (str, False), "update": (str, False), "baseline": (str, False), "observation_scale": ((int, float, list), False)},
     "ranks": {"alpha": ((int, float, list, dict), False), "eta": ((int, float, list, dict), False), "hyperparameters": (str, False)},
+    "search": {"noise": ((int, float), False), "top": (int, False), "intercept": (bool, False)},
 }
 
 
@@ -141,6 +154,12 @@ class Config:
     world_size: int
     toml_text: str
     stall_timeout: float = DEFAULT_STALL_TIMEOUT  # seconds; 0 = no stall watch (not part of the run: may change on resume)
+    learner: str = "reinforce"  # how a rank improves its branch: REINFORCE episodes, or a step along the pooled random-search direction
+    search_noise: float = DEFAULT_SEARCH_NOISE  # random-search: standard deviation of the parameter perturbations
+    search_top: int = 0  # random-search: directions kept for the step (the best by their better side); 0 = all
+    search_intercept: bool = False  # random-search: the directions move the intercept weights too
+    target: float | None = None  # stop once the best agent scores this on fresh episodes; None = no target
+    target_episodes: int = DEFAULT_TARGET_EPISODES  # fresh episodes behind the target check
 
     @property
     def time_baseline(self) -> bool:
@@ -279,6 +298,40 @@ def _observation_scale(value: Any) -> tuple[float, ...] | float:
     return tuple(float(v) for v in values) if isinstance(value, list) else float(value)
 
 
+def _search(doc: dict, learner: str, iterate_episodes: int, evaluation_action: str, world_size: int) -> tuple[float, int, bool]:
+    """The [search] table: (noise, top, intercept). It belongs to learner = "random-search" and is refused otherwise."""
+    if learner != "random-search":
+        if "search" in doc:
+            raise _fail("[search]", doc["search"], 'is used only by [pool] learner = "random-search"', 'remove the [search] table, or set learner = "random-search" in [pool]')
+        return DEFAULT_SEARCH_NOISE, 0, False
+    if iterate_episodes % 2:
+        raise _fail(
+            "[pool] iterate_episodes",
+            iterate_episodes,
+            'must be even with learner = "random-search" (each direction is tried as +noise and -noise, one episode each)',
+            f"set it to {iterate_episodes + 1} or {max(2, iterate_episodes - 1)}",
+        )
+    if evaluation_action != "mean":
+        raise _fail("[pool] evaluation_action", evaluation_action, "random-search branches act with the Beta mean, so they must be scored with it", 'set evaluation_action = "mean" in [pool]')
+    noise = float(_get(doc, "search", "noise", DEFAULT_SEARCH_NOISE))
+    if not (math.isfinite(noise) and noise > 0):
+        raise _fail("[search] noise", noise, "must be a positive finite number", f"use a standard deviation such as {DEFAULT_SEARCH_NOISE}")
+    directions = world_size * iterate_episodes // 2
+    top = _at_least("[search] top", _get(doc, "search", "top", 0), 0)  # 0 = all
+    if top > directions:
+        raise _fail("[search] top", top, f"is more than the {directions} directions of an iteration ({world_size} ranks x iterate_episodes / 2)", f"keep at most {directions}, or 0 for all")
+    return noise, top, _get(doc, "search", "intercept", False)
+
+
+def _target(doc: dict) -> tuple[float | None, int]:
+    """[run] target and target_episodes: the fresh-episode score at which the run may stop, and its episodes."""
+    target = _get(doc, "run", "target")
+    if target is not None and not math.isfinite(target):
+        raise _fail("[run] target", target, "is not a finite number", "give a score such as 150, or leave the key out for no target")
+    episodes = _at_most("[run] target_episodes", _at_least("[run] target_episodes", _get(doc, "run", "target_episodes", DEFAULT_TARGET_EPISODES), 1), MAX_EPISODES)
+    return (None if target is None else float(target)), episodes
+
+
 def read_hyperparameter_file(path: Path, world_size: int) -> dict[str, tuple[float, ...]]:
     """Per-rank hyperparameters from an HDF5 file: one dataset of length P per name."""
     import h5py
@@ -345,6 +398,9 @@ def parse_config(
     evaluate_episodes = _at_most("[pool] evaluate_episodes", _at_least("[pool] evaluate_episodes", _get(doc, "pool", "evaluate_episodes"), 1), MAX_EPISODES)
     patience = _at_least("[pool] patience", _get(doc, "pool", "patience", 0), 0)
     evaluation_action = _one_of(doc, "pool", "evaluation_action", "sample", EVALUATION_ACTIONS, "evaluation action")
+    learner = _one_of(doc, "pool", "learner", "reinforce", LEARNERS, "learner")
+    search_noise, search_top, search_intercept = _search(doc, learner, iterate_episodes, evaluation_action, world_size)
+    target, target_episodes = _target(doc)
     max_degenerate = _at_least("[pool] max_degenerate_iterations", _get(doc, "pool", "max_degenerate_iterations", 10), 1)
     features = _one_of(doc, "policy", "features", "signed", FEATURE_MAPS, "feature map")
     update = _one_of(doc, "policy", "update", "unit-density", UPDATE_RULES, "update rule")
@@ -365,6 +421,9 @@ def parse_config(
         steps = {}
         for key in HYPERPARAMETERS:
             value = _get(doc, "ranks", key)
+            if value is None and key == "eta" and learner == "random-search":
+                steps[key] = (0.0,) * world_size  # random-search branches have no baseline to train
+                continue
             if value is None:
                 raise _fail(f"[ranks] {key}", None, "missing", f"add '{key} = 1e-4' (or a list of {world_size} values) to [ranks], or 'hyperparameters = \"file.h5\"'")
             steps[key] = _step_sizes(key, value, world_size)
@@ -411,6 +470,12 @@ def parse_config(
         world_size=world_size,
         toml_text=text,
         stall_timeout=check_stall_timeout("[run] stall_timeout", _get(doc, "run", "stall_timeout", DEFAULT_STALL_TIMEOUT)),
+        learner=learner,
+        search_noise=search_noise,
+        search_top=search_top,
+        search_intercept=search_intercept,
+        target=target,
+        target_episodes=target_episodes,
     )
 
 

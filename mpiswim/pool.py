@@ -1,7 +1,8 @@
 """Pool protocol: one branch-and-merge iteration over MPI.
 
 `pool_iteration` is the heart of mpiswim and reads top to bottom:
-every rank starts from the same agent, improves its own branch, evaluates
+every rank starts from the same agent, improves its own branch (REINFORCE
+episodes, or a step along the pooled random-search direction), evaluates
 it without updates, the ranks allgather their scores, and the winner's agent
 (policy and baseline) is broadcast to every rank. The MPI helpers below are a
 few lines each and use mpi4py's buffer (upper-case) calls.
@@ -14,7 +15,9 @@ Random streams: rank r in iteration k draws everything (actions and episode
 seeds) from numpy's generator seeded with (seed, k, r). With
 `common_evaluation`, the evaluation episodes of iteration k instead draw from
 one stream shared by every rank, so all branches meet the same start states
-and the same noise (common random numbers). Nothing random carries over
+and the same noise (common random numbers). Random search's directions
+(mpiswim/search.py) and the `[run] target` check draw from shared streams of
+(seed, k) too, with spawn keys 2 and 3. Nothing random carries over
 between iterations, so a resumed run needs no generator state to give exactly
 the numbers of an uninterrupted one.
 """
@@ -31,7 +34,8 @@ from mpiswim.config import Config
 from mpiswim.env import Task, Trajectory, run_episode
 from mpiswim.learn import agent_is_finite, update_agent
 from mpiswim.policy import Agent, copy_agent, pack_agent, unpack_agent
-from mpiswim.stall import END, RECORD, SCORES, SETUP, STOP, WINNER, StallWatch
+from mpiswim.search import direction_shape, directions, explore, nudge, search_step
+from mpiswim.stall import END, EXPLORATION, RECORD, SCORES, SETUP, STOP, WINNER, StallWatch
 
 PHASES = ("train", "evaluate", "communicate", "checkpoint")
 
@@ -100,6 +104,14 @@ def allgather_scores(comm, score: float, watch: StallWatch | None = None) -> np.
     return scores
 
 
+def allgather_rows(comm, row: np.ndarray, watch: StallWatch | None = None) -> np.ndarray:
+    """Every rank's float64 row, on every rank, stacked in rank order (random search's exploration returns)."""
+    mine = np.ascontiguousarray(row, dtype=np.float64)
+    table = np.empty((comm.Get_size(), row.size))
+    complete(watch, EXPLORATION, comm.Iallgather(mine, table))
+    return table
+
+
 def broadcast_agent(comm, agent: Agent, root: int, watch: StallWatch | None = None) -> Agent:
     """Replace every rank's agent by root's, sent as one float64 buffer."""
     flat = pack_agent(agent)
@@ -155,14 +167,26 @@ def improve_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Conf
     return agent, returns, False
 
 
-def evaluate_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, trajectory: Trajectory) -> tuple[float, bool]:
-    """Mean return of cfg.evaluate_episodes no-update episodes; (-inf, True) if the policy breaks."""
-    returns = np.empty(cfg.evaluate_episodes)
-    for episode in range(cfg.evaluate_episodes):
+def evaluate_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, trajectory: Trajectory, episodes: int | None = None) -> tuple[float, bool]:
+    """Mean return of cfg.evaluate_episodes (or `episodes`) no-update episodes; (-inf, True) if the policy breaks."""
+    returns = np.empty(episodes or cfg.evaluate_episodes)
+    for episode in range(returns.size):
         returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory, mean_action=cfg.evaluation_action == "mean")
         if degenerate:
             return -np.inf, True
     return float(returns.mean()), False
+
+
+TARGET_STREAM = 3  # spawn key of the target check's episodes (evaluation uses 1, random-search directions 2)
+
+
+def fresh_score(agent: Agent, task: Task, cfg: Config, iteration: int, trajectory: Trajectory) -> float:
+    """The agent's mean return on cfg.target_episodes fresh episodes, acting as the pool scores ([run] target's check).
+
+    Fresh: a stream of their own, (seed, iteration, key 3), that no training or evaluation episode draws from.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, iteration], spawn_key=(TARGET_STREAM,)))
+    return evaluate_branch(agent, task, rng, cfg, trajectory, episodes=cfg.target_episodes)[0]
 
 
 # --- the pool iteration ------------------------------------------------------
@@ -193,7 +217,15 @@ def pool_iteration(comm, cfg: Config, task: Task, state: PoolState, trajectory: 
 
     # 1-2. Same start, own branch: improve a copy of A_k with this rank's step sizes.
     started = perf_counter()
-    branch, train_returns, degenerate = improve_branch(state.agent, task, rng, cfg, cfg.alpha[rank], cfg.eta[rank], trajectory)
+    if cfg.learner == "random-search":
+        # Explore directions around A_k, pool every rank's returns, step along the pooled direction by this rank's alpha.
+        deltas = directions(cfg, state.iteration, direction_shape(state.agent))
+        train_returns = explore(state.agent, task, rng, cfg, deltas[rank], trajectory)
+        step = search_step(allgather_rows(comm, train_returns, watch), deltas, cfg.search_top)
+        branch = nudge(state.agent, step, cfg.alpha[rank])
+        degenerate = not agent_is_finite(branch)
+    else:
+        branch, train_returns, degenerate = improve_branch(state.agent, task, rng, cfg, cfg.alpha[rank], cfg.eta[rank], trajectory)
     trained = perf_counter()
 
     # 3. Evaluate the branch without updates; a broken branch scores -inf.

@@ -32,8 +32,9 @@ ABORT_DELAY = 0.5  # seconds between the stall message and MPI_Abort
 CARD_BYTES = 64  # a message: int64 progress, then "host, pid N" (UTF-8, zero-padded)
 
 # The collectives of a run, as the stall message names them.
-SETUP, SCORES, WINNER, RECORD, STOP, END = (
+SETUP, EXPLORATION, SCORES, WINNER, RECORD, STOP, END = (
     "the set-up broadcast",
+    "the allgather of random search's exploration returns",
     "the allgather of scores",
     "the broadcast of the winner's agent",
     "the gather of the iteration record",

@@ -29,10 +29,10 @@ import numpy as np
 
 from mpiswim.checkpoint import CheckpointError, CheckpointWriter, check_checkpoint, claim, initial_capacity, is_checkpoint, load_checkpoint, read_raw
 from mpiswim.config import DEFAULT_CONFIG, SCHEMA, Config, ConfigError, check_stall_timeout, load_config, parse_config, set_up_stall_timeout
-from mpiswim.env import Trajectory, check_environment, make_task
+from mpiswim.env import Task, Trajectory, check_environment, make_task
 from mpiswim.launcher import resume_command
 from mpiswim.policy import initial_agent
-from mpiswim.pool import IterationRecord, PoolState, broadcast_object, combine_stops, end_of_run, initial_state, pool_iteration
+from mpiswim.pool import IterationRecord, PoolState, broadcast_object, combine_stops, end_of_run, fresh_score, initial_state, pool_iteration
 from mpiswim.stall import StallWatch, abort_every_rank
 
 # Exit codes (docs/faults.md). 130 and 143 are what shells report for a process
@@ -47,7 +47,7 @@ EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
 # Reasons to stop early, one bit each, combined over the ranks with a bitwise-OR allreduce.
-STOP_SIGINT, STOP_SIGTERM, STOP_WRITE_FAILED = 1, 2, 4
+STOP_SIGINT, STOP_SIGTERM, STOP_WRITE_FAILED, STOP_TARGET = 1, 2, 4, 8
 
 
 class StopRequests:
@@ -291,6 +291,16 @@ def progress_line(cfg: Config, state: PoolState, record: IterationRecord, elapse
     )
 
 
+def target_reached(cfg: Config, state: PoolState, task: Task, trajectory: Trajectory) -> bool:
+    """Rank 0, after an iteration that found a new best agent: does it score [run] target on fresh episodes? Prints the check."""
+    if cfg.target is None or state.best_iteration != state.iteration - 1:
+        return False
+    score = fresh_score(state.best_agent, task, cfg, state.iteration, trajectory)
+    reached = score >= cfg.target
+    print(f"mpiswim: target check: the new best agent scores {score:.2f} on {cfg.target_episodes} fresh episodes (target {cfg.target:g}){': reached' if reached else ''}", flush=True)
+    return reached
+
+
 def describe_file(path: Path) -> str:
     """What is at `path` now, in words (after a failed write, say what is there, not what was hoped)."""
     try:
@@ -368,12 +378,16 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
                         file=sys.stderr,
                         flush=True,
                     )
+                if target_reached(cfg, state, task, trajectory):
+                    stop |= STOP_TARGET
             else:
                 stop |= STOP_WRITE_FAILED
-        # One small collective per iteration: does any rank have a reason to stop (a signal, a failed write)?
+        # One small collective per iteration: does any rank have a reason to stop (a signal, a failed write, the target)?
         stop = combine_stops(comm, stop | (stops.bits if stops else 0), watch)
         if stop & STOP_WRITE_FAILED:
             return EXIT_WRITE_FAILED
+        if stop & STOP_TARGET:
+            break
         if state.degenerate_streak >= cfg.max_degenerate_iterations:
             if rank == 0:
                 finish_file(writer, state, records)
@@ -404,7 +418,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
         finish_file(writer, state, records)
         wins = np.bincount([r.winner for r in records if r.winner >= 0], minlength=comm.Get_size())
         print(
-            f"mpiswim: done: {state.iteration} iterations in {format_seconds(time.perf_counter() - started)}; "
+            f"mpiswim: done{' (target reached)' if state.iteration < cfg.iterations else ''}: {state.iteration} iterations in {format_seconds(time.perf_counter() - started)}; "
             f"{best_so_far(state, 'best score {score} at iteration {iteration}')}; wins per rank {wins.tolist()}; "
             f"checkpoint {setup.out}",
             flush=True,
