@@ -9,9 +9,13 @@ on its own:
    HDF5 file locking, from the newest commit record whose checksum holds. It
    works while `mpiswim train` is still writing the run (rank 0 only ever
    adds rows past that record and writes the spare agent slot), and it can
-   never block or fail the writer.
+   never block or fail the writer. A run is "in progress" only while a job
+   holds the file's lock (`is_being_written`); otherwise a run with fewer
+   iterations than planned has stopped early.
 2. Numbers: pure functions over a `Run`'s arrays (`learning_curve`,
    `win_table`, `win_share_by_hyperparameter`, `phase_seconds`, `compare_runs`).
+   Several runs are compared over the iterations all of them have, and
+   `run_differences` names every way they differ.
 3. Files: CSV and markdown writers for those numbers.
 4. Plots: matplotlib with the headless Agg backend, imported only when a
    plot is drawn (so reading and tables work without the `analysis` extra).
@@ -23,21 +27,31 @@ progress lines and `mpiswim info`: iteration K is row K - 1 of the arrays.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import fcntl
+import json
 import math
+import os
 import re
+import socket
+import struct
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from mpiswim.checkpoint import PHASES, CheckpointError, read_raw
+from mpiswim.config import ConfigError, parse_config
 
 # Per-iteration datasets the analysis reads, with their number of dimensions.
 POOL_DATASETS = {"scores": 2, "winner": 1, "best_score": 1, "timings": 3, "degenerate": 2, "fell_back": 1}
 HYPERPARAMETERS = ("alpha", "eta")
+# Config settings that may differ between runs that are still comparable (the run's name, file, length and seed).
+NOT_COMPARED = ("name", "seed", "iterations", "out", "stall_timeout", "toml_text", "world_size")
 
 
 class AnalysisError(Exception):
@@ -65,6 +79,8 @@ class Run:
     alpha: np.ndarray  # (P,) policy step size of each rank
     eta: np.ndarray  # (P,) baseline step size of each rank
     best_iteration: int  # 0-based row that produced the best agent; -1 before any
+    settings: dict[str, object] = field(default_factory=dict)  # the run's config apart from NOT_COMPARED (see run_settings)
+    being_written: bool = False  # a `mpiswim train` job holds the file now (see is_being_written)
 
     @property
     def iterations(self) -> int:
@@ -72,8 +88,19 @@ class Run:
         return len(self.winner)
 
     @property
+    def T(self) -> int | None:
+        """Steps per episode at most (None if the config does not say)."""
+        return self.settings.get("T")
+
+    @property
     def in_progress(self) -> bool:
-        return self.iterations < self.iterations_planned
+        """A job is still writing the run and it has not reached its planned iterations."""
+        return self.being_written and self.iterations < self.iterations_planned
+
+    @property
+    def stopped_early(self) -> bool:
+        """Nobody writes the run any more, and it has fewer iterations than planned (stopped, or killed)."""
+        return not self.being_written and self.iterations < self.iterations_planned
 
 
 # --- 1. reading ----------------------------------------------------------------
@@ -103,9 +130,102 @@ def _evaluate_episodes(config_toml: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def run_settings(config_toml: str, world_size: int, steps: dict[str, np.ndarray]) -> dict[str, object]:
+    """The settings of a stored config that two comparable runs share: everything but NOT_COMPARED.
+
+    The config is parsed as `mpiswim train` parsed it, so a key left out and
+    the same key given with its default value compare equal. If this mpiswim
+    cannot parse it, the raw TOML keys are compared instead (`section.key`).
+    """
+    stored = {name: tuple(float(v) for v in values) for name, values in steps.items()}
+    try:
+        cfg = parse_config(config_toml, world_size, check_env=False, stored_steps=stored)
+    except (ConfigError, OSError):
+        return _raw_settings(config_toml)
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in NOT_COMPARED}
+
+
+def _raw_settings(config_toml: str) -> dict[str, object]:
+    try:
+        document = tomllib.loads(config_toml)
+    except tomllib.TOMLDecodeError:
+        return {}
+    settings = {}
+    for section, table in document.items():
+        for key, value in table.items() if isinstance(table, dict) else ():
+            if not (section == "run" and key in NOT_COMPARED):
+                settings["T" if (section, key) == ("env", "T") else f"{section}.{key}"] = value
+    return settings
+
+
+# struct flock as fcntl expects it on Linux: type, whence, start, length, pid (the same layout mpiswim.checkpoint locks with)
+_FLOCK = "hhxxxxqqixxxx"
+
+
+def lock_is_held(path: Path) -> bool | None:
+    """Whether some process holds the write lock `mpiswim train` keeps on its checkpoint; None if the system cannot say.
+
+    Only asks (F_OFD_GETLK on a read-only descriptor): it never takes the lock,
+    so it cannot disturb the writer.
+    """
+    if not hasattr(fcntl, "F_OFD_GETLK"):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+    except OSError:  # a file system without locks (NFS without lockd, Lustre without -o flock)
+        return None
+    finally:
+        os.close(fd)
+    return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
+
+
+def finished_cleanly(path: Path) -> bool:
+    """Whether the writer compacted the file at its end: room for exactly the rows done, and both /commit records on them."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            done = [int(record["iterations_done"]) for record in f["commit"][()]]
+            return len(set(done)) == 1 and int(f.attrs["capacity"]) == max(done[0], 1)
+    except Exception:  # a format_version 1 file has neither; anything odd means "cannot tell"
+        return False
+
+
+def writer_may_be_alive(path: Path) -> bool:
+    """From /writer (host and PID of the job that last opened the file): False only if that process is gone from this host."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            who = json.loads(bytes(f["writer"][()]).rstrip(b"\0"))
+        if who["host"] != socket.gethostname():
+            return True  # another machine: we cannot see its processes
+        os.kill(int(who["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except Exception:  # no /writer, or not ours to signal (PermissionError: it exists)
+        return True
+    return True
+
+
+def is_being_written(path: Path) -> bool:
+    """Whether a `mpiswim train` job is writing this checkpoint now.
+
+    The job holds a lock on the file for as long as it runs, and the lock dies
+    with it. Where the file system cannot report locks, a file compacted at a
+    clean end is not being written, nor is one whose writer (from /writer) is
+    gone from this host; otherwise we cannot tell and assume it is.
+    """
+    held = lock_is_held(path)
+    if held is not None:
+        return held
+    return not finished_cleanly(path) and writer_may_be_alive(path)
+
+
 def read_run(path: str | Path, label: str | None = None) -> Run:
     """Read one checkpoint (complete, or of a run still in progress) into a Run."""
     path = Path(path)
+    being_written = is_being_written(path) if path.is_file() else False  # asked first: a run that ends meanwhile reads as complete
     raw = read_checkpoint(path)
     attrs = raw["attrs"]
     done, world_size = int(attrs["iterations_done"]), int(attrs["world_size"])
@@ -145,6 +265,8 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
         alpha=steps["alpha"].astype(np.float64),
         eta=steps["eta"].astype(np.float64),
         best_iteration=best_iteration,
+        settings=run_settings(str(attrs["config_toml"]), world_size, steps),
+        being_written=being_written,
     )
 
 
@@ -158,6 +280,61 @@ def read_runs(paths: Sequence[str | Path]) -> list[Run]:
     stems = [Path(p).stem for p in paths]
     labels = [stem if stems.count(stem) == 1 else f"{i + 1}-{stem}" for i, stem in enumerate(stems)]
     return [read_run(path, label) for path, label in zip(paths, labels, strict=True)]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference learning curve drawn beside the runs, read from a CSV file (read_reference)."""
+
+    label: str  # the file name without its extension
+    iteration: np.ndarray  # sorted
+    score: np.ndarray  # NaN where the file leaves the score blank
+
+
+REFERENCE_FIX = "Fix: give a CSV file whose header row names the columns iteration and score (other columns are ignored), e.g. 'iteration,score' then '1,12.5'."
+
+
+def _reference_value(path: Path, line: int, row: list[str], column: int, name: str) -> float:
+    """One number of a reference curve; a blank score is a gap (NaN), anything else not a number is an AnalysisError."""
+    text = row[column].strip() if column < len(row) else ""
+    if name == "score" and not text:
+        return float("nan")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if math.isnan(value) or (name == "iteration" and not math.isfinite(value)):
+        raise AnalysisError(f"reference curve '{path}', line {line}: the {name} {text!r} is not a number. {REFERENCE_FIX}")
+    return value
+
+
+def read_reference(path: str | Path) -> Reference:
+    """Read a reference learning curve: a CSV file with a header row and the columns `iteration` and `score`.
+
+    Other columns are ignored and a blank score is a gap. A missing, unreadable
+    or malformed file gives one AnalysisError naming the file and the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise AnalysisError(f"reference curve '{path}' {what}. {REFERENCE_FIX}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
+            rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise AnalysisError(f"reference curve '{path}' cannot be read as CSV text ({error.__class__.__name__}: {error}). {REFERENCE_FIX}") from None
+    for name in ("iteration", "score"):
+        if name not in header:
+            found = f"its header is {', '.join(header)}" if any(header) else "the file is empty"
+            raise AnalysisError(f"reference curve '{path}' has no column '{name}' ({found}). {REFERENCE_FIX}")
+    if not rows:
+        raise AnalysisError(f"reference curve '{path}' has a header but no rows. {REFERENCE_FIX}")
+    iteration = np.array([_reference_value(path, line, row, header.index("iteration"), "iteration") for line, row in rows])
+    score = np.array([_reference_value(path, line, row, header.index("score"), "score") for line, row in rows])
+    order = np.argsort(iteration, kind="stable")
+    return Reference(label=path.stem, iteration=iteration[order], score=score[order])
 
 
 # --- 2. numbers ------------------------------------------------------------------
@@ -341,20 +518,104 @@ def mean_and_ci(values: np.ndarray) -> tuple[float, float, int]:
     return float(values.mean()), t95(n - 1) * float(values.std(ddof=1)) / math.sqrt(n), n
 
 
-def compare_runs(runs: Sequence[Run]) -> dict[str, np.ndarray]:
-    """Per-iteration mean and 95% confidence half width over the runs that reached each iteration.
+def mean_and_band(values: np.ndarray) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) of the finite values; low to high is the band drawn around the mean.
 
-    Columns: iteration, runs (n), winner_mean, winner_ci, best_mean, best_ci.
-    Runs of different lengths are fine: iteration K averages the runs that have it.
+    n >= 3: the 95% t-interval of the mean. n = 2: the range (min to max), since
+    a t-interval of two values is 12.7 standard errors wide. n < 2: no band (NaN).
     """
-    length = max((run.iterations for run in runs), default=0)
-    columns: dict[str, list] = {name: [] for name in ("iteration", "runs", "winner_mean", "winner_ci", "best_mean", "best_ci")}
-    winners = [winner_scores(run) for run in runs]
-    for row in range(length):
-        reached = [i for i, run in enumerate(runs) if run.iterations > row]
-        winner_mean, winner_ci, _ = mean_and_ci(np.array([winners[i][row] for i in reached]))
-        best_mean, best_ci, _ = mean_and_ci(np.array([runs[i].best_score[row] for i in reached]))
-        for name, value in zip(columns, (row + 1, len(reached), winner_mean, winner_ci, best_mean, best_ci), strict=True):
+    values = np.asarray(values, dtype=np.float64)
+    mean, half, n = mean_and_ci(values)
+    if n == 2:
+        finite = values[np.isfinite(values)]
+        return mean, float(finite.min()), float(finite.max()), n
+    return mean, mean - half, mean + half, n
+
+
+def band_name(n: int) -> str:
+    """What the band around a mean of n runs shows: "95% CI, n = 5", "range of 2 runs" or "1 run, no band"."""
+    if n >= 3:
+        return f"95% CI, n = {n}"
+    return "range of 2 runs" if n == 2 else f"{n} run, no band"
+
+
+def common_iterations(runs: Sequence[Run]) -> int:
+    """How many iterations every one of the runs has: the shortest run's length."""
+    return min((run.iterations for run in runs), default=0)
+
+
+def first_iterations(run: Run, k: int) -> Run:
+    """The run as it stood after its first k iterations (its best score and best iteration as they were then)."""
+    best = run.best_score[:k]
+    best_iteration = run.best_iteration
+    if best_iteration >= k:  # the best came later: the first row that reached the best score of the first k
+        reached = np.flatnonzero(best == best[-1]) if k else np.zeros(0, dtype=int)
+        best_iteration = int(reached[0]) if len(reached) and np.isfinite(best[-1]) else -1
+    rows = slice(0, k)
+    return dataclasses.replace(
+        run,
+        scores=run.scores[rows],
+        winner=run.winner[rows],
+        best_score=best,
+        timings=run.timings[rows],
+        degenerate=run.degenerate[rows],
+        fell_back=run.fell_back[rows],
+        best_iteration=best_iteration,
+    )
+
+
+def common_part(runs: Sequence[Run]) -> list[Run]:
+    """Every run cut to the iterations all of them have, so that a mean over the runs does not jump where a short run ends."""
+    k = common_iterations(runs)
+    return [first_iterations(run, k) for run in runs]
+
+
+def _show(value: object) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_show(v) for v in value) + ")"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def run_differences(runs: Sequence[Run]) -> list[str]:
+    """One sentence per way the runs differ: pool size P, episode length T, any other config setting, and length.
+
+    Settings that may differ between comparable runs (name, seed, file,
+    planned iterations, stall timeout) are left out: see NOT_COMPARED.
+    """
+    lines = []
+
+    def compare(what: str, values: list[object]) -> None:
+        if len({_show(v) for v in values}) > 1:
+            lines.append(f"the runs differ in {what}: " + ", ".join(f"{run.path} has {_show(v)}" for run, v in zip(runs, values, strict=True)))
+
+    compare("pool size P", [run.world_size for run in runs])
+    compare("episode length T", [run.T for run in runs])
+    names = dict.fromkeys(name for run in runs for name in run.settings if name != "T")
+    for name in names:
+        compare(f"the config setting {name}", [run.settings.get(name, "(not set)") for run in runs])
+    if len({run.iterations for run in runs}) > 1:
+        compare("length (iterations done)", [run.iterations for run in runs])
+        lines[-1] += f"; they are compared over iterations 1-{common_iterations(runs)} only"
+    return lines
+
+
+def compare_runs(runs: Sequence[Run]) -> dict[str, np.ndarray]:
+    """Per-iteration mean over the runs, and the band around it (mean_and_band), over the iterations all runs have.
+
+    Columns: iteration, runs (n), winner_mean, winner_low, winner_high,
+    best_mean, best_low, best_high. The band is the 95% t-interval of the mean
+    for 3 runs or more, the min-max range for 2. Runs of different lengths
+    are compared over the shortest run's iterations only (common_part).
+    """
+    runs = common_part(runs)
+    names = ("iteration", "runs", "winner_mean", "winner_low", "winner_high", "best_mean", "best_low", "best_high")
+    columns: dict[str, list] = {name: [] for name in names}
+    winners = np.array([winner_scores(run) for run in runs])  # (runs, k)
+    bests = np.array([run.best_score for run in runs])
+    for row in range(common_iterations(runs)):
+        winner = mean_and_band(winners[:, row])[:3]
+        best = mean_and_band(bests[:, row])[:3]
+        for name, value in zip(names, (row + 1, len(runs), *winner, *best), strict=True):
             columns[name].append(value)
     return {name: np.array(values) for name, values in columns.items()}
 
@@ -466,18 +727,45 @@ def timings_csv(run: Run, path: str | Path) -> Path:
     return write_csv(path, {"iteration": np.arange(1, run.iterations + 1), **phase_seconds(run)})
 
 
+def _mean_cell(values: Sequence[float]) -> str:
+    """The mean of the finite values with its band: "140.88 ± 12.30" (95% CI) for 3 or more, "140.88 (range 130.10 to 151.60)" for 2."""
+    mean, low, high, n = mean_and_band(np.array(values, dtype=np.float64))
+    if n >= 3:
+        return f"{_number(mean)} ± {_number((high - low) / 2)}"
+    if n == 2:
+        return f"{_number(mean)} (range {_number(low)} to {_number(high)})"
+    return _number(mean)
+
+
+def _band_sentence(n: int) -> str:
+    if n >= 3:
+        return f"the 95% confidence interval of the mean (Student's t, n = {n})"
+    return f"the range of the {n} runs (min to max), since a 95% t-interval of 2 runs is 12.7 standard errors wide"
+
+
 def compare_markdown(runs: Sequence[Run]) -> str:
-    rows = run_summaries(runs)
+    """The several-runs table: how the runs differ, and each run's scores over the iterations all of them have, with their mean."""
+    k = common_iterations(runs)
+    rows = run_summaries(common_part(runs))
     text = f"# {len(runs)} runs: final and best scores\n\n"
-    text += "Final = the last iteration's winner score; last 10 = mean winner score of the last 10 iterations; best = best-ever winner score.\n\n"
+    differences = run_differences(runs)
+    if differences:
+        text += "Warning, these runs are not alike:\n\n" + "".join(f"- {line}\n" for line in differences) + "\n"
+    text += (
+        f"Compared over iterations 1-{k}, the ones every run has. Final = the winner score at iteration {k}; "
+        "last 10 = mean winner score of the last 10 of them; best = best-ever winner score up to there.\n\n"
+    )
     text += _markdown(
-        ["run", "file", "env", "ranks", "iterations", "final", "last 10", "best", "best at iteration"],
-        [[r.label, r.path, r.env_id, r.world_size, r.iterations, _number(r.final_score), _number(r.final_mean10), _number(r.best_score), r.best_iteration] for r in rows],
+        ["run", "file", "env", "ranks", "iterations done", "final", "last 10", "best", "best at iteration"],
+        [
+            [r.label, r.path, r.env_id, r.world_size, run.iterations, _number(r.final_score), _number(r.final_mean10), _number(r.best_score), r.best_iteration]
+            for r, run in zip(rows, runs, strict=True)
+        ],
     )
     if len(rows) > 1:
-        stats = [mean_and_ci(np.array([getattr(r, name) for r in rows])) for name in ("final_score", "final_mean10", "best_score")]
-        cells = [f"{_number(mean)} ± {_number(ci)}" for mean, ci, _ in stats]
-        text += f"| mean ± 95% CI | | | | | {cells[0]} | {cells[1]} | {cells[2]} | |\n"
+        cells = [_mean_cell([getattr(r, name) for r in rows]) for name in ("final_score", "final_mean10", "best_score")]
+        text += f"| mean, {band_name(len(rows))} | | | | | {cells[0]} | {cells[1]} | {cells[2]} | |\n"
+        text += f"\nThe band around the mean (compare.png; the low and high columns of compare.csv) is {_band_sentence(len(rows))}.\n"
     return text
 
 
@@ -496,13 +784,37 @@ def _pyplot():
     return plt
 
 
-def _title(run: Run) -> str:
-    progress = f" (in progress: {run.iterations} of {run.iterations_planned})" if run.in_progress else ""
-    return f"{run.label}: {run.env_id}, {run.world_size} ranks, {run.iterations} iterations{progress}"
+def plot_title(run: Run) -> str:
+    """A run's plot title: label, environment, pool size and how far it got (in progress, stopped early, or done)."""
+    head = f"{run.label}: {run.env_id}, {run.world_size} ranks"
+    if run.in_progress:
+        return f"{head}, iteration {run.iterations} of {run.iterations_planned} (in progress)"
+    if run.stopped_early:
+        return f"{head}, stopped at iteration {run.iterations} of {run.iterations_planned}"
+    return f"{head}, {run.iterations} iterations"
 
 
-def plot_learning_curve(run: Run, path: str | Path) -> Path:
-    """Winner score per iteration, every rank's score as points with their min-max band, best-ever line."""
+def _save(fig, path: str | Path, dpi: int) -> Path:
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return Path(path)
+
+
+def _vertical_lines(ax, rows: np.ndarray, label: str, **style) -> None:
+    """A vertical line at each 0-based row's iteration; only the first gets a legend entry."""
+    for i, row in enumerate(rows):
+        ax.axvline(row + 1, label=label if i == 0 else "_nolegend_", **style)
+
+
+def _draw_reference(ax, reference: Reference | None, last_iteration: int) -> None:
+    """The reference curve as a dashed line up to `last_iteration`, labelled by its file's stem."""
+    if reference is not None:
+        shown = reference.iteration <= last_iteration
+        ax.plot(reference.iteration[shown], reference.score[shown], color="C2", ls="--", lw=1.4, label=reference.label)
+
+
+def learning_curve_figure(run: Run, reference: Reference | None = None):
+    """The figure of plot_learning_curve (returned open, for plot_learning_curve to save and for tests to inspect)."""
     plt = _pyplot()
     curve = learning_curve(run)
     x = curve["iteration"]
@@ -512,64 +824,102 @@ def plot_learning_curve(run: Run, path: str | Path) -> Path:
     ax.scatter(np.repeat(x, run.world_size)[finite.ravel()], run.scores[finite], s=4, color="0.55", linewidths=0, label="a rank's score")
     ax.plot(x, curve["winner_score"], color="C0", lw=1.3, label="winner's score")
     ax.step(x, curve["best_score"], where="post", color="C3", lw=1.5, label="best ever")
-    for k in np.flatnonzero(run.fell_back):
-        ax.axvline(k + 1, color="C1", lw=0.6, ls=":")
-    for k in np.flatnonzero(run.winner < 0):
-        ax.axvline(k + 1, color="k", lw=0.6, ls="--")
+    _vertical_lines(ax, np.flatnonzero(run.fell_back), "then back to the best agent (patience)", color="C1", lw=0.6, ls=":")
+    _vertical_lines(ax, np.flatnonzero(run.winner < 0), "no winner: every branch degenerate", color="k", lw=0.6, ls="--")
+    _draw_reference(ax, reference, run.iterations)
     episodes = f"mean of {run.evaluate_episodes} episodes" if run.evaluate_episodes else "mean return"
-    ax.set(xlabel="iteration", ylabel=f"evaluation return ({episodes})", title=_title(run))
+    ax.set(xlabel="iteration", ylabel=f"evaluation return ({episodes})", title=plot_title(run))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
-def plot_wins(run: Run, path: str | Path) -> Path:
-    """Wins per rank, the winner over time, and win share against alpha and eta."""
-    plt = _pyplot()
-    rows = win_table(run)
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), layout="constrained")
-    bars = axes[0, 0]
+def plot_learning_curve(run: Run, path: str | Path, reference: Reference | None = None) -> Path:
+    """Winner score per iteration, every rank's score as points with their min-max band, best-ever line (and a reference curve)."""
+    return _save(learning_curve_figure(run, reference), path, dpi=110)
+
+
+def _draw_win_bars(ax, run: Run, rows: list[RankWins]) -> None:
     ranks = np.arange(run.world_size)
-    bars.bar(ranks, [r.wins for r in rows], color="C0")
+    ax.bar(ranks, [r.wins for r in rows], color="C0")
     for r in rows:
-        bars.annotate(f"{r.share:.0%}", (r.rank, r.wins), ha="center", va="bottom", fontsize=8)
-    bars.set_xticks(ranks, [f"{r.rank}\nα={r.alpha:g}\nη={r.eta:g}" for r in rows], fontsize=7 if run.world_size > 6 else 8)
-    bars.set(ylabel="wins", title="wins per rank (share of decided iterations)")
+        ax.annotate(f"{r.share:.0%}", (r.rank, r.wins), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(ranks, [f"{r.rank}\nα={r.alpha:g}\nη={r.eta:g}" for r in rows], fontsize=7 if run.world_size > 6 else 8)
+    ax.set(ylabel="wins", title="wins per rank (share of decided iterations)")
 
-    strip = axes[0, 1]
+
+def _draw_winner_strip(ax, run: Run) -> None:
     x = np.arange(1, run.iterations + 1)
     decided = run.winner >= 0
     previous_best = np.concatenate([[-np.inf], run.best_score[:-1]])
     new_best = decided & (winner_scores(run) > previous_best)
-    strip.scatter(x[decided & ~new_best], run.winner[decided & ~new_best], s=10, color="C0", label="won")
-    strip.scatter(x[new_best], run.winner[new_best], s=22, facecolors="none", edgecolors="C3", label="won with a new best")
+    ax.scatter(x[decided & ~new_best], run.winner[decided & ~new_best], s=10, color="C0", label="won")
+    ax.scatter(x[new_best], run.winner[new_best], s=22, facecolors="none", edgecolors="C3", label="won with a new best")
     if (~decided).any():
-        strip.scatter(x[~decided], np.full((~decided).sum(), -0.5), marker="x", color="k", s=12, label="every branch degenerate")
-    strip.set_yticks(ranks)
-    strip.set(xlabel="iteration", ylabel="winning rank", title="winner over time")
-    strip.legend(fontsize=7, loc="upper right")
-
-    by_value = win_share_by_hyperparameter(run)
-    for ax, name in ((axes[1, 0], "alpha"), (axes[1, 1], "eta")):
-        values = run.alpha if name == "alpha" else run.eta
-        ax.scatter(values, [r.share for r in rows], color="C0", s=18, label="one rank")
-        groups = [v for v in by_value if v.name == name]
-        ax.scatter([g.value for g in groups], [g.share for g in groups], marker="D", color="C3", s=40, label="all ranks with this value")
-        ax.scatter([g.value for g in groups], [g.rank_share for g in groups], marker="_", color="k", s=300, label="expected if it made no difference")
-        if np.unique(values).size > 1 or values.min() > 0:
-            ax.set_xscale("log")
-        ax.set(xlabel=name, ylabel="win share", title=f"win share against {name}", ylim=(0, 1.05))
-        ax.legend(fontsize=7)
-    fig.suptitle(_title(run), fontsize=10)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+        ax.scatter(x[~decided], np.full((~decided).sum(), -0.5), marker="x", color="k", s=12, label="every branch degenerate")
+    ax.set_yticks(np.arange(run.world_size))
+    ax.set(xlabel="iteration", ylabel="winning rank", title="winner over time")
+    ax.legend(fontsize=7, loc="upper right")
 
 
-def plot_timings(run: Run, path: str | Path) -> Path:
-    """Seconds per phase in each iteration (stacked), and each rank's totals per phase."""
+def _draw_share_against(ax, run: Run, name: str, rows: list[RankWins]) -> None:
+    values = run.alpha if name == "alpha" else run.eta
+    groups = [v for v in win_share_by_hyperparameter(run) if v.name == name]
+    ax.scatter(values, [r.share for r in rows], color="C0", s=18, label="one rank")
+    ax.scatter([g.value for g in groups], [g.share for g in groups], marker="D", color="C3", s=40, label="all ranks with this value")
+    ax.scatter([g.value for g in groups], [g.rank_share for g in groups], marker="_", color="k", s=300, label="expected if it made no difference")
+    if values.min() > 0:
+        ax.set_xscale("log")
+    ax.set(xlabel=name, ylabel="win share", title=f"win share against {name}", ylim=(0, 1.05))
+    ax.legend(fontsize=7)
+
+
+def varying_hyperparameters(run: Run) -> list[str]:
+    """The hyperparameters (alpha, eta) that are not the same on every rank: only they get a win-share panel."""
+    return [name for name in HYPERPARAMETERS if np.unique(getattr(run, name)).size > 1]
+
+
+def wins_figure(run: Run):
+    """The figure of plot_wins (returned open). A hyperparameter that all ranks share gets no panel, only a note in the title."""
+    plt = _pyplot()
+    rows = win_table(run)
+    varying = varying_hyperparameters(run)
+    mosaic = [["bars", "strip"]]
+    if varying:
+        mosaic.append(varying if len(varying) == 2 else varying * 2)
+    fig, axes = plt.subplot_mosaic(mosaic, figsize=(10, 7 if varying else 3.8), layout="constrained")
+    _draw_win_bars(axes["bars"], run, rows)
+    _draw_winner_strip(axes["strip"], run)
+    for name in varying:
+        _draw_share_against(axes[name], run, name, rows)
+    title = plot_title(run)
+    constant = [f"{name} = {getattr(run, name)[0]:g}" for name in HYPERPARAMETERS if name not in varying]
+    if constant:
+        title += "\n" + " and ".join(constant) + " on every rank (no win-share panel)"
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_wins(run: Run, path: str | Path) -> Path:
+    """Wins per rank, the winner over time, and win share against alpha and eta (those that differ between ranks)."""
+    return _save(wins_figure(run), path, dpi=100)
+
+
+def timing_axis_top(seconds: np.ndarray) -> float | None:
+    """Top of the seconds axis when iteration 1 would flatten the others, else None.
+
+    `seconds` is the wall time of each iteration. The first one includes JAX's
+    compilation (about 20 s): if it lies above the others, the axis is scaled
+    to the 99th percentile of iterations 2+ (with 15% head room) instead.
+    """
+    if len(seconds) < 2:
+        return None
+    top = 1.15 * float(np.percentile(seconds[1:], 99))
+    return top if 0 < top < seconds[0] else None
+
+
+def timings_figure(run: Run):
+    """The figure of plot_timings (returned open)."""
     plt = _pyplot()
     per_iteration = phase_seconds(run)
     totals = {row.phase: row for row in timing_table(run)}
@@ -578,7 +928,13 @@ def plot_timings(run: Run, path: str | Path) -> Path:
     labels = [f"{phase}: {totals[phase].seconds:.1f} s ({totals[phase].share:.0%})" for phase in run.phases]
     stack.stackplot(x, *(per_iteration[phase] for phase in run.phases), labels=labels, colors=[f"C{i}" for i in range(len(run.phases))], step="mid")
     stack.set(xlabel="iteration", ylabel="seconds", title="time per iteration by phase (mean over ranks)")
-    stack.legend(fontsize=8)
+    seconds = sum(per_iteration.values())
+    top = timing_axis_top(seconds)
+    if top is not None:
+        stack.set_ylim(0, top)
+        note = f"iteration 1: {seconds[0]:.1f} s, off the scale\n(JAX compiles; the axis fits iterations 2+)"
+        stack.annotate(note, xy=(1, top), xytext=(12, -6), textcoords="offset points", va="top", fontsize=8, arrowprops={"arrowstyle": "->", "lw": 0.8})
+    stack.legend(fontsize=8, loc="lower right" if top is not None else "best")
 
     per_rank = run.timings.sum(axis=0)
     left = np.zeros(run.world_size)
@@ -588,40 +944,51 @@ def plot_timings(run: Run, path: str | Path) -> Path:
     ranks.set_yticks(np.arange(run.world_size))
     ranks.invert_yaxis()
     ranks.set(xlabel="seconds, summed over iterations", ylabel="rank", title="each rank's time")
-    fig.suptitle(_title(run), fontsize=10)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    fig.suptitle(plot_title(run), fontsize=10)
+    return fig
 
 
-def plot_compare(runs: Sequence[Run], path: str | Path) -> Path:
-    """Mean winner score and mean best-ever score over the runs per iteration, with 95% confidence bands."""
+def plot_timings(run: Run, path: str | Path) -> Path:
+    """Seconds per phase in each iteration (stacked; iteration 1 left off the scale if it dwarfs the rest), and each rank's totals per phase."""
+    return _save(timings_figure(run), path, dpi=100)
+
+
+def compare_figure(runs: Sequence[Run], reference: Reference | None = None):
+    """The figure of plot_compare (returned open)."""
     plt = _pyplot()
     stats = compare_runs(runs)
     x = stats["iteration"]
+    band = band_name(len(runs))
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
-    for run in runs:
-        ax.plot(np.arange(1, run.iterations + 1), winner_scores(run), lw=0.6, alpha=0.35, color="0.4")
+    for i, run in enumerate(common_part(runs)):
+        ax.plot(x, winner_scores(run), lw=0.6, alpha=0.35, color="0.4", label="one run's winner score" if i == 0 else "_nolegend_")
     for key, color, name in (("winner", "C0", "winner's score"), ("best", "C3", "best ever")):
-        mean, ci = stats[f"{key}_mean"], stats[f"{key}_ci"]
-        ax.plot(x, mean, color=color, lw=1.5, label=f"mean {name}")
-        ax.fill_between(x, mean - ci, mean + ci, color=color, alpha=0.2, lw=0, label=f"95% CI of the mean ({name})")
-    ax.set(xlabel="iteration", ylabel="evaluation return", title=f"{len(runs)} runs: " + ", ".join(run.label for run in runs)[:90])
+        ax.plot(x, stats[f"{key}_mean"], color=color, lw=1.5, label=f"mean {name}")
+        if len(runs) >= 2:
+            ax.fill_between(x, stats[f"{key}_low"], stats[f"{key}_high"], color=color, alpha=0.2, lw=0, label=f"{band} ({name})")
+    _draw_reference(ax, reference, int(x[-1]) if len(x) else 0)
+    title = f"{len(runs)} runs: " + ", ".join(run.label for run in runs)[:90]
+    if len({run.iterations for run in runs}) > 1:
+        title += f"\ncompared over iterations 1-{common_iterations(runs)}, the ones every run has"
+    ax.set(xlabel="iteration", ylabel="evaluation return", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return fig
+
+
+def plot_compare(runs: Sequence[Run], path: str | Path, reference: Reference | None = None) -> Path:
+    """Mean winner score and mean best-ever score over the runs per iteration, with their band (mean_and_band), over the common iterations."""
+    return _save(compare_figure(runs, reference), path, dpi=110)
 
 
 # --- the command -------------------------------------------------------------------
 
 
-def analyze_run(run: Run, out: Path) -> list[Path]:
+def analyze_run(run: Run, out: Path, reference: Reference | None = None) -> list[Path]:
     """Every plot and table of one run, written into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     written = [
-        plot_learning_curve(run, out / "learning_curve.png"),
+        plot_learning_curve(run, out / "learning_curve.png", reference),
         learning_curve_csv(run, out / "learning_curve.csv"),
         plot_wins(run, out / "wins.png"),
         out / "wins.md",
@@ -634,11 +1001,13 @@ def analyze_run(run: Run, out: Path) -> list[Path]:
     return written
 
 
-def write_analysis(runs: Sequence[Run], out: str | Path) -> list[Path]:
+def write_analysis(runs: Sequence[Run], out: str | Path, reference: Reference | None = None) -> list[Path]:
     """Every plot and table of `runs` into the folder `out`; returns the files written.
 
     One run: its files go straight into `out`. Several runs: each run gets a
-    subfolder `out/<label>/`, and `out` gets compare.png, compare.csv and compare.md.
+    subfolder `out/<label>/`, and `out` gets compare.png, compare.csv and
+    compare.md, over the iterations all the runs have. `reference`, if given,
+    is drawn on the learning-curve and compare plots.
     """
     for run in runs:
         if run.iterations == 0:
@@ -649,18 +1018,23 @@ def write_analysis(runs: Sequence[Run], out: str | Path) -> list[Path]:
     except OSError as error:
         raise AnalysisError(f"cannot create the output folder '{out}' ({error.strerror}). Fix: choose a writable --out folder.") from None
     if len(runs) == 1:
-        return analyze_run(runs[0], out)
+        return analyze_run(runs[0], out, reference)
     written = []
     for run in runs:
-        written += analyze_run(run, out / run.label)
-    written += [plot_compare(runs, out / "compare.png"), write_csv(out / "compare.csv", compare_runs(runs)), out / "compare.md"]
+        written += analyze_run(run, out / run.label, reference)
+    written += [plot_compare(runs, out / "compare.png", reference), write_csv(out / "compare.csv", compare_runs(runs)), out / "compare.md"]
     (out / "compare.md").write_text(compare_markdown(runs))
     return written
 
 
-def analyze(paths: Sequence[str | Path], out: str | Path) -> list[Path]:
-    """Read the checkpoints at `paths` and write their analysis into `out` (see write_analysis)."""
-    return write_analysis(read_runs(paths), out)
+def analyze(paths: Sequence[str | Path], out: str | Path, reference: str | Path | None = None) -> list[Path]:
+    """Read the checkpoints at `paths` (and the reference curve, if given) and write their analysis into `out` (see write_analysis)."""
+    curve = read_reference(reference) if reference is not None else None
+    return write_analysis(read_runs(paths), out, curve)
+
+
+def _progress_note(run: Run) -> str:
+    return " (in progress)" if run.in_progress else " (stopped early)" if run.stopped_early else ""
 
 
 def summary_lines(run: Run) -> list[str]:
@@ -669,7 +1043,7 @@ def summary_lines(run: Run) -> list[str]:
     winners = winner_scores(run)
     phases = ", ".join(f"{r.phase} {r.share:.0%}" for r in timing_table(run))
     return [
-        f"{run.path}: {run.env_id}, {run.world_size} ranks, {run.iterations} of {run.iterations_planned} iterations",
+        f"{run.path}: {run.env_id}, {run.world_size} ranks, {run.iterations} of {run.iterations_planned} iterations{_progress_note(run)}",
         f"  winner's score: first {_number(float(winners[0]))}, last {_number(float(winners[-1]))}; best {_number(float(run.best_score[-1]))} at iteration {run.best_iteration + 1}",
         "  wins per rank: " + ", ".join(f"{r.rank}: {r.wins} ({r.share:.0%})" for r in wins),
         f"  time: {phases}",
@@ -677,9 +1051,15 @@ def summary_lines(run: Run) -> list[str]:
 
 
 def analyze_command(args) -> int:
-    """The CLI's `mpiswim analyze RUN.h5 [RUN2.h5 ...] --out DIR`."""
+    """The CLI's `mpiswim analyze RUN.h5 [RUN2.h5 ...] [--reference CURVE.csv] --out DIR`.
+
+    Prints one warning line on stderr per way the runs differ (run_differences).
+    """
+    reference = read_reference(args.reference) if getattr(args, "reference", None) is not None else None
     runs = read_runs(args.checkpoints)
-    written = write_analysis(runs, args.out)
+    for line in run_differences(runs):
+        print(f"mpiswim analyze: warning: {line}", file=sys.stderr)
+    written = write_analysis(runs, args.out, reference)
     for run in runs:
         print("\n".join(summary_lines(run)))
     print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(str(p.relative_to(args.out)) for p in written))

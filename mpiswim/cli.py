@@ -99,10 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
         "analyze",
         help="plots and tables of one or more runs (learning curve, who wins, where time goes); works while a run is in progress",
         description="Write learning_curve.png/.csv, wins.png/.md and timings.png/.md/.csv into DIR; with several runs, one subfolder per run "
-        "and compare.png/.csv/.md (mean and 95%% confidence band per iteration, final and best scores).",
+        "and compare.png/.csv/.md: the mean per iteration with a band (the 95% confidence interval with 3 runs or more, the min-max range with 2), "
+        "final and best scores. Runs are compared over the iterations all of them have; a warning names every difference in pool size, "
+        "episode length T, config or length.",
     )
     analyze.add_argument("checkpoints", nargs="+", metavar="RUN.h5")
     analyze.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    analyze.add_argument(
+        "--reference",
+        metavar="CURVE.csv",
+        help="a reference learning curve to draw (dashed, labelled with the file name without .csv) on the learning-curve and compare plots: "
+        "a CSV file with a header row and the columns iteration and score (other columns are ignored, a blank score is a gap)",
+    )
 
     render = commands.add_parser(
         "render",

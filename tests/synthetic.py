@@ -44,10 +44,16 @@ def timings(row: int) -> np.ndarray:
     return table
 
 
-def write_synthetic_checkpoint(path: Path, rows: int = len(WINNERS), planned: int = 10, evaluation_action: str = "sample") -> Path:
-    """Write the first `rows` iterations of the table above as a checkpoint at `path`."""
+def write_synthetic_checkpoint(path: Path, rows: int = len(WINNERS), planned: int = 10, evaluation_action: str = "sample", offset: float = 0.0, settings: dict[str, object] | None = None) -> Path:
+    """Write the first `rows` iterations of the table above as a checkpoint at `path`.
+
+    `offset` is added to every score (and best score); `settings` replaces config
+    lines of DEFAULT_CONFIG (key -> value, e.g. {"T": 200, "eta": 1e-3}).
+    """
     text = re.sub(r"(?m)^alpha = .*$", f"alpha = {ALPHA}", DEFAULT_CONFIG)
     text = re.sub(r"(?m)^eta = .*$", f"eta = {ETA}", text)
+    for key, value in (settings or {}).items():
+        text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
     text = re.sub(r"(?m)^iterations = \d+", f"iterations = {planned}", text)
     # the agents below are signed-coding agents with the state-only baseline
     text = re.sub(r"(?m)^features = .*$", 'features = "signed"', text)
@@ -59,18 +65,18 @@ def write_synthetic_checkpoint(path: Path, rows: int = len(WINNERS), planned: in
     current = Agent(np.full_like(zero.policy, CURRENT_MARK), zero.baseline.copy())
     records = [
         IterationRecord(
-            scores=SCORES[k],
+            scores=SCORES[k] + offset,
             winner=WINNERS[k],
             train_returns=np.zeros((3, cfg.iterate_episodes)),
             timings=timings(k),
             degenerate=~np.isfinite(SCORES[k]),
             fell_back=False,
-            best_score=BEST[k],
+            best_score=BEST[k] + offset,
         )
         for k in range(rows)
     ]
     best_row = BEST[:rows].index(BEST[rows - 1])  # the iteration whose winner first reached the best score
-    state = PoolState(rows, current, best, BEST[rows - 1], best_row, 0, 0)
+    state = PoolState(rows, current, best, BEST[rows - 1] + offset, best_row, 0, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, cfg, state, records)
     return path

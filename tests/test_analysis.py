@@ -4,6 +4,7 @@ writes, clear errors on bad input, and reading a checkpoint while a real MPI run
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import runpy
 import shutil
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from synthetic import ALPHA, BEST, BEST_ROW, SCORES, WINNERS, write_synthetic_checkpoint
 
-from mpiswim import analysis
+from mpiswim import analysis, checkpoint
 from mpiswim.analysis import read_run
 from mpiswim.cli import main
 
@@ -35,13 +36,32 @@ def test_reading_a_checkpoint_for_analysis_does_not_import_jax():
 
 def test_read_run_returns_what_was_written(synthetic):
     run = read_run(synthetic)
-    assert (run.iterations, run.world_size, run.iterations_planned, run.in_progress) == (6, 3, 10, True)
+    assert (run.iterations, run.world_size, run.iterations_planned, run.in_progress, run.stopped_early) == (6, 3, 10, False, True)
     np.testing.assert_array_equal(run.scores, SCORES)
     np.testing.assert_array_equal(run.winner, WINNERS)
     assert run.phases == ("train", "evaluate", "communicate", "checkpoint")
     assert run.timings.shape == (6, 3, 4)
     assert run.alpha.tolist() == ALPHA and run.best_iteration == BEST_ROW
     assert run.label == "synthetic" and run.env_id == "Swimmer-v5" and run.evaluate_episodes == 5
+    assert run.T == 500 and run.settings["evaluate_episodes"] == 5 and "name" not in run.settings and "seed" not in run.settings
+
+
+def test_a_run_is_in_progress_only_while_a_job_holds_its_file(synthetic, tmp_path, monkeypatch):
+    """`mpiswim train` locks its checkpoint for as long as it runs: a file nobody holds is a run that stopped."""
+    path = tmp_path / "run.h5"
+    shutil.copy(synthetic, path)
+    stopped = read_run(path)
+    assert not stopped.in_progress and analysis.plot_title(stopped) == "run: Swimmer-v5, 3 ranks, stopped at iteration 6 of 10"
+    fd = checkpoint.claim(path)  # what a running `mpiswim train` holds
+    try:
+        running = read_run(path)
+    finally:
+        os.close(fd)
+    assert running.in_progress and analysis.plot_title(running) == "run: Swimmer-v5, 3 ranks, iteration 6 of 10 (in progress)"
+    complete = read_run(write_synthetic_checkpoint(tmp_path / "complete.h5", planned=6))
+    assert not complete.in_progress and not complete.stopped_early and analysis.plot_title(complete) == "complete: Swimmer-v5, 3 ranks, 6 iterations"
+    monkeypatch.setattr(analysis, "lock_is_held", lambda path: None)  # a file system that cannot report locks
+    assert analysis.finished_cleanly(path) and not read_run(path).in_progress  # compacted at a clean end
 
 
 def test_learning_curve_follows_the_winner_and_the_finite_spread(synthetic):
@@ -81,21 +101,23 @@ def test_timing_table_splits_the_iteration_time(synthetic):
     assert sum(r.share for r in rows.values()) == pytest.approx(1.0)
 
 
-def test_compare_runs_gives_mean_and_t_interval_per_iteration(tmp_path):
-    paths = [write_synthetic_checkpoint(tmp_path / f"seed{i}.h5", rows=rows) for i, rows in enumerate((6, 6, 4))]
+def test_compare_runs_gives_mean_and_t_interval_per_iteration_over_the_common_iterations(tmp_path):
+    paths = [write_synthetic_checkpoint(tmp_path / f"seed{i}.h5", rows=rows, offset=offset) for i, (rows, offset) in enumerate(((6, 0.0), (6, 1.0), (4, 5.0)))]
     runs = analysis.read_runs(paths)
     stats = analysis.compare_runs(runs)
-    assert stats["iteration"].tolist() == [1, 2, 3, 4, 5, 6]
-    assert stats["runs"].tolist() == [3, 3, 3, 3, 2, 2]  # the short run stops after iteration 4
+    assert stats["iteration"].tolist() == [1, 2, 3, 4]  # the short run stops after iteration 4: so does the comparison
+    assert stats["runs"].tolist() == [3, 3, 3, 3]
     assert np.isnan(stats["winner_mean"][2])  # no winner in any run
-    np.testing.assert_allclose(stats["best_mean"][:2], [3.0, 5.0])
-    values = np.array([7.0, 7.0])
-    assert stats["best_ci"][5] == 0.0 and stats["best_mean"][5] == values.mean()
+    np.testing.assert_allclose(stats["best_mean"], np.array(BEST[:4]) + 2.0)
+    half = 4.303 * np.std([0.0, 1.0, 5.0], ddof=1) / np.sqrt(3)  # the 95% t-interval of 3 runs
+    np.testing.assert_allclose(stats["best_high"] - stats["best_mean"], half)
+    np.testing.assert_allclose(stats["best_mean"] - stats["best_low"], half)
     mean, half, n = analysis.mean_and_ci(np.array([1.0, 2.0, 4.0]))
     assert (mean, n) == (pytest.approx(7 / 3), 3)
     assert half == pytest.approx(4.303 * np.std([1, 2, 4], ddof=1) / np.sqrt(3))
     summaries = analysis.run_summaries(runs)
-    assert [s.best_score for s in summaries] == [7.0, 7.0, 6.0] and summaries[2].best_iteration == 4
+    assert [s.best_score for s in summaries] == [7.0, 8.0, 11.0] and summaries[2].best_iteration == 4
+    assert [s.best_score for s in analysis.run_summaries(analysis.common_part(runs))] == [6.0, 7.0, 11.0]  # the best up to iteration 4
 
 
 def test_analyze_writes_plots_and_tables(synthetic, tmp_path, capsys):
@@ -109,19 +131,140 @@ def test_analyze_writes_plots_and_tables(synthetic, tmp_path, capsys):
     wins = (out / "wins.md").read_text()
     assert "| 0 | 1e-05 | 0.0001 | 2 | 40.0% |" in wins and "| alpha | 1e-05 | 0 | 2 | 40.0% | 33.3% | 1.20 |" in wins
     assert "| train | 6.6 |" in (out / "timings.md").read_text()
-    assert "wins per rank: 0: 2 (40%), 1: 2 (40%), 2: 1 (20%)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "3 ranks, 6 of 10 iterations (stopped early)" in printed and "wins per rank: 0: 2 (40%), 1: 2 (40%), 2: 1 (20%)" in printed
+
+
+def test_two_runs_of_different_length_are_compared_over_their_common_iterations_with_a_range(tmp_path, capsys):
+    """The mean of two runs must not jump where the shorter one ends, and its band is the range of the two, not a t-interval."""
+    a = write_synthetic_checkpoint(tmp_path / "a.h5")
+    b = write_synthetic_checkpoint(tmp_path / "b.h5", rows=4, offset=10.0)
+    out = tmp_path / "out"
+    assert main(["analyze", str(a), str(b), "--out", str(out)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [f"mpiswim analyze: warning: the runs differ in length (iterations done): {a} has 6, {b} has 4; they are compared over iterations 1-4 only"]
+    with open(out / "compare.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["iteration"]) for row in rows] == [1, 2, 3, 4]
+    a_scores = analysis.winner_scores(read_run(a))[:4]
+    for row, score in zip(rows, a_scores, strict=True):
+        if np.isfinite(score):  # mean of the two runs, band = their range
+            assert (float(row["winner_mean"]), float(row["winner_low"]), float(row["winner_high"])) == (score + 5, score, score + 10)
+    table = (out / "compare.md").read_text()
+    assert "Compared over iterations 1-4" in table and "has 6, " in table
+    assert "| mean, range of 2 runs | | | | | 11.00 (range 6.00 to 16.00) |" in table and "±" not in table  # final = winner score at iteration 4
+    legend = [text.get_text() for text in analysis.compare_figure(analysis.read_runs([a, b])).axes[0].get_legend().get_texts()]
+    assert "range of 2 runs (winner's score)" in legend and "95% CI" not in " ".join(legend)
+
+
+def test_runs_that_differ_in_pool_size_episode_length_or_config_give_one_warning_each(tmp_path, capsys):
+    a = write_synthetic_checkpoint(tmp_path / "a.h5", settings={"name": '"a"', "seed": 1})
+    b = write_synthetic_checkpoint(tmp_path / "b.h5", settings={"name": '"b"', "seed": 2, "T": 200, "gamma": 0.99})
+    assert main(["analyze", str(a), str(b), "--out", str(tmp_path / "out")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [
+        f"mpiswim analyze: warning: the runs differ in episode length T: {a} has 500, {b} has 200",
+        f"mpiswim analyze: warning: the runs differ in the config setting gamma: {a} has 1, {b} has 0.99",
+    ]  # not in name or seed
+    assert "- the runs differ in episode length T:" in (tmp_path / "out" / "compare.md").read_text()
+    runs = analysis.read_runs([a, b])
+    bigger = dataclasses.replace(runs[1], world_size=4)
+    assert analysis.run_differences([runs[0], bigger])[0] == f"the runs differ in pool size P: {a} has 3, {b} has 4"
+    assert analysis.run_differences([runs[0], runs[0]]) == []
 
 
 def test_analyze_several_runs_compares_them(tmp_path):
     a = write_synthetic_checkpoint(tmp_path / "a" / "run.h5")
-    b = write_synthetic_checkpoint(tmp_path / "b" / "run.h5", rows=4)
+    b = write_synthetic_checkpoint(tmp_path / "b" / "run.h5")
+    c = write_synthetic_checkpoint(tmp_path / "c" / "run.h5", offset=3.0)
     out = tmp_path / "out"
-    assert main(["analyze", str(a), str(b), "--out", str(out)]) == 0
-    assert (out / "compare.png").exists() and (out / "1-run" / "wins.png").exists() and (out / "2-run" / "timings.png").exists()
+    assert main(["analyze", str(a), str(b), str(c), "--out", str(out)]) == 0
+    assert (out / "compare.png").exists() and (out / "1-run" / "wins.png").exists() and (out / "3-run" / "timings.png").exists()
     table = (out / "compare.md").read_text()
-    assert "| 1-run |" in table and "| 2-run |" in table and "mean ± 95% CI" in table
+    assert "| 1-run |" in table and "| 3-run |" in table and "| mean, 95% CI, n = 3 |" in table
+    assert f"| 5.00 ± {4.303 * np.std([4, 4, 7], ddof=1) / np.sqrt(3):.2f} |" in table  # final winner scores 4, 4, 7
     with open(out / "compare.csv") as handle:
-        assert [row["runs"] for row in csv.DictReader(handle)] == ["2", "2", "2", "2", "1", "1"]
+        assert [row["runs"] for row in csv.DictReader(handle)] == ["3"] * 6
+
+
+def test_learning_curve_legend_names_every_kind_of_line_once(synthetic):
+    run = read_run(synthetic)
+    fell_back = np.array([False, True, False, True, False, False])
+    legend = [text.get_text() for text in analysis.learning_curve_figure(dataclasses.replace(run, fell_back=fell_back)).axes[0].get_legend().get_texts()]
+    assert legend.count("no winner: every branch degenerate") == 1  # iteration 3, dashed
+    assert legend.count("then back to the best agent (patience)") == 1  # iterations 2 and 4, dotted
+    assert analysis.learning_curve_figure(run).axes[0].get_title() == "synthetic: Swimmer-v5, 3 ranks, stopped at iteration 6 of 10"
+
+
+def test_timings_plot_keeps_the_first_iteration_off_the_scale(synthetic):
+    """Iteration 1 (JAX compiling) would flatten the others: the axis fits iterations 2+ and a note gives iteration 1's time."""
+    run = read_run(synthetic)
+    assert analysis.timing_axis_top(np.array([1.85] * 6)) is None  # nothing to leave out
+    assert analysis.timing_axis_top(np.array([20.0, 1.0, 2.0])) == pytest.approx(1.15 * np.percentile([1.0, 2.0], 99))
+    timings = run.timings.copy()
+    timings[0, :, 0] = 20.0  # train took 20 s on every rank in iteration 1
+    axis = analysis.timings_figure(dataclasses.replace(run, timings=timings)).axes[0]
+    assert axis.get_ylim()[1] == pytest.approx(1.15 * 1.85) and any("iteration 1: 20.8 s, off the scale" in t.get_text() for t in axis.texts)
+    plain = analysis.timings_figure(run).axes[0]
+    assert plain.get_ylim()[1] >= 1.85 and not any("off the scale" in t.get_text() for t in plain.texts)
+
+
+def test_wins_plot_has_no_win_share_panel_for_a_value_every_rank_shares(synthetic):
+    run = read_run(synthetic)
+
+    def titles(figure) -> list[str]:
+        return [ax.get_title() for ax in figure.axes]
+
+    assert titles(analysis.wins_figure(run))[2:] == ["win share against alpha", "win share against eta"]
+    one_eta = analysis.wins_figure(dataclasses.replace(run, eta=np.full(3, 1e-3)))
+    assert "win share against eta" not in titles(one_eta) and "win share against alpha" in titles(one_eta)
+    assert "eta = 0.001 on every rank (no win-share panel)" in one_eta._suptitle.get_text()
+    both = analysis.wins_figure(dataclasses.replace(run, alpha=np.full(3, 1e-4), eta=np.full(3, 1e-3)))
+    assert titles(both) == ["wins per rank (share of decided iterations)", "winner over time"]
+
+
+def test_reference_curve_is_drawn_on_the_learning_curve_and_compare_plots(synthetic, tmp_path):
+    curve = tmp_path / "ars-seed0.csv"
+    curve.write_text("iteration,score,seconds\n1,2.5,0.1\n2,4.0,0.2\n3,,0.3\n9,8.0,0.4\n")  # 9: beyond the run, not drawn
+    reference = analysis.read_reference(curve)
+    assert reference.label == "ars-seed0" and reference.iteration.tolist() == [1, 2, 3, 9] and np.isnan(reference.score[2])
+    run = read_run(synthetic)
+    lines = {line.get_label(): line for line in analysis.learning_curve_figure(run, reference).axes[0].get_lines()}
+    assert lines["ars-seed0"].get_xdata().tolist() == [1, 2, 3] and lines["ars-seed0"].get_linestyle() == "--"
+    compare = analysis.compare_figure(analysis.read_runs([synthetic, synthetic]), reference).axes[0]
+    assert "ars-seed0" in [text.get_text() for text in compare.get_legend().get_texts()]
+    out = tmp_path / "out"
+    assert main(["analyze", str(synthetic), "--reference", str(curve), "--out", str(out)]) == 0
+    assert (out / "learning_curve.png").stat().st_size > 0
+
+
+def test_a_bad_reference_curve_gives_one_message_naming_the_file_and_the_problem(synthetic, tmp_path, capsys):
+    files = {
+        "nowhere.csv": (None, "does not exist"),
+        "no_score.csv": ("iteration,return\n1,2\n", "has no column 'score' (its header is iteration, return)"),
+        "empty.csv": ("", "has no column 'iteration' (the file is empty)"),
+        "header_only.csv": ("iteration,score\n", "has a header but no rows"),
+        "word.csv": ("iteration,score\n1,2\n2,lots\n", "line 3: the score 'lots' is not a number"),
+        "no_iteration.csv": ("iteration,score\n,2\n", "line 2: the iteration '' is not a number"),
+        "binary.csv": (b"\x89PNG\r\n\x1a\n\xff\xfe", "cannot be read as CSV text"),
+    }
+    for name, (text, words) in files.items():
+        path = tmp_path / name
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        elif text is not None:
+            path.write_text(text)
+        assert main(["analyze", str(synthetic), "--reference", str(path), "--out", str(tmp_path / "out")]) == 2, name
+        error = capsys.readouterr().err
+        assert error.startswith("mpiswim analyze: reference curve") and f"'{path}'" in error and words in error and "Fix:" in error, (name, error)
+        assert error.count("\n") == 1, error
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_analyze_help_documents_the_reference_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    assert "--reference CURVE.csv" in capsys.readouterr().out
 
 
 def bad_files(tmp_path: Path, synthetic: Path) -> dict[str, tuple[Path, str]]:
@@ -198,6 +341,7 @@ def test_reading_while_a_real_run_writes_neither_fails_nor_disturbs_it(tmp_path)
                 continue
             run = read_run(out)  # any exception here fails the test
             assert run.scores.shape == (run.iterations, 2) and np.isfinite(analysis.learning_curve(run)["best_score"]).all()
+            assert run.in_progress or run.iterations == iterations  # the job holds its file until the end
             seen.append(run.iterations)
             reads += 1
             if reads % 5 == 0:  # keep a handle open while the writer appends (and at the end renames a compacted file over it)
