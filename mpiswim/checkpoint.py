@@ -772,8 +772,9 @@ def _check_values(raw: dict, path: Path) -> None:
 
     pool, k = raw["pool"], int(raw["attrs"]["iterations_done"])
     for name, values in raw["hyperparameters"].items():
-        if not (np.all(np.isfinite(values)) and np.all(values > 0)):
-            raise _damaged(path, f"/hyperparameters/{name} = {values.tolist()} holds a step size that is not positive and finite")
+        smallest = 0.0 if name == "eta" else np.nextafter(0.0, 1.0)  # eta = 0: random-search branches train no baseline
+        if not (np.all(np.isfinite(values)) and np.all(values >= smallest)):
+            raise _damaged(path, f"/hyperparameters/{name} = {values.tolist()} holds a step size that is {'negative' if name == 'eta' else 'not positive'} or not finite")
     for name in ("current", "best"):
         for part, values in raw[name]._asdict().items():
             if not np.all(np.isfinite(values)):

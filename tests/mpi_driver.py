@@ -11,6 +11,8 @@ Modes:
              counting training and evaluation episodes); every cli-like mode writes OUTDIR/pid.<rank>
   broadcast  each rank proposes a different agent; check Bcast gives all ranks root's exact bytes
   pool       one real pool_iteration; every rank's new agent must equal the winner's branch bit for bit
+  search     one random-search pool_iteration: the record holds every rank's exploration, every rank
+             computes the same step, and every rank ends with the winner's step along it
 """
 # ruff: noqa: I001  (mpiswim is imported before numpy on purpose)
 
@@ -132,3 +134,37 @@ elif mode == "pool":
         assert len(set(branch_digests)) == comm.Get_size(), "branches should differ before the merge"
         assert all(d == branch_digests[winner] for d in new_digests), (winner, branch_digests, new_digests)
         (outdir / "pool.ok").write_text(f"{winner}")
+
+elif mode == "search":
+    from mpiswim.config import parse_config
+    from mpiswim.env import Trajectory, make_task
+
+    cfg = parse_config((outdir / "config.toml").read_text(), comm.Get_size())
+    task = make_task(cfg.env_id, cfg.features)
+    explored, steps = [], []
+    real_explore, real_step = pool.explore, pool.search_step
+
+    def remember_explore(*a, **k):
+        explored.append(real_explore(*a, **k))
+        return explored[-1]
+
+    def remember_step(*a, **k):
+        steps.append(real_step(*a, **k))
+        return steps[-1]
+
+    pool.explore, pool.search_step = remember_explore, remember_step
+    state = pool.initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
+    start = state.agent
+    state, record = pool.pool_iteration(comm, cfg, task, state, Trajectory.empty(cfg.T, task.obs_dim, task.action_dim))
+    mine = comm.gather(explored[0], root=0)
+    step_digests = comm.gather(hashlib.sha256(steps[0].tobytes()).hexdigest(), root=0)
+    new_digests = comm.gather(digest(state.agent), root=0)
+    if rank == 0:
+        np.testing.assert_array_equal(record.train_returns, np.array(mine))  # the record holds what each rank explored
+        assert len(set(step_digests)) == 1, "every rank must compute the same pooled step"
+        assert np.any(steps[0] != 0.0)
+        winner = record.winner
+        assert winner == int(np.argmax(record.scores)), (winner, record.scores)
+        branch = pool.nudge(start, steps[0], cfg.alpha[winner])
+        assert all(d == digest(branch) for d in new_digests), "every rank must hold the winner's step"
+        (outdir / "search.ok").write_text(f"{winner}")

@@ -92,6 +92,47 @@ def test_pool_iteration_picks_argmax_and_replaces_every_agent(tmp_path):
     assert (tmp_path / "pool.ok").exists()
 
 
+SEARCH_CONFIG = TINY_CONFIG.replace("iterate_episodes = 2", 'learner = "random-search"\niterate_episodes = 4\nevaluation_action = "mean"\ncommon_evaluation = true').replace(
+    "eta = 1e-3", "[search]\nnoise = 0.1"
+)
+
+
+def test_random_search_pools_every_ranks_exploration_into_one_step(tmp_path):
+    (tmp_path / "config.toml").write_text(SEARCH_CONFIG.format(alpha="[0.01, 0.1, 1.0]"))
+    result = launch(3, "search", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "search.ok").exists()
+
+
+def test_resumed_random_search_run_equals_uninterrupted_run(tmp_path):
+    config = tmp_path / "search.toml"
+    config.write_text(SEARCH_CONFIG.format(alpha="{min = 0.05, max = 0.5}").replace("iterations = 3", "iterations = 4"))
+    straight = launch(2, "cli", tmp_path, "train", "--config", str(config), "--out", "straight.h5")
+    assert straight.returncode == 0, straight.stderr
+    first = launch(2, "cli", tmp_path, "train", "--config", str(config), "--out", "resumed.h5", "--iterations", "2")
+    second = launch(2, "cli", tmp_path, "train", "--resume", "resumed.h5", "--iterations", "4")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    expected, actual = read_pool(tmp_path / "straight.h5"), read_pool(tmp_path / "resumed.h5")
+    assert actual["iterations_done"] == 4
+    assert np.all(np.isfinite(expected["pool/train_returns"]))  # 4 exploration returns per rank and iteration
+    for name, values in expected.items():
+        if name != "pool/timings":
+            np.testing.assert_array_equal(actual[name], values, err_msg=name)
+
+
+def test_a_reached_target_ends_the_run_cleanly(tmp_path):
+    config = write_config(tmp_path, iterations=50)
+    config.write_text(config.read_text().replace('name = "tiny"', 'name = "tiny"\ntarget = -1000\ntarget_episodes = 2'))
+    result = launch(2, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5")
+    assert result.returncode == 0, result.stderr
+    assert exit_codes(tmp_path, 2) == [0, 0]
+    assert "target check: the new best agent scores" in result.stdout and "(target -1000): reached" in result.stdout
+    assert "mpiswim: done (target reached): 1 iterations" in result.stdout
+    assert read_pool(tmp_path / "run.h5")["iterations_done"] == 1
+    check = launch(1, "cli", tmp_path, "check", "run.h5")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_train_records_the_scores_the_ranks_computed(tmp_path):
     config = write_config(tmp_path)
     result = launch(3, "scores", tmp_path, "train", "--config", str(config), "--out", "run.h5")
