@@ -354,7 +354,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
     if rank == 0:
         print(
             f"mpiswim: {cfg.name}: {cfg.env_id}, {comm.Get_size()} ranks, iterations {state.iteration + 1}..{cfg.iterations}, "
-            f"T={cfg.T}, {cfg.iterate_episodes}+{cfg.evaluate_episodes} episodes per rank, checkpoint {setup.out}",
+            f"T={cfg.T}, {cfg.learner} branches, {cfg.iterate_episodes}+{cfg.evaluate_episodes} episodes per rank, checkpoint {setup.out}",
             flush=True,
         )
         print(planned_work(cfg, comm.Get_size(), state.iteration), flush=True)
