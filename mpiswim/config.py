@@ -49,6 +49,8 @@ stall_timeout = 600        # seconds a rank may keep the others waiting at one o
                            # set-up and the first iteration get at least 600 s): the job ends naming it
                            # (exit code 5), checkpoint intact. 0 = never (plain blocking MPI waits).
                            # May change on resume; train --stall-timeout overrides it.
+# target = 150             # stop once the best agent scores this on target_episodes (default 5) fresh
+                           # episodes (checked after each new best); left out: run all iterations
 
 [env]
 id = "Swimmer-v5"          # any Gymnasium MuJoCo id with a bounded Box action space
@@ -56,6 +58,9 @@ T = 500                    # steps per episode at most (the episode also ends on
 gamma = 1.0                # discount of the return, in [0, 1]
 
 [pool]
+learner = "reinforce"      # how a rank improves its branch: "reinforce" (REINFORCE episodes, the seed's way)
+                           # or "random-search" (a step along a direction pooled from every rank's random
+                           # tries, with a [search] table: see configs/fast-swimmer.toml)
 iterate_episodes = 5       # REINFORCE episodes each rank spends improving its branch
 evaluate_episodes = 5      # no-update episodes whose mean return is the branch's score
 patience = 0               # fall back to the best-ever agent after this many

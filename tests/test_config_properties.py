@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mpiswim.config import BASELINES, EVALUATION_ACTIONS, FEATURE_MAPS, MAX_EPISODES, MAX_T, SCHEMA, UPDATE_RULES, Config, ConfigError, load_config, parse_config
+from mpiswim.config import BASELINES, EVALUATION_ACTIONS, FEATURE_MAPS, LEARNERS, MAX_EPISODES, MAX_T, SCHEMA, UPDATE_RULES, Config, ConfigError, load_config, parse_config
 
 P = 3  # pool size of the generated configs
 BASE = {
@@ -33,6 +33,9 @@ BASE = {
     "policy": {"features": "signed", "update": "unit-density"},
     "ranks": {"alpha": 1e-4, "eta": 1e-3},
 }
+# The [search] table's fields are tried on a random-search pool: 3 ranks x 2 / 2 = 3 directions an iteration.
+SEARCH_BASE = copy.deepcopy(BASE) | {"search": {"noise": 0.01}}
+SEARCH_BASE["pool"] |= {"learner": "random-search", "evaluation_action": "mean"}
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -77,7 +80,7 @@ scalars = st.one_of(
     st.floats(),
     st.sampled_from([0.0, 1e-4, 0.5, 1.0, 1.5, -1e-4]),
     st.text(max_size=12),
-    st.sampled_from(list(FEATURE_MAPS + UPDATE_RULES + BASELINES + EVALUATION_ACTIONS) + ["Swimmer-v5", "", "run.h5"]),
+    st.sampled_from(list(FEATURE_MAPS + UPDATE_RULES + BASELINES + EVALUATION_ACTIONS + LEARNERS) + ["Swimmer-v5", "", "run.h5"]),
     st.builds(lambda low, high: {"min": low, "max": high}, st.sampled_from([1e-6, 1e-4, 0.0, -1.0, "x"]), st.sampled_from([1e-4, 1e-6, math.inf])),
     st.datetimes(),
     st.dates(),
@@ -115,6 +118,8 @@ VALID = {
     ("run", "iterations"): lambda v: is_int(v) and v >= 1,
     ("run", "out"): lambda v: is_text(v) and v != "",
     ("run", "stall_timeout"): lambda v: is_number(v) and (v == 0 or (math.isfinite(v) and v >= 1)),
+    ("run", "target"): lambda v: is_number(v) and math.isfinite(v),
+    ("run", "target_episodes"): lambda v: is_int(v) and 1 <= v <= MAX_EPISODES,
     ("env", "id"): lambda v: isinstance(v, str) and v.isprintable(),  # whether Gymnasium knows it: check_env
     ("env", "T"): lambda v: is_int(v) and 1 <= v <= MAX_T,
     ("env", "gamma"): lambda v: is_number(v) and 0 <= v <= 1,
@@ -124,6 +129,7 @@ VALID = {
     ("pool", "max_degenerate_iterations"): lambda v: is_int(v) and v >= 1,
     ("pool", "common_evaluation"): lambda v: isinstance(v, bool),
     ("pool", "evaluation_action"): lambda v: v in EVALUATION_ACTIONS,
+    ("pool", "learner"): lambda v: v == "reinforce",  # BASE scores with draws, which random search refuses
     ("policy", "baseline"): lambda v: v in BASELINES,
     ("policy", "features"): lambda v: v in FEATURE_MAPS,
     ("policy", "update"): lambda v: v in UPDATE_RULES,
@@ -132,6 +138,9 @@ VALID = {
     ("ranks", "alpha"): lambda v: is_step(v) or is_spread(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
     ("ranks", "eta"): lambda v: is_step(v) or is_spread(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
     ("ranks", "hyperparameters"): lambda v: False,  # BASE gives alpha and eta too: "not both"
+    ("search", "noise"): lambda v: is_step(v),
+    ("search", "top"): lambda v: is_int(v) and 0 <= v <= 3,
+    ("search", "intercept"): lambda v: isinstance(v, bool),
 }
 FIELDS = sorted(VALID)
 
@@ -151,6 +160,7 @@ def validate(text: str, world_size: int = P, **kwargs) -> Config | None:
 
 def test_the_base_config_is_valid():
     assert validate(to_toml(BASE)) is not None
+    assert validate(to_toml(SEARCH_BASE)) is not None
     assert set(VALID) == {(section, key) for section, keys in SCHEMA.items() for key in keys}
 
 
@@ -176,7 +186,7 @@ def test_any_file_content_is_a_config_or_a_config_error(content):
 @given(st.sampled_from(FIELDS), toml_values, st.booleans())
 def test_any_value_in_any_field_is_accepted_exactly_when_valid(field, value, drop_others):
     section, key = field
-    document = copy.deepcopy(BASE)
+    document = copy.deepcopy(SEARCH_BASE if section == "search" else BASE)
     if drop_others and key == "hyperparameters":  # alone: then the file (which does not exist) is read
         document["ranks"] = {}
     document[section][key] = value
@@ -190,7 +200,7 @@ def test_any_value_in_any_field_is_accepted_exactly_when_valid(field, value, dro
 @given(st.sampled_from([None, *SCHEMA]), st.text(min_size=1, max_size=10), toml_values)
 def test_unknown_keys_and_sections_are_refused(section, key, value):
     document = copy.deepcopy(BASE)
-    table = document if section is None else document[section]
+    table = document if section is None else document.setdefault(section, {})
     if key in table or (section is None and key in SCHEMA):
         return
     table[key] = value
