@@ -142,7 +142,11 @@ def package_versions() -> dict[str, str]:
 POOL_DATASETS = {
     "scores": ("evaluation mean return of each rank's branch; -inf if the branch was degenerate", "return"),
     "winner": ("rank whose agent was broadcast (argmax of scores, ties to the lowest rank); -1 if every branch was degenerate", "rank"),
-    "train_returns": ("return of each REINFORCE episode each rank ran while improving its branch; NaN after the branch broke", "return"),
+    "train_returns": (
+        "return of each episode each rank ran while improving its branch (REINFORCE episodes, or random search's "
+        "+noise/-noise tries, direction by direction); NaN after the branch (or that side) broke",
+        "return",
+    ),
     "timings": ("wall time each rank spent in each phase of the iteration (rank 0's checkpoint writing: /pool/checkpoint_seconds)", "s"),
     "degenerate": ("the branch's Beta shapes overflowed, underflowed or became NaN", "bool"),
     "fell_back": ("patience ran out: the next iteration started from the best-ever agent", "bool"),
