@@ -40,10 +40,11 @@ DEFAULT_CONFIG = """\
 # Every rank of `mpirun -n P mpiswim train --config FILE` is one pool member.
 
 [run]
-name = "swimmer-default"   # free text, stored in the checkpoint
+name = "swimmer-default"   # free text, stored in the checkpoint; also names it when out is left out
 seed = 0                   # base seed; rank r in iteration k uses the stream (seed, k, r)
 iterations = 120           # pool iterations to run (train --iterations overrides)
-out = "runs/default.h5"    # HDF5 checkpoint, written after every iteration
+# out = "runs/my-run.h5"   # HDF5 checkpoint, written after every iteration; left out: runs/<name>.h5
+                           # (here runs/swimmer-default.h5). train --out overrides both.
 stall_timeout = 600        # seconds a rank may keep the others waiting at one of the pool's collectives
                            # before it is taken as hung (at least 20 x the slowest iteration so far;
                            # set-up and the first iteration get at least 600 s): the job ends naming it
@@ -449,9 +450,9 @@ def parse_config(
             )
 
     name = _text("[run] name", _get(doc, "run", "name", "mpiswim"))
-    out = _text("[run] out", _get(doc, "run", "out", "runs/run.h5"))
+    out = _text("[run] out", _get(doc, "run", "out", default_out(name)))
     if not out:
-        raise _fail("[run] out", out, "is empty", 'give a file name such as "runs/run.h5"')
+        raise _fail("[run] out", out, "is empty", f'give a file name such as "{default_out(name)}", or leave the key out for that name')
     return Config(
         name=name,
         seed=seed,
@@ -482,6 +483,18 @@ def parse_config(
         target=target,
         target_episodes=target_episodes,
     )
+
+
+def file_name_for(name: str) -> str:
+    """`name` made safe as a file name: ASCII letters, digits, '.', '_' and '-' are kept, every other run of characters
+    becomes one '-', leading and trailing dots and dashes go (so never '..' or a hidden file); 'run' if nothing is left."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
+    return safe[:100] or "run"
+
+
+def default_out(name: str) -> str:
+    """The checkpoint of a run whose config has no [run] out and whose command has no --out: runs/<name>.h5."""
+    return f"runs/{file_name_for(name)}.h5"
 
 
 def load_config(path: str | Path, world_size: int) -> Config:

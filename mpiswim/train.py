@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import shlex
 import signal
 import sys
 import time
@@ -85,6 +86,9 @@ class InputError(Exception):
     """Bad command-line input (paths, options) found before training starts."""
 
 
+EMPTY_OUT = "--out is empty. Fix: give a file name such as runs/my-run.h5, or leave --out out for [run] out of the config (if none: runs/<[run] name>.h5)."
+
+
 @dataclass
 class Setup:
     """What rank 0 prepared and every rank needs."""
@@ -134,8 +138,8 @@ def continue_existing(out: Path, iterations: int | None) -> str:
     """The end of the 'already exists' message: what `out` holds and the command that continues it, with its number of ranks."""
     try:
         checkpoint = load_checkpoint(out)
-    except CheckpointError:
-        return f". Fix: continue it with `{resume_command('P', out, iterations)}` (P: the ranks that wrote it)"
+    except CheckpointError as error:  # a damaged checkpoint: a resume would fail too, so the fix is to look at it
+        return f" but cannot be read ({error}). Fix: see what is wrong with `mpiswim check {shlex.quote(str(out))}`"
     done, planned, ranks = checkpoint.state.iteration, checkpoint.iterations_planned, checkpoint.world_size
     held = f" ({ranks} ranks, {done} of {planned} iterations done)"
     if iterations and iterations > max(done, planned):
@@ -219,7 +223,7 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
     """Validate the user's input on rank 0 and open the run's checkpoint; raise ConfigError/CheckpointError/InputError."""
     out_given, force = getattr(args, "out", None), getattr(args, "force", False)
     if out_given is not None and not out_given.strip():
-        raise InputError("--out is empty. Fix: give a file name such as runs/my-run.h5, or leave --out out to use [run] out of the config.")
+        raise InputError(EMPTY_OUT)
     if args.resume:
         source = Path(args.resume)
         return resume(source, Path(out_given) if out_given else source, world_size, args.iterations, force=force)
@@ -468,7 +472,8 @@ def _train(args, stops: StopRequests) -> int:
     if setup.state.iteration >= setup.cfg.iterations:
         if rank == 0:
             writer.close()
-            print(f"mpiswim: '{setup.out}' already has {setup.state.iteration} iterations (asked for {setup.cfg.iterations}); nothing to do. Pass --iterations N to go further.")
+            further = resume_command(comm.Get_size(), setup.out, 2 * setup.state.iteration)
+            print(f"mpiswim: '{setup.out}' already has {setup.state.iteration} iterations (asked for {setup.cfg.iterations}); nothing to do. To go further: `{further}`.")
         return 0
     try:
         return run_loop(comm, setup, records, stops, writer, watch)
