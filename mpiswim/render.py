@@ -27,8 +27,10 @@ records: `sample` draws each action from the policy's Beta distributions,
 `mean` takes the mean a/(a+b) of each Beta, the policy's deterministic
 controller. `--action` chooses either for any run.
 
-Writing: .mp4 through imageio-ffmpeg's bundled ffmpeg (H.264, streamed frame
-by frame), .gif through Pillow (all frames in memory: keep GIFs short).
+Writing: both types go through imageio-ffmpeg's bundled ffmpeg, streamed
+frame by frame, so memory stays the same for 10 steps or MAX_STEPS: .mp4 as
+H.264, .gif with a 64-colour palette made for each frame (ffmpeg's palettegen
+and paletteuse filters). A progress bar (mpiswim.progress) counts the steps.
 Shadows, reflections and the sky box are switched off: with software OpenGL
 they cost most of the rendering time and show little.
 """
@@ -43,18 +45,22 @@ import math
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mpiswim.analysis import AnalysisError, read_checkpoint
-from mpiswim.config import EVALUATION_ACTIONS
+from mpiswim.config import EVALUATION_ACTIONS, MAX_T
 from mpiswim.policy import Agent, active_block, beta_mean, draw_beta, flat_policy
+from mpiswim.progress import progress_bar
 
 VIDEO_TYPES = (".mp4", ".gif")
 DEFAULT_SIZE = {".mp4": (480, 360), ".gif": (320, 240)}
 DEFAULT_EVERY = {".mp4": 1, ".gif": 2}
+MAX_STEPS = MAX_T  # the longest episode a config may ask for ([env] T); frames are streamed, so this bounds time, not memory
+# ffmpeg filters for a GIF: a 64-colour palette computed from each frame alone, so nothing waits for the whole video.
+GIF_FILTER = "split[a][b];[a]palettegen=max_colors=64:stats_mode=single[p];[b][p]paletteuse=new=1:dither=none"
 
 
 @dataclass(frozen=True)
@@ -131,12 +137,13 @@ class Film:
     steps: int = 0
     episode_return: float = 0.0
     degenerate: bool = False  # the policy's Beta shapes broke: the film stops there
-    positions: list[np.ndarray] = field(default_factory=list)  # (x, y) of the filmed body's centre of mass at each frame
+    start: np.ndarray | None = None  # (x, y) of the filmed body's centre of mass at the first frame
+    position: np.ndarray | None = None  # ... and at the latest frame (only these two are kept: memory stays bounded)
 
     @property
     def distance(self) -> float:
         """Straight-line distance the body's centre of mass moved from the first frame to the last."""
-        return float(np.linalg.norm(self.positions[-1] - self.positions[0])) if len(self.positions) > 1 else 0.0
+        return float(np.linalg.norm(self.position - self.start)) if self.frames > 1 else 0.0
 
 
 def tracking_camera(model, default_config: dict | None = None):
@@ -198,7 +205,9 @@ def film_episode(task, agent: Agent, steps: int, rng: np.random.Generator, rende
         mujoco.mj_forward(model, data)  # positions of the state just reached (mj_step leaves them one substep behind)
         renderer.update_scene(data, camera)
         film.frames += 1
-        film.positions.append(data.subtree_com[1, :2].copy())
+        film.position = data.subtree_com[1, :2].copy()
+        if film.start is None:
+            film.start = film.position
         return renderer.render()
 
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
@@ -218,19 +227,18 @@ def film_episode(task, agent: Agent, steps: int, rng: np.random.Generator, rende
             return
 
 
-def write_gif(frames: Iterator[np.ndarray], out: Path, fps: float) -> None:
-    """An endlessly looping GIF (Pillow); frame durations are whole milliseconds."""
-    from PIL import Image
+def write_video(frames: Iterator[np.ndarray], out: Path, fps: float, size: tuple[int, int]) -> None:
+    """Stream `frames` to ffmpeg (imageio-ffmpeg's bundled one): H.264 for .mp4, an endlessly looping GIF for .gif.
 
-    images = [Image.fromarray(f).quantize(colors=64, method=Image.Quantize.MEDIANCUT) for f in frames]
-    images[0].save(out, save_all=True, append_images=images[1:], duration=max(20, round(1000 / fps)), loop=0, optimize=True)
-
-
-def write_mp4(frames: Iterator[np.ndarray], out: Path, fps: float, size: tuple[int, int]) -> None:
-    """H.264 video through imageio-ffmpeg's bundled ffmpeg, one frame at a time."""
+    Each frame goes to ffmpeg as soon as it is drawn, so only one frame is in memory at a time.
+    """
     import imageio_ffmpeg
 
-    writer = imageio_ffmpeg.write_frames(str(out), size, fps=fps, codec="libx264", quality=7, macro_block_size=8, ffmpeg_log_level="error")
+    if out.suffix.lower() == ".gif":
+        options = {"codec": "gif", "pix_fmt_out": "pal8", "quality": None, "macro_block_size": 1, "output_params": ["-filter_complex", GIF_FILTER, "-loop", "0"]}
+    else:
+        options = {"codec": "libx264", "quality": 7, "macro_block_size": 8}
+    writer = imageio_ffmpeg.write_frames(str(out), size, fps=fps, ffmpeg_log_level="error", **options)
     writer.send(None)
     try:
         for f in frames:
@@ -283,6 +291,8 @@ def render_video(
     kind = out.suffix.lower()
     if steps is not None and steps < 1:
         raise AnalysisError(f"--steps {steps}: must be at least 1. Fix: e.g. --steps 300.")
+    if steps is not None and steps > MAX_STEPS:
+        raise AnalysisError(f"--steps {steps}: more than {MAX_STEPS:,} steps (the longest episode a run may have). Fix: film at most {MAX_STEPS}, e.g. --steps 1000.")
     if every is not None and every < 1:
         raise AnalysisError(f"--every {every}: must be at least 1. Fix: --every 1 keeps every step.")
     if action is not None and action not in EVALUATION_ACTIONS:
@@ -306,18 +316,25 @@ def render_video(
     camera = tracking_camera(task.env.model, getattr(getattr(task.env, "mujoco_renderer", None), "default_cam_config", None))
     fps = 1.0 / (task.env.dt * every)
     film = Film()
-    frames = film_episode(task, stored.agent, steps or stored.T, np.random.default_rng(seed), renderer, camera, film, action, every)
+    steps = steps or stored.T
+    frames = film_episode(task, stored.agent, steps, np.random.default_rng(seed), renderer, camera, film, action, every)
+    bar = progress_bar(steps, f"render {out.name}", "step")
     try:
-        if kind == ".gif":
-            write_gif(frames, out, fps)
-        else:
-            write_mp4(frames, out, fps, (width, height))
+        write_video(counted(frames, film, bar), out, fps, (width, height))
     except ImportError as error:
         raise AnalysisError(f"writing {kind} needs {error.name}, which is not installed. Fix: `make venv` (installs the analysis extra) or pip install 'mpiswim[analysis]'.") from None
     finally:
+        bar.close()
         renderer.close()
         task.env.close()
     return Rendered(out, stored, film, fps, (width, height), every, action)
+
+
+def counted(frames: Iterator[np.ndarray], film: Film, bar) -> Iterator[np.ndarray]:
+    """`frames` unchanged, moving the progress `bar` to the steps filmed so far."""
+    for frame in frames:
+        bar.update(film.steps - bar.n)
+        yield frame
 
 
 def _every(n: int) -> str:

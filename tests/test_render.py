@@ -49,8 +49,11 @@ def test_frames_are_not_blank_and_the_body_moves():
     camera = render.tracking_camera(task.env.model)
     film = render.Film()
     agent = initial_agent(task.obs_dim, task.action_dim, "signed")  # uniform random actions: the joints flail
+    frames, positions = [], []
     try:
-        frames = list(render.film_episode(task, agent, 12, np.random.default_rng(1), renderer, camera, film, every=3))
+        for frame in render.film_episode(task, agent, 12, np.random.default_rng(1), renderer, camera, film, every=3):
+            frames.append(frame)
+            positions.append(film.position)  # the film keeps only the latest position (and the first)
     finally:
         renderer.close()
     assert len(frames) == film.frames == 5 and film.steps == 12  # the start state and every 3rd step
@@ -60,7 +63,8 @@ def test_frames_are_not_blank_and_the_body_moves():
         assert is_body(frame).sum() > 100  # the swimmer is in the picture
     masks = [is_body(f) for f in frames]
     assert all((a ^ b).sum() > 20 for a, b in zip(masks, masks[1:], strict=False))  # its shape on screen changes every frame
-    assert len({tuple(np.round(p, 6)) for p in film.positions}) == len(frames)  # and its centre of mass moves
+    assert len({tuple(np.round(p, 6)) for p in positions}) == len(frames)  # and its centre of mass moves
+    assert np.array_equal(film.start, positions[0]) and film.distance == pytest.approx(np.linalg.norm(positions[-1] - positions[0]))
 
 
 # imageio-ffmpeg starts ffmpeg with fork + exec; JAX (imported by other tests) warns about any fork.
@@ -108,6 +112,7 @@ def test_render_acts_as_the_run_evaluated_unless_told(tmp_path):
         (["--out", "x.gif", "--iteration", "99"], "--iteration 99 is out of range"),
         (["--out", "x.gif", "--iteration", "2"], "does not store the agent of iteration 2"),
         (["--out", "x.gif", "--steps", "0"], "--steps 0: must be at least 1"),
+        (["--out", "x.gif", "--steps", "200000"], "--steps 200000: more than 100,000 steps"),
         (["--out", "x.gif", "--size", "big"], "--size 'big'"),
     ],
 )
@@ -124,3 +129,40 @@ def test_render_of_a_file_that_is_not_a_checkpoint_names_it(tmp_path, capsys):
     assert main(["render", str(path), "--out", str(tmp_path / "x.gif")]) == 2
     error = capsys.readouterr().err
     assert str(path) in error and "not a readable HDF5 file" in error
+
+
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+@pytest.mark.parametrize("name", ["long.gif", "long.mp4"])
+def test_frames_are_streamed_to_the_file_not_kept(tmp_path, name):
+    """Memory while writing does not grow with the number of frames: 400 frames of 18 kB each would be 7 MB if kept."""
+    import tracemalloc
+
+    def frames(count: int):
+        rng = np.random.default_rng(0)
+        for _ in range(count):
+            yield rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+
+    tracemalloc.start()
+    try:
+        render.write_video(frames(400), tmp_path / name, 25.0, (96, 64))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak
+    if name.endswith(".gif"):
+        from PIL import Image
+
+        with Image.open(tmp_path / name) as image:
+            assert image.n_frames == 400 and image.info["loop"] == 0
+
+
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+def test_render_shows_its_progress_in_a_log(synthetic, tmp_path, capsys, monkeypatch):
+    """stderr is not a terminal here (captured): progress comes as plain lines, the last one at 100%."""
+    from mpiswim import progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)  # a line at every update, as a long render gives one every 10 s
+    assert main(["render", str(synthetic), "--out", str(tmp_path / "swimmer.gif"), "--steps", "8", "--size", "48x32"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("render swimmer.gif: 8/8 steps (100%)"), lines
+    assert all(line.startswith("render swimmer.gif: ") and "\r" not in line for line in lines)
