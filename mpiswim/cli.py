@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = train.add_mutually_exclusive_group()
     source.add_argument("--config", metavar="FILE", help="TOML config (read by rank 0 only)")
     source.add_argument("--resume", metavar="RUN.h5", help="continue a stopped run with the same number of ranks")
-    train.add_argument("--out", metavar="RUN.h5", help="checkpoint path (default: [run] out of the config)")
+    train.add_argument("--out", metavar="RUN.h5", help="checkpoint path (default: [run] out of the config; if it has none, runs/<[run] name>.h5)")
     train.add_argument("--iterations", type=int, metavar="N", help="iterations in all (overrides the config; with --resume: continue until N)")
     train.add_argument("--force", action="store_true", help="replace an existing output file")
     train.add_argument(
@@ -155,6 +156,7 @@ def evaluate_agent(path: str, episodes: int, seed: int = 0, agent: str = "best",
     """
     from mpiswim.config import parse_config
     from mpiswim.env import make_task, run_episode
+    from mpiswim.progress import progress_bar
 
     checkpoint = _load(path)
     cfg = parse_config(checkpoint.config_toml, checkpoint.world_size, stored_steps=_steps(checkpoint))
@@ -166,9 +168,11 @@ def evaluate_agent(path: str, episodes: int, seed: int = 0, agent: str = "best",
     T = T or cfg.T
     action = action or cfg.evaluation_action
     returns = []
-    for _ in range(episodes):
-        episode_return, degenerate = run_episode(task, chosen, rng, T, mean_action=action == "mean")
-        returns.append(np.nan if degenerate else episode_return)
+    with progress_bar(episodes, f"evaluate {Path(path).name}", "episode") as bar:
+        for _ in range(episodes):
+            episode_return, degenerate = run_episode(task, chosen, rng, T, mean_action=action == "mean")
+            returns.append(np.nan if degenerate else episode_return)
+            bar.update(1)
     return Evaluation(np.array(returns), cfg.env_id, T, action, agent)
 
 
@@ -286,7 +290,34 @@ def analysis_command(args) -> int:
         return 2
 
 
+# What a command exits with when the reader of its output went away early (`mpiswim info run.h5 | head -3`):
+# 128 + SIGPIPE, what the shell reports for cat, grep or seq cut off the same way, so a script with
+# `set -o pipefail` treats mpiswim as it treats them, and nobody takes the cut output for all of it.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; if its stdout is closed early, stop quietly (no traceback) with EXIT_BROKEN_PIPE."""
+    try:
+        code = run_command(argv)
+        sys.stdout.flush()  # here, not at exit: a failed flush at exit would print "Exception ignored ... BrokenPipeError"
+        return code
+    except BrokenPipeError:
+        silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's own flush at exit finds no closed pipe to complain about."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a file descriptor (e.g. captured by a test): nothing to flush at exit
+        pass
+
+
+def run_command(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the command; return its exit code."""
     args = build_parser().parse_args(argv)
     if args.command == "config":
         from mpiswim.config import DEFAULT_CONFIG
@@ -296,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         if args.iterations is not None and args.iterations < 1:
             return usage_error(f"--iterations {args.iterations}: must be at least 1. Fix: give the number of iterations the run should have in all, e.g. --iterations 100.")
+        if args.out is not None and not args.out.strip():
+            from mpiswim.train import EMPTY_OUT
+
+            return usage_error(EMPTY_OUT)
         if args.resume_if_exists and (args.resume or args.force):
             return usage_error("--resume-if-exists goes with --config/--out, not with --resume or --force. Fix: drop one of them.")
         from mpiswim.train import train_command

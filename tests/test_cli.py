@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -227,3 +228,89 @@ def test_trainings_progress_line_without_a_winner_says_so():
     assert "every branch degenerate" in line and "no winner yet" in line and "-inf" not in line
     won = progress_line(cfg, PoolState(2, agent, agent, 5.0, 1, 0, 0), IterationRecord(np.array([5.0, 1.0]), 0, np.zeros((2, 1)), np.zeros((2, 4)), np.array([False, False]), False, 5.0), 4.0, None)
     assert "best 5.00 (it 2)" in won
+
+
+def test_the_default_config_leaves_out_to_the_runs_name():
+    from mpiswim.config import DEFAULT_CONFIG, default_out, file_name_for
+
+    assert "out" not in tomllib.loads(DEFAULT_CONFIG)["run"] and "# out = " in DEFAULT_CONFIG  # a commented line says the default
+    assert parse_config(DEFAULT_CONFIG, 2, check_env=False).out == "runs/swimmer-default.h5"
+    assert file_name_for("my run/2: final") == "my-run-2-final" and file_name_for("../..") == "run" and file_name_for(".hidden") == "hidden"
+    assert default_out("Schwimmer ü") == "runs/Schwimmer.h5"
+    given = DEFAULT_CONFIG.replace("[run]\n", '[run]\nout = "elsewhere.h5"\n')
+    assert parse_config(given, 2, check_env=False).out == "elsewhere.h5"
+
+
+def test_a_config_without_out_writes_runs_name_h5(tmp_path):
+    """The newcomer's path: after `make run` (runs/default.h5), `mpiswim config > my.toml` and train it: no collision."""
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "default.h5").write_bytes(b"make run's checkpoint")  # left alone
+    config = run("config", cwd=tmp_path).stdout
+    config = re.sub(r"(?m)^iterations = \d+", "iterations = 1", config)
+    config = re.sub(r"(?m)^T = \d+", "T = 20", config)
+    config = re.sub(r'(?m)^name = "[^"]*"', 'name = "my first run"', config)
+    (tmp_path / "my.toml").write_text(config)
+    result = run("train", "--config", "my.toml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["default.h5", "my-first-run.h5"]
+    assert "checkpoint runs/my-first-run.h5" in result.stdout
+
+    again = run("train", "--config", "my.toml", cwd=tmp_path)  # the same name twice: the hint continues that run
+    assert again.returncode == 2 and fix_command(again.stderr) == "mpirun -n 1 mpiswim train --resume runs/my-first-run.h5 --iterations 2", again.stderr
+
+
+def test_nothing_to_do_hint_is_a_command(small_run, tmp_path):
+    copy = tmp_path / "copy.h5"
+    copy.write_bytes(small_run.read_bytes())
+    result = run("train", "--resume", "copy.h5", "--iterations", "1", cwd=tmp_path)
+    assert result.returncode == 0 and "nothing to do" in result.stdout, result.stderr
+    assert "`mpirun -n 1 mpiswim train --resume copy.h5 --iterations 4`" in result.stdout
+
+
+def test_a_damaged_checkpoint_at_out_is_not_offered_a_resume(small_run, tmp_path):
+    """A file that is a checkpoint by its format mark but cannot be read: the fix is `mpiswim check`, not a resume that would fail."""
+    import h5py
+
+    from mpiswim.train import InputError, check_out_path
+
+    damaged = tmp_path / "damaged run.h5"
+    damaged.write_bytes(small_run.read_bytes())
+    with h5py.File(damaged, "r+") as f:
+        del f["pool"]
+    with pytest.raises(InputError) as error:
+        check_out_path(damaged, force=False, iterations=5)
+    assert "cannot be read" in str(error.value) and "--resume" not in str(error.value)
+    assert fix_command(str(error.value)) == f"mpiswim check {shlex.quote(str(damaged))}"
+
+
+def run_with_closed_stdout(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run mpiswim with a stdout whose reader has gone away before the first byte (as `| head -3` once head has its lines)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([*MPISWIM, *args], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=240, cwd=cwd)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("args", [["config"], ["info", "{run}"], ["info", "{run}", "--json"], ["check", "{run}"], ["evaluate", "{run}", "--episodes", "1"]])
+def test_a_closed_stdout_ends_the_command_quietly(small_run, args):
+    result = run_with_closed_stdout(*(a.format(run=small_run) for a in args), cwd=small_run.parent)
+    assert result.returncode == 141 and result.stderr == "", result.stderr
+
+
+def test_info_piped_into_head_prints_no_traceback(small_run):
+    """The issue's own command through a shell: whether head exits before or after mpiswim writes, no traceback, no message."""
+    command = f"set -o pipefail; {shlex.quote(sys.executable)} -m mpiswim.cli info {shlex.quote(str(small_run))} | head -3"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=240)
+    assert result.returncode in (0, 141) and len(result.stdout.splitlines()) == 3 and result.stderr == "", result.stderr
+
+
+def test_evaluate_shows_its_progress_in_a_log(small_run, capsys, monkeypatch):
+    from mpiswim import progress
+    from mpiswim.cli import main
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
+    assert main(["evaluate", str(small_run), "--episodes", "2"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and lines[-1].startswith("evaluate small.h5: 2/2 episodes (100%)"), lines
