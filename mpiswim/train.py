@@ -245,6 +245,14 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
     return Setup(cfg, out, state), [], open_writer(out, cfg, state, [], existing)
 
 
+def say(line: str) -> None:
+    """Print one progress line on stdout; if its reader has gone (`mpiswim train | head`), train on silently."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # the interpreter's last flush at exit must not fail either
+
+
 def format_seconds(seconds: float) -> str:
     minutes, seconds = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
@@ -301,7 +309,7 @@ def target_reached(cfg: Config, state: PoolState, task: Task, trajectory: Trajec
         return False
     score = fresh_score(state.best_agent, task, cfg, state.iteration, trajectory)
     reached = score >= cfg.target
-    print(f"mpiswim: target check: the new best agent scores {score:.2f} on {cfg.target_episodes} fresh episodes (target {cfg.target:g}){': reached' if reached else ''}", flush=True)
+    say(f"mpiswim: target check: the new best agent scores {score:.2f} on {cfg.target_episodes} fresh episodes (target {cfg.target:g}){': reached' if reached else ''}")
     return reached
 
 
@@ -356,12 +364,11 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
     watch.start_run(cfg.stall_timeout, str(setup.out), state.iteration, setup.resume_iterations)
     trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
     if rank == 0:
-        print(
+        say(
             f"mpiswim: {cfg.name}: {cfg.env_id}, {comm.Get_size()} ranks, iterations {state.iteration + 1}..{cfg.iterations}, "
-            f"T={cfg.T}, {cfg.learner} branches, {cfg.iterate_episodes}+{cfg.evaluate_episodes} episodes per rank, checkpoint {setup.out}",
-            flush=True,
+            f"T={cfg.T}, {cfg.learner} branches, {cfg.iterate_episodes}+{cfg.evaluate_episodes} episodes per rank, checkpoint {setup.out}"
         )
-        print(planned_work(cfg, comm.Get_size(), state.iteration), flush=True)
+        say(planned_work(cfg, comm.Get_size(), state.iteration))
     started, first, first_iteration, warned = time.perf_counter(), state.iteration, 0.0, False
     while state.iteration < cfg.iterations:
         state, record = pool_iteration(comm, cfg, task, state, trajectory, watch)
@@ -373,7 +380,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
                 elapsed, done_here = time.perf_counter() - started, state.iteration - first
                 first_iteration = elapsed if done_here == 1 else first_iteration
                 eta = seconds_left(first_iteration, elapsed, done_here, cfg.iterations - state.iteration)
-                print(progress_line(cfg, state, record, elapsed, eta), flush=True)
+                say(progress_line(cfg, state, record, elapsed, eta))
                 if eta is not None and eta > WEEK and not warned:
                     warned = True
                     print(
@@ -421,11 +428,10 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
     if rank == 0:
         finish_file(writer, state, records)
         wins = np.bincount([r.winner for r in records if r.winner >= 0], minlength=comm.Get_size())
-        print(
+        say(
             f"mpiswim: done{' (target reached)' if state.iteration < cfg.iterations else ''}: {state.iteration} iterations in {format_seconds(time.perf_counter() - started)}; "
             f"{best_so_far(state, 'best score {score} at iteration {iteration}')}; wins per rank {wins.tolist()}; "
-            f"checkpoint {setup.out}",
-            flush=True,
+            f"checkpoint {setup.out}"
         )
     end_of_run(comm, watch)  # a rank 0 stuck in its last write is found too
     return 0

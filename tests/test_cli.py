@@ -299,6 +299,20 @@ def test_a_closed_stdout_ends_the_command_quietly(small_run, args):
     assert result.returncode == 141 and result.stderr == "", result.stderr
 
 
+def test_train_whose_stdout_reader_has_gone_trains_on_to_the_end(tmp_path):
+    """`mpiswim train | head -1` on one process: the progress lines go nowhere, the run finishes and is intact.
+
+    (Under mpiexec the launcher itself gets SIGPIPE and ends the job; the checkpoint then keeps
+    the last completed iteration, docs/faults.md.)
+    """
+    config = tmp_path / "tiny.toml"
+    config.write_text('[run]\nname = "pipe"\niterations = 3\n[env]\nid = "Swimmer-v5"\nT = 30\n[pool]\niterate_episodes = 1\nevaluate_episodes = 1\n[ranks]\nalpha = 1e-4\neta = 1e-3\n')
+    result = run_with_closed_stdout("train", "--config", str(config), "--out", "run.h5", cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    check = subprocess.run([*MPISWIM, "check", "run.h5"], capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert check.returncode == 0 and "3 of 3 iterations" in check.stdout, check.stdout + check.stderr
+
+
 def test_info_piped_into_head_prints_no_traceback(small_run):
     """The issue's own command through a shell: whether head exits before or after mpiswim writes, no traceback, no message."""
     command = f"set -o pipefail; {shlex.quote(sys.executable)} -m mpiswim.cli info {shlex.quote(str(small_run))} | head -3"
