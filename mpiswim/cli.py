@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="summarise a checkpoint")
     info.add_argument("checkpoint", metavar="RUN.h5")
-    info.add_argument("--json", action="store_true")
+    info.add_argument("--json", action="store_true", help="everything, as one JSON object")
+    info.add_argument("--config", action="store_true", help="print the run's stored config (TOML) instead of the summary")
 
     analyze = commands.add_parser(
         "analyze",
@@ -236,22 +238,51 @@ def info_summary(checkpoint) -> dict:
     }
 
 
+WINDOWS = 10  # `info` shows the winners over time in at most this many windows; --json has every winner
+
+
+def winners_over_time(winners: list[int]) -> str:
+    """The winners in at most WINDOWS windows, each with its most frequent winner: "1-40: rank 2 (9 of 40), ..."
+
+    Up to WINDOWS iterations, each iteration's own winner. -1 (every branch degenerate) shows as "none".
+    """
+
+    def name(rank: int) -> str:
+        return "none" if rank < 0 else f"rank {rank}"
+
+    if len(winners) <= WINDOWS:
+        return ", ".join(f"{k + 1}: {name(w)}" for k, w in enumerate(winners))
+    edges = np.linspace(0, len(winners), WINDOWS + 1).round().astype(int)
+    parts = []
+    for start, stop in zip(edges[:-1], edges[1:], strict=True):
+        ranks, counts = np.unique(winners[start:stop], return_counts=True)
+        leader = int(np.argmax(counts))  # ties: the lowest rank
+        parts.append(f"{start + 1}-{stop}: {name(int(ranks[leader]))} ({counts[leader]} of {stop - start})")
+    return ", ".join(parts)
+
+
 def info_command(args) -> int:
     summary = info_summary(_load(args.checkpoint))
     if args.json:
         print(json.dumps(summary))
         return 0
+    if args.config:
+        print(summary["config_toml"].rstrip())
+        return 0
+    done, planned = summary["iterations_done"], summary["iterations_planned"]
     print(f"{args.checkpoint}: run '{summary['run_name']}' on {summary['env_id']} with {summary['world_size']} ranks")
-    print(f"iterations done: {summary['iterations_done']} of {summary['iterations_planned']} planned")
+    print(f"iterations done: {done} of {planned} planned" + ("" if done >= planned else " (stopped early or still running; `mpiswim train --resume` continues it)"))
     if summary["best_iteration"] is None:
-        print(f"best score: no winner yet (every branch degenerate in all {summary['iterations_done']} iterations; the best agent is the initial one)")
+        print(f"best score: no winner yet (every branch degenerate in all {done} iterations; the best agent is the initial one)")
     else:
         print(f"best score: {summary['best_score']:.2f} at iteration {summary['best_iteration'] + 1}")
-    print("wins per rank: " + ", ".join(f"rank {r}: {w}" for r, w in enumerate(summary["wins_per_rank"])))
+    ranks = zip(summary["alpha"], summary["eta"], summary["wins_per_rank"], strict=True)
+    print("ranks (step sizes and wins): " + ", ".join(f"{r}: alpha {a:g} eta {e:g}, {w} wins" for r, (a, e, w) in enumerate(ranks)))
+    if summary["winners"]:
+        print("winners over time (iterations: most frequent winner): " + winners_over_time(summary["winners"]))
     print(f"degenerate branches: {summary['degenerate_branches']}, fallbacks to best: {summary['fallbacks']}")
     print("time per phase (slowest rank, summed over iterations): " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds_per_phase"].items()))
-    print("config:")
-    print("    " + summary["config_toml"].strip().replace("\n", "\n    "))
+    print(f"the run's config: `mpiswim info {shlex.quote(args.checkpoint)} --config`")
     return 0
 
 

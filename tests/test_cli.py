@@ -59,6 +59,19 @@ def test_info_text_names_the_run(small_run):
     result = run("info", str(small_run), cwd=small_run.parent)
     assert result.returncode == 0, result.stderr
     assert "iterations done: 2" in result.stdout and "Swimmer-v5" in result.stdout
+    assert "winners over time (iterations: most frequent winner): 1: rank 0, 2: rank 0" in result.stdout
+    assert "0: alpha " in result.stdout and "2 wins" in result.stdout
+    assert "[run]" not in result.stdout and f"mpiswim info {small_run} --config" in result.stdout  # a summary, not the config
+    stored = run("info", str(small_run), "--config", cwd=small_run.parent)
+    assert tomllib.loads(stored.stdout) == tomllib.loads(json.loads(run("info", str(small_run), "--json", cwd=small_run.parent).stdout)["config_toml"])
+
+
+def test_winners_over_time_is_a_short_line_for_a_long_run():
+    from mpiswim.cli import winners_over_time
+
+    assert winners_over_time([0, -1, 2]) == "1: rank 0, 2: none, 3: rank 2"
+    line = winners_over_time([3] * 30 + [1, 1, 2] * 10)
+    assert line.startswith("1-6: rank 3 (6 of 6)") and line.endswith("55-60: rank 1 (4 of 6)") and line.count("rank") == 10
 
 
 def test_evaluate_reports_mean_and_spread_of_the_best_agent(small_run):
