@@ -11,7 +11,11 @@ on its own:
    adds rows past that record and writes the spare agent slot), and it can
    never block or fail the writer. A run is "in progress" only while a job
    holds the file's lock (`is_being_written`); otherwise a run with fewer
-   iterations than planned has stopped early.
+   iterations than planned has stopped early. For a notebook: `read_run`,
+   then `history(run)` (a dict of arrays, one row per iteration) or
+   `history_frame(run)` (the same as a pandas DataFrame, if pandas is
+   installed), and `read_agents(path)` (the best and current agents).
+   `analysis/two_runs.py` is a worked example.
 2. Numbers: pure functions over a `Run`'s arrays (`learning_curve`,
    `win_table`, `win_share_by_hyperparameter`, `phase_seconds`, `compare_runs`).
    Several runs are compared over the iterations all of them have, and
@@ -335,6 +339,36 @@ def read_reference(path: str | Path) -> Reference:
     score = np.array([_reference_value(path, line, row, header.index("score"), "score") for line, row in rows])
     order = np.argsort(iteration, kind="stable")
     return Reference(label=path.stem, iteration=iteration[order], score=score[order])
+
+
+def read_agents(path: str | Path) -> dict[str, object]:
+    """The run's agents as numpy arrays, for a notebook: works on a run in progress too.
+
+    {"best": Agent, "current": Agent, "best_iteration": K, "best_score": score}:
+    `best` is the run's result (the best-scoring winner so far, found in
+    iteration K, counted from 1; K = 0 and score -inf before any branch won),
+    `current` the agent the next iteration starts from. An Agent is a
+    NamedTuple of `policy` (blocks, 2, action dims, features: log Beta shapes)
+    and `baseline` (mpiswim/policy.py).
+    """
+    raw = read_checkpoint(path)
+    return {"best": raw["best"], "current": raw["current"], "best_iteration": raw["best_iteration"] + 1, "best_score": float(raw["best_score"])}
+
+
+def history(run: Run) -> dict[str, np.ndarray]:
+    """One row per iteration, for a notebook: learning_curve's columns plus score_rank0 ... score_rank{P-1}."""
+    columns = learning_curve(run)
+    columns.update({f"score_rank{rank}": run.scores[:, rank].copy() for rank in range(run.world_size)})
+    return columns
+
+
+def history_frame(run: Run):
+    """history(run) as a pandas DataFrame indexed by iteration; pandas is not a dependency of mpiswim."""
+    try:
+        import pandas
+    except ImportError:
+        raise AnalysisError("history_frame needs pandas, which mpiswim does not install. Fix: `pip install pandas`, or use history(run), a dict of numpy arrays.") from None
+    return pandas.DataFrame(history(run)).set_index("iteration")
 
 
 # --- 2. numbers ------------------------------------------------------------------

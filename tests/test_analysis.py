@@ -385,3 +385,38 @@ def test_milestones_groups_runs_by_name_and_finds_the_first_iteration_at_the_tar
     assert milestones["milestone_table"](runs, 5.0).count("| 2 | 5 | 7.0 |") == 2  # per run: 5 first reached at 2, its mean at 5
     assert milestones["main"]([*runs, "--target", "6", "--plot", str(tmp_path / "curves.png")]) == 0
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_the_notebook_api_gives_history_and_agents_as_arrays(synthetic):
+    from synthetic import BEST_MARK, CURRENT_MARK
+
+    run = read_run(synthetic)
+    rows = analysis.history(run)
+    np.testing.assert_array_equal(rows["iteration"], np.arange(1, 7))
+    np.testing.assert_array_equal(rows["winner"], WINNERS)
+    for rank in range(3):
+        np.testing.assert_array_equal(rows[f"score_rank{rank}"], SCORES[:, rank])
+    agents = analysis.read_agents(synthetic)
+    assert agents["best_iteration"] == BEST_ROW + 1 and agents["best_score"] == BEST[-1]
+    assert np.all(agents["best"].policy == BEST_MARK) and np.all(agents["current"].policy == CURRENT_MARK)
+
+
+def test_history_frame_is_pandas_or_one_clear_error(synthetic):
+    run = read_run(synthetic)
+    try:
+        import pandas  # noqa: F401  (not a dependency: both outcomes are what a user gets)
+    except ImportError:
+        with pytest.raises(analysis.AnalysisError, match="pip install pandas"):
+            analysis.history_frame(run)
+    else:
+        frame = analysis.history_frame(run)
+        assert list(frame.index) == list(range(1, 7)) and list(frame["winner"]) == WINNERS
+
+
+def test_the_two_runs_example_plots_two_checkpoints(synthetic, tmp_path):
+    other = write_synthetic_checkpoint(tmp_path / "other.h5", offset=5.0)
+    script = Path(__file__).resolve().parent.parent / "analysis" / "two_runs.py"
+    result = subprocess.run([sys.executable, str(script), str(synthetic), str(other), "--out", str(tmp_path / "two.png")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "two.png").stat().st_size > 10_000
+    assert f"best {BEST[-1]:.2f} at iteration {BEST_ROW + 1}" in result.stdout and f"best {BEST[-1] + 5:.2f}" in result.stdout
