@@ -34,7 +34,7 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-# Throughput against bare MuJoCo and MPI/checkpoint costs; see README "Performance".
+# Throughput against bare MuJoCo and MPI/checkpoint costs; see docs/performance.md.
 bench: venv
 	$(BIN)/mpiswim bench
 

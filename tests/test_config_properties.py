@@ -4,7 +4,7 @@ Hypothesis throws malformed TOML, values of every TOML type in every field,
 unknown keys, lists of the wrong length and HDF5 hyperparameter files of any
 shape and type at `parse_config`. Each example must either give a valid Config
 or one ConfigError naming the problem and the fix, never another exception, and
-an oracle written from the README's rules says which of the two it must be.
+an oracle written from the config rules (docs/config.md) says which of the two it must be.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ scalars = st.one_of(
 toml_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
 
 
-# --- the oracle: what the README says is valid ---------------------------------------------
+# --- the oracle: what docs/config.md says is valid ---------------------------------------------
 
 
 def is_int(value) -> bool:
