@@ -154,7 +154,8 @@ def pool_part(outdir: str, iterations: int) -> None:
     from mpiswim.checkpoint import CheckpointWriter
     from mpiswim.env import make_task
     from mpiswim.policy import initial_agent
-    from mpiswim.pool import allgather_scores, broadcast_agent, initial_state
+    from mpiswim.pool import allgather_scores, broadcast_agent
+    from mpiswim.state import initial_state
     from mpiswim.train import Setup, run_loop
 
     comm = MPI.COMM_WORLD
@@ -208,7 +209,7 @@ def measure_checkpoint_writes(at: tuple[int, ...] = (100, 10_000), world_size: i
     """
     from mpiswim.checkpoint import CheckpointWriter, save_checkpoint
     from mpiswim.policy import initial_agent
-    from mpiswim.pool import IterationRecord, initial_state
+    from mpiswim.state import IterationRecord, initial_state
 
     cfg = parse_config(bench_config(max(at) + repeats + 1, world_size), world_size, check_env=False)
     rng = np.random.default_rng(0)

@@ -65,7 +65,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -73,15 +72,12 @@ import numpy as np
 from mpiswim import __version__
 from mpiswim.config import Config, ConfigError, parse_config
 from mpiswim.policy import Agent, feature_blocks
-
-if TYPE_CHECKING:  # pool imports JAX; the readers here must stay light (mpiswim info, analyze)
-    from mpiswim.pool import IterationRecord, PoolState
+from mpiswim.state import PHASES, IterationRecord, PoolState, winner_rank
 
 FORMAT = "mpiswim-checkpoint"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 CHECKSUM = "checksum"  # format_version 1: root attribute "sha256:<hex>" of everything mpiswim reads back
-PHASES = ("train", "evaluate", "communicate", "checkpoint")  # timing columns as read back; the file stores the first three
 INITIAL_BYTES = 16 << 20  # a new file preallocates at most this much (or the planned iterations, if fewer)
 WRITER_BYTES = 256
 SLOTS = 2
@@ -772,8 +768,6 @@ def _check_values(raw: dict, path: Path) -> None:
     Legal non-finite values: -inf scores of degenerate branches (and a -inf best
     score before any branch won), NaN training returns after a branch broke.
     """
-    from mpiswim.pool import winner_rank
-
     pool, k = raw["pool"], int(raw["attrs"]["iterations_done"])
     for name, values in raw["hyperparameters"].items():
         smallest = 0.0 if name == "eta" else np.nextafter(0.0, 1.0)  # eta = 0: random-search branches train no baseline
@@ -812,8 +806,6 @@ def _check_values(raw: dict, path: Path) -> None:
 
 
 def _to_checkpoint(raw: dict) -> Checkpoint:
-    from mpiswim.pool import IterationRecord, PoolState
-
     pool, attrs = raw["pool"], raw["attrs"]
     done = int(attrs["iterations_done"])
     records = [

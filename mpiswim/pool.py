@@ -25,7 +25,6 @@ the numbers of an uninterrupted one.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, replace
 from time import perf_counter
 
 import numpy as np
@@ -33,56 +32,10 @@ import numpy as np
 from mpiswim.config import Config
 from mpiswim.env import Task, Trajectory, run_episode
 from mpiswim.learn import agent_is_finite, update_agent
-from mpiswim.policy import Agent, copy_agent, pack_agent, unpack_agent
+from mpiswim.policy import Agent, pack_agent, unpack_agent
 from mpiswim.search import direction_shape, directions, explore, nudge, search_step
 from mpiswim.stall import END, EXPLORATION, RECORD, SCORES, SETUP, STOP, WINNER, StallWatch
-
-PHASES = ("train", "evaluate", "communicate", "checkpoint")
-
-
-@dataclass(frozen=True)
-class PoolState:
-    """Everything the pool carries from one iteration to the next (and the checkpoint holds)."""
-
-    iteration: int  # iterations done so far
-    agent: Agent  # A_k: the agent every rank starts the next iteration from
-    best_agent: Agent  # the run's result: the best-scoring winner so far
-    best_score: float
-    best_iteration: int  # 0-based iteration that produced best_agent; -1 before any
-    since_improvement: int  # iterations since best_score last improved
-    degenerate_streak: int  # consecutive iterations in which every branch broke
-
-
-@dataclass
-class IterationRecord:
-    """What one iteration adds to the checkpoint (complete on rank 0 only)."""
-
-    scores: np.ndarray  # (P,) evaluation mean return of each rank; -inf if degenerate
-    winner: int  # winning rank, or -1 when every branch was degenerate
-    train_returns: np.ndarray  # (P, iterate_episodes); NaN after a branch broke
-    timings: np.ndarray  # (P, len(PHASES)) seconds
-    degenerate: np.ndarray  # (P,) bool
-    fell_back: bool  # the next iteration starts from the best-ever agent (patience)
-    best_score: float  # best-ever score after this iteration
-
-
-def initial_state(agent: Agent) -> PoolState:
-    return PoolState(0, agent, copy_agent(agent), -np.inf, -1, 0, 0)
-
-
-# --- the merge rule --------------------------------------------------------
-
-
-def winner_rank(scores: np.ndarray) -> int | None:
-    """Argmax of the scores; ties go to the lowest rank; NaN and +-inf never win.
-
-    Returns None when no score is finite (every branch degenerate).
-    """
-    finite = np.isfinite(scores)
-    if not finite.any():
-        return None
-    return int(np.argmax(np.where(finite, scores, -np.inf)))
-
+from mpiswim.state import PHASES, IterationRecord, PoolState, advance, winner_rank
 
 # --- MPI helpers -------------------------------------------------------------
 # Each posts one non-blocking collective and completes it through the watch
@@ -244,14 +197,7 @@ def pool_iteration(comm, cfg: Config, task: Task, state: PoolState, trajectory: 
     merged = perf_counter()
 
     # Greedy result and patience: every rank takes the same decisions from the same scores.
-    best_agent, best_score, best_iteration = state.best_agent, state.best_score, state.best_iteration
-    since_improvement = state.since_improvement + 1
-    if winner is not None and scores[winner] > best_score:
-        best_agent, best_score, best_iteration = next_agent, float(scores[winner]), state.iteration
-        since_improvement = 0
-    fell_back = cfg.patience > 0 and since_improvement >= cfg.patience
-    if fell_back:
-        next_agent, since_improvement = best_agent, 0
+    next_state, fell_back = advance(state, scores, winner, next_agent, cfg.patience)
 
     # 5. Record: rank 0 collects what every rank saw and timed.
     row = np.concatenate([[degenerate, trained - started, evaluated - trained, merged - evaluated], train_returns])
@@ -267,17 +213,6 @@ def pool_iteration(comm, cfg: Config, task: Task, state: PoolState, trajectory: 
             timings=timings,
             degenerate=table[:, 0].astype(bool),
             fell_back=fell_back,
-            best_score=best_score,
+            best_score=next_state.best_score,
         )
-
-    next_state = replace(
-        state,
-        iteration=state.iteration + 1,
-        agent=next_agent,
-        best_agent=best_agent,
-        best_score=best_score,
-        best_iteration=best_iteration,
-        since_improvement=since_improvement,
-        degenerate_streak=state.degenerate_streak + 1 if winner is None else 0,
-    )
     return next_state, record

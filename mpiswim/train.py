@@ -33,8 +33,9 @@ from mpiswim.config import DEFAULT_CONFIG, SCHEMA, Config, ConfigError, check_st
 from mpiswim.env import Task, Trajectory, check_environment, make_task
 from mpiswim.launcher import resume_command
 from mpiswim.policy import initial_agent
-from mpiswim.pool import IterationRecord, PoolState, broadcast_object, combine_stops, end_of_run, fresh_score, initial_state, pool_iteration
+from mpiswim.pool import broadcast_object, combine_stops, end_of_run, fresh_score, pool_iteration
 from mpiswim.stall import StallWatch, abort_every_rank
+from mpiswim.state import IterationRecord, PoolState, initial_state
 
 # Exit codes (docs/faults.md). 130 and 143 are what shells report for a process
 # killed by SIGINT and SIGTERM (128 + signal number); here they mean "stopped

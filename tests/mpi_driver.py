@@ -29,6 +29,7 @@ from mpi4py import MPI
 from mpiswim import pool
 from mpiswim.cli import main as cli_main
 from mpiswim.policy import initial_agent, pack_agent
+from mpiswim.state import initial_state
 
 comm = MPI.COMM_WORLD
 rank = comm.Get_rank()
@@ -124,7 +125,7 @@ elif mode == "pool":
         return result
 
     pool.improve_branch = remember_branch
-    state = pool.initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
+    state = initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
     state, record = pool.pool_iteration(comm, cfg, task, state, Trajectory.empty(cfg.T, task.obs_dim, task.action_dim))
     branch_digests = comm.gather(digest(branches[0]), root=0)
     new_digests = comm.gather(digest(state.agent), root=0)
@@ -153,7 +154,7 @@ elif mode == "search":
         return steps[-1]
 
     pool.explore, pool.search_step = remember_explore, remember_step
-    state = pool.initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
+    state = initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
     start = state.agent
     state, record = pool.pool_iteration(comm, cfg, task, state, Trajectory.empty(cfg.T, task.obs_dim, task.action_dim))
     mine = comm.gather(explored[0], root=0)

@@ -14,7 +14,7 @@ import numpy as np
 from mpiswim.checkpoint import save_checkpoint
 from mpiswim.config import DEFAULT_CONFIG, parse_config
 from mpiswim.policy import Agent, initial_agent
-from mpiswim.pool import IterationRecord, PoolState
+from mpiswim.state import IterationRecord, PoolState
 
 NEG = -np.inf
 SCORES = np.array(

@@ -199,7 +199,7 @@ def run_without_winner(tmp_path) -> Path:
     from mpiswim.checkpoint import save_checkpoint
     from mpiswim.config import DEFAULT_CONFIG
     from mpiswim.policy import initial_agent
-    from mpiswim.pool import IterationRecord, PoolState
+    from mpiswim.state import IterationRecord, PoolState
 
     text = re.sub(r"(?m)^iterations = \d+", "iterations = 2", DEFAULT_CONFIG)
     text = re.sub(r"(?m)^T = \d+", "T = 30", text)
@@ -231,7 +231,7 @@ def test_a_run_without_a_winner_says_so(run_without_winner):
 def test_trainings_progress_line_without_a_winner_says_so():
     from mpiswim.config import DEFAULT_CONFIG
     from mpiswim.policy import initial_agent
-    from mpiswim.pool import IterationRecord, PoolState
+    from mpiswim.state import IterationRecord, PoolState
     from mpiswim.train import progress_line
 
     cfg = parse_config(DEFAULT_CONFIG, 2, check_env=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpiswim.pool import winner_rank
+from mpiswim.state import winner_rank
 
 
 def test_the_highest_score_wins():
@@ -68,3 +68,32 @@ def test_common_evaluation_gives_every_rank_the_same_episodes():
     assert score(common, 0) != score(common, 0, iteration=1)  # a new iteration brings new episodes
     separate = small_config(False)
     assert score(separate, 0) != score(separate, 3)  # each rank has its own episodes
+
+
+def _agent(mark: float):
+    from mpiswim.policy import Agent
+
+    return Agent(np.full((1, 2, 2, 3), mark), np.zeros((1, 3)))
+
+
+def test_advance_keeps_the_best_winner_and_counts_without_mpi():
+    from mpiswim.state import advance, initial_state
+
+    state = initial_state(_agent(0.0))
+    state, fell_back = advance(state, np.array([1.0, 5.0]), 1, _agent(1.0), patience=0)
+    assert (state.iteration, state.best_score, state.best_iteration, fell_back) == (1, 5.0, 0, False)
+    assert np.all(state.agent.policy == 1.0) and np.all(state.best_agent.policy == 1.0)
+    state, _ = advance(state, np.array([4.0, 2.0]), 0, _agent(2.0), patience=0)  # a worse winner is promoted, not kept as best
+    assert np.all(state.agent.policy == 2.0) and np.all(state.best_agent.policy == 1.0) and state.since_improvement == 1
+    state, _ = advance(state, np.array([-np.inf, -np.inf]), None, state.agent, patience=0)
+    assert state.degenerate_streak == 1 and state.best_score == 5.0 and np.all(state.agent.policy == 2.0)
+
+
+def test_advance_falls_back_to_the_best_agent_after_patience():
+    from mpiswim.state import advance, initial_state
+
+    state, _ = advance(initial_state(_agent(0.0)), np.array([9.0]), 0, _agent(1.0), patience=2)
+    state, fell_back = advance(state, np.array([3.0]), 0, _agent(2.0), patience=2)
+    assert not fell_back and np.all(state.agent.policy == 2.0)
+    state, fell_back = advance(state, np.array([4.0]), 0, _agent(3.0), patience=2)
+    assert fell_back and np.all(state.agent.policy == 1.0) and state.since_improvement == 0
