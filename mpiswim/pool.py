@@ -17,7 +17,7 @@ seeds) from numpy's generator seeded with (seed, k, r). With
 one stream shared by every rank, so all branches meet the same start states
 and the same noise (common random numbers). Random search's directions
 (mpiswim/search.py) and the `[run] target` check draw from shared streams of
-(seed, k) too, with spawn keys 2 and 3. Nothing random carries over
+(seed, k) too (mpiswim.state.shared_stream). Nothing random carries over
 between iterations, so a resumed run needs no generator state to give exactly
 the numbers of an uninterrupted one.
 """
@@ -35,7 +35,7 @@ from mpiswim.learn import agent_is_finite, update_agent
 from mpiswim.policy import Agent, pack_agent, unpack_agent
 from mpiswim.search import direction_shape, directions, explore, nudge, search_step
 from mpiswim.stall import END, EXPLORATION, RECORD, SCORES, SETUP, STOP, WINNER, StallWatch
-from mpiswim.state import PHASES, IterationRecord, PoolState, advance, winner_rank
+from mpiswim.state import EVALUATION_STREAM, PHASES, TARGET_STREAM, IterationRecord, PoolState, advance, shared_stream, winner_rank
 
 # --- MPI helpers -------------------------------------------------------------
 # Each posts one non-blocking collective and completes it through the watch
@@ -130,16 +130,12 @@ def evaluate_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Con
     return float(returns.mean()), False
 
 
-TARGET_STREAM = 3  # spawn key of the target check's episodes (evaluation uses 1, random-search directions 2)
-
-
 def fresh_score(agent: Agent, task: Task, cfg: Config, iteration: int, trajectory: Trajectory) -> float:
     """The agent's mean return on cfg.target_episodes fresh episodes, acting as the pool scores ([run] target's check).
 
-    Fresh: a stream of their own, (seed, iteration, key 3), that no training or evaluation episode draws from.
+    Fresh: a stream of their own (TARGET_STREAM) that no training or evaluation episode draws from.
     """
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, iteration], spawn_key=(TARGET_STREAM,)))
-    return evaluate_branch(agent, task, rng, cfg, trajectory, episodes=cfg.target_episodes)[0]
+    return evaluate_branch(agent, task, shared_stream(cfg.seed, iteration, TARGET_STREAM), cfg, trajectory, episodes=cfg.target_episodes)[0]
 
 
 # --- the pool iteration ------------------------------------------------------
@@ -154,7 +150,7 @@ def evaluation_stream(cfg: Config, iteration: int, training_stream: np.random.Ge
     """
     if not cfg.common_evaluation:
         return training_stream
-    return np.random.default_rng(np.random.SeedSequence([cfg.seed, iteration], spawn_key=(1,)))
+    return shared_stream(cfg.seed, iteration, EVALUATION_STREAM)
 
 
 def pool_iteration(comm, cfg: Config, task: Task, state: PoolState, trajectory: Trajectory, watch: StallWatch | None = None) -> tuple[PoolState, IterationRecord]:

@@ -43,14 +43,12 @@ import numpy as np
 from mpiswim.config import Config
 from mpiswim.env import Task, Trajectory, run_episode
 from mpiswim.policy import Agent
-
-DIRECTIONS_STREAM = 2  # spawn key of the directions' stream (evaluation uses 1, the target check 3)
+from mpiswim.state import DIRECTIONS_STREAM, shared_stream
 
 
 def directions(cfg: Config, iteration: int, shape: tuple[int, ...]) -> np.ndarray:
     """Every rank's directions of this iteration, (P, iterate_episodes // 2, *shape) standard normals, the same on every rank."""
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, iteration], spawn_key=(DIRECTIONS_STREAM,)))
-    deltas = rng.standard_normal((cfg.world_size, cfg.iterate_episodes // 2, *shape))
+    deltas = shared_stream(cfg.seed, iteration, DIRECTIONS_STREAM).standard_normal((cfg.world_size, cfg.iterate_episodes // 2, *shape))
     if not cfg.search_intercept:
         deltas[..., 0] = 0.0  # feature 0 is phi's constant 1: leave the intercept where it is
     return deltas

@@ -1,4 +1,4 @@
-"""Pool state: what the pool carries between iterations, what an iteration records, and the merge's bookkeeping.
+"""Pool state: what the pool carries between iterations, what an iteration records, the merge's bookkeeping, the shared random streams.
 
 No MPI and no JAX here: the checkpoint's readers (`mpiswim info`, `check`,
 `analyze`) and the tests use these without starting either. mpiswim/pool.py
@@ -13,6 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpiswim.policy import Agent, copy_agent
+
+# Streams of iteration k that every rank draws alike (rank r's own stream is (seed, k, r)):
+# the evaluation episodes under common_evaluation, random search's directions, the [run] target check.
+EVALUATION_STREAM, DIRECTIONS_STREAM, TARGET_STREAM = 1, 2, 3
+
+
+def shared_stream(seed: int, iteration: int, key: int) -> np.random.Generator:
+    """The generator every rank gets for (seed, iteration, key); no rank's own stream (seed, iteration, rank) equals it."""
+    return np.random.default_rng(np.random.SeedSequence([seed, iteration], spawn_key=(key,)))
+
 
 PHASES = ("train", "evaluate", "communicate", "checkpoint")
 
