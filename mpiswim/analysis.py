@@ -32,23 +32,17 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import fcntl
-import json
 import math
-import os
 import re
-import socket
-import struct
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from mpiswim.checkpoint import PHASES, CheckpointError, read_raw
+from mpiswim.checkpoint import PHASES, CheckpointError, is_being_written, read_raw
 from mpiswim.config import ConfigError, parse_config
 
 # Per-iteration datasets the analysis reads, with their number of dimensions.
@@ -160,70 +154,6 @@ def _raw_settings(config_toml: str) -> dict[str, object]:
             if not (section == "run" and key in NOT_COMPARED):
                 settings["T" if (section, key) == ("env", "T") else f"{section}.{key}"] = value
     return settings
-
-
-# struct flock as fcntl expects it on Linux: type, whence, start, length, pid (the same layout mpiswim.checkpoint locks with)
-_FLOCK = "hhxxxxqqixxxx"
-
-
-def lock_is_held(path: Path) -> bool | None:
-    """Whether some process holds the write lock `mpiswim train` keeps on its checkpoint; None if the system cannot say.
-
-    Only asks (F_OFD_GETLK on a read-only descriptor): it never takes the lock,
-    so it cannot disturb the writer.
-    """
-    if not hasattr(fcntl, "F_OFD_GETLK"):
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
-    except OSError:  # a file system without locks (NFS without lockd, Lustre without -o flock)
-        return None
-    finally:
-        os.close(fd)
-    return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
-
-
-def finished_cleanly(path: Path) -> bool:
-    """Whether the writer compacted the file at its end: room for exactly the rows done, and both /commit records on them."""
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            done = [int(record["iterations_done"]) for record in f["commit"][()]]
-            return len(set(done)) == 1 and int(f.attrs["capacity"]) == max(done[0], 1)
-    except Exception:  # a format_version 1 file has neither; anything odd means "cannot tell"
-        return False
-
-
-def writer_may_be_alive(path: Path) -> bool:
-    """From /writer (host and PID of the job that last opened the file): False only if that process is gone from this host."""
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            who = json.loads(bytes(f["writer"][()]).rstrip(b"\0"))
-        if who["host"] != socket.gethostname():
-            return True  # another machine: we cannot see its processes
-        os.kill(int(who["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except Exception:  # no /writer, or not ours to signal (PermissionError: it exists)
-        return True
-    return True
-
-
-def is_being_written(path: Path) -> bool:
-    """Whether a `mpiswim train` job is writing this checkpoint now.
-
-    The job holds a lock on the file for as long as it runs, and the lock dies
-    with it. Where the file system cannot report locks, a file compacted at a
-    clean end is not being written, nor is one whose writer (from /writer) is
-    gone from this host; otherwise we cannot tell and assume it is.
-    """
-    held = lock_is_held(path)
-    if held is not None:
-        return held
-    return not finished_cleanly(path) and writer_may_be_alive(path)
 
 
 def read_run(path: str | Path, label: str | None = None) -> Run:

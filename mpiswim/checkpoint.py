@@ -355,6 +355,8 @@ def build_image(cfg: Config, state: PoolState, records: list[IterationRecord], c
 # --- the lock ----------------------------------------------------------------
 
 
+# struct flock as fcntl expects it on Linux: type, whence, start, length, pid
+FLOCK = "hhxxxxqqixxxx"
 NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)  # a file system without fcntl locks
 
 
@@ -364,7 +366,7 @@ def _lock(fd: int) -> bool:
     On a file system without locks (Lustre mounted without -o flock, some
     FUSE mounts) it warns once and carries on unlocked rather than refuse to run.
     """
-    request = struct.pack("hhxxxxqqixxxx", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    request = struct.pack(FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
     try:
         if hasattr(fcntl, "F_OFD_SETLK"):
             fcntl.fcntl(fd, fcntl.F_OFD_SETLK, request)
@@ -389,14 +391,82 @@ def _warn_no_locks(reason: str) -> None:  # once per process and reason
     )
 
 
-def holder(path: Path) -> str:
-    """Who holds a locked checkpoint, in words (from /writer), or 'another process'."""
+def read_writer(path: Path) -> dict | None:
+    """/writer: host, PID and start time of the job that last opened the file for writing; None if unreadable."""
     try:
         with h5py.File(path, "r", locking=False) as f:
-            who = json.loads(bytes(f["writer"][()]).rstrip(b"\0"))
-        return f"a job on host {who['host']}, PID {who['pid']}, started {who['started']}"
-    except Exception:
+            return json.loads(bytes(f["writer"][()]).rstrip(b"\0"))
+    except Exception:  # no such dataset (format 1), not HDF5, not JSON
+        return None
+
+
+def holder(path: Path) -> str:
+    """Who holds a locked checkpoint, in words (from /writer), or 'another process'."""
+    who = read_writer(path)
+    if who is None or not {"host", "pid", "started"} <= set(who):
         return "another process"
+    return f"a job on host {who['host']}, PID {who['pid']}, started {who['started']}"
+
+
+def lock_is_held(path: Path) -> bool | None:
+    """Whether some process holds the write lock `mpiswim train` keeps on its checkpoint; None if the system cannot say.
+
+    Only asks (F_OFD_GETLK on a read-only descriptor): it never takes the lock,
+    so it cannot disturb the writer.
+    """
+    if not hasattr(fcntl, "F_OFD_GETLK"):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, struct.pack(FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+    except OSError:  # a file system without locks (NFS without lockd, Lustre without -o flock)
+        return None
+    finally:
+        os.close(fd)
+    return struct.unpack(FLOCK, answer)[0] != fcntl.F_UNLCK
+
+
+def finished_cleanly(path: Path) -> bool:
+    """Whether the writer compacted the file at its end: room for exactly the rows done, and both /commit records on them."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            done = [int(record["iterations_done"]) for record in f["commit"][()]]
+            return len(set(done)) == 1 and int(f.attrs["capacity"]) == max(done[0], 1)
+    except Exception:  # a format_version 1 file has neither; anything odd means "cannot tell"
+        return False
+
+
+def writer_may_be_alive(path: Path) -> bool:
+    """From /writer (host and PID of the job that last opened the file): False only if that process is gone from this host."""
+    who = read_writer(path)
+    if who is None:
+        return True  # no /writer: cannot tell
+    try:
+        if who["host"] != socket.gethostname():
+            return True  # another machine: we cannot see its processes
+        os.kill(int(who["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except Exception:  # a malformed /writer, or not ours to signal (PermissionError: it exists)
+        return True
+    return True
+
+
+def is_being_written(path: Path) -> bool:
+    """Whether a `mpiswim train` job is writing this checkpoint now.
+
+    The job holds a lock on the file for as long as it runs, and the lock dies
+    with it. Where the file system cannot report locks, a file compacted at a
+    clean end is not being written, nor is one whose writer (from /writer) is
+    gone from this host; otherwise we cannot tell and assume it is.
+    """
+    held = lock_is_held(path)
+    if held is not None:
+        return held
+    return not finished_cleanly(path) and writer_may_be_alive(path)
 
 
 def claim(path: Path) -> int:

@@ -60,8 +60,8 @@ def test_a_run_is_in_progress_only_while_a_job_holds_its_file(synthetic, tmp_pat
     assert running.in_progress and analysis.plot_title(running) == "run: Swimmer-v5, 3 ranks, iteration 6 of 10 (in progress)"
     complete = read_run(write_synthetic_checkpoint(tmp_path / "complete.h5", planned=6))
     assert not complete.in_progress and not complete.stopped_early and analysis.plot_title(complete) == "complete: Swimmer-v5, 3 ranks, 6 iterations"
-    monkeypatch.setattr(analysis, "lock_is_held", lambda path: None)  # a file system that cannot report locks
-    assert analysis.finished_cleanly(path) and not read_run(path).in_progress  # compacted at a clean end
+    monkeypatch.setattr(checkpoint, "lock_is_held", lambda path: None)  # a file system that cannot report locks
+    assert checkpoint.finished_cleanly(path) and not read_run(path).in_progress  # compacted at a clean end
 
 
 def test_learning_curve_follows_the_winner_and_the_finite_spread(synthetic):
