@@ -1,0 +1,314 @@
+"""The README's newcomer path, run as printed (issue 18 item 1).
+
+Every fenced code block of README.md is read when the tests are collected:
+```bash blocks hold commands, ```python blocks are run as scripts, ```toml
+blocks are reference sketches (not run). Each command, with its [optional]
+parts expanded (`[--json | --config]` gives the command without them, then
+with each), is one test, run in README order in one scratch copy of the
+project (its Makefile, pyproject.toml and configs/, and .venv linked to this
+virtualenv), with bash and a timeout, and must exit 0; the commands with a
+promise the README spells out (the file a run writes, the plots of analyze,
+...) have it checked too (CHECKS).
+
+Only the commands in INSTEAD are not run as printed: CI cannot (a 65-second
+run, a second 1.3 GB install, a site's module system, a SLURM cluster), and
+INSTEAD says what runs in their place. A command the README gains is run
+as printed, so it fails here unless it works in CI or is added to INSTEAD.
+
+What the test adds to the commands is what a newcomer adds: `my.toml` is
+edited after `mpiswim config > my.toml` (the README: "a config to edit") into
+a tiny run (SMALL_RUN), and the files the README takes as given (`run.h5`,
+"a stopped run"; `run2.h5`, another run) are copies of runs the earlier
+commands made (GIVEN).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+VENV = Path(sys.executable).parent.parent  # the virtualenv running the tests: `make test`'s .venv
+TIMEOUT = 180  # seconds per command on a loaded 2-core machine (each takes 1-12 s idle); reaching it fails
+SHELL_LANGUAGES = {"bash", "sh", "console", "shell"}
+NOT_RUN_LANGUAGES = {"toml"}  # the config sketch of "Config (TOML)": key names, not a file or a command
+
+
+# --- what CI runs in place of the commands it cannot run ------------------------------------
+
+
+def make_run_instead(workdir: Path) -> str:
+    """`make run` is the install (which `make test` runs in CI, .ci/run) plus a 120-iteration, ~65 s run.
+
+    Here: `make -n run` must print exactly the command the README says it runs
+    (`mpiexec -n 4 mpiswim train --out runs/default.h5`, plus --force), and that
+    command runs with `--iterations 2` added; it writes the runs/default.h5 the
+    later commands use.
+    """
+    planned = bash("make -n run", workdir).stdout.strip().splitlines()
+    train = [line for line in planned if "mpiswim train " in line]
+    assert len(train) == 1, f"`make -n run` shows no single `mpiswim train` line:\n{planned}"
+    shown = re.sub(r"\S*/(?=mpiexec |mpiswim )", "", train[0])  # .venv/bin/mpiexec -> mpiexec
+    said = re.search(r"runs\s+`(mpiexec -n 4 mpiswim train --out\s+runs/default\.h5)`", README.read_text())
+    assert said, "the README no longer says which command `make run` runs"
+    assert shown == " ".join(said.group(1).split()) + " --force", f"`make run` runs `{shown}`, the README says `{said.group(1)}`"
+    result = bash(train[0] + " --iterations 2", workdir)
+    assert (workdir / "runs/default.h5").is_file(), result.stdout
+    return result.stdout
+
+
+# README command -> what CI runs instead (a function run here at the command's place, or the
+# place where CI runs it). Every command of the README not listed here is run as printed.
+INSTEAD: dict[str, Callable[[Path], str] | str] = {
+    "make run": make_run_instead,
+    "make test": "CI itself: .ci/run runs `make test`, which runs this file",
+    "module load openmpi": "no module system in CI; the site's MPI is the cluster's own",
+    "make venv EXTRAS=test,analysis MPI4PY_FROM_SOURCE=1": "a second 1.3 GB install; CI installs with the same `make venv` rule (through `make test`), with the MPI wheel",
+    "srun -n 10 .venv/bin/mpiswim train --config configs/seed-swimmer.toml": (
+        "`make slurm-test` (.ci/run, slurm/test_slurm.sh): `srun` starts `mpiswim train` under a real one-node SLURM (slurm/pool.sbatch), with requeue and resume"
+    ),
+}
+
+# The files the README's commands take as given, and the earlier run each is a copy of.
+GIVEN = {
+    "run.h5": "runs/swimmer-default.h5",  # "a stopped run": `mpirun -n 10 mpiswim train --config my.toml`'s, stopped by its target
+    "run2.h5": "runs/default.h5",  # another run: make run's
+}
+
+# The edit that makes `my.toml` a run of seconds: short episodes, few of them, and a target every
+# new best agent reaches, so that each run stops at its first new best (with exit code 0) and
+# `--resume run.h5 --iterations 600` continues a run without training 600 iterations.
+SMALL_RUN = {"iterations": "3", "T": "40", "iterate_episodes": "2", "evaluate_episodes": "2"}
+SMALL_TARGET = "target = -1e9\ntarget_episodes = 1\n"
+
+# The README's Python block calls history_frame, which needs pandas ("mpiswim does not install it").
+# Without pandas the block runs with this stand-in, which checks what history_frame hands pandas.
+PANDAS_STANDIN = """\
+import numpy
+
+
+class DataFrame:
+    def __init__(self, columns):
+        assert isinstance(columns, dict) and all(isinstance(v, numpy.ndarray) for v in columns.values()), columns
+        self.columns = columns
+
+    def set_index(self, name):
+        assert name in self.columns, name
+        return self
+"""
+
+
+# --- reading the README -------------------------------------------------------------------
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of every fenced block, in order."""
+    return [(m.group(1).strip(), m.group(2)) for m in re.finditer(r"^```([^\n`]*)\n(.*?)^```\s*$", text, re.M | re.S)]
+
+
+def commands(body: str) -> list[str]:
+    """The commands of a shell block: one per line, comments (`  # ...`) and comment-only lines dropped."""
+    found = []
+    for line in body.splitlines():
+        command = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()
+        if command:
+            found.append(command)
+    return found
+
+
+def variants(command: str) -> list[str]:
+    """The command without its [optional] parts, then with each alternative of each part in turn."""
+    parts = re.split(r"\[([^\[\]]+)\]", command)  # text, group, text, group, ..., text
+    texts, groups = parts[::2], parts[1::2]
+    out = ["".join(texts)]
+    for i, group in enumerate(groups):
+        for alternative in group.split(" | "):
+            out.append("".join(text + (alternative.removesuffix("...") if j == i else "") for j, text in enumerate(texts[:-1])) + texts[-1])
+    return [" ".join(c.split()) for c in out]
+
+
+def readme_steps() -> list[tuple[str, str]]:
+    """("shell" | "python", text) of every step of the README's blocks, in order."""
+    steps = []
+    for language, body in fenced_blocks(README.read_text()):
+        if language in SHELL_LANGUAGES:
+            for command in commands(body):
+                steps += [("shell", variant) for variant in variants(command)] if command not in INSTEAD else [("shell", command)]
+        elif language == "python":
+            steps.append(("python", body))
+    return steps
+
+
+STEPS = readme_steps()
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def bash(command: str, workdir: Path, check: bool = True, **extra: str) -> subprocess.CompletedProcess:
+    """Run `command` with bash in `workdir` (its own session: killed whole at the timeout)."""
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", **extra)
+    env.pop("VIRTUAL_ENV", None)
+    job = subprocess.Popen(["bash", "-c", command], cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = job.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        output, _ = job.communicate()
+        pytest.fail(f"`{command}` did not finish within {TIMEOUT} s:\n{output}")
+    result = subprocess.CompletedProcess(command, job.returncode, output, "")
+    if check and job.returncode != 0:
+        pytest.fail(
+            f"the README's `{command}` exits with code {job.returncode} in {workdir}:\n{output}\n"
+            "Fix the README or the command; if CI cannot run it, add it to INSTEAD in tests/test_readme.py with what CI runs instead."
+        )
+    return result
+
+
+def info(path: Path) -> dict:
+    return json.loads(bash(f"{VENV}/bin/mpiswim info {shlex.quote(str(path))} --json", path.parent).stdout)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> dict:
+    """A scratch copy of the project the README's commands run in, and what the steps so far left there."""
+    workdir = tmp_path_factory.mktemp("newcomer")
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy2(REPO / name, workdir / name)  # keeps the time stamp, so make sees the venv as up to date
+    shutil.copytree(REPO / "configs", workdir / "configs")
+    (workdir / ".venv").symlink_to(VENV)
+    return {"dir": workdir, "prelude": ""}
+
+
+# --- what each command promises -----------------------------------------------------------
+
+
+def shrink_config(workdir: Path, output: str, before: dict) -> None:
+    """`mpiswim config > my.toml` gives a valid config; edit it, as the README invites, into SMALL_RUN."""
+    path = workdir / "my.toml"
+    assert tomllib.loads(path.read_text())["run"]["name"]
+    text = path.read_text()
+    for key, value in SMALL_RUN.items():
+        text, n = re.subn(rf"^{key} = \S+", f"{key} = {value}", text, count=1, flags=re.M)
+        assert n == 1, f"my.toml has no `{key} = ` line to edit"
+    text = text.replace("[run]\n", "[run]\n" + SMALL_TARGET, 1)
+    path.write_text(text)
+    doc = tomllib.loads(text)
+    assert doc["run"]["target"] == -1e9 and doc["env"]["T"] == 40, text
+
+
+def wrote_named_run(workdir: Path, output: str, before: dict) -> None:
+    """The README: `mpiswim config > my.toml` and `mpirun -n 10 mpiswim train --config my.toml` write runs/swimmer-default.h5."""
+    assert info(workdir / "runs/swimmer-default.h5")["iterations_done"] >= 1, output
+
+
+def continued(workdir: Path, output: str, before: dict) -> None:
+    after = info(workdir / "run.h5")
+    assert after["iterations_done"] > before["run.h5"]["iterations_done"], output
+
+
+def continued_to_600(workdir: Path, output: str, before: dict) -> None:
+    continued(workdir, output, before)
+    assert info(workdir / "run.h5")["iterations_planned"] == 600, output
+
+
+def json_output(key: str) -> Callable:
+    def check(workdir: Path, output: str, before: dict) -> None:
+        assert key in json.loads(output), output
+
+    return check
+
+
+def stored_config(workdir: Path, output: str, before: dict) -> None:
+    assert tomllib.loads(output)["run"]["name"] == "swimmer-default", output
+
+
+def plots(*names: str) -> Callable:
+    def check(workdir: Path, output: str, before: dict) -> None:
+        for name in names:
+            assert (workdir / "DIR" / name).stat().st_size > 0, f"no DIR/{name}:\n{output}"
+
+    return check
+
+
+def video(workdir: Path, output: str, before: dict) -> None:
+    assert (workdir / "swimmer.mp4").stat().st_size > 1000, output
+
+
+# (pattern a command matches in full, its check); the first match counts.
+CHECKS: list[tuple[str, Callable]] = [
+    (r"mpiswim config > my\.toml", shrink_config),
+    (r"mpirun -n \d+ mpiswim train --config my\.toml", wrote_named_run),
+    (r"mpirun -n \d+ mpiswim train --resume run\.h5", continued),
+    (r"mpirun -n \d+ mpiswim train --resume run\.h5 --iterations 600", continued_to_600),
+    (r"mpirun -n \d+ mpiswim train --config my\.toml --out run\.h5 --resume-if-exists", lambda w, o, b: info(w / "run.h5")),
+    (r"mpiswim check run\.h5", lambda w, o, b: re.match(r"OK: run\.h5", o) or pytest.fail(o)),
+    (r"mpiswim info run\.h5 --json", json_output("iterations_done")),
+    (r"mpiswim info run\.h5 --config", stored_config),
+    (r"mpiswim info run\.h5", lambda w, o, b: "best score" in o or pytest.fail(o)),
+    (r"mpiswim evaluate run\.h5 .*--json", json_output("mean")),
+    (r"mpiswim evaluate run\.h5 .*", lambda w, o, b: "mean return" in o or pytest.fail(o)),
+    (r"mpiswim analyze run\.h5 --out DIR", plots("learning_curve.png", "wins.png", "timings.png")),
+    (r"mpiswim analyze run\.h5 run2\.h5 --out DIR", plots("compare.png", "compare.md", "run/learning_curve.png", "run2/learning_curve.png")),
+    (r"mpiswim render run\.h5 --out swimmer\.mp4", video),
+]
+
+
+# --- the tests ----------------------------------------------------------------------------
+
+
+def test_every_fenced_block_says_what_it_is():
+    """An untagged block would escape the test: its commands would be neither run nor listed."""
+    blocks = fenced_blocks(README.read_text())
+    untagged = [body.splitlines()[0] for language, body in blocks if language not in SHELL_LANGUAGES | NOT_RUN_LANGUAGES | {"python"}]
+    assert not untagged, f"README blocks without a known language tag (bash, python or toml): {untagged}"
+    assert sum(kind == "shell" for kind, _ in STEPS) >= 10, STEPS
+
+
+def test_every_command_instead_is_still_in_the_readme():
+    shown = {text for kind, text in STEPS if kind == "shell"}
+    assert not set(INSTEAD) - shown, f"INSTEAD lists commands the README no longer shows: {set(INSTEAD) - shown}"
+
+
+@pytest.mark.parametrize("kind,text", STEPS, ids=[text.splitlines()[0] for _, text in STEPS])
+def test_readme_step(project, kind, text):
+    workdir = project["dir"]
+    if kind == "python":
+        script = workdir / "readme_block.py"
+        script.write_text(text)
+        extra = {}
+        if importlib.util.find_spec("pandas") is None:
+            (workdir / "standin").mkdir(exist_ok=True)
+            (workdir / "standin/pandas.py").write_text(PANDAS_STANDIN)
+            extra["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workdir / "standin"), os.environ.get("PYTHONPATH")]))
+        bash(f"{project['prelude']}python readme_block.py", workdir, **extra)
+        return
+    instead = INSTEAD.get(text)
+    if callable(instead):
+        instead(workdir)
+        return
+    if instead is not None:
+        pytest.skip(f"not run here: {instead}")
+    for name, source in GIVEN.items():
+        if re.search(rf"(^|\s){re.escape(name)}(\s|$)", text) and not (workdir / name).exists():
+            shutil.copy2(workdir / source, workdir / name)
+    before = {"run.h5": info(workdir / "run.h5")} if " train " in text and (workdir / "run.h5").exists() else {}
+    output = bash(project["prelude"] + text, workdir).stdout
+    if text.startswith(("source ", ". ")):
+        project["prelude"] += text + " && "  # the shell state the README's next commands rely on
+    check = next((check for pattern, check in CHECKS if re.fullmatch(pattern, text)), None)
+    if check is not None:
+        check(workdir, output, before)
