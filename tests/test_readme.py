@@ -158,7 +158,7 @@ STEPS = readme_steps()
 # --- running ------------------------------------------------------------------------------
 
 
-def bash(command: str, workdir: Path, check: bool = True, **extra: str) -> subprocess.CompletedProcess:
+def bash(command: str, workdir: Path, check: bool = True, whose: str = "the README's", **extra: str) -> subprocess.CompletedProcess:
     """Run `command` with bash in `workdir` (its own session: killed whole at the timeout)."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", **extra)
     env.pop("VIRTUAL_ENV", None)
@@ -172,14 +172,14 @@ def bash(command: str, workdir: Path, check: bool = True, **extra: str) -> subpr
     result = subprocess.CompletedProcess(command, job.returncode, output, "")
     if check and job.returncode != 0:
         pytest.fail(
-            f"the README's `{command}` exits with code {job.returncode} in {workdir}:\n{output}\n"
+            f"{whose} `{command}` exits with code {job.returncode} in {workdir}:\n{output}\n"
             "Fix the README or the command; if CI cannot run it, add it to INSTEAD in tests/test_readme.py with what CI runs instead."
         )
     return result
 
 
 def info(path: Path) -> dict:
-    return json.loads(bash(f"{VENV}/bin/mpiswim info {shlex.quote(str(path))} --json", path.parent).stdout)
+    return json.loads(bash(f"{VENV}/bin/mpiswim info {shlex.quote(str(path))} --json", path.parent, whose="the test's own look at the run,").stdout)
 
 
 @pytest.fixture(scope="module")
