@@ -61,15 +61,15 @@ def bare_mujoco(task, steps: int, T: int, rng: np.random.Generator) -> float:
 
 def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_EPISODES) -> dict:
     """Single-process steps/s of bare MuJoCo, the training and the evaluation phase (Swimmer-v5, which never ends early)."""
-    from mpiswim.env import Trajectory, make_task
+    from mpiswim.env import Trajectory, task_for
     from mpiswim.learn import update_agent
     from mpiswim.policy import initial_agent
     from mpiswim.pool import evaluate_branch, improve_branch
 
     cfg = parse_config(bench_config(1, 1, T, episodes), 1)
-    task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
+    task = task_for(cfg)
     rng = np.random.default_rng(0)
-    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_baseline)
+    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_baseline, cfg.scaler, cfg.eta_travels)
     # A policy with varied shapes, as after some training (the zero policy is a special case of the sampler).
     agent.policy[:] = rng.normal(0.0, 0.3, agent.policy.shape)
     trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
@@ -87,7 +87,7 @@ def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_
         update_seconds = []
         for _ in range(episodes):
             started = time.perf_counter()
-            update_agent(agent, trajectory, cfg.alpha[0], cfg.eta[0], cfg.gamma, cfg.update, cfg.time_baseline)
+            update_agent(agent, trajectory, cfg.alpha[0], cfg.eta[0], cfg)
             update_seconds.append(time.perf_counter() - started)
         rows.append((bare_seconds, train_seconds, eval_seconds, float(np.median(update_seconds))))
 
@@ -116,8 +116,9 @@ def measure_startup(cold: bool = False) -> float:
     as on every run after the first. Cold: empty caches, so everything compiles.
     """
     code = (
-        "import mpiswim, numpy as np\n"
+        "import dataclasses, mpiswim, numpy as np\n"
         "from mpi4py import MPI\n"
+        "from mpiswim.config import DEFAULT_CONFIG, parse_config\n"
         "from mpiswim.env import Trajectory, make_task, run_episode\n"
         "from mpiswim.learn import update_agent\n"
         "from mpiswim.policy import initial_agent\n"
@@ -125,7 +126,8 @@ def measure_startup(cold: bool = False) -> float:
         "agent = initial_agent(task.obs_dim, task.action_dim, 'signed')\n"
         f"trajectory = Trajectory.empty({BENCH_T}, 8, 2)\n"
         f"run_episode(task, agent, np.random.default_rng(0), {BENCH_T}, trajectory)\n"
-        "update_agent(agent, trajectory, 1e-4, 1e-3, 1.0, 'unit-density')\n"
+        "cfg = parse_config(DEFAULT_CONFIG, 1, check_env=False)\n"
+        "update_agent(agent, trajectory, 1e-4, 1e-3, dataclasses.replace(cfg, features='signed', update='unit-density', baseline='state'))\n"
     )
     command = [sys.executable, "-c", code]
     with tempfile.TemporaryDirectory() as empty:
@@ -152,7 +154,7 @@ def pool_part(outdir: str, iterations: int) -> None:
     from mpi4py import MPI
 
     from mpiswim.checkpoint import CheckpointWriter
-    from mpiswim.env import make_task
+    from mpiswim.env import task_for
     from mpiswim.policy import initial_agent
     from mpiswim.pool import allgather_scores, broadcast_agent
     from mpiswim.state import initial_state
@@ -162,8 +164,8 @@ def pool_part(outdir: str, iterations: int) -> None:
     size, rank = comm.Get_size(), comm.Get_rank()
     cfg = parse_config(bench_config(iterations, size), size)
     out = Path(outdir) / f"bench-{size}.h5"
-    task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
-    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_baseline)
+    task = task_for(cfg)
+    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_baseline, cfg.scaler, cfg.eta_travels)
     state = initial_state(agent)
     writer = CheckpointWriter.create(out, cfg, state, []) if rank == 0 else None
     records = []
@@ -213,7 +215,7 @@ def measure_checkpoint_writes(at: tuple[int, ...] = (100, 10_000), world_size: i
 
     cfg = parse_config(bench_config(max(at) + repeats + 1, world_size), world_size, check_env=False)
     rng = np.random.default_rng(0)
-    state = initial_state(initial_agent(8, 2, cfg.features, cfg.time_baseline))
+    state = initial_state(initial_agent(8, 2, cfg.features, cfg.time_baseline, cfg.scaler, cfg.eta_travels))
 
     def record() -> IterationRecord:
         scores = rng.normal(100, 10, world_size)

@@ -71,6 +71,7 @@ import numpy as np
 
 from mpiswim import __version__
 from mpiswim.config import Config, ConfigError, parse_config
+from mpiswim.normalise import new_scaler
 from mpiswim.policy import Agent, feature_blocks
 from mpiswim.state import PHASES, IterationRecord, PoolState, winner_rank
 
@@ -95,7 +96,17 @@ COMMIT_DTYPE = np.dtype(
         ("checksum", "u1", (32,)),
     ]
 )
-AGENT_DATASETS = ("current/policy", "current/baseline", "best/policy", "best/baseline")
+AGENTS = ("current", "best")
+# The parts of an agent stored under /agent/<which>/<part>; parts that are empty for this run's
+# config (the running scalers without normalisation, baseline_eta unless it travels) are not stored.
+AGENT_PARTS = Agent._fields
+AGENT_DESCRIPTIONS = {
+    "policy": "log Beta shapes: policy[slot, block, 0 (a) or 1 (b), action dimension, feature]",
+    "baseline": "state value weights: baseline[slot, block, feature] (+ steps-left weight)",
+    "policy_scaler": "running observation scaler of the policy's features (mpiswim.normalise): [slot, row, column]",
+    "baseline_scaler": "the baseline's own running observation scaler (mpiswim.normalise): [slot, row, column]",
+    "baseline_eta": "the baseline's step size, carried with the agent ([policy] eta_travels; -1 = not trained yet): [slot, 1]",
+}
 
 
 class CheckpointError(Exception):
@@ -180,6 +191,8 @@ def initial_capacity(cfg: Config, done: int) -> int:
 def file_size(cfg: Config, obs_dim: int, action_dim: int, rows: int) -> int:
     """Bytes of a checkpoint with `rows` preallocated rows, rounded up generously."""
     agent = feature_blocks(obs_dim, cfg.features) * (obs_dim + 1) * (2 * action_dim + 1) + 1  # policy + baseline
+    if cfg.scaler is not None:
+        agent += 2 * new_scaler(obs_dim, *cfg.scaler).size + 1  # two running scalers, baseline_eta
     data = 8 * 2 * SLOTS * agent + rows * row_bytes(cfg.world_size, cfg.iterate_episodes)
     return int(data * 1.1) + 64 * 1024  # HDF5 metadata, attributes, the config text
 
@@ -232,8 +245,8 @@ def commit_checksum(header: bytes, record: np.void, agents: dict[str, np.ndarray
     fields = np.array(record, dtype=COMMIT_DTYPE)
     fields["checksum"] = 0
     digest.update(fields.tobytes())
-    for name in AGENT_DATASETS:
-        digest.update(np.ascontiguousarray(agents[name], dtype="<f8").tobytes())
+    for values in agents.values():  # in agent_datasets order
+        digest.update(np.ascontiguousarray(values, dtype="<f8").tobytes())
     return digest.digest()
 
 
@@ -250,12 +263,19 @@ def _record_row(record: IterationRecord) -> dict[str, np.ndarray]:
 
 
 def _state_agents(state: PoolState) -> dict[str, np.ndarray]:
-    return {
-        "current/policy": state.agent.policy,
-        "current/baseline": state.agent.baseline,
-        "best/policy": state.best_agent.policy,
-        "best/baseline": state.best_agent.baseline,
-    }
+    """The stored parts of the current and best agent, by dataset name under /agent (empty parts left out)."""
+    agents = {"current": state.agent, "best": state.best_agent}
+    return {f"{which}/{part}": getattr(agents[which], part) for which in AGENTS for part in AGENT_PARTS if getattr(agents[which], part).size}
+
+
+def stored_agent_datasets(f: h5py.File) -> list[str]:
+    """The /agent datasets a file holds, in the order _state_agents gives them."""
+    return [f"{which}/{part}" for which in AGENTS for part in AGENT_PARTS if f"agent/{which}/{part}" in f]
+
+
+def _agent_from(parts: dict[str, np.ndarray], which: str) -> Agent:
+    """An Agent from the datasets of /agent/<which> (parts the file does not store take their empty default)."""
+    return Agent(**{part: values for name, values in parts.items() if name.startswith(f"{which}/") for part in [name.split("/", 1)[1]]})
 
 
 def _commit(header: bytes, state: PoolState, planned: int, slot: int, rows_digest: bytes) -> np.ndarray:
@@ -277,7 +297,7 @@ def writer_identity() -> bytes:
 
 def _offsets(f: h5py.File) -> dict[str, int]:
     """Byte offset of every dataset the writer updates in place (contiguous, allocated when the file is built)."""
-    names = ["commit", "writer", "pool/checkpoint_seconds", *(f"pool/{n}" for n in POOL_DATASETS), *(f"agent/{n}" for n in AGENT_DATASETS)]
+    names = ["commit", "writer", "pool/checkpoint_seconds", *(f"pool/{n}" for n in POOL_DATASETS), *(f"agent/{n}" for n in stored_agent_datasets(f))]
     return {name: f[name].id.get_offset() for name in names}
 
 
@@ -338,13 +358,9 @@ def build_image(cfg: Config, state: PoolState, records: list[IterationRecord], c
         for name, values in hyperparameters.items():
             hyper.create_dataset(name, data=values).attrs["description"] = f"per-rank {name} (index = rank)"
         agents = _state_agents(state)
-        for name in AGENT_DATASETS:
-            slots = np.stack([np.asarray(agents[name], dtype="<f8")] * SLOTS)
-            f.create_dataset(f"agent/{name}", data=slots).attrs["description"] = (
-                "log Beta shapes: policy[slot, block, 0 (a) or 1 (b), action dimension, feature]"
-                if name.endswith("policy")
-                else "state value weights: baseline[slot, block, feature] (+ steps-left weight)"
-            )
+        for name, values in agents.items():
+            slots = np.stack([np.asarray(values, dtype="<f8")] * SLOTS)
+            f.create_dataset(f"agent/{name}", data=slots).attrs["description"] = AGENT_DESCRIPTIONS[name.split("/", 1)[1]]
         f.create_dataset("writer", data=np.frombuffer(writer, dtype=np.uint8)).attrs["description"] = "the job writing this file: host, pid, started (JSON)"
         f.flush()
         offsets = _offsets(f)
@@ -692,7 +708,7 @@ def _read_v2(f: h5py.File, path: Path) -> dict:
     file_attrs = {key: f.attrs[key] for key in f.attrs}
     hyperparameters = {name: f["hyperparameters"][name][()] for name in ("alpha", "eta")}
     header = header_digest(file_attrs, hyperparameters)
-    slots = {name: f[f"agent/{name}"][()] for name in AGENT_DATASETS}
+    slots = {name: f[f"agent/{name}"][()] for name in stored_agent_datasets(f)}
     valid = []
     for record in f["commit"][()]:
         slot = int(record["agent_slot"])
@@ -723,8 +739,8 @@ def _read_v2(f: h5py.File, path: Path) -> dict:
         "pool": pool,
         "pool_attrs": {key: int(record[key]) for key in ("since_improvement", "degenerate_streak")},
         "hyperparameters": hyperparameters,
-        "current": Agent(slots["current/policy"][slot], slots["current/baseline"][slot]),
-        "best": Agent(slots["best/policy"][slot], slots["best/baseline"][slot]),
+        "current": _agent_from({name: values[slot] for name, values in slots.items()}, "current"),
+        "best": _agent_from({name: values[slot] for name, values in slots.items()}, "best"),
         "best_iteration": int(record["best_iteration"]),
         "best_score": float(record["best_score"]),
         "rows_digest": rows_digest,
@@ -820,15 +836,23 @@ def _check_layout(raw: dict, path: Path) -> Config:
         if data.shape != shape or data.dtype.kind not in kinds:
             raise _damaged(path, f"/pool/{name} has shape {data.shape} and type {data.dtype}, expected {shape} for {k} iterations of {P} ranks")
 
-    policy, baseline = raw["current"]
+    policy, baseline = raw["current"].policy, raw["current"].baseline
     blocks = feature_blocks(policy.shape[-1] - 1, cfg.features) if policy.ndim == 4 else None
     if policy.ndim != 4 or policy.shape[:2] != (blocks, 2) or baseline.shape != (blocks, policy.shape[3] + cfg.time_baseline):
         raise _damaged(path, f"/agent/current has policy shape {policy.shape} and baseline shape {baseline.shape}, which do not fit {cfg.features} features")
     if raw["best"].policy.shape != policy.shape or raw["best"].baseline.shape != baseline.shape:
         raise _damaged(path, f"/agent/best has shapes {raw['best'].policy.shape}, {raw['best'].baseline.shape}, unlike /agent/current's {policy.shape}, {baseline.shape}")
-    for name in ("current", "best"):
-        if raw[name].policy.dtype.kind != "f" or raw[name].baseline.dtype.kind != "f":
+    obs_dim = policy.shape[3] - 1
+    scaler_shape = (0, 0) if cfg.scaler is None else new_scaler(obs_dim, *cfg.scaler).shape
+    for name in AGENTS:
+        agent = raw[name]
+        if any(part.dtype.kind != "f" for part in agent):
             raise _damaged(path, f"/agent/{name} is not stored as floating point")
+        for part in ("policy_scaler", "baseline_scaler"):
+            if getattr(agent, part).shape != scaler_shape:
+                raise _damaged(path, f"/agent/{name}/{part} has shape {getattr(agent, part).shape}, but the config's normalisation needs {scaler_shape}")
+        if agent.baseline_eta.shape != ((1,) if cfg.eta_travels else (0,)):
+            raise _damaged(path, f"/agent/{name}/baseline_eta has shape {agent.baseline_eta.shape}, but eta_travels = {str(cfg.eta_travels).lower()}")
     return cfg
 
 

@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--iterations", type=int, metavar="N", help="iterations in all (overrides the config; with --resume: continue until N)")
     train.add_argument("--force", action="store_true", help="replace an existing output file")
     train.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override one config key (repeatable), e.g. --set run.seed=3 --set env.id=Hopper-v5; stored in the checkpoint's config",
+    )
+    train.add_argument(
         "--stall-timeout",
         type=float,
         metavar="SECONDS",
@@ -157,12 +163,12 @@ def evaluate_agent(path: str, episodes: int, seed: int = 0, agent: str = "best",
     "mean") to the run's evaluation_action. A degenerate episode gives NaN.
     """
     from mpiswim.config import parse_config
-    from mpiswim.env import make_task, run_episode
+    from mpiswim.env import run_episode, task_for
     from mpiswim.progress import progress_bar
 
     checkpoint = _load(path)
     cfg = parse_config(checkpoint.config_toml, checkpoint.world_size, stored_steps=_steps(checkpoint))
-    task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
+    task = task_for(cfg)
     chosen = checkpoint.state.best_agent if agent == "best" else checkpoint.state.agent
     if agent == "best" and checkpoint.state.best_iteration < 0:
         agent = "initial"  # no branch has won yet: the best agent is still the one the run started from

@@ -20,6 +20,15 @@ UPDATE_RULES = ("unit-density", "log-density", "tanh-density")
 BASELINES = ("state", "state-time")
 EVALUATION_ACTIONS = ("sample", "mean")
 LEARNERS = ("reinforce", "random-search")
+INTERCEPTS = ("per-block", "shared")
+NORMALISATIONS = ("none", "running")
+BASELINE_TARGETS = ("before-update", "after-update")
+PRECISIONS = ("float64", "float32")
+# The seed library's running scaler: refit every 2,000 observations from the last 100,000, weight 0.99999 per observation.
+DEFAULT_REFIT_EVERY = 2000
+DEFAULT_HORIZON = 100_000
+DEFAULT_RECENCY = 0.99999
+MAX_STORED_CHUNKS = 10_000  # horizon / refit_every: rows of a scaler's state
 HYPERPARAMETERS = ("alpha", "eta")
 # 2^12 blocks is already 4096 x (d+1) weights per action shape; beyond that
 # the signed coding stops fitting in memory and almost every block stays unseen.
@@ -124,7 +133,18 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "evaluation_action": (str, False),
         "learner": (str, False),
     },
-    "policy": {"features": (str, False), "update": (str, False), "baseline": (str, False), "observation_scale": ((int, float, list), False)},
+    "policy": {
+        "features": (str, False),
+        "update": (str, False),
+        "baseline": (str, False),
+        "observation_scale": ((int, float, list), False),
+        "intercept": (str, False),
+        "normalisation": (str, False),
+        "baseline_target": (str, False),
+        "precision": (str, False),
+        "eta_travels": (bool, False),
+    },
+    "normalisation": {"refit_every": (int, False), "horizon": (int, False), "recency": ((int, float), False)},
     "ranks": {"alpha": ((int, float, list, dict), False), "eta": ((int, float, list, dict), False), "hyperparameters": (str, False)},
     "search": {"noise": ((int, float), False), "top": (int, False), "intercept": (bool, False)},
 }
@@ -166,6 +186,20 @@ class Config:
     search_intercept: bool = False  # random-search: the directions move the intercept weights too
     target: float | None = None  # stop once the best agent scores this on fresh episodes; None = no target
     target_episodes: int = DEFAULT_TARGET_EPISODES  # fresh episodes behind the target check
+    # The seed's own feature map and baseline (docs/config.md, "Seed-faithful options"):
+    intercept: str = "per-block"  # "shared": one intercept weight for every sign block
+    normalisation: str = "none"  # "running": features are observations standardised by a running scaler (mpiswim.normalise)
+    refit_every: int = DEFAULT_REFIT_EVERY  # running scaler: refit from its horizon every this many observations
+    horizon: int = DEFAULT_HORIZON  # running scaler: observations a refit looks back over
+    recency: float = DEFAULT_RECENCY  # running scaler: weight of an observation relative to the next newer one
+    baseline_target: str = "before-update"  # "after-update": the policy's target is G_t minus the baseline after its SGD step
+    precision: str = "float64"  # "float32": the policy's step directions are computed in float32
+    eta_travels: bool = False  # the baseline's eta is the winner's, carried with the promoted agent
+
+    @property
+    def scaler(self) -> tuple[int, int] | None:
+        """(refit_every, horizon) of the running scalers, or None without normalisation."""
+        return (self.refit_every, self.horizon) if self.normalisation == "running" else None
 
     @property
     def time_baseline(self) -> bool:
@@ -338,6 +372,41 @@ def _target(doc: dict) -> tuple[float | None, int]:
     return (None if target is None else float(target)), episodes
 
 
+def _seed_options(doc: dict, learner: str, observation_scale: tuple[float, ...] | float) -> dict[str, Any]:
+    """The seed-faithful [policy] keys and the [normalisation] table, as Config fields."""
+    options = {
+        "intercept": _one_of(doc, "policy", "intercept", "per-block", INTERCEPTS, "intercept"),
+        "normalisation": _one_of(doc, "policy", "normalisation", "none", NORMALISATIONS, "normalisation"),
+        "baseline_target": _one_of(doc, "policy", "baseline_target", "before-update", BASELINE_TARGETS, "baseline target"),
+        "precision": _one_of(doc, "policy", "precision", "float64", PRECISIONS, "precision"),
+        "eta_travels": _get(doc, "policy", "eta_travels", False),
+    }
+    changed = [key for key in options if key in doc.get("policy", {})]
+    if learner == "random-search" and changed:
+        key = changed[0]
+        raise _fail(f"[policy] {key}", doc["policy"][key], 'belongs to REINFORCE branches, not to learner = "random-search"', f"remove {key} from [policy], or set learner = 'reinforce' in [pool]")
+    if options["normalisation"] != "running":
+        if "normalisation" in doc:
+            fix = 'remove the [normalisation] table, or set normalisation = "running" in [policy]'
+            raise _fail("[normalisation]", doc["normalisation"], 'is used only with [policy] normalisation = "running"', fix)
+        return options
+    if observation_scale != 1.0:
+        raise _fail("[policy] observation_scale", observation_scale, 'has no effect with normalisation = "running" (the scaler sets the scale)', "remove observation_scale from [policy]")
+    refit_every = _at_least("[normalisation] refit_every", _get(doc, "normalisation", "refit_every", DEFAULT_REFIT_EVERY), 1)
+    horizon = _at_least("[normalisation] horizon", _get(doc, "normalisation", "horizon", DEFAULT_HORIZON), refit_every)
+    if horizon % refit_every or horizon // refit_every > MAX_STORED_CHUNKS:
+        raise _fail(
+            "[normalisation] horizon",
+            horizon,
+            f"must be a multiple of refit_every ({refit_every}) and at most {MAX_STORED_CHUNKS} times it",
+            f"use e.g. {refit_every * max(1, min(MAX_STORED_CHUNKS, round(horizon / refit_every)))}",
+        )
+    recency = float(_get(doc, "normalisation", "recency", DEFAULT_RECENCY))
+    if not 0.0 < recency <= 1.0:
+        raise _fail("[normalisation] recency", recency, "must lie in (0, 1] (1 weighs every observation of the horizon alike)", f"use e.g. {DEFAULT_RECENCY}")
+    return dict(options, refit_every=refit_every, horizon=horizon, recency=recency)
+
+
 def read_hyperparameter_file(path: Path, world_size: int) -> dict[str, tuple[float, ...]]:
     """Per-rank hyperparameters from an HDF5 file: one dataset of length P per name."""
     import h5py
@@ -413,6 +482,7 @@ def parse_config(
     baseline = _one_of(doc, "policy", "baseline", "state", BASELINES, "baseline")
 
     observation_scale = _observation_scale(_get(doc, "policy", "observation_scale", 1.0))
+    seed_options = _seed_options(doc, learner, observation_scale)
 
     ranks = doc.get("ranks", {})
     file_name = _get(doc, "ranks", "hyperparameters")
@@ -482,6 +552,7 @@ def parse_config(
         search_intercept=search_intercept,
         target=target,
         target_episodes=target_episodes,
+        **seed_options,
     )
 
 
@@ -497,12 +568,40 @@ def default_out(name: str) -> str:
     return f"runs/{file_name_for(name)}.h5"
 
 
-def load_config(path: str | Path, world_size: int) -> Config:
-    """Read and validate a config file; unreadable files are a ConfigError too."""
+def apply_overrides(text: str, overrides: list[str] | tuple[str, ...]) -> str:
+    """The TOML text with each `section.key=value` of `train --set` applied (comments and layout kept).
+
+    The value is read as a TOML value (1e-4, true, [1, 2], "text"); a value that
+    is not one is taken as a string, so --set env.id=Hopper-v5 needs no quotes.
+    The result is validated like any config (an unknown key is refused there).
+    """
+    import tomlkit
+
+    document = tomlkit.parse(text)
+    for override in overrides:
+        key, equals, value_text = override.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not equals or not dot or not section or not name or "." in name:
+            raise _fail("--set", override, "is not section.key=value", "write it like --set run.seed=3 or --set env.id=Hopper-v5")
+        if section not in SCHEMA:
+            close = difflib.get_close_matches(section, list(SCHEMA), n=1)
+            raise _fail("--set", override, f"there is no [{section}] section", f"use one of {', '.join(SCHEMA)}" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        try:
+            value = tomllib.loads(f"value = {value_text.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = value_text.strip()
+        if section not in document:
+            document[section] = tomlkit.table()
+        document[section][name] = value
+    return tomlkit.dumps(document)
+
+
+def load_config(path: str | Path, world_size: int, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read and validate a config file, with `train --set` overrides applied; unreadable files are a ConfigError too."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror.lower() if isinstance(error, OSError) and error.strerror else f"{error.__class__.__name__}: {error}"  # "no such file or directory", "is a directory"
         raise ConfigError(f"config error: cannot read config file '{path}' ({reason}). Fix: check the path, or print an example with `mpiswim config > my.toml`.") from None
-    return parse_config(text, world_size, base_dir=path.parent)
+    return parse_config(apply_overrides(text, overrides) if overrides else text, world_size, base_dir=path.parent)

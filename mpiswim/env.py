@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpiswim import swimmer
-from mpiswim.config import MAX_SIGNED_OBS_DIM, ConfigError
+from mpiswim import normalise, swimmer
+from mpiswim.config import MAX_SIGNED_OBS_DIM, Config, ConfigError
 from mpiswim.policy import Agent, active_block, beta_mean, draw_beta, flat_policy, sign_weights
 
 
@@ -22,7 +22,8 @@ class Trajectory:
     """Per-step records of one episode, preallocated for T steps and reused."""
 
     blocks: np.ndarray  # (T,) int32: active feature block
-    phis: np.ndarray  # (T, F): [1, s]
+    phis: np.ndarray  # (T, F): [1, s / scale], or [1, scaled s] as the running scaler scaled it while acting
+    observations: np.ndarray  # (T, d): s, as the environment gave it
     xs: np.ndarray  # (T, A): Beta draws on [0, 1]
     rewards: np.ndarray  # (T,)
     length: int = 0
@@ -32,6 +33,7 @@ class Trajectory:
         return cls(
             blocks=np.zeros(T, np.int32),
             phis=np.zeros((T, obs_dim + 1)),
+            observations=np.zeros((T, obs_dim)),
             xs=np.full((T, action_dim), 0.5),
             rewards=np.zeros(T),
         )
@@ -55,6 +57,8 @@ class Task:
     high: np.ndarray
     sign_weights: np.ndarray | None
     scale: np.ndarray  # (obs_dim,): phi = [1, s / scale]
+    shared_intercept: bool = False  # one intercept for every block: block 0's column 0 (mpiswim.policy)
+    normalisation: tuple[int, float] | None = None  # (refit_every, recency): phi = [1, running-scaled s]
 
 
 def check_environment(env_id: str, features: str) -> tuple[int, int]:
@@ -105,11 +109,19 @@ def has_fast_step(env) -> bool:
     return type(env).__name__ == "SwimmerEnv" and getattr(env, "_exclude_current_positions_from_observation", False) is True
 
 
-def make_task(env_id: str, features: str, fast: bool = True, observation_scale: float | tuple[float, ...] = 1.0) -> Task:
+def make_task(
+    env_id: str,
+    features: str,
+    fast: bool = True,
+    observation_scale: float | tuple[float, ...] = 1.0,
+    shared_intercept: bool = False,
+    normalisation: tuple[int, float] | None = None,
+) -> Task:
     """Create the environment for one rank; fast=False always runs the Python loop through Gymnasium.
 
     observation_scale is the config's [policy] observation_scale: the features
-    are s / observation_scale.
+    are s / observation_scale. normalisation: (refit_every, recency) of the
+    running scaler the agent carries ([policy] normalisation = "running").
     """
     import gymnasium as gym
 
@@ -125,7 +137,34 @@ def make_task(env_id: str, features: str, fast: bool = True, observation_scale: 
         high=env.action_space.high.astype(np.float64),
         sign_weights=sign_weights(obs_dim) if features == "signed" else None,
         scale=np.broadcast_to(np.asarray(observation_scale, dtype=np.float64), (obs_dim,)).copy(),
+        shared_intercept=shared_intercept,
+        normalisation=normalisation,
     )
+
+
+def task_for(cfg: Config, fast: bool = True) -> Task:
+    """make_task with everything the config says about features."""
+    normalisation = (cfg.refit_every, cfg.recency) if cfg.normalisation == "running" else None
+    return make_task(cfg.env_id, cfg.features, fast, cfg.observation_scale, cfg.intercept == "shared", normalisation)
+
+
+def policy_step(task: Task, agent: Agent, policy: np.ndarray, obs: np.ndarray, phi: np.ndarray) -> tuple[int, np.ndarray]:
+    """The features of observation `obs` (written into phi), their block and the log Beta shapes.
+
+    policy is flat_policy(agent). With running normalisation the agent's
+    policy scaler first sees obs (in place). With a shared intercept block 0's
+    column 0 serves every block.
+    """
+    if task.normalisation is None:
+        phi[1:] = obs / task.scale
+    else:
+        normalise.observe(agent.policy_scaler, obs, *task.normalisation)
+        normalise.transform(agent.policy_scaler, obs, phi[1:])
+    block = active_block(obs, task.sign_weights)
+    log_shapes = policy[block].dot(phi)
+    if task.shared_intercept:
+        log_shapes += policy[0, :, 0] - policy[block, :, 0]
+    return block, log_shapes
 
 
 def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, trajectory: Trajectory | None = None, mean_action: bool = False) -> tuple[float, bool]:
@@ -135,28 +174,30 @@ def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, traj
     (overflow, underflow, NaN); the episode stops there. When `trajectory` is
     given, every step is recorded in it for the learning update. mean_action
     takes the Beta mean a/(a+b) instead of a draw (`[pool] evaluation_action`);
-    then only the start state is random.
+    then only the start state is random. With running normalisation the
+    agent's policy scaler sees every observation before it is used (in
+    place: the scaler is the agent's own state, carried on with it).
     """
     low, span = task.low, task.high - task.low
     if task.compiled:
         if trajectory is None:
             trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
-        return swimmer.run_swimmer_episode(task.env, agent, rng, T, low, span, task.scale, task.sign_weights is not None, mean_action, trajectory)
+        return swimmer.run_swimmer_episode(task, agent, rng, T, mean_action, trajectory)
     policy = flat_policy(agent)
     phi = np.ones(task.obs_dim + 1)
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
     total = 0.0
     for t in range(T):
-        phi[1:] = obs / task.scale
-        block = active_block(obs, task.sign_weights)
-        log_shapes = policy[block].dot(phi)
+        block, log_shapes = policy_step(task, agent, policy, obs, phi)
         x = beta_mean(log_shapes) if mean_action else draw_beta(log_shapes.tolist(), rng)
         if x is None:
             return total, True
+        obs_before = obs
         obs, reward, terminated = task.step(low + x * span)
         if trajectory is not None:
             trajectory.blocks[t] = block
             trajectory.phis[t] = phi
+            trajectory.observations[t] = obs_before
             trajectory.xs[t] = x
             trajectory.rewards[t] = reward
             trajectory.length = t + 1

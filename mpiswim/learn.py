@@ -47,7 +47,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 
-from mpiswim.policy import Agent
+from mpiswim import normalise
+from mpiswim.config import Config
+from mpiswim.policy import UNTRAINED_ETA, Agent
 
 jax.config.update("jax_enable_x64", True)
 # Keep compiled updates on disk (unless the user chose a cache directory):
@@ -114,47 +116,86 @@ def baseline_features(phis: jax.Array, time_feature: bool) -> jax.Array:
     return jnp.concatenate([phis, steps_left[:, None]], axis=1)
 
 
-@partial(jax.jit, static_argnames=("rule", "time_feature"))
-def episode_update(policy, baseline, blocks, phis, xs, rewards, length, alpha, eta, gamma, rule, time_feature=False):
-    """New (policy, baseline) after one episode; arrays are padded to T steps."""
+def block_rows(params: jax.Array, blocks: jax.Array, shared_intercept: bool) -> jax.Array:
+    """params[blocks] (the rows the steps used), with block 0's intercept in column 0 when it is shared."""
+    rows = params[blocks]
+    if shared_intercept:
+        rows = rows.at[..., 0].set(jnp.broadcast_to(params[0][..., 0], rows.shape[:-1]))
+    return rows
+
+
+def add_to_blocks(params: jax.Array, blocks: jax.Array, steps: jax.Array, shared_intercept: bool) -> jax.Array:
+    """Add steps[t] to params[blocks[t]]; a shared intercept (block 0's column 0) takes every step's column 0."""
+    if not shared_intercept:
+        return params.at[blocks].add(steps)
+    params = params.at[blocks, ..., 1:].add(steps[..., 1:])
+    return params.at[0, ..., 0].add(steps[..., 0].sum(axis=0) if steps.ndim == params.ndim else steps[..., 0])
+
+
+@partial(jax.jit, static_argnames=("rule", "time_feature", "shared_intercept", "target_after_update", "float32"))
+def episode_update(
+    policy, baseline, blocks, phis, baseline_phis, xs, rewards, length, alpha, eta, gamma, rule,
+    time_feature=False, shared_intercept=False, target_after_update=False, float32=False,
+):  # fmt: skip
+    """New (policy, baseline) after one episode; arrays are padded to T steps.
+
+    baseline_phis are the baseline's features (the policy's phis unless it has its own scaler).
+    target_after_update: the policy's target is G_t minus the baseline's value just after
+    its SGD step on (s_t, G_t) (the seed's order); otherwise minus the value before the episode's steps.
+    float32: the step directions are computed in float32 (as the seed's JAX did).
+    """
     steps = jnp.arange(rewards.shape[0])
     valid = steps < length
     returns = discounted_returns(jnp.where(valid, rewards, 0.0), gamma)
 
-    value_inputs = baseline_features(phis, time_feature)
-    values = jnp.sum(baseline[blocks] * value_inputs, axis=-1)
-    targets = jnp.where(valid, returns - values, 0.0)
-    xs = jnp.clip(xs, X_MARGIN, 1.0 - X_MARGIN)
-    directions = jax.vmap(step_direction, in_axes=(0, 0, 0, None))(policy[blocks], phis, xs, rule)
-    steps_taken = jnp.where(valid[:, None, None, None], alpha * targets[:, None, None, None] * directions, 0.0)
-    policy = policy.at[blocks].add(steps_taken)
+    value_inputs = baseline_features(baseline_phis, time_feature)
 
     def sgd_step(w, t):
-        error = returns[t] - w[blocks[t]] @ value_inputs[t]
-        return w.at[blocks[t]].add(jnp.where(valid[t], eta * error, 0.0) * value_inputs[t]), None
+        error = returns[t] - block_rows(w, blocks[t], shared_intercept) @ value_inputs[t]
+        w = add_to_blocks(w, blocks[t], jnp.where(valid[t], eta * error, 0.0) * value_inputs[t], shared_intercept)
+        return w, block_rows(w, blocks[t], shared_intercept) @ value_inputs[t]
 
-    baseline = jax.lax.scan(sgd_step, baseline, steps, reverse=True)[0]
-    return policy, baseline
+    new_baseline, values_after = jax.lax.scan(sgd_step, baseline, steps, reverse=True)
+    values = values_after if target_after_update else jnp.sum(block_rows(baseline, blocks, shared_intercept) * value_inputs, axis=-1)
+    targets = jnp.where(valid, returns - values, 0.0)
+
+    xs = jnp.clip(xs, X_MARGIN, 1.0 - X_MARGIN)
+    dtype = jnp.float32 if float32 else policy.dtype
+    thetas = block_rows(policy, blocks, shared_intercept)
+    directions = jax.vmap(step_direction, in_axes=(0, 0, 0, None))(thetas.astype(dtype), phis.astype(dtype), xs.astype(dtype), rule)
+    steps_taken = jnp.where(valid[:, None, None, None], alpha * targets[:, None, None, None] * directions.astype(policy.dtype), 0.0)
+    return add_to_blocks(policy, blocks, steps_taken, shared_intercept), new_baseline
 
 
-def update_agent(agent: Agent, trajectory, alpha: float, eta: float, gamma: float, rule: str, time_feature: bool = False) -> Agent:
-    """Apply one episode's update; returns new numpy arrays (the inputs are untouched)."""
+def update_agent(agent: Agent, trajectory, alpha: float, eta: float, cfg: Config) -> Agent:
+    """Apply one episode's update; returns new arrays (the inputs are untouched).
+
+    With running normalisation, as the seed did: the policy's features are
+    recomputed from the episode's observations with its scaler as it stands
+    at the end of the episode, and the baseline's own scaler sees the
+    episode's observations walking backwards, one before each SGD step.
+    With `[policy] eta_travels` the baseline trains with the eta it carries
+    (once a rank has trained it) and carries the eta it was trained with.
+    """
+    n = trajectory.length
+    phis = baseline_phis = trajectory.phis
+    baseline_scaler = agent.baseline_scaler
+    if cfg.normalisation == "running":
+        phis, baseline_phis = trajectory.phis.copy(), trajectory.phis.copy()
+        phis[:n, 1:] = normalise.scaled_rows(agent.policy_scaler, trajectory.observations[:n])
+        baseline_scaler = agent.baseline_scaler.copy()
+        baseline_phis[:n, 1:] = normalise.observe_rows(baseline_scaler, trajectory.observations[:n][::-1], cfg.refit_every, cfg.recency)[::-1]
+    baseline_eta = agent.baseline_eta
+    if cfg.eta_travels:
+        eta = eta if agent.baseline_eta[0] == UNTRAINED_ETA else float(agent.baseline_eta[0])
+        baseline_eta = np.array([eta])
     policy, baseline = episode_update(
-        agent.policy,
-        agent.baseline,
-        trajectory.blocks,
-        trajectory.phis,
-        trajectory.xs,
-        trajectory.rewards,
-        trajectory.length,
-        alpha,
-        eta,
-        gamma,
-        rule,
-        time_feature,
-    )
-    return Agent(np.array(policy), np.array(baseline))
+        agent.policy, agent.baseline, trajectory.blocks, phis, baseline_phis, trajectory.xs, trajectory.rewards, n,
+        alpha, eta, cfg.gamma, cfg.update, cfg.time_baseline, cfg.intercept == "shared", cfg.baseline_target == "after-update",
+        cfg.precision == "float32",
+    )  # fmt: skip
+    return Agent(np.array(policy), np.array(baseline), agent.policy_scaler, baseline_scaler, baseline_eta)
 
 
 def agent_is_finite(agent: Agent) -> bool:
-    return bool(np.isfinite(agent.policy).all() and np.isfinite(agent.baseline).all())
+    return all(np.isfinite(part).all() for part in agent)

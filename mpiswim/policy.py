@@ -8,6 +8,14 @@ An agent is two arrays. For a feature map with B blocks of F = d + 1 features:
 
 phi = [1, s_1, ..., s_d] is the only non-zero block of the full feature vector,
 so a step touches one block: `policy[block]` is a contiguous (2, A, F) slice.
+With a shared intercept (`[policy] intercept = "shared"`, the seed's map) one
+weight serves every block: block 0's column 0 holds it (`policy[0, :, :, 0]`,
+`baseline[0, 0]`) and column 0 of the other blocks stays 0.
+
+An agent also carries what travels with it when it is promoted: the running
+observation scalers of its policy and baseline (mpiswim.normalise; (0, 0)
+arrays when normalisation is off) and, with `[policy] eta_travels`, the
+baseline's step size.
 The per-step functions here are plain numpy: they run once per MuJoCo step and
 must not pay JAX's dispatch cost.
 """
@@ -19,12 +27,21 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mpiswim.normalise import new_scaler
+
+NO_SCALER = np.zeros((0, 0))  # size 0: nothing in it can change
+NO_ETA = np.zeros(0)
+UNTRAINED_ETA = -1.0  # baseline_eta before any rank has trained the baseline: each rank uses its own
+
 
 class Agent(NamedTuple):
-    """Policy and baseline parameters; what the pool broadcasts and checkpoints."""
+    """Policy and baseline parameters and their state; what the pool broadcasts and checkpoints."""
 
     policy: np.ndarray
     baseline: np.ndarray
+    policy_scaler: np.ndarray = NO_SCALER  # running normalisation state of the policy's features
+    baseline_scaler: np.ndarray = NO_SCALER  # the baseline's own scaler (it sees update episodes only)
+    baseline_eta: np.ndarray = NO_ETA  # (1,): the step size the baseline was trained with, when it travels
 
 
 def feature_blocks(obs_dim: int, features: str) -> int:
@@ -32,31 +49,37 @@ def feature_blocks(obs_dim: int, features: str) -> int:
     return 2**obs_dim if features == "signed" else 1
 
 
-def initial_agent(obs_dim: int, action_dim: int, features: str, time_feature: bool = False) -> Agent:
-    """A_0: zero policy (every action ~ Beta(1, 1), i.e. uniform) and zero baseline."""
+def initial_agent(obs_dim: int, action_dim: int, features: str, time_feature: bool = False, scaler: tuple[int, int] | None = None, eta_travels: bool = False) -> Agent:
+    """A_0: zero policy (every action ~ Beta(1, 1), i.e. uniform) and zero baseline.
+
+    scaler: (refit_every, horizon) of running normalisation, None when it is off.
+    """
     blocks = feature_blocks(obs_dim, features)
     return Agent(
         policy=np.zeros((blocks, 2, action_dim, obs_dim + 1)),
         baseline=np.zeros((blocks, obs_dim + 1 + time_feature)),
+        policy_scaler=NO_SCALER if scaler is None else new_scaler(obs_dim, *scaler),
+        baseline_scaler=NO_SCALER if scaler is None else new_scaler(obs_dim, *scaler),
+        baseline_eta=np.array([UNTRAINED_ETA]) if eta_travels else NO_ETA,
     )
 
 
 def copy_agent(agent: Agent) -> Agent:
-    return Agent(agent.policy.copy(), agent.baseline.copy())
+    return Agent(*(part.copy() for part in agent))
 
 
 def pack_agent(agent: Agent) -> np.ndarray:
-    """The agent as one contiguous float64 buffer (policy first), for MPI and hashing."""
-    return np.concatenate([agent.policy.ravel(), agent.baseline.ravel()])
+    """The agent as one contiguous float64 buffer (its parts in field order), for MPI and hashing."""
+    return np.concatenate([part.ravel() for part in agent])
 
 
 def unpack_agent(flat: np.ndarray, like: Agent) -> Agent:
     """Inverse of pack_agent, shaped like `like`."""
-    split = like.policy.size
-    return Agent(
-        flat[:split].reshape(like.policy.shape).copy(),
-        flat[split:].reshape(like.baseline.shape).copy(),
-    )
+    parts, start = [], 0
+    for part in like:
+        parts.append(flat[start : start + part.size].reshape(part.shape).copy())
+        start += part.size
+    return Agent(*parts)
 
 
 def sign_weights(obs_dim: int) -> np.ndarray:

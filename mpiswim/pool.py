@@ -32,7 +32,7 @@ import numpy as np
 from mpiswim.config import Config
 from mpiswim.env import Task, Trajectory, run_episode
 from mpiswim.learn import agent_is_finite, update_agent
-from mpiswim.policy import Agent, pack_agent, unpack_agent
+from mpiswim.policy import Agent, copy_agent, pack_agent, unpack_agent
 from mpiswim.search import direction_shape, directions, explore, nudge, search_step
 from mpiswim.stall import END, EXPLORATION, RECORD, SCORES, SETUP, STOP, WINNER, StallWatch
 from mpiswim.state import EVALUATION_STREAM, PHASES, TARGET_STREAM, IterationRecord, PoolState, advance, shared_stream, winner_rank
@@ -109,19 +109,24 @@ def end_of_run(comm, watch: StallWatch | None = None) -> None:
 
 def improve_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, alpha: float, eta: float, trajectory: Trajectory) -> tuple[Agent, np.ndarray, bool]:
     """REINFORCE for cfg.iterate_episodes episodes; returns (branch, returns, degenerate)."""
+    agent = copy_agent(agent)  # the branch is this rank's own: its running scalers change as it acts
     returns = np.full(cfg.iterate_episodes, np.nan)
     for episode in range(cfg.iterate_episodes):
         returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory)
         if degenerate:
             return agent, returns, True
-        agent = update_agent(agent, trajectory, alpha, eta, cfg.gamma, cfg.update, cfg.time_baseline)
+        agent = update_agent(agent, trajectory, alpha, eta, cfg)
         if not agent_is_finite(agent):
             return agent, returns, True
     return agent, returns, False
 
 
 def evaluate_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, trajectory: Trajectory, episodes: int | None = None) -> tuple[float, bool]:
-    """Mean return of cfg.evaluate_episodes (or `episodes`) no-update episodes; (-inf, True) if the policy breaks."""
+    """Mean return of cfg.evaluate_episodes (or `episodes`) no-update episodes; (-inf, True) if the policy breaks.
+
+    No update, but with running normalisation the agent's policy scaler goes on
+    seeing observations (in place), as the seed's did: the winner carries it on.
+    """
     returns = np.empty(episodes or cfg.evaluate_episodes)
     for episode in range(returns.size):
         returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory, mean_action=cfg.evaluation_action == "mean")
@@ -135,7 +140,8 @@ def fresh_score(agent: Agent, task: Task, cfg: Config, iteration: int, trajector
 
     Fresh: a stream of their own (TARGET_STREAM) that no training or evaluation episode draws from.
     """
-    return evaluate_branch(agent, task, shared_stream(cfg.seed, iteration, TARGET_STREAM), cfg, trajectory, episodes=cfg.target_episodes)[0]
+    stream = shared_stream(cfg.seed, iteration, TARGET_STREAM)
+    return evaluate_branch(copy_agent(agent), task, stream, cfg, trajectory, episodes=cfg.target_episodes)[0]
 
 
 # --- the pool iteration ------------------------------------------------------

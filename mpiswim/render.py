@@ -51,8 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from mpiswim.analysis import AnalysisError, read_checkpoint
-from mpiswim.config import EVALUATION_ACTIONS, MAX_T
-from mpiswim.policy import Agent, active_block, beta_mean, draw_beta, flat_policy
+from mpiswim.config import EVALUATION_ACTIONS, MAX_T, Config
+from mpiswim.policy import Agent, beta_mean, draw_beta, flat_policy
 from mpiswim.progress import progress_bar
 
 VIDEO_TYPES = (".mp4", ".gif")
@@ -76,6 +76,7 @@ class StoredAgent:
     T: int
     observation_scale: float | tuple[float, ...] = 1.0
     evaluation_action: str = "sample"  # how the run scored its branches: Beta draws or the Beta mean
+    cfg: Config | None = None  # the run's config, for its feature map
 
 
 def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
@@ -121,12 +122,12 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
         return float(scores[row, winners[row]])
 
     if iteration == 0:
-        agent, kind, score = Agent(np.zeros_like(best.policy), np.zeros_like(best.baseline)), "initial", None
+        agent, kind, score = Agent(*(np.zeros_like(part) for part in best)), "initial", None  # zeros: A_0, and scalers that saw nothing
     elif iteration == best_iteration:
         agent, kind, score = best, "best and last" if iteration == done else "best", best_score
     else:
         agent, kind, score = current, "last", last_score()
-    return StoredAgent(agent, iteration, kind, score, cfg.env_id, cfg.features, cfg.T, cfg.observation_scale, cfg.evaluation_action)
+    return StoredAgent(agent, iteration, kind, score, cfg.env_id, cfg.features, cfg.T, cfg.observation_scale, cfg.evaluation_action, cfg)
 
 
 @dataclass
@@ -196,6 +197,8 @@ def film_episode(task, agent: Agent, steps: int, rng: np.random.Generator, rende
     """
     import mujoco
 
+    from mpiswim.env import policy_step
+
     model, data = task.env.model, task.env.data
     low, span = task.low, task.high - task.low
     policy = flat_policy(agent)
@@ -213,8 +216,7 @@ def film_episode(task, agent: Agent, steps: int, rng: np.random.Generator, rende
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
     yield frame()
     for t in range(steps):
-        phi[1:] = obs / task.scale
-        log_shapes = policy[active_block(obs, task.sign_weights)].dot(phi)
+        _, log_shapes = policy_step(task, agent, policy, obs, phi)
         x = beta_mean(log_shapes) if action == "mean" else draw_beta(log_shapes.tolist(), rng)
         if x is None:
             film.degenerate = True
@@ -306,9 +308,9 @@ def render_video(
     except OSError as error:
         raise AnalysisError(f"cannot create the folder of --out {out} ({error.strerror}). Fix: choose a writable path.") from None
 
-    from mpiswim.env import make_task
+    from mpiswim.env import task_for
 
-    task = make_task(stored.env_id, stored.features, fast=False, observation_scale=stored.observation_scale)  # the plain per-step loop: we draw after every step
+    task = task_for(stored.cfg, fast=False)  # the plain per-step loop: we draw after every step
     expected = (2, task.action_dim, task.obs_dim + 1)
     if stored.agent.policy.shape[1:] != expected:
         raise AnalysisError(f"'{checkpoint}': the stored policy has shape {stored.agent.policy.shape}, but {stored.env_id} needs (blocks, *{expected}). Fix: use an intact checkpoint.")

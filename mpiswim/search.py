@@ -64,7 +64,7 @@ def nudge(agent: Agent, delta: np.ndarray, size: float) -> Agent:
     policy = agent.policy.copy()
     policy[:, 0] += size * delta
     policy[:, 1] -= size * delta
-    return Agent(policy, agent.baseline)
+    return agent._replace(policy=policy)
 
 
 def explore(agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, deltas: np.ndarray, trajectory: Trajectory) -> np.ndarray:

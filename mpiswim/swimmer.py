@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from mpiswim import normalise
 from mpiswim.policy import LOG_SHAPE_LIMIT, Agent, flat_policy
 
 
@@ -84,7 +85,8 @@ def _beta_draw(rng, a, b):
 
 def _swimmer_episode(
     model_address, data_address, frame_skip, qpos, qvel, ctrl, observation, scale, signed, mean_action,
-    policy, low, span, rng, T, forward_weight, ctrl_weight, dt, blocks, phis, xs, rewards,
+    policy, low, span, rng, T, forward_weight, ctrl_weight, dt, blocks, phis, observations, xs, rewards,
+    shared_intercept, scaler, refit_every, recency,
 ):  # fmt: skip
     """Run one episode from `observation`; record every step; return (total reward, steps, degenerate).
 
@@ -92,27 +94,36 @@ def _swimmer_episode(
     updates them in place. The expressions follow Gymnasium's Swimmer-v5:
     reward = forward_weight * x velocity - ctrl_weight * |action|^2,
     observation = [qpos[2:], qvel]. The features are [1, observation / scale],
-    in the block of the observation's signs (signed coding) or in block 0 (linear map).
+    or with a running scaler (scaler.size > 0, updated in place) [1, scaled
+    observation], in the block of the observation's signs (signed coding) or
+    in block 0 (linear map). shared_intercept: block 0's intercept serves every block.
     """
     obs_dim, action_dim = observation.shape[0], ctrl.shape[0]
     n_positions = qpos.shape[0] - 2  # the observation leaves out the x, y position
+    obs = observation.copy()
     phi = np.empty(obs_dim + 1)
     phi[0] = 1.0
-    phi[1:] = observation / scale
     x = np.empty(action_dim)
     total = 0.0
     for t in range(T):
+        if scaler.size > 0:
+            normalise.observe(scaler, obs, refit_every, recency)
+            normalise.transform(scaler, obs, phi[1:])
+        else:
+            for i in range(obs_dim):
+                phi[1 + i] = obs[i] / scale[i]
         # The signed coding: bit i of the block index is set when s_i > 0.
         block = 0
         if signed:
             for i in range(obs_dim):
-                if phi[1 + i] > 0.0:
+                if obs[i] > 0.0:
                     block += 1 << i
+        intercept_block = 0 if shared_intercept else block
         # log a_i and log b_i are rows i and action_dim + i of the block; draw x_i ~ Beta(a_i, b_i).
         for i in range(action_dim):
-            log_a = 0.0
-            log_b = 0.0
-            for f in range(obs_dim + 1):
+            log_a = policy[intercept_block, i, 0]
+            log_b = policy[intercept_block, action_dim + i, 0]
+            for f in range(1, obs_dim + 1):
                 log_a += policy[block, i, f] * phi[f]
                 log_b += policy[block, action_dim + i, f] * phi[f]
             if not (-LOG_SHAPE_LIMIT < log_a < LOG_SHAPE_LIMIT and -LOG_SHAPE_LIMIT < log_b < LOG_SHAPE_LIMIT):
@@ -133,11 +144,12 @@ def _swimmer_episode(
 
         blocks[t] = block
         phis[t, :] = phi
+        observations[t, :] = obs
         xs[t, :] = x
         rewards[t] = reward
         total += reward
-        phi[1 : 1 + n_positions] = qpos[2:] / scale[:n_positions]
-        phi[1 + n_positions :] = qvel / scale[n_positions:]
+        obs[:n_positions] = qpos[2:]
+        obs[n_positions:] = qvel
     return total, T, False
 
 
@@ -148,18 +160,21 @@ else:
     beta_draw = swimmer_episode = None
 
 
-def run_swimmer_episode(env, agent: Agent, rng: np.random.Generator, T: int, low: np.ndarray, span: np.ndarray, scale: np.ndarray, signed: bool, mean_action: bool, trajectory) -> tuple[float, bool]:
-    """One compiled episode of at most T steps on a Swimmer env; the same contract as env.run_episode.
+def run_swimmer_episode(task, agent: Agent, rng: np.random.Generator, T: int, mean_action: bool, trajectory) -> tuple[float, bool]:
+    """One compiled episode of at most T steps on the task's Swimmer env; the same contract as env.run_episode.
 
-    signed: the signed coding's 2^d blocks; False for the linear map's single block.
     mean_action: take the Beta mean a/(a+b) instead of a draw.
     """
+    env = task.env
     observation, _ = env.reset(seed=int(rng.integers(2**31)))
     data = env.data
+    refit_every, recency = task.normalisation or (1, 1.0)
     total, steps, degenerate = swimmer_episode(
-        env.model._address, data._address, env.frame_skip, data.qpos, data.qvel, data.ctrl, observation, scale, signed, mean_action,
-        flat_policy(agent), low, span, rng, T, env._forward_reward_weight, env._ctrl_cost_weight, env.dt,
-        trajectory.blocks, trajectory.phis, trajectory.xs, trajectory.rewards,
+        env.model._address, data._address, env.frame_skip, data.qpos, data.qvel, data.ctrl, observation, task.scale,
+        task.sign_weights is not None, mean_action, flat_policy(agent), task.low, task.high - task.low, rng, T,
+        env._forward_reward_weight, env._ctrl_cost_weight, env.dt,
+        trajectory.blocks, trajectory.phis, trajectory.observations, trajectory.xs, trajectory.rewards,
+        task.shared_intercept, agent.policy_scaler, refit_every, recency,
     )  # fmt: skip
     trajectory.length = steps
     return float(total), bool(degenerate)

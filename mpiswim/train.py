@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from mpiswim.checkpoint import CheckpointError, CheckpointWriter, check_checkpoint, claim, initial_capacity, is_checkpoint, load_checkpoint, read_raw
-from mpiswim.config import DEFAULT_CONFIG, SCHEMA, Config, ConfigError, check_stall_timeout, load_config, parse_config, set_up_stall_timeout
-from mpiswim.env import Task, Trajectory, check_environment, make_task
+from mpiswim.config import DEFAULT_CONFIG, SCHEMA, Config, ConfigError, apply_overrides, check_stall_timeout, load_config, parse_config, set_up_stall_timeout
+from mpiswim.env import Task, Trajectory, check_environment, task_for
 from mpiswim.launcher import resume_command
 from mpiswim.policy import initial_agent
 from mpiswim.pool import broadcast_object, combine_stops, end_of_run, fresh_score, pool_iteration
@@ -226,13 +226,16 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
     if out_given is not None and not out_given.strip():
         raise InputError(EMPTY_OUT)
     if args.resume:
+        if getattr(args, "set", None):
+            raise InputError(f"--set {args.set[0]}: a resumed run keeps the config it started with. Fix: drop --set, or start a new run with --config and --set.")
         source = Path(args.resume)
         return resume(source, Path(out_given) if out_given else source, world_size, args.iterations, force=force)
 
+    overrides = getattr(args, "set", None) or []
     if args.config:
-        cfg = load_config(args.config, world_size)
+        cfg = load_config(args.config, world_size, overrides)
     else:
-        cfg = parse_config(DEFAULT_CONFIG, world_size)
+        cfg = parse_config(apply_overrides(DEFAULT_CONFIG, overrides) if overrides else DEFAULT_CONFIG, world_size)
     if args.iterations:
         cfg = dataclasses.replace(cfg, iterations=args.iterations)
     out = Path(out_given or cfg.out)
@@ -241,7 +244,7 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
         return resume(out, out, world_size, cfg.iterations, given=cfg)
     replace = check_out_path(out, force, args.config, cfg.iterations)
     obs_dim, action_dim = check_environment(cfg.env_id, cfg.features)
-    state = initial_state(initial_agent(obs_dim, action_dim, cfg.features, cfg.time_baseline))
+    state = initial_state(initial_agent(obs_dim, action_dim, cfg.features, cfg.time_baseline, cfg.scaler, cfg.eta_travels))
     existing = claim(out) if replace else None  # --force: the old checkpoint, unless another job holds it
     return Setup(cfg, out, state), [], open_writer(out, cfg, state, [], existing)
 
@@ -359,7 +362,7 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
     the stall timeout (a new one if not given).
     """
     cfg, rank = setup.cfg, comm.Get_rank()
-    task = make_task(cfg.env_id, cfg.features, observation_scale=cfg.observation_scale)
+    task = task_for(cfg)
     state = setup.state
     watch = watch or StallWatch(comm, abort_code=EXIT_STALLED)
     watch.start_run(cfg.stall_timeout, str(setup.out), state.iteration, setup.resume_iterations)

@@ -45,7 +45,7 @@ def arrays(path: str) -> dict[str, np.ndarray]:
     data = {f"pool/{name}": values for name, values in raw["pool"].items()}
     data |= {f"hyperparameters/{name}": values for name, values in raw["hyperparameters"].items()}
     for which in ("current", "best"):
-        data[f"agent/{which}/policy"], data[f"agent/{which}/baseline"] = raw[which].policy, raw[which].baseline
+        data |= {f"agent/{which}/{part}": values for part, values in raw[which]._asdict().items() if values.size}
     return data
 
 

@@ -7,6 +7,7 @@ mpiswim/learn.py.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -14,8 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mpiswim.config import DEFAULT_CONFIG, parse_config
 from mpiswim.env import Trajectory
-from mpiswim.learn import discounted_returns, episode_update, step_direction, update_agent
+from mpiswim.learn import discounted_returns, episode_update, step_direction
+from mpiswim.learn import update_agent as learn_update_agent
 from mpiswim.policy import Agent, active_block, initial_agent, sign_weights
 
 OBS_DIM, ACTION_DIM = 3, 2
@@ -90,6 +93,15 @@ def random_agent(rng: np.random.Generator, time_feature: bool = False) -> Agent:
     return agent
 
 
+BASE_CONFIG = parse_config(DEFAULT_CONFIG, 1, check_env=False)
+
+
+def update_agent(agent: Agent, trajectory: Trajectory, alpha: float, eta: float, gamma: float, rule: str, time_feature: bool = False, **options) -> Agent:
+    """mpiswim's update with the config that holds these settings (options: other Config fields)."""
+    cfg = dataclasses.replace(BASE_CONFIG, gamma=gamma, update=rule, baseline="state-time" if time_feature else "state", **options)
+    return learn_update_agent(agent, trajectory, alpha, eta, cfg)
+
+
 jitted_direction = jax.jit(step_direction, static_argnames="rule")
 
 
@@ -153,7 +165,7 @@ def test_padding_beyond_the_episode_length_is_ignored():
     rng = np.random.default_rng(3)
     agent = random_agent(rng)
     short = random_episode(rng, length=7)
-    garbage = Trajectory(short.blocks.copy(), short.phis.copy(), short.xs.copy(), short.rewards.copy(), 7)
+    garbage = Trajectory(short.blocks.copy(), short.phis.copy(), short.observations.copy(), short.xs.copy(), short.rewards.copy(), 7)
     garbage.rewards[7:] = 1e6
     garbage.phis[7:] = 99.0
     a = update_agent(agent, short, 1e-2, 1e-2, 1.0, "unit-density")
