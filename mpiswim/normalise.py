@@ -45,8 +45,7 @@ except ImportError:  # numba is a dependency, but the plain functions compute th
 
 RUNNING, CHUNK, STORED = 0, 1, 2  # rows of the state
 COUNT, WEIGHT, MEAN = 0, 1, 2  # columns; the d means start at MEAN, the d variances (or sums of squares) follow
-# A standard deviation below this is treated as 0 (a constant value): scikit-learn's test.
-TINY_STD = 10 * np.finfo(np.float64).eps
+EPS = float(np.finfo(np.float64).eps)
 
 
 def new_scaler(obs_dim: int, refit_every: int, horizon: int) -> np.ndarray:
@@ -130,11 +129,18 @@ def observe(state, obs, refit_every, recency):
 
 @njit(cache=True)
 def transform(state, obs, out):
-    """out[i] = (obs[i] - mean_i) / std_i with the running statistics; std_i about 0 counts as 1."""
+    """out[i] = (obs[i] - mean_i) / std_i with the running statistics; a constant value is only centred.
+
+    Constant: scikit-learn's test, a variance within rounding error of 0 for
+    this weight and mean, or a standard deviation below 10 machine epsilons.
+    """
     d = obs.shape[0]
+    weight = state[RUNNING, WEIGHT]
     for i in range(d):
-        std = math.sqrt(max(state[RUNNING, MEAN + d + i], 0.0))
-        out[i] = (obs[i] - state[RUNNING, MEAN + i]) / (std if std >= TINY_STD else 1.0)
+        mean, var = state[RUNNING, MEAN + i], state[RUNNING, MEAN + d + i]
+        rounding = weight * EPS * var + (weight * mean * EPS) ** 2
+        std = math.sqrt(var) if var > rounding else 0.0
+        out[i] = (obs[i] - mean) / (std if std >= 10 * EPS else 1.0)
 
 
 def scaled_rows(state: np.ndarray, observations: np.ndarray) -> np.ndarray:

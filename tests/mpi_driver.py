@@ -112,10 +112,10 @@ elif mode == "broadcast":
 
 elif mode == "pool":
     from mpiswim.config import parse_config
-    from mpiswim.env import Trajectory, make_task
+    from mpiswim.env import Trajectory, task_for
 
     cfg = parse_config((outdir / "config.toml").read_text(), comm.Get_size())
-    task = make_task(cfg.env_id, cfg.features)
+    task = task_for(cfg)
     branches = []
     real_improve = pool.improve_branch
 
@@ -125,7 +125,7 @@ elif mode == "pool":
         return result
 
     pool.improve_branch = remember_branch
-    state = initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
+    state = initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_baseline, cfg.scaler, cfg.eta_travels))
     state, record = pool.pool_iteration(comm, cfg, task, state, Trajectory.empty(cfg.T, task.obs_dim, task.action_dim))
     branch_digests = comm.gather(digest(branches[0]), root=0)
     new_digests = comm.gather(digest(state.agent), root=0)

@@ -160,6 +160,9 @@ def test_an_empty_out_is_refused(small_run, tmp_path, command):
         (["--resume", "{folder}/missing.h5"], "no such file"),
         (["--config", "{folder}"], "is a directory"),
         (["--config", "{folder}/missing.toml"], "no such file"),
+        (["--set", "run.seed"], "--set = 'run.seed': is not section.key=value"),
+        (["--set", "pool.learner=evolution"], "[pool] learner = 'evolution': unknown learner"),
+        (["--resume", "{folder}/run.h5", "--set", "run.seed=3"], "a resumed run keeps the config it started with"),
     ],
 )
 def test_train_refuses_odd_inputs_in_one_line(tmp_path, options, problem):

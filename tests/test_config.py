@@ -290,3 +290,67 @@ def test_observation_scale_as_a_number_or_one_entry_per_observation_value():
     assert parse_config(MINIMAL + "[policy]\nobservation_scale = 2\n", 2).observation_scale == 2.0
     scales = [0.5, 1, 1, 1, 2, 2, 3, 3]
     assert parse_config(MINIMAL + f"[policy]\nobservation_scale = {scales}\n", 2).observation_scale == tuple(float(s) for s in scales)
+
+
+# --- the seed-faithful options and train --set ---
+
+
+@pytest.mark.parametrize(
+    ("addition", "field"),
+    [
+        ('[policy]\nintercept = "global"', "[policy] intercept"),
+        ('[policy]\nnormalisation = "batch"', "[policy] normalisation"),
+        ('[policy]\nbaseline_target = "later"', "[policy] baseline_target"),
+        ('[policy]\nprecision = "float16"', "[policy] precision"),
+        ('[policy]\neta_travels = "yes"', "[policy] eta_travels"),
+        ("[normalisation]\nhorizon = 1000", "[normalisation]"),  # without normalisation = "running"
+        ('[policy]\nnormalisation = "running"\n[normalisation]\nrefit_every = 0', "[normalisation] refit_every"),
+        ('[policy]\nnormalisation = "running"\n[normalisation]\nrefit_every = 300\nhorizon = 1000', "[normalisation] horizon"),
+        ('[policy]\nnormalisation = "running"\n[normalisation]\nrecency = 1.5', "[normalisation] recency"),
+        ('[policy]\nnormalisation = "running"\nobservation_scale = 2.0', "[policy] observation_scale"),
+    ],
+)
+def test_bad_seed_faithful_options_name_the_field(addition, field):
+    assert field in problem(MINIMAL.replace("[ranks]", f"{addition}\n[ranks]"))
+
+
+def test_seed_faithful_options_belong_to_reinforce_branches():
+    search = MINIMAL.replace("iterate_episodes = 2", 'iterate_episodes = 2\nlearner = "random-search"\nevaluation_action = "mean"')
+    assert "[policy] intercept" in problem(search.replace("[ranks]", '[policy]\nintercept = "shared"\n[ranks]'))
+
+
+def test_the_seed_faithful_config_turns_every_option_on():
+    cfg = load_config("configs/seed-faithful.toml", 10)
+    assert (cfg.intercept, cfg.normalisation, cfg.baseline_target, cfg.precision, cfg.eta_travels) == ("shared", "running", "after-update", "float32", True)
+    assert cfg.scaler == (2000, 100_000) and cfg.recency == 0.99999
+    assert (cfg.evaluation_action, cfg.common_evaluation, cfg.patience) == ("sample", False, 0)
+    plain = parse_config(MINIMAL, 1)
+    assert (plain.intercept, plain.normalisation, plain.scaler, plain.eta_travels) == ("per-block", "none", None, False)
+
+
+def test_set_overrides_keep_the_config_text_and_validate_like_it(tmp_path):
+    path = tmp_path / "my.toml"
+    path.write_text("# my notes\n" + MINIMAL.replace("T = 50", "T = 50  # short"))
+    cfg = load_config(path, 1, ["run.seed=4", "env.id=Hopper-v5", "env.T=80", "policy.features=linear", 'run.name="a b"', "ranks.alpha=[2e-4]"])
+    assert (cfg.seed, cfg.env_id, cfg.T, cfg.features, cfg.name, cfg.alpha) == (4, "Hopper-v5", 80, "linear", "a b", (2e-4,))
+    assert cfg.toml_text.startswith("# my notes\n") and "T = 80  # short" in cfg.toml_text  # what the checkpoint stores
+    assert parse_config(cfg.toml_text, 1) == cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("seed=4", "--set = 'seed=4': is not section.key=value"),
+        ("run.seed", "is not section.key=value"),
+        ("runs.seed=4", "there is no [runs] section"),
+        ("run.sed=4", "[run] sed = 4: unknown key"),
+        ("run.seed=-2", "[run] seed = -2"),
+        ("env.T=fifty", "[env] T = 'fifty'"),
+    ],
+)
+def test_bad_set_overrides_name_the_field(tmp_path, override, expected):
+    path = tmp_path / "my.toml"
+    path.write_text(MINIMAL)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, 1, [override])
+    assert expected in str(caught.value) and "Fix:" in str(caught.value)

@@ -218,3 +218,103 @@ def test_near_deterministic_policies_still_get_finite_steps(rule):
     if rule == "unit-density":
         np.testing.assert_allclose(np.linalg.norm(direction, axis=-1), 1.0)
         np.testing.assert_allclose(direction, reference_direction(theta, phi, x, "log-density") / np.linalg.norm(reference_direction(theta, phi, x, "log-density"), axis=-1, keepdims=True), rtol=1e-5)
+
+
+# --- the seed-faithful options ([policy] intercept, baseline_target, precision, normalisation, eta_travels) ---
+
+
+def seed_reference_update(agent: Agent, phis: np.ndarray, baseline_phis: np.ndarray, trajectory: Trajectory, alpha: float, eta: float) -> Agent:
+    """The seed library's REINFORCE step written out: one shared intercept (block 0's column 0), walking the episode
+    backwards, the baseline's SGD step on (s_t, G_t) first and the target G_t minus the UPDATED estimate; every policy
+    gradient at the pre-episode parameters, tanh of the density gradient (gamma = 1)."""
+    n = trajectory.length
+    blocks, xs, rewards = trajectory.blocks[:n], trajectory.xs[:n], trajectory.rewards[:n]
+
+    def row(params: np.ndarray, block: int) -> np.ndarray:
+        effective = params[block].copy()
+        effective[..., 0] = params[0][..., 0]
+        return effective
+
+    def add(params: np.ndarray, block: int, step: np.ndarray) -> None:
+        params[block][..., 1:] += step[..., 1:]
+        params[0][..., 0] += step[..., 0]
+
+    policy, baseline = agent.policy.copy(), agent.baseline.copy()
+    future = 0.0
+    for t in reversed(range(n)):
+        future += rewards[t]
+        add(baseline, blocks[t], eta * (future - row(baseline, blocks[t]) @ baseline_phis[t]) * baseline_phis[t])
+        target = future - row(baseline, blocks[t]) @ baseline_phis[t]
+        add(policy, blocks[t], alpha * target * reference_direction(row(agent.policy, blocks[t]), phis[t], xs[t], "tanh-density"))
+    return Agent(policy, baseline)
+
+
+SEED_OPTIONS = {"intercept": "shared", "baseline_target": "after-update"}
+
+
+@pytest.mark.parametrize("length", [T, 7])
+def test_shared_intercept_and_target_after_the_baseline_step_follow_the_seed(length):
+    rng = np.random.default_rng(6)
+    agent = random_agent(rng)
+    agent.policy[1:, ..., 0] = 0.0  # a shared intercept lives in block 0 only
+    agent.baseline[1:, 0] = 0.0
+    trajectory = random_episode(rng, length=length)
+    updated = update_agent(agent, trajectory, 1e-2, 1e-2, 1.0, "tanh-density", **SEED_OPTIONS)
+    expected = seed_reference_update(agent, trajectory.phis, trajectory.phis, trajectory, 1e-2, 1e-2)
+    np.testing.assert_allclose(updated.policy, expected.policy, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(updated.baseline, expected.baseline, rtol=1e-12, atol=1e-12)
+    assert np.all(updated.policy[1:, ..., 0] == 0.0) and np.all(updated.baseline[1:, 0] == 0.0)
+    assert not np.array_equal(updated.policy[0, ..., 0], agent.policy[0, ..., 0])
+
+
+def test_float32_directions_are_the_float64_ones_rounded():
+    rng = np.random.default_rng(7)
+    agent = random_agent(rng)
+    trajectory = random_episode(rng, length=T)
+    wide = update_agent(agent, trajectory, 1e-2, 1e-2, 1.0, "tanh-density")
+    narrow = update_agent(agent, trajectory, 1e-2, 1e-2, 1.0, "tanh-density", precision="float32")
+    assert narrow.policy.dtype == np.float64
+    np.testing.assert_allclose(narrow.policy, wide.policy, rtol=1e-4, atol=1e-6)
+    assert not np.array_equal(narrow.policy, wide.policy)
+    np.testing.assert_array_equal(narrow.baseline, wide.baseline)  # the baseline stays float64
+
+
+def test_running_normalisation_recomputes_the_policy_features_and_walks_the_baseline_scaler_backwards():
+    """The policy's features: the episode's observations scaled by its scaler as it stands at the end (no refit);
+    the baseline's: its own scaler seeing the observations from the last to the first, one before each SGD step."""
+    from mpiswim.normalise import observe_rows, scaled_rows
+
+    rng = np.random.default_rng(8)
+    refit_every, horizon, recency = 4, 8, 0.9
+    agent = initial_agent(OBS_DIM, ACTION_DIM, "signed", scaler=(refit_every, horizon))
+    agent.policy[0, ..., 0] = rng.normal(scale=0.3, size=(2, ACTION_DIM))
+    agent.policy[:, ..., 1:] = rng.normal(scale=0.3, size=agent.policy[:, ..., 1:].shape)
+    trajectory = random_episode(rng, length=9)
+    trajectory.observations[:] = rng.normal(size=trajectory.observations.shape) * 3 + 1
+    observe_rows(agent.policy_scaler, rng.normal(size=(6, OBS_DIM)), refit_every, recency)  # the scaler as acting left it
+    options = dict(SEED_OPTIONS, normalisation="running", refit_every=refit_every, horizon=horizon, recency=recency)
+    updated = update_agent(agent, trajectory, 1e-2, 1e-2, 1.0, "tanh-density", **options)
+
+    n = trajectory.length
+    phis, baseline_phis = trajectory.phis.copy(), trajectory.phis.copy()
+    phis[:n, 1:] = scaled_rows(agent.policy_scaler, trajectory.observations[:n])
+    baseline_scaler = agent.baseline_scaler.copy()
+    baseline_phis[:n, 1:] = observe_rows(baseline_scaler, trajectory.observations[:n][::-1], refit_every, recency)[::-1]
+    expected = seed_reference_update(agent, phis, baseline_phis, trajectory, 1e-2, 1e-2)
+    np.testing.assert_allclose(updated.policy, expected.policy, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(updated.baseline, expected.baseline, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(updated.baseline_scaler, baseline_scaler)  # the baseline's scaler saw the episode
+    assert updated.policy_scaler is agent.policy_scaler  # the update leaves the policy's scaler as acting left it
+    assert np.all(agent.baseline_scaler == 0.0)  # the input agent is untouched
+
+
+def test_a_travelling_eta_is_the_first_trainers_and_then_stays():
+    rng = np.random.default_rng(9)
+    agent = initial_agent(OBS_DIM, ACTION_DIM, "signed", eta_travels=True)
+    trajectory = random_episode(rng, length=T)
+    first = update_agent(agent, trajectory, 1e-2, 0.5, 1.0, "tanh-density", eta_travels=True)
+    assert first.baseline_eta.tolist() == [0.5]
+    second = update_agent(first, trajectory, 1e-2, 0.001, 1.0, "tanh-density", eta_travels=True)  # another rank's eta
+    assert second.baseline_eta.tolist() == [0.5]
+    same = update_agent(first, trajectory, 1e-2, 0.5, 1.0, "tanh-density")
+    np.testing.assert_array_equal(second.baseline, same.baseline)

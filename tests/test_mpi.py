@@ -69,8 +69,8 @@ def read_pool(path: Path) -> dict[str, np.ndarray]:
     raw = read_raw(path)
     data = {f"pool/{name}": values for name, values in raw["pool"].items()}
     for which in ("current", "best"):
-        for part in ("policy", "baseline"):
-            data[f"agent/{which}/{part}"] = getattr(raw[which], part)
+        for part, values in raw[which]._asdict().items():  # with the running scalers and a travelling eta when the config has them
+            data[f"agent/{which}/{part}"] = values
     data["iterations_done"] = raw["attrs"]["iterations_done"]
     return data
 
@@ -85,8 +85,19 @@ def test_broadcast_gives_every_rank_the_roots_parameters_bit_for_bit(tmp_path):
     assert (tmp_path / "broadcast.ok").exists()
 
 
-def test_pool_iteration_picks_argmax_and_replaces_every_agent(tmp_path):
-    (tmp_path / "config.toml").write_text(TINY_CONFIG.format(alpha="[1e-5, 1e-4, 1e-3]"))
+# The seed-faithful options on the tiny config: scalers refit within an episode, so every part of the agent moves.
+SEED_FAITHFUL = TINY_CONFIG.replace("eta = 1e-3", "eta = [1e-3, 1e-2, 1e-1]").replace(
+    "[ranks]",
+    '[policy]\nfeatures = "signed"\nupdate = "tanh-density"\nintercept = "shared"\nnormalisation = "running"\n'
+    'baseline_target = "after-update"\nprecision = "float32"\neta_travels = true\n\n'
+    "[normalisation]\nrefit_every = 30\nhorizon = 90\n\n[ranks]",
+)
+
+
+@pytest.mark.parametrize("config", [TINY_CONFIG, SEED_FAITHFUL], ids=["default", "seed-faithful"])
+def test_pool_iteration_picks_argmax_and_replaces_every_agent(tmp_path, config):
+    """The winner's whole agent reaches every rank: parameters, and with the seed-faithful options its scalers and eta."""
+    (tmp_path / "config.toml").write_text(config.format(alpha="[1e-5, 1e-4, 1e-3]"))
     result = launch(3, "pool", tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "pool.ok").exists()
@@ -163,6 +174,28 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     for name, values in expected.items():
         if name != "pool/timings":
             np.testing.assert_array_equal(actual[name], values, err_msg=name)
+
+
+def test_resumed_seed_faithful_run_equals_uninterrupted_run(tmp_path):
+    """The scalers and the travelling eta are checkpointed with the agents: a resumed run gives the same numbers.
+    The config differences come from --set, which the checkpoint stores in its config."""
+    config = tmp_path / "seed.toml"
+    config.write_text(SEED_FAITHFUL.format(alpha="[1e-4, 1e-3]").replace("[1e-3, 1e-2, 1e-1]", "[1e-3, 1e-2]"))
+    changes = ["--set", "run.iterations=4", "--set", "normalisation.refit_every=25", "--set", "normalisation.horizon=100"]
+    straight = launch(2, "cli", tmp_path, "train", "--config", str(config), *changes, "--out", "straight.h5")
+    assert straight.returncode == 0, straight.stderr
+    first = launch(2, "cli", tmp_path, "train", "--config", str(config), *changes, "--out", "resumed.h5", "--iterations", "2")
+    second = launch(2, "cli", tmp_path, "train", "--resume", "resumed.h5", "--iterations", "4")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    expected, actual = read_pool(tmp_path / "straight.h5"), read_pool(tmp_path / "resumed.h5")
+    assert actual["iterations_done"] == 4
+    assert expected["agent/current/policy_scaler"].shape == (5, 18) and expected["agent/current/policy_scaler"][0, 0] == 4 * 4 * 40
+    assert expected["agent/current/baseline_eta"][0] in (1e-3, 1e-2)
+    for name, values in expected.items():
+        if name != "pool/timings":
+            np.testing.assert_array_equal(actual[name], values, err_msg=name)
+    stored = launch(1, "cli", tmp_path, "info", "straight.h5", "--config")
+    assert "refit_every = 25" in stored.stdout and "horizon = 100" in stored.stdout
 
 
 def test_failing_rank_ends_the_job_and_keeps_the_checkpoint(tmp_path):
