@@ -13,9 +13,10 @@ declare -A option=(
     [target-after-update]="policy.baseline_target=after-update"
     [float32]="policy.precision=float32"
     [eta-travels]="policy.eta_travels=true"
+    [common-action-noise]="pool.common_action_noise=true"
 )
 names=("$@")
-if [ ${#names[@]} -eq 0 ]; then names=(shared-intercept running-normalisation target-after-update float32 eta-travels); fi
+if [ ${#names[@]} -eq 0 ]; then names=(common-action-noise running-normalisation shared-intercept target-after-update float32 eta-travels); fi
 mkdir -p results/seed-ablations
 for name in "${names[@]}"; do
     run=results/seed-ablations/$name

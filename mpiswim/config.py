@@ -130,6 +130,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "patience": (int, False),
         "max_degenerate_iterations": (int, False),
         "common_evaluation": (bool, False),
+        "common_action_noise": (bool, False),
         "evaluation_action": (str, False),
         "learner": (str, False),
     },
@@ -195,6 +196,7 @@ class Config:
     baseline_target: str = "before-update"  # "after-update": the policy's target is G_t minus the baseline after its SGD step
     precision: str = "float64"  # "float32": the policy's step directions are computed in float32
     eta_travels: bool = False  # the baseline's eta is the winner's, carried with the promoted agent
+    common_action_noise: bool = False  # every rank's Beta draws come from one stream per iteration (start states stay per rank)
 
     @property
     def scaler(self) -> tuple[int, int] | None:
@@ -380,11 +382,13 @@ def _seed_options(doc: dict, learner: str, observation_scale: tuple[float, ...] 
         "baseline_target": _one_of(doc, "policy", "baseline_target", "before-update", BASELINE_TARGETS, "baseline target"),
         "precision": _one_of(doc, "policy", "precision", "float64", PRECISIONS, "precision"),
         "eta_travels": _get(doc, "policy", "eta_travels", False),
+        "common_action_noise": _get(doc, "pool", "common_action_noise", False),
     }
-    changed = [key for key in options if key in doc.get("policy", {})]
+    changed = [(section, key) for key in options for section in ("policy", "pool") if key in doc.get(section, {})]
     if learner == "random-search" and changed:
-        key = changed[0]
-        raise _fail(f"[policy] {key}", doc["policy"][key], 'belongs to REINFORCE branches, not to learner = "random-search"', f"remove {key} from [policy], or set learner = 'reinforce' in [pool]")
+        section, key = changed[0]
+        fix = f"remove {key} from [{section}], or set learner = 'reinforce' in [pool]"
+        raise _fail(f"[{section}] {key}", doc[section][key], 'belongs to REINFORCE branches, not to learner = "random-search"', fix)
     if options["normalisation"] != "running":
         if "normalisation" in doc:
             fix = 'remove the [normalisation] table, or set normalisation = "running" in [policy]'

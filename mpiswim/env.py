@@ -167,14 +167,24 @@ def policy_step(task: Task, agent: Agent, policy: np.ndarray, obs: np.ndarray, p
     return block, log_shapes
 
 
-def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, trajectory: Trajectory | None = None, mean_action: bool = False) -> tuple[float, bool]:
+def run_episode(
+    task: Task,
+    agent: Agent,
+    rng: np.random.Generator,
+    T: int,
+    trajectory: Trajectory | None = None,
+    mean_action: bool = False,
+    noise: np.random.Generator | None = None,
+) -> tuple[float, bool]:
     """Run one episode of at most T steps; return (total reward, degenerate).
 
     degenerate is True when the policy's Beta shapes stopped being usable
     (overflow, underflow, NaN); the episode stops there. When `trajectory` is
     given, every step is recorded in it for the learning update. mean_action
     takes the Beta mean a/(a+b) instead of a draw (`[pool] evaluation_action`);
-    then only the start state is random. With running normalisation the
+    then only the start state is random. The start state is drawn from rng,
+    the Beta draws from `noise` if given (`[pool] common_action_noise`), else
+    from rng too. With running normalisation the
     agent's policy scaler sees every observation before it is used (in
     place: the scaler is the agent's own state, carried on with it).
     """
@@ -182,14 +192,15 @@ def run_episode(task: Task, agent: Agent, rng: np.random.Generator, T: int, traj
     if task.compiled:
         if trajectory is None:
             trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
-        return swimmer.run_swimmer_episode(task, agent, rng, T, mean_action, trajectory)
+        return swimmer.run_swimmer_episode(task, agent, rng, T, mean_action, trajectory, noise or rng)
     policy = flat_policy(agent)
     phi = np.ones(task.obs_dim + 1)
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
+    noise = noise or rng
     total = 0.0
     for t in range(T):
         block, log_shapes = policy_step(task, agent, policy, obs, phi)
-        x = beta_mean(log_shapes) if mean_action else draw_beta(log_shapes.tolist(), rng)
+        x = beta_mean(log_shapes) if mean_action else draw_beta(log_shapes.tolist(), noise)
         if x is None:
             return total, True
         obs_before = obs

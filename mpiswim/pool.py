@@ -35,7 +35,7 @@ from mpiswim.learn import agent_is_finite, update_agent
 from mpiswim.policy import Agent, copy_agent, pack_agent, unpack_agent
 from mpiswim.search import direction_shape, directions, explore, nudge, search_step
 from mpiswim.stall import END, EXPLORATION, RECORD, SCORES, SETUP, STOP, WINNER, StallWatch
-from mpiswim.state import EVALUATION_STREAM, PHASES, TARGET_STREAM, IterationRecord, PoolState, advance, shared_stream, winner_rank
+from mpiswim.state import ACTION_NOISE_STREAM, EVALUATION_STREAM, PHASES, TARGET_STREAM, IterationRecord, PoolState, advance, shared_stream, winner_rank
 
 # --- MPI helpers -------------------------------------------------------------
 # Each posts one non-blocking collective and completes it through the watch
@@ -107,12 +107,14 @@ def end_of_run(comm, watch: StallWatch | None = None) -> None:
 # --- one rank's work ---------------------------------------------------------
 
 
-def improve_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, alpha: float, eta: float, trajectory: Trajectory) -> tuple[Agent, np.ndarray, bool]:
-    """REINFORCE for cfg.iterate_episodes episodes; returns (branch, returns, degenerate)."""
+def improve_branch(
+    agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, alpha: float, eta: float, trajectory: Trajectory, noise: np.random.Generator | None = None
+) -> tuple[Agent, np.ndarray, bool]:
+    """REINFORCE for cfg.iterate_episodes episodes; returns (branch, returns, degenerate). noise: see env.run_episode."""
     agent = copy_agent(agent)  # the branch is this rank's own: its running scalers change as it acts
     returns = np.full(cfg.iterate_episodes, np.nan)
     for episode in range(cfg.iterate_episodes):
-        returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory)
+        returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory, noise=noise)
         if degenerate:
             return agent, returns, True
         agent = update_agent(agent, trajectory, alpha, eta, cfg)
@@ -121,7 +123,9 @@ def improve_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Conf
     return agent, returns, False
 
 
-def evaluate_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, trajectory: Trajectory, episodes: int | None = None) -> tuple[float, bool]:
+def evaluate_branch(
+    agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, trajectory: Trajectory, episodes: int | None = None, noise: np.random.Generator | None = None
+) -> tuple[float, bool]:
     """Mean return of cfg.evaluate_episodes (or `episodes`) no-update episodes; (-inf, True) if the policy breaks.
 
     No update, but with running normalisation the agent's policy scaler goes on
@@ -129,7 +133,7 @@ def evaluate_branch(agent: Agent, task: Task, rng: np.random.Generator, cfg: Con
     """
     returns = np.empty(episodes or cfg.evaluate_episodes)
     for episode in range(returns.size):
-        returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory, mean_action=cfg.evaluation_action == "mean")
+        returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory, mean_action=cfg.evaluation_action == "mean", noise=noise)
         if degenerate:
             return -np.inf, True
     return float(returns.mean()), False
@@ -169,6 +173,9 @@ def pool_iteration(comm, cfg: Config, task: Task, state: PoolState, trajectory: 
     if watch is not None:
         watch.begin_iteration(state.iteration + 1)
     rng = np.random.default_rng([cfg.seed, state.iteration, rank])
+    # The seed's library drew every rank's actions from one generator carried with the agent: one shared stream, continued
+    # from the update episodes into the evaluation ones (the start states stay the rank's own).
+    noise = shared_stream(cfg.seed, state.iteration, ACTION_NOISE_STREAM) if cfg.common_action_noise else None
 
     # 1-2. Same start, own branch: improve a copy of A_k with this rank's step sizes.
     started = perf_counter()
@@ -180,13 +187,14 @@ def pool_iteration(comm, cfg: Config, task: Task, state: PoolState, trajectory: 
         branch = nudge(state.agent, step, cfg.alpha[rank])
         degenerate = not agent_is_finite(branch)
     else:
-        branch, train_returns, degenerate = improve_branch(state.agent, task, rng, cfg, cfg.alpha[rank], cfg.eta[rank], trajectory)
+        branch, train_returns, degenerate = improve_branch(state.agent, task, rng, cfg, cfg.alpha[rank], cfg.eta[rank], trajectory, noise)
     trained = perf_counter()
 
     # 3. Evaluate the branch without updates; a broken branch scores -inf.
     score = -np.inf
     if not degenerate:
-        score, degenerate = evaluate_branch(branch, task, evaluation_stream(cfg, state.iteration, rng), cfg, trajectory)
+        common = cfg.common_evaluation  # its stream already gives every rank the same start states and noise
+        score, degenerate = evaluate_branch(branch, task, evaluation_stream(cfg, state.iteration, rng), cfg, trajectory, noise=None if common else noise)
     evaluated = perf_counter()
 
     # 4. Merge: everyone learns every score and takes the winner's agent.

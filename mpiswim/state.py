@@ -15,8 +15,9 @@ import numpy as np
 from mpiswim.policy import Agent, copy_agent
 
 # Streams of iteration k that every rank draws alike (rank r's own stream is (seed, k, r)):
-# the evaluation episodes under common_evaluation, random search's directions, the [run] target check.
-EVALUATION_STREAM, DIRECTIONS_STREAM, TARGET_STREAM = 1, 2, 3
+# the evaluation episodes under common_evaluation, random search's directions, the [run] target check,
+# the action noise under common_action_noise.
+EVALUATION_STREAM, DIRECTIONS_STREAM, TARGET_STREAM, ACTION_NOISE_STREAM = 1, 2, 3, 4
 
 
 def shared_stream(seed: int, iteration: int, key: int) -> np.random.Generator:

@@ -160,10 +160,10 @@ else:
     beta_draw = swimmer_episode = None
 
 
-def run_swimmer_episode(task, agent: Agent, rng: np.random.Generator, T: int, mean_action: bool, trajectory) -> tuple[float, bool]:
+def run_swimmer_episode(task, agent: Agent, rng: np.random.Generator, T: int, mean_action: bool, trajectory, noise: np.random.Generator) -> tuple[float, bool]:
     """One compiled episode of at most T steps on the task's Swimmer env; the same contract as env.run_episode.
 
-    mean_action: take the Beta mean a/(a+b) instead of a draw.
+    mean_action: take the Beta mean a/(a+b) instead of a draw; the start state comes from rng, the draws from noise.
     """
     env = task.env
     observation, _ = env.reset(seed=int(rng.integers(2**31)))
@@ -171,7 +171,7 @@ def run_swimmer_episode(task, agent: Agent, rng: np.random.Generator, T: int, me
     refit_every, recency = task.normalisation or (1, 1.0)
     total, steps, degenerate = swimmer_episode(
         env.model._address, data._address, env.frame_skip, data.qpos, data.qvel, data.ctrl, observation, task.scale,
-        task.sign_weights is not None, mean_action, flat_policy(agent), task.low, task.high - task.low, rng, T,
+        task.sign_weights is not None, mean_action, flat_policy(agent), task.low, task.high - task.low, noise, T,
         env._forward_reward_weight, env._ctrl_cost_weight, env.dt,
         trajectory.blocks, trajectory.phis, trajectory.observations, trajectory.xs, trajectory.rewards,
         task.shared_intercept, agent.policy_scaler, refit_every, recency,
