@@ -38,3 +38,21 @@ def test_unusable_beta_shapes_make_the_episode_degenerate(log_shape, fast):
     agent.policy[..., 0] = log_shape  # the bias weight of every block
     _, degenerate = run_episode(task, agent, np.random.default_rng(0), 20)
     assert degenerate
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_shared_noise_stream_gives_two_ranks_the_same_draws_from_their_own_start_states(fast):
+    """[pool] common_action_noise: start states from the rank's stream, Beta draws from the shared one.
+    With the uniform initial policy the draws do not depend on the state, so they are equal."""
+    task = make_task("Swimmer-v5", "signed", fast=fast)
+    records = []
+    for rank in (0, 1):
+        trajectory = Trajectory.empty(30, 8, 2)
+        run_episode(task, initial_agent(8, 2, "signed"), np.random.default_rng([0, 0, rank]), 30, trajectory, noise=np.random.default_rng(99))
+        records.append(trajectory)
+    np.testing.assert_array_equal(records[0].xs, records[1].xs)
+    assert not np.array_equal(records[0].observations[0], records[1].observations[0])
+    alone = Trajectory.empty(30, 8, 2)
+    run_episode(task, initial_agent(8, 2, "signed"), np.random.default_rng([0, 0, 0]), 30, alone)  # without noise: the rank's stream
+    assert not np.array_equal(alone.xs, records[0].xs)
+    np.testing.assert_array_equal(alone.observations[0], records[0].observations[0])
