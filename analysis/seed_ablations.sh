@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Which of the seed library's ingredients changes the seed's run? Each seed-faithful option alone, added to
-# configs/seed-swimmer.toml (the seed's pool with mpiswim's own signed map), 10 ranks, seed 0, ITERATIONS (150).
+# configs/seed-swimmer.toml (the seed's pool with mpiswim's own signed map), 10 ranks, seed 0, ITERATIONS (100).
 # Writes results/seed-ablations/<option>.h5 (log beside it); a stopped sweep resumes (--resume-if-exists).
 # Usage: bash analysis/seed_ablations.sh [OPTION ...]   (default: all of them; see docs/results.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
-iterations=${ITERATIONS:-150}
+iterations=${ITERATIONS:-100}
 declare -A option=(
     [shared-intercept]="policy.intercept=shared"
     [running-normalisation]="policy.normalisation=running"
