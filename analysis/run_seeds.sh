@@ -4,7 +4,8 @@
 #   trains CONFIG with --set run.seed=SEED into $OUT_DIR/NAME-SEED.h5 (default runs/experiments;
 #   log beside it).
 # The number of ranks is the length of the config's [ranks] lists (RANKS=P to override);
-# ITERATIONS=N sets the iterations (a later, longer sweep resumes the same files).
+# ITERATIONS=N sets the iterations (a later, longer sweep resumes the same files);
+# SET="section.key=value ..." adds --set overrides (space-separated).
 # An existing checkpoint is resumed (--resume-if-exists), so a stopped sweep continues.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ for seed in "$@"; do
     run=$out_dir/$name-$seed
     iterations=()
     if [ -n "${ITERATIONS:-}" ]; then iterations=(--iterations "$ITERATIONS"); fi
+    for override in ${SET:-}; do iterations+=(--set "$override"); done
     echo "$(date +%T) $name seed $seed: $ranks ranks -> $run.h5"
     status=0
     $BIN/mpiexec -n "$ranks" $BIN/mpiswim train --config "$config" --set "run.seed=$seed" --out "$run.h5" "${iterations[@]}" \

@@ -71,8 +71,7 @@ import numpy as np
 
 from mpiswim import __version__
 from mpiswim.config import Config, ConfigError, parse_config
-from mpiswim.normalise import new_scaler
-from mpiswim.policy import Agent, feature_blocks
+from mpiswim.policy import Agent, feature_blocks, scaler_shape
 from mpiswim.state import PHASES, IterationRecord, PoolState, winner_rank
 
 FORMAT = "mpiswim-checkpoint"
@@ -192,7 +191,7 @@ def file_size(cfg: Config, obs_dim: int, action_dim: int, rows: int) -> int:
     """Bytes of a checkpoint with `rows` preallocated rows, rounded up generously."""
     agent = feature_blocks(obs_dim, cfg.features) * (obs_dim + 1) * (2 * action_dim + 1) + 1  # policy + baseline
     if cfg.scaler is not None:
-        agent += 2 * new_scaler(obs_dim, *cfg.scaler).size + 1  # two running scalers, baseline_eta
+        agent += 2 * int(np.prod(scaler_shape(obs_dim, *cfg.scaler))) + 1  # two running scalers, baseline_eta
     data = 8 * 2 * SLOTS * agent + rows * row_bytes(cfg.world_size, cfg.iterate_episodes)
     return int(data * 1.1) + 64 * 1024  # HDF5 metadata, attributes, the config text
 
@@ -843,14 +842,14 @@ def _check_layout(raw: dict, path: Path) -> Config:
     if raw["best"].policy.shape != policy.shape or raw["best"].baseline.shape != baseline.shape:
         raise _damaged(path, f"/agent/best has shapes {raw['best'].policy.shape}, {raw['best'].baseline.shape}, unlike /agent/current's {policy.shape}, {baseline.shape}")
     obs_dim = policy.shape[3] - 1
-    scaler_shape = (0, 0) if cfg.scaler is None else new_scaler(obs_dim, *cfg.scaler).shape
+    scalers = (0, 0) if cfg.scaler is None else scaler_shape(obs_dim, *cfg.scaler)
     for name in AGENTS:
         agent = raw[name]
         if any(part.dtype.kind != "f" for part in agent):
             raise _damaged(path, f"/agent/{name} is not stored as floating point")
         for part in ("policy_scaler", "baseline_scaler"):
-            if getattr(agent, part).shape != scaler_shape:
-                raise _damaged(path, f"/agent/{name}/{part} has shape {getattr(agent, part).shape}, but the config's normalisation needs {scaler_shape}")
+            if getattr(agent, part).shape != scalers:
+                raise _damaged(path, f"/agent/{name}/{part} has shape {getattr(agent, part).shape}, but the config's normalisation needs {scalers}")
         if agent.baseline_eta.shape != ((1,) if cfg.eta_travels else (0,)):
             raise _damaged(path, f"/agent/{name}/baseline_eta has shape {agent.baseline_eta.shape}, but eta_travels = {str(cfg.eta_travels).lower()}")
     return cfg

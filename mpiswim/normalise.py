@@ -35,6 +35,8 @@ import math
 
 import numpy as np
 
+from mpiswim.policy import scaler_shape
+
 try:
     from numba import njit
 except ImportError:  # numba is a dependency, but the plain functions compute the same
@@ -50,7 +52,7 @@ EPS = float(np.finfo(np.float64).eps)
 
 def new_scaler(obs_dim: int, refit_every: int, horizon: int) -> np.ndarray:
     """The state of a scaler that has seen nothing (it then scales nothing: mean 0, std 1)."""
-    return np.zeros((1 + horizon // refit_every, 2 + 2 * obs_dim))
+    return np.zeros(scaler_shape(obs_dim, refit_every, horizon))
 
 
 def no_scaler() -> np.ndarray:

@@ -27,11 +27,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mpiswim.normalise import new_scaler
-
 NO_SCALER = np.zeros((0, 0))  # size 0: nothing in it can change
 NO_ETA = np.zeros(0)
 UNTRAINED_ETA = -1.0  # baseline_eta before any rank has trained the baseline: each rank uses its own
+
+
+def scaler_shape(obs_dim: int, refit_every: int, horizon: int) -> tuple[int, int]:
+    """Shape of a running scaler's state (mpiswim.normalise): the running row, the current chunk, the stored chunks."""
+    return (1 + horizon // refit_every, 2 + 2 * obs_dim)
 
 
 class Agent(NamedTuple):
@@ -58,8 +61,8 @@ def initial_agent(obs_dim: int, action_dim: int, features: str, time_feature: bo
     return Agent(
         policy=np.zeros((blocks, 2, action_dim, obs_dim + 1)),
         baseline=np.zeros((blocks, obs_dim + 1 + time_feature)),
-        policy_scaler=NO_SCALER if scaler is None else new_scaler(obs_dim, *scaler),
-        baseline_scaler=NO_SCALER if scaler is None else new_scaler(obs_dim, *scaler),
+        policy_scaler=NO_SCALER if scaler is None else np.zeros(scaler_shape(obs_dim, *scaler)),  # zeros: has seen nothing
+        baseline_scaler=NO_SCALER if scaler is None else np.zeros(scaler_shape(obs_dim, *scaler)),
         baseline_eta=np.array([UNTRAINED_ETA]) if eta_travels else NO_ETA,
     )
 

@@ -29,8 +29,8 @@ def synthetic(tmp_path_factory) -> Path:
 
 
 def test_reading_a_checkpoint_for_analysis_does_not_import_jax():
-    """analysis reads through mpiswim.checkpoint.read_raw, which must stay light (no pool, no JAX)."""
-    probe = "import sys, mpiswim.analysis; sys.exit('jax' in sys.modules or 'mpiswim.pool' in sys.modules)"
+    """analysis reads through mpiswim.checkpoint.read_raw, which must stay light (no pool, no JAX, no numba)."""
+    probe = "import sys, mpiswim.analysis; sys.exit(any(m in sys.modules for m in ('jax', 'numba', 'mpiswim.pool')))"
     assert subprocess.run([sys.executable, "-c", probe]).returncode == 0
 
 
