@@ -137,7 +137,7 @@ def run_settings(config_toml: str, world_size: int, steps: dict[str, np.ndarray]
     """
     stored = {name: tuple(float(v) for v in values) for name, values in steps.items()}
     try:
-        cfg = parse_config(config_toml, world_size, check_env=False, stored_steps=stored)
+        cfg = parse_config(config_toml, world_size, check_env=False, stored_step_sizes=stored)
     except (ConfigError, OSError):
         return _raw_settings(config_toml)
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in NOT_COMPARED}

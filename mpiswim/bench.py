@@ -69,7 +69,7 @@ def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_
     cfg = parse_config(bench_config(1, 1, T, episodes), 1)
     task = task_for(cfg)
     rng = np.random.default_rng(0)
-    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_baseline, cfg.scaler, cfg.eta_travels)
+    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels)
     # A policy with varied shapes, as after some training (the zero policy is a special case of the sampler).
     agent.policy[:] = rng.normal(0.0, 0.3, agent.policy.shape)
     trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
@@ -165,7 +165,7 @@ def pool_part(outdir: str, iterations: int) -> None:
     cfg = parse_config(bench_config(iterations, size), size)
     out = Path(outdir) / f"bench-{size}.h5"
     task = task_for(cfg)
-    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_baseline, cfg.scaler, cfg.eta_travels)
+    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels)
     state = initial_state(agent)
     writer = CheckpointWriter.create(out, cfg, state, []) if rank == 0 else None
     records = []
@@ -215,7 +215,7 @@ def measure_checkpoint_writes(at: tuple[int, ...] = (100, 10_000), world_size: i
 
     cfg = parse_config(bench_config(max(at) + repeats + 1, world_size), world_size, check_env=False)
     rng = np.random.default_rng(0)
-    state = initial_state(initial_agent(8, 2, cfg.features, cfg.time_baseline, cfg.scaler, cfg.eta_travels))
+    state = initial_state(initial_agent(8, 2, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels))
 
     def record() -> IterationRecord:
         scores = rng.normal(100, 10, world_size)

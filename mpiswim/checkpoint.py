@@ -815,7 +815,7 @@ def _check_layout(raw: dict, path: Path) -> Config:
             raise _damaged(path, f"/hyperparameters/{name} has shape {values.shape} and type {values.dtype}, expected float64 ({P},)")
     steps = {name: tuple(float(v) for v in values) for name, values in raw["hyperparameters"].items()}
     try:
-        cfg = parse_config(attrs["config_toml"], P, check_env=False, stored_steps=steps)
+        cfg = parse_config(attrs["config_toml"], P, check_env=False, stored_step_sizes=steps)
     except ConfigError as error:
         raise _damaged(path, f"its config_toml is not a valid config ({error})") from None
 
@@ -837,7 +837,7 @@ def _check_layout(raw: dict, path: Path) -> Config:
 
     policy, baseline = raw["current"].policy, raw["current"].baseline
     blocks = feature_blocks(policy.shape[-1] - 1, cfg.features) if policy.ndim == 4 else None
-    if policy.ndim != 4 or policy.shape[:2] != (blocks, 2) or baseline.shape != (blocks, policy.shape[3] + cfg.time_baseline):
+    if policy.ndim != 4 or policy.shape[:2] != (blocks, 2) or baseline.shape != (blocks, policy.shape[3] + cfg.time_feature):
         raise _damaged(path, f"/agent/current has policy shape {policy.shape} and baseline shape {baseline.shape}, which do not fit {cfg.features} features")
     if raw["best"].policy.shape != policy.shape or raw["best"].baseline.shape != baseline.shape:
         raise _damaged(path, f"/agent/best has shapes {raw['best'].policy.shape}, {raw['best'].baseline.shape}, unlike /agent/current's {policy.shape}, {baseline.shape}")

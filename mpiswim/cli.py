@@ -167,7 +167,7 @@ def evaluate_agent(path: str, episodes: int, seed: int = 0, agent: str = "best",
     from mpiswim.progress import progress_bar
 
     checkpoint = _load(path)
-    cfg = parse_config(checkpoint.config_toml, checkpoint.world_size, stored_steps=_steps(checkpoint))
+    cfg = parse_config(checkpoint.config_toml, checkpoint.world_size, stored_step_sizes=_steps(checkpoint))
     task = task_for(cfg)
     chosen = checkpoint.state.best_agent if agent == "best" else checkpoint.state.agent
     if agent == "best" and checkpoint.state.best_iteration < 0:

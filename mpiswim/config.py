@@ -204,7 +204,7 @@ class Config:
         return (self.refit_every, self.horizon) if self.normalisation == "running" else None
 
     @property
-    def time_baseline(self) -> bool:
+    def time_feature(self) -> bool:
         """The baseline also sees the fraction of steps left ([policy] baseline = "state-time")."""
         return self.baseline == "state-time"
 
@@ -450,11 +450,11 @@ def parse_config(
     world_size: int,
     base_dir: Path = Path("."),
     check_env: bool = True,
-    stored_steps: dict[str, tuple[float, ...]] | None = None,
+    stored_step_sizes: dict[str, tuple[float, ...]] | None = None,
 ) -> Config:
     """Validate TOML text for a pool of `world_size` ranks; raise ConfigError on any problem.
 
-    `stored_steps` (alpha/eta per rank) replaces the [ranks] values: a resumed
+    `stored_step_sizes` (alpha/eta per rank) replaces the [ranks] values: a resumed
     run takes them from its checkpoint, not from a file that may have moved.
     """
     try:
@@ -490,8 +490,8 @@ def parse_config(
 
     ranks = doc.get("ranks", {})
     file_name = _get(doc, "ranks", "hyperparameters")
-    if stored_steps is not None:
-        steps = stored_steps
+    if stored_step_sizes is not None:
+        steps = stored_step_sizes
     elif file_name is not None:
         given = [k for k in HYPERPARAMETERS if k in ranks]
         if given:

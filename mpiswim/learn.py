@@ -191,7 +191,7 @@ def update_agent(agent: Agent, trajectory, alpha: float, eta: float, cfg: Config
         baseline_eta = np.array([eta])
     policy, baseline = episode_update(
         agent.policy, agent.baseline, trajectory.blocks, phis, baseline_phis, trajectory.xs, trajectory.rewards, n,
-        alpha, eta, cfg.gamma, cfg.update, cfg.time_baseline, cfg.intercept == "shared", cfg.baseline_target == "after-update",
+        alpha, eta, cfg.gamma, cfg.update, cfg.time_feature, cfg.intercept == "shared", cfg.baseline_target == "after-update",
         cfg.precision == "float32",
     )  # fmt: skip
     return Agent(np.array(policy), np.array(baseline), agent.policy_scaler, baseline_scaler, baseline_eta)

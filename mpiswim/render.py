@@ -95,7 +95,7 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
     best_row, best_score = raw["best_iteration"], raw["best_score"]
     config_toml = str(raw["attrs"].get("config_toml", ""))
     try:
-        cfg = parse_config(config_toml, world_size, check_env=False, stored_steps=steps)
+        cfg = parse_config(config_toml, world_size, check_env=False, stored_step_sizes=steps)
     except ConfigError as error:
         raise AnalysisError(f"'{path}': the stored config is not valid here ({error}). Fix: render with the mpiswim version that wrote the run.") from None
 

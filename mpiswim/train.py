@@ -193,7 +193,7 @@ def resume(source: Path, out: Path, world_size: int, iterations: int | None, giv
                 f"'{source}' was written by a pool of {checkpoint.world_size} ranks, but this job has {world_size}. Fix: resume with `{resume_command(checkpoint.world_size, source, beyond_plan)}`."
             )
         steps = {name: tuple(float(v) for v in checkpoint.hyperparameters[name]) for name in ("alpha", "eta")}
-        cfg = parse_config(checkpoint.config_toml, world_size, stored_steps=steps)
+        cfg = parse_config(checkpoint.config_toml, world_size, stored_step_sizes=steps)
         if given is not None:
             differences = config_differences(cfg, given)
             if differences:
@@ -244,7 +244,7 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
         return resume(out, out, world_size, cfg.iterations, given=cfg)
     replace = check_out_path(out, force, args.config, cfg.iterations)
     obs_dim, action_dim = check_environment(cfg.env_id, cfg.features)
-    state = initial_state(initial_agent(obs_dim, action_dim, cfg.features, cfg.time_baseline, cfg.scaler, cfg.eta_travels))
+    state = initial_state(initial_agent(obs_dim, action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels))
     existing = claim(out) if replace else None  # --force: the old checkpoint, unless another job holds it
     return Setup(cfg, out, state), [], open_writer(out, cfg, state, [], existing)
 

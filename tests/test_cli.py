@@ -208,7 +208,7 @@ def run_without_winner(tmp_path) -> Path:
     text = re.sub(r"(?m)^T = \d+", "T = 30", text)
     text = re.sub(r"(?m)^features = .*$", 'features = "signed"', text)
     cfg = parse_config(text, 1, check_env=False)
-    agent = initial_agent(8, 2, "signed", cfg.time_baseline)
+    agent = initial_agent(8, 2, "signed", cfg.time_feature)
     degenerate = IterationRecord(
         scores=np.array([-np.inf]), winner=-1, train_returns=np.zeros((1, cfg.iterate_episodes)), timings=np.zeros((1, 4)), degenerate=np.array([True]), fell_back=False, best_score=-np.inf
     )
@@ -238,7 +238,7 @@ def test_trainings_progress_line_without_a_winner_says_so():
     from mpiswim.train import progress_line
 
     cfg = parse_config(DEFAULT_CONFIG, 2, check_env=False)
-    agent = initial_agent(8, 2, cfg.features, cfg.time_baseline)
+    agent = initial_agent(8, 2, cfg.features, cfg.time_feature)
     record = IterationRecord(np.full(2, -np.inf), -1, np.zeros((2, 1)), np.zeros((2, 4)), np.array([True, True]), False, -np.inf)
     line = progress_line(cfg, PoolState(1, agent, agent, -np.inf, -1, 0, 1), record, elapsed=3.0, eta=None)
     assert "every branch degenerate" in line and "no winner yet" in line and "-inf" not in line

@@ -60,7 +60,7 @@ def test_a_minimal_config_gets_the_documented_defaults():
     """Left-out keys keep their first meaning, so configs stored in older checkpoints resume unchanged."""
     cfg = parse_config(MINIMAL, 2)
     assert (cfg.seed, cfg.gamma, cfg.patience, cfg.features, cfg.update) == (0, 1.0, 0, "signed", "unit-density")
-    assert cfg.baseline == "state" and not cfg.time_baseline  # the seed's state-only baseline
+    assert cfg.baseline == "state" and not cfg.time_feature  # the seed's state-only baseline
     assert cfg.evaluation_action == "sample"
     assert cfg.common_evaluation is False
     assert parse_config(MINIMAL.replace("evaluate_episodes = 2", "evaluate_episodes = 2\ncommon_evaluation = true"), 2).common_evaluation is True
