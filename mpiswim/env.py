@@ -104,11 +104,6 @@ def gymnasium_step(env) -> Callable:
     return step
 
 
-def has_fast_step(env) -> bool:
-    """True for an unmodified Swimmer (v5 defaults), whose episodes mpiswim.swimmer compiles."""
-    return type(env).__name__ == "SwimmerEnv" and getattr(env, "_exclude_current_positions_from_observation", False) is True
-
-
 def make_task(
     env_id: str,
     features: str,
@@ -130,7 +125,7 @@ def make_task(
     return Task(
         env=env,
         step=gymnasium_step(env),
-        compiled=fast and has_fast_step(env) and swimmer.available(),
+        compiled=fast and swimmer.usable(env),  # the stock Swimmer-v5, checked against Gymnasium once per process
         obs_dim=obs_dim,
         action_dim=env.action_space.shape[0],
         low=env.action_space.low.astype(np.float64),

@@ -165,6 +165,28 @@ def tracking_camera(model, default_config: dict | None = None):
     return camera
 
 
+def _environment_gl() -> str:
+    return os.environ.get("MUJOCO_GL", "").lower().strip()
+
+
+def mujoco_gl() -> str:
+    """The MUJOCO_GL back-end MuJoCo chose when it was first imported, as MuJoCo normalised it.
+
+    MuJoCo keeps it under a private name (`_MUJOCO_GL` of the gl_context
+    module its Renderer uses); if no GL module here records it as a string,
+    the environment's MUJOCO_GL stands in (then a change of the variable after
+    MuJoCo's import goes unnoticed, which costs only the hint in make_renderer's error).
+    """
+    import mujoco
+
+    renderer_module = sys.modules.get(getattr(getattr(mujoco, "Renderer", None), "__module__", ""))
+    for module in (getattr(renderer_module, "gl_context", None), sys.modules.get("mujoco.rendering.classic.gl_context"), sys.modules.get("mujoco.gl_context")):
+        chosen = getattr(module, "_MUJOCO_GL", None)
+        if isinstance(chosen, str):
+            return chosen
+    return _environment_gl()
+
+
 def make_renderer(model, width: int, height: int):
     """mujoco.Renderer of width x height with shadows, reflections and sky box off, or an AnalysisError."""
     import mujoco
@@ -174,9 +196,8 @@ def make_renderer(model, width: int, height: int):
     try:
         renderer = mujoco.Renderer(model, height, width)
     except Exception as error:  # the GL back-ends raise several types
-        gl_context = getattr(sys.modules.get(mujoco.Renderer.__module__), "gl_context", None)
-        chosen = getattr(gl_context, "_MUJOCO_GL", None)  # the MUJOCO_GL MuJoCo saw when it was imported
-        early = f" (MuJoCo was imported with MUJOCO_GL={chosen!r}, before mpiswim could choose EGL)" if chosen is not None and chosen != os.environ.get("MUJOCO_GL", "").lower() else ""
+        chosen = mujoco_gl()
+        early = f" (MuJoCo was imported with MUJOCO_GL={chosen!r}, before mpiswim could choose EGL)" if chosen != _environment_gl() else ""
         raise AnalysisError(
             f"cannot start MuJoCo's offscreen renderer with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}{early} ({error.__class__.__name__}: {error}). "
             "Fix: on a machine without a display set MUJOCO_GL=egl (Mesa's EGL: Debian packages libegl1 and libgl1-mesa-dri) "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -173,3 +175,169 @@ def test_mean_actions_follow_the_policy_mean_in_both_loops(features):
     (fast_total, fast), (slow_total, slow) = episodes
     np.testing.assert_allclose(fast.rewards, slow.rewards, rtol=0, atol=1e-9)
     assert fast_total == pytest.approx(slow_total, abs=1e-9)
+
+
+# --- the guard: swimmer.usable(env), the one gate to the compiled path -------------------------------------------------
+
+
+@pytest.fixture
+def fresh_guard(monkeypatch):
+    """A process that has neither run the self-check nor warned yet (both are once per process)."""
+    monkeypatch.setattr(swimmer, "_self_check_result", {})
+    monkeypatch.setattr(swimmer, "_warned", set())
+    monkeypatch.setattr(swimmer, "_rank", lambda: 0)
+
+
+def test_the_guard_passes_here_quietly_and_checks_once_per_process(fresh_guard, monkeypatch, capsys):
+    import time
+
+    task = make_task("Swimmer-v5", "signed")
+    assert task.compiled and swimmer.why_not(task.env) is None
+    assert swimmer._self_check_result == {"result": None}
+    calls = []
+    real_self_check = swimmer._self_check
+    monkeypatch.setattr(swimmer, "_self_check", lambda env: calls.append(env) or real_self_check(env))
+    assert make_task("Swimmer-v5", "linear").compiled and calls == []  # cached: the second task runs no episode
+    assert not make_task("Hopper-v5", "linear").compiled  # no Swimmer: the Python loop, and nothing to warn about
+    assert capsys.readouterr().err == ""
+    start = time.process_time()
+    assert real_self_check(task.env) is None
+    assert time.process_time() - start < 0.1  # about 3 ms of CPU: 25 steps twice
+    # The self-check's episode leaves nothing behind: the next episode is the one a fresh task runs.
+    episodes = []
+    for each in (task, make_task("Swimmer-v5", "signed")):
+        trajectory = Trajectory.empty(40, 8, 2)
+        episodes.append(run_episode(each, trained_looking_agent(), np.random.default_rng(4), 40, trajectory))
+    assert episodes[0] == episodes[1]
+
+
+def _renamed_ctrl_cost_weight(monkeypatch):
+    """A Gymnasium release that renames _ctrl_cost_weight (its own step still works)."""
+    from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
+
+    original_init = SwimmerEnv.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self._control_weight = self.__dict__.pop("_ctrl_cost_weight")
+
+    monkeypatch.setattr(SwimmerEnv, "__init__", init)
+    monkeypatch.setattr(SwimmerEnv, "control_cost", lambda self, action: self._control_weight * np.sum(np.square(action)))
+    return "Swimmer-v5", "env._ctrl_cost_weight is missing"
+
+
+def _float32_weight(monkeypatch):
+    """A release that keeps the forward weight as a numpy float32: present, but not the float the compiled code takes."""
+    from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
+
+    original_init = SwimmerEnv.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self._forward_reward_weight = np.float32(self._forward_reward_weight)
+
+    monkeypatch.setattr(SwimmerEnv, "__init__", init)
+    return "Swimmer-v5", "(float32), not a finite float"
+
+
+def _another_class(monkeypatch):
+    """A Swimmer that is not Gymnasium's swimmer_v5.SwimmerEnv: a fork's class of the same name."""
+    import gymnasium
+    from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv as Gymnasiums
+
+    SwimmerEnv = type("SwimmerEnv", (Gymnasiums,), {"__module__": "fork.swimmer"})
+    monkeypatch.setitem(gymnasium.envs.registration.registry, "SwimmerFork-v5", gymnasium.envs.registration.EnvSpec("SwimmerFork-v5", entry_point=SwimmerEnv))
+    return "SwimmerFork-v5", "the env is fork.swimmer.SwimmerEnv, not Gymnasium's swimmer_v5.SwimmerEnv"
+
+
+def _another_reward(monkeypatch):
+    """A release whose Swimmer-v5 reward changes (the same names, another formula): only the self-check can see it."""
+    from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
+
+    monkeypatch.setattr(SwimmerEnv, "control_cost", lambda self, action: 2.0 * self._ctrl_cost_weight * np.sum(np.square(action)))
+    return "Swimmer-v5", "self-check against Gymnasium's step failed: reward of step 0: compiled"
+
+
+def _another_observation(monkeypatch):
+    """A release whose observation lays the same numbers out in another order (the reset's too: the first step shows it)."""
+    from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
+
+    original = SwimmerEnv._get_obs
+    monkeypatch.setattr(SwimmerEnv, "_get_obs", lambda self: original(self)[::-1].copy())
+    return "Swimmer-v5", "self-check against Gymnasium's step failed: observation 1: compiled and Gymnasium's differ by up to"
+
+
+def _no_library(monkeypatch):
+    """No loadable libmujoco (e.g. a wheel that renames it): numba has no mj_step to call."""
+    monkeypatch.setattr(swimmer, "mj_step", None)
+    monkeypatch.setattr(swimmer, "_unavailable", "expected one libmujoco.so* in /somewhere, found 0")
+    return "Swimmer-v5", "expected one libmujoco.so* in /somewhere, found 0"
+
+
+def _small_config():
+    from mpiswim.config import parse_config
+
+    text = '[run]\niterations = 2\n[env]\nid = "Swimmer-v5"\nT = 30\n[pool]\niterate_episodes = 2\nevaluate_episodes = 1\n[ranks]\nalpha = 1e-4\neta = 1e-3\n'
+    return parse_config(text, 1, check_env=False)
+
+
+@pytest.mark.parametrize("failure", [_renamed_ctrl_cost_weight, _float32_weight, _another_class, _another_reward, _another_observation, _no_library])
+def test_each_guard_failure_warns_once_and_training_runs_the_python_loop(failure, fresh_guard, monkeypatch, capsys):
+    from mpiswim.pool import evaluate_branch, improve_branch
+
+    env_id, what = failure(monkeypatch)
+    task = make_task(env_id, "signed")
+    assert not task.compiled
+    assert not make_task(env_id, "linear").compiled  # the same failure again: no second line
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("mpiswim: warning: compiled Swimmer episodes are off (") and what in lines[0]
+    assert lines[0].endswith("training continues on the slower Python loop.")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the compiled episode ran")
+
+    monkeypatch.setattr(swimmer, "run_swimmer_episode", refuse)
+    cfg = _small_config()
+    agent = initial_agent(8, 2, "signed")
+    trajectory = Trajectory.empty(cfg.T, 8, 2)
+    branch, returns, degenerate = improve_branch(agent, task, np.random.default_rng(0), cfg, 1e-3, 1e-3, trajectory)
+    assert not degenerate and np.all(np.isfinite(returns)) and trajectory.length == cfg.T
+    assert not np.array_equal(branch.policy, agent.policy)  # it learned
+    scores, degenerate = evaluate_branch(branch, task, np.random.default_rng(1), cfg, trajectory)[:2]
+    assert not degenerate and np.all(np.isfinite(scores))
+    assert capsys.readouterr().err == ""
+
+
+def test_only_rank_0_warns(fresh_guard, monkeypatch, capsys):
+    _no_library(monkeypatch)
+    monkeypatch.setattr(swimmer, "_rank", lambda: 3)
+    assert not make_task("Swimmer-v5", "signed").compiled
+    assert capsys.readouterr().err == ""
+
+
+def test_the_gl_back_end_falls_back_to_the_environment(monkeypatch):
+    """render reads MuJoCo's private record of MUJOCO_GL if it is there, else the variable; the error stays clear either way."""
+    import mujoco
+
+    from mpiswim import render
+    from mpiswim.analysis import AnalysisError
+
+    gl_module = getattr(sys.modules.get(mujoco.Renderer.__module__), "gl_context", None) or sys.modules.get("mujoco.rendering.classic.gl_context")
+    monkeypatch.setenv("MUJOCO_GL", " EGL ")
+    monkeypatch.setattr(gl_module, "_MUJOCO_GL", "osmesa", raising=False)
+    assert render.mujoco_gl() == "osmesa"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(mujoco, "Renderer", broken)
+    with pytest.raises(AnalysisError, match=r"MUJOCO_GL=' EGL ' \(MuJoCo was imported with MUJOCO_GL='osmesa'.*RuntimeError: no display.*Fix: "):
+        render.make_renderer(make_task("Swimmer-v5", "signed", fast=False).env.model, 32, 24)
+    for module in (gl_module, sys.modules.get("mujoco.gl_context")):
+        if hasattr(module, "_MUJOCO_GL"):
+            monkeypatch.delattr(module, "_MUJOCO_GL")
+    assert render.mujoco_gl() == "egl"  # a MuJoCo that no longer records it: the variable stands in
+    with pytest.raises(AnalysisError, match="cannot start MuJoCo's offscreen renderer") as error:
+        render.make_renderer(make_task("Swimmer-v5", "signed", fast=False).env.model, 32, 24)
+    assert "imported with" not in str(error.value)
