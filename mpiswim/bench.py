@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpiswim.config import DEFAULT_CONFIG, parse_config
+from mpiswim.config import DEFAULT_CONFIG, apply_overrides, parse_config
 
 BENCH_T = 500
 BENCH_EPISODES = 10
@@ -35,10 +34,7 @@ BENCH_EPISODES = 10
 
 def bench_config(iterations: int, world_size: int, T: int = BENCH_T, episodes: int = BENCH_EPISODES) -> str:
     """The default config reshaped to the seed's iteration: T = 500, 10 + 10 episodes."""
-    text = re.sub(r"(?m)^iterations = \d+", f"iterations = {iterations}", DEFAULT_CONFIG)
-    text = re.sub(r"(?m)^T = \d+", f"T = {T}", text)
-    text = re.sub(r"(?m)^iterate_episodes = \d+", f"iterate_episodes = {episodes}", text)
-    text = re.sub(r"(?m)^evaluate_episodes = \d+", f"evaluate_episodes = {episodes}", text)
+    text = apply_overrides(DEFAULT_CONFIG, [f"run.iterations={iterations}", f"env.T={T}", f"pool.iterate_episodes={episodes}", f"pool.evaluate_episodes={episodes}"])
     parse_config(text, world_size, check_env=False)
     return text
 

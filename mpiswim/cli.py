@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mpiswim {mpiswim.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("config", help="print a valid, commented default config (TOML)")
+    config = commands.add_parser("config", help="print a valid, commented default config (TOML)")
+    config.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="change one key of it (repeatable), e.g. --set run.iterations=40")
 
     train = commands.add_parser(
         "train",
@@ -357,9 +358,11 @@ def run_command(argv: list[str] | None = None) -> int:
     """Parse the command line and run the command; return its exit code."""
     args = build_parser().parse_args(argv)
     if args.command == "config":
-        from mpiswim.config import DEFAULT_CONFIG
+        from mpiswim.config import DEFAULT_CONFIG, apply_overrides, check_overridden
 
-        sys.stdout.write(DEFAULT_CONFIG)
+        text = apply_overrides(DEFAULT_CONFIG, args.set) if args.set else DEFAULT_CONFIG
+        check_overridden(text)
+        sys.stdout.write(text)
         return 0
     if args.command == "train":
         if args.iterations is not None and args.iterations < 1:

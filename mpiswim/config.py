@@ -600,6 +600,13 @@ def apply_overrides(text: str, overrides: list[str] | tuple[str, ...]) -> str:
     return tomlkit.dumps(document)
 
 
+def check_overridden(text: str) -> Config:
+    """Validate a config that `mpiswim config --set` printed, for the pool its [ranks] lists imply (1 rank without lists)."""
+    ranks = tomllib.loads(text).get("ranks", {})
+    lists = [len(value) for value in ranks.values() if isinstance(value, list)]
+    return parse_config(text, lists[0] if lists else 1, check_env=False)
+
+
 def load_config(path: str | Path, world_size: int, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read and validate a config file, with `train --set` overrides applied; unreadable files are a ConfigError too."""
     path = Path(path)

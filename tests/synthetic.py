@@ -6,13 +6,12 @@ agents: the best agent's policy is filled with BEST_MARK, the current one with C
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
 from mpiswim.checkpoint import save_checkpoint
-from mpiswim.config import DEFAULT_CONFIG, parse_config
+from mpiswim.config import DEFAULT_CONFIG, apply_overrides, parse_config
 from mpiswim.policy import Agent, initial_agent
 from mpiswim.state import IterationRecord, PoolState
 
@@ -47,18 +46,13 @@ def timings(row: int) -> np.ndarray:
 def write_synthetic_checkpoint(path: Path, rows: int = len(WINNERS), planned: int = 10, evaluation_action: str = "sample", offset: float = 0.0, settings: dict[str, object] | None = None) -> Path:
     """Write the first `rows` iterations of the table above as a checkpoint at `path`.
 
-    `offset` is added to every score (and best score); `settings` replaces config
-    lines of DEFAULT_CONFIG (key -> value, e.g. {"T": 200, "eta": 1e-3}).
+    `offset` is added to every score (and best score); `settings` are `--set`
+    overrides of DEFAULT_CONFIG (section.key -> value, e.g. {"env.T": 200, "ranks.eta": 1e-3}).
     """
-    text = re.sub(r"(?m)^alpha = .*$", f"alpha = {ALPHA}", DEFAULT_CONFIG)
-    text = re.sub(r"(?m)^eta = .*$", f"eta = {ETA}", text)
-    for key, value in (settings or {}).items():
-        text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
-    text = re.sub(r"(?m)^iterations = \d+", f"iterations = {planned}", text)
+    overrides = [f"ranks.alpha={ALPHA}", f"ranks.eta={ETA}", *(f"{key}={value}" for key, value in (settings or {}).items())]
     # the agents below are signed-coding agents with the state-only baseline
-    text = re.sub(r"(?m)^features = .*$", 'features = "signed"', text)
-    text = re.sub(r"(?m)^baseline = .*$", 'baseline = "state"', text)
-    text = re.sub(r"(?m)^evaluation_action = .*$", f'evaluation_action = "{evaluation_action}"', text)
+    overrides += [f"run.iterations={planned}", 'policy.features="signed"', 'policy.baseline="state"', f'pool.evaluation_action="{evaluation_action}"']
+    text = apply_overrides(DEFAULT_CONFIG, overrides)
     cfg = parse_config(text, 3, check_env=False)
     zero = initial_agent(8, 2, "signed")
     best = Agent(np.full_like(zero.policy, BEST_MARK), zero.baseline.copy())

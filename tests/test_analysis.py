@@ -158,8 +158,8 @@ def test_two_runs_of_different_length_are_compared_over_their_common_iterations_
 
 
 def test_runs_that_differ_in_pool_size_episode_length_or_config_give_one_warning_each(tmp_path, capsys):
-    a = write_synthetic_checkpoint(tmp_path / "a.h5", settings={"name": '"a"', "seed": 1})
-    b = write_synthetic_checkpoint(tmp_path / "b.h5", settings={"name": '"b"', "seed": 2, "T": 200, "gamma": 0.99})
+    a = write_synthetic_checkpoint(tmp_path / "a.h5", settings={"run.name": '"a"', "run.seed": 1})
+    b = write_synthetic_checkpoint(tmp_path / "b.h5", settings={"run.name": '"b"', "run.seed": 2, "env.T": 200, "env.gamma": 0.99})
     assert main(["analyze", str(a), str(b), "--out", str(tmp_path / "out")]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == [
