@@ -33,7 +33,7 @@ def row_of(scores: np.ndarray) -> list[float]:
 def reference_scores(path: Path) -> np.ndarray:
     """The reference curve as scores per iteration 1..n (iterations it does not list: NaN)."""
     with path.open() as handle:
-        points = {int(row["iteration"]): float(row["avg_eval_return"]) for row in csv.DictReader(handle)}
+        points = {int(row["iteration"]): float(row["score"]) for row in csv.DictReader(handle)}
     scores = np.full(max(points), np.nan)
     for iteration, value in points.items():
         scores[iteration - 1] = value
