@@ -43,11 +43,9 @@ def run_one(config: Path, ranks: int, seed: int) -> dict:
     work = ROOT / "runs" / "pool_size"
     work.mkdir(parents=True, exist_ok=True)
     name = f"{config.stem}-P{ranks}-{seed}"
-    text = re.sub(r"(?m)^seed = .*$", f"seed = {seed}", config.read_text())
-    settings = tomllib.loads(text)
-    run_config, out = work / f"{name}.toml", work / f"{name}.h5"
-    run_config.write_text(text)
-    command = [str(BIN / "mpiexec"), "-n", str(ranks), str(BIN / "mpiswim"), "train", "--config", str(run_config), "--out", str(out), "--force"]
+    settings = tomllib.loads(config.read_text())
+    out = work / f"{name}.h5"
+    command = [str(BIN / "mpiexec"), "-n", str(ranks), str(BIN / "mpiswim"), "train", "--config", str(config), "--set", f"run.seed={seed}", "--out", str(out), "--force"]
     cpu, wall = children_cpu(), time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     cpu, wall = children_cpu() - cpu, time.perf_counter() - wall

@@ -278,9 +278,8 @@ seconds() { local d=0 h m s; [[ $1 == *-* ]] && { d=${1%%-*}; }; IFS=: read -r h
 # A config from the embedded default with some values changed.
 make_config() {
     local file=$1 iterations=$2 T=$3 episodes=$4 seed=$5
-    mpiswim config | sed -e "s/^iterations = .*/iterations = $iterations/" -e "s/^T = .*/T = $T/" \
-        -e "s/^seed = .*/seed = $seed/" -e "s/^iterate_episodes = .*/iterate_episodes = $episodes/" \
-        -e "s/^evaluate_episodes = .*/evaluate_episodes = $episodes/" > "$file"
+    mpiswim config --set "run.iterations=$iterations" --set "env.T=$T" --set "run.seed=$seed" \
+        --set "pool.iterate_episodes=$episodes" --set "pool.evaluate_episodes=$episodes" > "$file"
 }
 make_config tiny.toml 4 40 2 0
 # Planned for more iterations than any machine completes before the time limit this test
@@ -362,7 +361,7 @@ if (( resume_ok )); then
             # --resume-if-exists lets only [run] iterations change: the plan becomes what the
             # first allocation did plus $second_allocation. The resumed allocation gets 15 minutes
             # (no signal); the reference run uses the same config.
-            sed -i "s/^iterations = .*/iterations = $total/" long.toml
+            make_config long.toml "$total" 500 4 7
             scontrol update JobId="$requeue" TimeLimit=15
             scontrol release "$requeue"
             say "3. requeue: job $requeue requeued itself after $first iterations; its plan is now $total iterations ($second_allocation for the second allocation, 15-minute limit)"
