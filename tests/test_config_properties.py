@@ -23,7 +23,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mpiswim.config import BASELINES, EVALUATION_ACTIONS, FEATURE_MAPS, LEARNERS, MAX_EPISODES, MAX_T, SCHEMA, UPDATE_RULES, Config, ConfigError, load_config, parse_config
+from mpiswim.config import (
+    BASELINE_TARGETS,
+    BASELINES,
+    EVALUATION_ACTIONS,
+    FEATURE_MAPS,
+    INTERCEPTS,
+    LEARNERS,
+    MAX_EPISODES,
+    MAX_T,
+    NORMALISATIONS,
+    PRECISIONS,
+    SCHEMA,
+    UPDATE_RULES,
+    Config,
+    ConfigError,
+    load_config,
+    parse_config,
+)
 
 P = 3  # pool size of the generated configs
 BASE = {
@@ -138,6 +155,16 @@ VALID = {
     ("ranks", "alpha"): lambda v: is_step(v) or is_spread(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
     ("ranks", "eta"): lambda v: is_step(v) or is_spread(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
     ("ranks", "hyperparameters"): lambda v: False,  # BASE gives alpha and eta too: "not both"
+    ("policy", "intercept"): lambda v: v in INTERCEPTS,
+    ("policy", "normalisation"): lambda v: v in NORMALISATIONS,
+    ("policy", "baseline_target"): lambda v: v in BASELINE_TARGETS,
+    ("policy", "precision"): lambda v: v in PRECISIONS,
+    ("policy", "eta_travels"): lambda v: isinstance(v, bool),
+    ("pool", "common_action_noise"): lambda v: isinstance(v, bool),
+    # BASE has no normalisation = "running", so a [normalisation] table is refused whatever it holds
+    ("normalisation", "refit_every"): lambda v: False,
+    ("normalisation", "horizon"): lambda v: False,
+    ("normalisation", "recency"): lambda v: False,
     ("search", "noise"): lambda v: is_step(v),
     ("search", "top"): lambda v: is_int(v) and 0 <= v <= 3,
     ("search", "intercept"): lambda v: isinstance(v, bool),
@@ -189,7 +216,7 @@ def test_any_value_in_any_field_is_accepted_exactly_when_valid(field, value, dro
     document = copy.deepcopy(SEARCH_BASE if section == "search" else BASE)
     if drop_others and key == "hyperparameters":  # alone: then the file (which does not exist) is read
         document["ranks"] = {}
-    document[section][key] = value
+    document.setdefault(section, {})[key] = value
     text = to_toml(document)
     tomllib.loads(text)  # the generated TOML itself is valid: the validator is what is being tested
     cfg = validate(text, base_dir=Path("/nonexistent"))

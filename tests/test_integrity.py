@@ -188,7 +188,7 @@ def test_a_crash_at_any_point_of_a_write_leaves_a_complete_iteration(five_then_s
     monkeypatch.undo()
     first_sync, commit_sync = syncs[0], syncs[1]
     data_writes, commit = writes[:first_sync], writes[first_sync:commit_sync]
-    assert len(commit) == 1 and len(data_writes) == len(ckpt.POOL_DATASETS) + len(ckpt.AGENT_DATASETS)
+    assert len(commit) == 1 and len(data_writes) == len(ckpt.POOL_DATASETS) + len(ckpt._state_agents(six.state))
 
     def replay(selected) -> int:
         image = bytearray(before)
