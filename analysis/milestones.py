@@ -118,7 +118,7 @@ def plot_groups(paths: list[str], target: float, path: Path) -> Path:
         ax.plot(x, mean, color=color, lw=1.5, label=f"{group} ({len(curves)} runs)")
         ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
     iterations, scores = zip(*SEED_MILESTONES, strict=True)
-    ax.plot(iterations, scores, "k*", ms=10, label="the seed's run (DESIGN.md)")
+    ax.plot(iterations, scores, "k*", ms=10, label="the seed run (its reported milestones)")
     ax.axhline(target, color="0.5", lw=0.8, ls="--")
     ax.set(xlabel="iteration", ylabel="winner's evaluation return (10-iteration mean)", title="mean over seeds, band: lowest to highest run")
     ax.grid(alpha=0.3)

@@ -6,8 +6,8 @@ jit-compiled once per (T, shapes, rule): episodes are padded to T steps and a
 
 The three policy rules (`[policy] update`; the embedded default config uses
 tanh-density, which learned faster than unit-density, docs/results.md):
-- "unit-density" (DESIGN.md's description of the seed's rule, and the value
-  when a config leaves the key out): step theta along the gradient of the
+- "unit-density" (the rule as the seed run's written description gives it,
+  docs/design.md): step theta along the gradient of the
   Beta *density*, normalised to unit length separately for theta_a and
   theta_b of each action dimension, scaled by alpha * (G_t - v(s_t)).
   Normalising makes every step the same size whatever the shapes are. Since

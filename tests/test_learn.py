@@ -64,7 +64,7 @@ def random_episode(rng: np.random.Generator, length: int) -> Trajectory:
 
 
 def reference_update(agent: Agent, trajectory: Trajectory, alpha: float, eta: float, gamma: float, rule: str, time_feature: bool = False) -> Agent:
-    """DESIGN.md's update, step by step; time_feature appends (T - t) / T to the baseline's inputs."""
+    """The seed run's update as docs/design.md describes it, step by step; time_feature appends (T - t) / T to the baseline's inputs."""
     n = trajectory.length
     blocks, phis, xs, rewards = trajectory.blocks[:n], trajectory.phis[:n], trajectory.xs[:n], trajectory.rewards[:n]
     if time_feature:

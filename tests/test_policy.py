@@ -20,7 +20,7 @@ from mpiswim.policy import (
 
 
 def full_signed_features(obs: np.ndarray) -> np.ndarray:
-    """The 2^d (d+1) feature vector of DESIGN.md, written out the long way."""
+    """The seed run's 2^d (d+1) feature vector (docs/design.md), written out the long way."""
     d = len(obs)
     category = sum(1 << i for i in range(d) if obs[i] > 0)
     phi = np.zeros(2**d * (d + 1))
