@@ -13,7 +13,10 @@ ranks' own episodes:
   receives) per iteration, and rank 0's CPU time per message sent and per
   message received (measured with nothing to wait for);
 - rank 0's checkpoint write of one iteration (the [iterations, P] rows, the
-  agents, the commit record and two fsyncs), and the bytes a row adds.
+  agents, the commit record and two fsyncs) and the bytes a row adds, in
+  this process alone, up to P = 10,000 (no ranks needed: it is rank 0's
+  work on P ranks' rows);
+- a rank's start-up: seconds and modules to import what it runs.
 
 Wall times of collectives measured with P processes on 2 cores are mostly
 scheduling; the projection to 1,000 and 10,000 ranks (docs/scaling.md) uses
@@ -22,6 +25,7 @@ assumed interconnect for the tree collectives.
 
 Usage:
     python analysis/pool_costs.py --ranks 2 4 8 16 32 64 [--repeats 40] [--out results/pool_size/pool-costs.csv]
+(the checkpoint writes go to pool-costs-checkpoint.csv beside it)
 """
 
 from __future__ import annotations
@@ -46,8 +50,6 @@ COLUMNS = (
     "watch_messages_per_iteration",
     "watch_send_us_per_message",
     "watch_receive_us_per_message",
-    "record_row_bytes",
-    "checkpoint_write_ms",
     "agent_bytes",
 )
 
@@ -105,8 +107,14 @@ def watch_message_cost(comm, watch, repeats: int) -> tuple[float, float]:
     return float(np.median(sending)) / others, float(np.median(receiving)) / others
 
 
-def checkpoint_cost(size: int, repeats: int) -> tuple[int, float]:
-    """Bytes one iteration adds to the file, and rank 0's median seconds to write it, at P = size."""
+def checkpoint_cost(size: int, repeats: int) -> tuple[int, float, float]:
+    """Bytes one iteration adds to the file at P = size, and rank 0's median and slowest seconds to write it.
+
+    Measured in this process alone (no other rank spinning on the cores). The
+    slowest write is one that rebuilds the file bigger because its
+    preallocated rows ran out (at 16 MB of rows: every 14 iterations at first
+    when P = 10,000).
+    """
     from dataclasses import replace
 
     from mpiswim.bench import bench_config
@@ -127,7 +135,14 @@ def checkpoint_cost(size: int, repeats: int) -> tuple[int, float]:
             records.append(IterationRecord(scores, int(np.argmax(scores)), rng.normal(100, 10, (size, cfg.iterate_episodes)), timings, np.zeros(size, bool), False, float(scores.max())))
             seconds.append(writer.append(replace(state, iteration=len(records)), records))
         writer.close()
-    return row_bytes(size, cfg.iterate_episodes), float(np.median(seconds))
+    return row_bytes(size, cfg.iterate_episodes), float(np.median(seconds)), float(np.max(seconds))
+
+
+def start_up() -> dict:
+    """A fresh process importing what a rank imports before its first iteration: seconds and modules."""
+    code = "import sys, time; t = time.perf_counter(); import mpiswim.train; print(time.perf_counter() - t, len(sys.modules))"
+    seconds, modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return {"import_seconds": round(float(seconds), 2), "modules": int(modules)}
 
 
 def part(repeats: int) -> None:
@@ -148,7 +163,6 @@ def part(repeats: int) -> None:
     send, receive = watch_message_cost(comm, watch, repeats)
     messages = 4 * 2 * (size - 1)  # rank 0, per iteration: 4 collectives x (reached, left) x every other rank, each way
     if rank == 0:
-        row_bytes, write = checkpoint_cost(size, repeats)
         result = {
             "ranks": size,
             "collectives_plain_ms": round(plain * 1e3, 4),
@@ -156,8 +170,6 @@ def part(repeats: int) -> None:
             "watch_messages_per_iteration": messages,
             "watch_send_us_per_message": round(send * 1e6, 3),
             "watch_receive_us_per_message": round(receive * 1e6, 3),
-            "record_row_bytes": row_bytes,
-            "checkpoint_write_ms": round(write * 1e3, 3),
             "agent_bytes": int(pack_agent(agent).nbytes),
         }
         print("COSTS " + json.dumps(result), flush=True)
@@ -169,6 +181,7 @@ def main() -> int:
     parser.add_argument("--ranks", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "pool_size" / "pool-costs.csv")
+    parser.add_argument("--checkpoint-ranks", type=int, nargs="*", default=[2, 8, 64, 1000, 10000], help="P of rank 0's checkpoint write, measured alone")
     parser.add_argument("--part", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:
@@ -187,6 +200,17 @@ def main() -> int:
         writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+    writes = []
+    for size in args.checkpoint_ranks:
+        row_bytes, median, slowest = checkpoint_cost(size, args.repeats)
+        writes.append({"ranks": size, "record_row_bytes": row_bytes, "checkpoint_write_ms": round(median * 1e3, 3), "slowest_write_ms": round(slowest * 1e3, 1)})
+        print(writes[-1], flush=True)
+    if writes:
+        with args.out.with_name(args.out.stem + "-checkpoint.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, list(writes[0]))
+            writer.writeheader()
+            writer.writerows(writes)
+    print("start-up:", start_up())
     return 0
 
 
