@@ -8,7 +8,7 @@ which is why it lives here and not in a submodule.
 
 import os
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")

@@ -35,7 +35,7 @@ BENCH_EPISODES = 10
 def bench_config(iterations: int, world_size: int, T: int = BENCH_T, episodes: int = BENCH_EPISODES) -> str:
     """The default config reshaped to the seed's iteration: T = 500, 10 + 10 episodes."""
     text = apply_overrides(DEFAULT_CONFIG, [f"run.iterations={iterations}", f"env.T={T}", f"pool.iterate_episodes={episodes}", f"pool.evaluate_episodes={episodes}"])
-    parse_config(text, world_size, check_env=False)
+    parse_config(text, world_size)
     return text
 
 
@@ -57,12 +57,13 @@ def bare_mujoco(task, steps: int, T: int, rng: np.random.Generator) -> float:
 
 def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_EPISODES) -> dict:
     """Single-process steps/s of bare MuJoCo, the training and the evaluation phase (Swimmer-v5, which never ends early)."""
-    from mpiswim.env import Trajectory, task_for
+    from mpiswim.env import Trajectory, check_task, task_for
     from mpiswim.learn import update_agent
     from mpiswim.policy import initial_agent
     from mpiswim.pool import evaluate_branch, improve_branch
 
     cfg = parse_config(bench_config(1, 1, T, episodes), 1)
+    check_task(cfg)
     task = task_for(cfg)
     rng = np.random.default_rng(0)
     agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels)
@@ -122,7 +123,7 @@ def measure_startup(cold: bool = False) -> float:
         "agent = initial_agent(task.obs_dim, task.action_dim, 'signed')\n"
         f"trajectory = Trajectory.empty({BENCH_T}, 8, 2)\n"
         f"run_episode(task, agent, np.random.default_rng(0), {BENCH_T}, trajectory)\n"
-        "cfg = parse_config(DEFAULT_CONFIG, 1, check_env=False)\n"
+        "cfg = parse_config(DEFAULT_CONFIG, 1)\n"
         "update_agent(agent, trajectory, 1e-4, 1e-3, dataclasses.replace(cfg, features='signed', update='unit-density', baseline='state'))\n"
     )
     command = [sys.executable, "-c", code]
@@ -209,7 +210,7 @@ def measure_checkpoint_writes(at: tuple[int, ...] = (100, 10_000), world_size: i
     from mpiswim.policy import initial_agent
     from mpiswim.state import IterationRecord, initial_state
 
-    cfg = parse_config(bench_config(max(at) + repeats + 1, world_size), world_size, check_env=False)
+    cfg = parse_config(bench_config(max(at) + repeats + 1, world_size), world_size)
     rng = np.random.default_rng(0)
     state = initial_state(initial_agent(8, 2, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels))
 

@@ -24,10 +24,6 @@ INTERCEPTS = ("per-block", "shared")
 NORMALISATIONS = ("none", "running")
 BASELINE_TARGETS = ("before-update", "after-update")
 PRECISIONS = ("float64", "float32")
-# The seed library's running scaler: refit every 2,000 observations from the last 100,000, weight 0.99999 per observation.
-DEFAULT_REFIT_EVERY = 2000
-DEFAULT_HORIZON = 100_000
-DEFAULT_RECENCY = 0.99999
 MAX_STORED_CHUNKS = 10_000  # horizon / refit_every: rows of a scaler's state
 HYPERPARAMETERS = ("alpha", "eta")
 # 2^12 blocks is already 4096 x (d+1) weights per action shape; beyond that
@@ -37,16 +33,16 @@ MAX_SIGNED_OBS_DIM = 12
 # T steps of trajectory and a row per episode (Gymnasium's tasks use T <= 1000).
 MAX_T = 100_000
 MAX_EPISODES = 10_000
-# A rank that has not reached a collective this long after the others is taken as hung
-# (mpiswim.stall.StallWatch); 0 turns the watch off. Shorter than a second is refused.
-DEFAULT_STALL_TIMEOUT = 600.0
+# A rank that has not reached a collective within [run] stall_timeout seconds of the others is
+# taken as hung (mpiswim.stall.StallWatch); 0 turns the watch off. Shorter than a second is refused.
 MIN_STALL_TIMEOUT = 1.0
-DEFAULT_SEARCH_NOISE = 0.01  # ARS's noise for Swimmer (Mania et al. 2018; RL Zoo's delta_std)
-DEFAULT_TARGET_EPISODES = 5
 
+# The embedded default: printed by `mpiswim config`, run by `mpiswim train` without --config.
+# Its values are also what a key left out of any config means (DEFAULTS below).
 DEFAULT_CONFIG = """\
 # mpiswim run configuration (TOML). Print this again with `mpiswim config`.
 # Every rank of `mpirun -n P mpiswim train --config FILE` is one pool member.
+# A key left out means the value shown here (docs/config.md lists every key).
 
 [run]
 name = "swimmer-default"   # free text, stored in the checkpoint; also names it when out is left out
@@ -68,38 +64,29 @@ T = 500                    # steps per episode at most (the episode also ends on
 gamma = 1.0                # discount of the return, in [0, 1]
 
 [pool]
-learner = "reinforce"      # how a rank improves its branch: "reinforce" (REINFORCE episodes, the seed's way)
-                           # or "random-search" (a step along a direction pooled from every rank's random
+learner = "reinforce"      # how a rank improves its branch: "reinforce" (REINFORCE episodes) or
+                           # "random-search" (a step along a direction pooled from every rank's random
                            # tries, with a [search] table: see configs/fast-swimmer.toml)
 iterate_episodes = 5       # REINFORCE episodes each rank spends improving its branch
 evaluate_episodes = 5      # no-update episodes whose mean return is the branch's score
 patience = 0               # fall back to the best-ever agent after this many
                            # iterations without a new best; 0 = never fall back
 max_degenerate_iterations = 10  # stop if every branch breaks this many iterations in a row
-common_evaluation = true   # every rank evaluates on the same start states and action noise, so
+common_evaluation = true   # true: every rank evaluates on the same start states and action noise, so
                            # branches are compared on equal terms (common random numbers);
-                           # false: each rank its own (the seed's way; leaving the key out means false)
-evaluation_action = "mean" # "mean": score each branch by running the Beta mean a/(a+b), its
-                           #   deterministic controller (the update episodes still draw); with it
-                           #   the improved pool passed 175 (docs/results.md, round 3)
-                           # "sample": score with Beta draws, as training acts (the seed's way;
-                           #   the value when the key is left out)
+                           # false: each rank draws its own
+evaluation_action = "mean" # "mean": score a branch by acting with its Beta mean a/(a+b), a deterministic
+                           #   controller (the update episodes still draw actions);
+                           # "sample": score it with Beta draws, as training acts
 
 [policy]
-features = "linear"        # "linear": a single block [1, s] (on Swimmer it reached the seed's 150
-                           #   within 5-48 iterations, the seed in about 150, docs/results.md)
-                           # "signed": one block [1, s] per sign pattern of s (2^d blocks), the
-                           #   seed's coding (the value when the key is left out)
-update = "tanh-density"    # "tanh-density": tanh of the density gradient, per parameter (an
-                           #   earlier RLAI version's rule; learned faster than unit-density and
-                           #   kept the shapes finite, docs/results.md)
-                           # "unit-density": the unit-length density gradient of DESIGN.md
-                           #   (leaving the key out means unit-density)
-                           # "log-density": the ordinary score-function rule
+features = "linear"        # "linear": one block [1, s];
+                           # "signed": one block [1, s] per sign pattern of s (2^d blocks)
+update = "tanh-density"    # the policy's step per parameter: "tanh-density" (tanh of the density gradient),
+                           # "unit-density" (the density gradient scaled to unit length) or
+                           # "log-density" (the ordinary score-function rule)
 baseline = "state-time"    # "state-time": v(s, t) = w . [phi(s), (T - t) / T], which sees the steps left
-                           #   that the gamma = 1 return grows with (kept the linear runs from falling
-                           #   back, docs/results.md); "state": the seed's v(s) = w . phi(s) (the
-                           #   value when the key is left out)
+                           # that the gamma = 1 return grows with; "state": v(s) = w . phi(s)
 observation_scale = 1.0    # the features hold s / observation_scale (the block still follows
                            # the signs of s): a number, or a list with one entry per observation value
 
@@ -150,6 +137,44 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "search": {"noise": ((int, float), False), "top": (int, False), "intercept": (bool, False)},
 }
 
+# The defaults of the keys the embedded default does not show. [run] name is here too: the
+# embedded default names its own run "swimmer-default", a config without a name is "mpiswim".
+UNSHOWN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "run": {"name": "mpiswim", "target_episodes": 5},
+    "pool": {"common_action_noise": False},
+    "policy": {"intercept": "per-block", "normalisation": "none", "baseline_target": "before-update", "precision": "float64", "eta_travels": False},
+    # the running scaler: refit every 2,000 observations from the last 100,000, weight 0.99999 per observation
+    "normalisation": {"refit_every": 2000, "horizon": 100_000, "recency": 0.99999},
+    "search": {"noise": 0.01, "top": 0, "intercept": False},  # noise: ARS's for Swimmer (Mania et al. 2018)
+}
+
+
+def _defaults() -> dict[str, dict[str, Any]]:
+    """What each optional key left out means: its value in DEFAULT_CONFIG, else in UNSHOWN_DEFAULTS.
+
+    Required keys and the step sizes of [ranks] have none.
+    """
+    shown = tomllib.loads(DEFAULT_CONFIG)
+    defaults = {section: dict(UNSHOWN_DEFAULTS.get(section, {})) for section in SCHEMA}
+    for section, table in shown.items():
+        if section != "ranks":
+            defaults[section] |= {key: value for key, value in table.items() if not SCHEMA[section][key][1] and (section, key) != ("run", "name")}
+    return defaults
+
+
+# section -> key -> the value a key left out means: the one home of every default.
+DEFAULTS = _defaults()
+DEFAULT_STALL_TIMEOUT = float(DEFAULTS["run"]["stall_timeout"])
+
+# What five keys meant when left out before mpiswim 0.2.0, which made the embedded default's values
+# the defaults. parse_stored_config writes them into the config text of an older checkpoint, so it
+# keeps its meaning (the history: docs/config.md, "Defaults").
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pool": {"common_evaluation": False, "evaluation_action": "sample"},
+    "policy": {"features": "signed", "update": "unit-density", "baseline": "state"},
+}
+NEW_DEFAULTS_SINCE = (0, 2)  # the mpiswim version from which a left-out key means DEFAULTS' value
+
 
 class ConfigError(Exception):
     """A problem with the user's input: one message naming field, value and fix."""
@@ -180,23 +205,23 @@ class Config:
     eta: tuple[float, ...]
     world_size: int
     toml_text: str
-    stall_timeout: float = DEFAULT_STALL_TIMEOUT  # seconds; 0 = no stall watch (not part of the run: may change on resume)
-    learner: str = "reinforce"  # how a rank improves its branch: REINFORCE episodes, or a step along the pooled random-search direction
-    search_noise: float = DEFAULT_SEARCH_NOISE  # random-search: standard deviation of the parameter perturbations
-    search_top: int = 0  # random-search: directions kept for the step (the best by their better side); 0 = all
-    search_intercept: bool = False  # random-search: the directions move the intercept weights too
-    target: float | None = None  # stop once the best agent scores this on fresh episodes; None = no target
-    target_episodes: int = DEFAULT_TARGET_EPISODES  # fresh episodes behind the target check
-    # The seed's own feature map and baseline (docs/config.md, "Seed-faithful options"):
-    intercept: str = "per-block"  # "shared": one intercept weight for every sign block
-    normalisation: str = "none"  # "running": features are observations standardised by a running scaler (mpiswim.normalise)
-    refit_every: int = DEFAULT_REFIT_EVERY  # running scaler: refit from its horizon every this many observations
-    horizon: int = DEFAULT_HORIZON  # running scaler: observations a refit looks back over
-    recency: float = DEFAULT_RECENCY  # running scaler: weight of an observation relative to the next newer one
-    baseline_target: str = "before-update"  # "after-update": the policy's target is G_t minus the baseline after its SGD step
-    precision: str = "float64"  # "float32": the policy's step directions are computed in float32
-    eta_travels: bool = False  # the baseline's eta is the winner's, carried with the promoted agent
-    common_action_noise: bool = False  # every rank's Beta draws come from one stream per iteration (start states stay per rank)
+    stall_timeout: float  # seconds; 0 = no stall watch (not part of the run: may change on resume)
+    learner: str  # how a rank improves its branch: REINFORCE episodes, or a step along the pooled random-search direction
+    search_noise: float  # random-search: standard deviation of the parameter perturbations
+    search_top: int  # random-search: directions kept for the step (the best by their better side); 0 = all
+    search_intercept: bool  # random-search: the directions move the intercept weights too
+    target: float | None  # stop once the best agent scores this on fresh episodes; None = no target
+    target_episodes: int  # fresh episodes behind the target check
+    # The seed-faithful options (docs/config.md, "Seed-faithful options"):
+    intercept: str  # "shared": one intercept weight for every sign block
+    normalisation: str  # "running": features are observations standardised by a running scaler (mpiswim.normalise)
+    refit_every: int  # running scaler: refit from its horizon every this many observations
+    horizon: int  # running scaler: observations a refit looks back over
+    recency: float  # running scaler: weight of an observation relative to the next newer one
+    baseline_target: str  # "after-update": the policy's target is G_t minus the baseline after its SGD step
+    precision: str  # "float32": the policy's step directions are computed in float32
+    eta_travels: bool  # the baseline's eta is the winner's, carried with the promoted agent
+    common_action_noise: bool  # every rank's Beta draws come from one stream per iteration (start states stay per rank)
 
     @property
     def scaler(self) -> tuple[int, int] | None:
@@ -228,13 +253,14 @@ def _check_keys(table: dict, allowed: dict, where: str) -> None:
             raise _fail(f"{where}{shown}", table[key], "unknown key", f"remove it ({hint})")
 
 
-def _get(doc: dict, section: str, key: str, default: Any = None) -> Any:
+def _get(doc: dict, section: str, key: str) -> Any:
+    """The value of [section] key, checked against SCHEMA's type; DEFAULTS' (or None) when it is left out."""
     expected, required = SCHEMA[section][key]
     table = doc.get(section, {})
     if key not in table:
         if required:
             raise _fail(f"[{section}] {key}", None, "missing", f"add '{key} = ...' to the [{section}] table (see `mpiswim config`)")
-        return default
+        return DEFAULTS[section].get(key)
     value = table[key]
     kinds = expected if isinstance(expected, tuple) else (expected,)
     # TOML booleans are Python ints: a bool is valid only where a bool is expected, and only a bool is.
@@ -243,9 +269,9 @@ def _get(doc: dict, section: str, key: str, default: Any = None) -> Any:
     return value
 
 
-def _one_of(doc: dict, section: str, key: str, default: str, choices: tuple[str, ...], what: str) -> str:
-    """A string key that must be one of `choices`; `default` when left out."""
-    value = _get(doc, section, key, default)
+def _one_of(doc: dict, section: str, key: str, choices: tuple[str, ...], what: str) -> str:
+    """A string key that must be one of `choices`."""
+    value = _get(doc, section, key)
     if value not in choices:
         raise _fail(f"[{section}] {key}", value, f"unknown {what}", f"use one of {', '.join(choices)}")
     return value
@@ -329,7 +355,7 @@ def _step_sizes(name: str, value: Any, world_size: int) -> tuple[float, ...]:
 
 
 def _observation_scale(value: Any) -> tuple[float, ...] | float:
-    """A positive number, or a list of them (its length is checked against the task in check_environment)."""
+    """A positive number, or a list of them (its length is checked against the task in mpiswim.env.check_task)."""
     field = "[policy] observation_scale"
     values = value if isinstance(value, list) else [value]
     if not values:
@@ -345,7 +371,7 @@ def _search(doc: dict, learner: str, iterate_episodes: int, evaluation_action: s
     if learner != "random-search":
         if "search" in doc:
             raise _fail("[search]", doc["search"], 'is used only by [pool] learner = "random-search"', 'remove the [search] table, or set learner = "random-search" in [pool]')
-        return DEFAULT_SEARCH_NOISE, 0, False
+        return DEFAULTS["search"]["noise"], DEFAULTS["search"]["top"], DEFAULTS["search"]["intercept"]
     if iterate_episodes % 2:
         raise _fail(
             "[pool] iterate_episodes",
@@ -355,14 +381,14 @@ def _search(doc: dict, learner: str, iterate_episodes: int, evaluation_action: s
         )
     if evaluation_action != "mean":
         raise _fail("[pool] evaluation_action", evaluation_action, "random-search branches act with the Beta mean, so they must be scored with it", 'set evaluation_action = "mean" in [pool]')
-    noise = float(_get(doc, "search", "noise", DEFAULT_SEARCH_NOISE))
+    noise = float(_get(doc, "search", "noise"))
     if not (math.isfinite(noise) and noise > 0):
-        raise _fail("[search] noise", noise, "must be a positive finite number", f"use a standard deviation such as {DEFAULT_SEARCH_NOISE}")
+        raise _fail("[search] noise", noise, "must be a positive finite number", f"use a standard deviation such as {DEFAULTS['search']['noise']}")
     directions = world_size * iterate_episodes // 2
-    top = _at_least("[search] top", _get(doc, "search", "top", 0), 0)  # 0 = all
+    top = _at_least("[search] top", _get(doc, "search", "top"), 0)  # 0 = all
     if top > directions:
         raise _fail("[search] top", top, f"is more than the {directions} directions of an iteration ({world_size} ranks x iterate_episodes / 2)", f"keep at most {directions}, or 0 for all")
-    return noise, top, _get(doc, "search", "intercept", False)
+    return noise, top, _get(doc, "search", "intercept")
 
 
 def _target(doc: dict) -> tuple[float | None, int]:
@@ -370,19 +396,19 @@ def _target(doc: dict) -> tuple[float | None, int]:
     target = _get(doc, "run", "target")
     if target is not None and not math.isfinite(target):
         raise _fail("[run] target", target, "is not a finite number", "give a score such as 150, or leave the key out for no target")
-    episodes = _at_most("[run] target_episodes", _at_least("[run] target_episodes", _get(doc, "run", "target_episodes", DEFAULT_TARGET_EPISODES), 1), MAX_EPISODES)
+    episodes = _at_most("[run] target_episodes", _at_least("[run] target_episodes", _get(doc, "run", "target_episodes"), 1), MAX_EPISODES)
     return (None if target is None else float(target)), episodes
 
 
 def _seed_options(doc: dict, learner: str, observation_scale: tuple[float, ...] | float) -> dict[str, Any]:
     """The seed-faithful [policy] keys and the [normalisation] table, as Config fields."""
     options = {
-        "intercept": _one_of(doc, "policy", "intercept", "per-block", INTERCEPTS, "intercept"),
-        "normalisation": _one_of(doc, "policy", "normalisation", "none", NORMALISATIONS, "normalisation"),
-        "baseline_target": _one_of(doc, "policy", "baseline_target", "before-update", BASELINE_TARGETS, "baseline target"),
-        "precision": _one_of(doc, "policy", "precision", "float64", PRECISIONS, "precision"),
-        "eta_travels": _get(doc, "policy", "eta_travels", False),
-        "common_action_noise": _get(doc, "pool", "common_action_noise", False),
+        "intercept": _one_of(doc, "policy", "intercept", INTERCEPTS, "intercept"),
+        "normalisation": _one_of(doc, "policy", "normalisation", NORMALISATIONS, "normalisation"),
+        "baseline_target": _one_of(doc, "policy", "baseline_target", BASELINE_TARGETS, "baseline target"),
+        "precision": _one_of(doc, "policy", "precision", PRECISIONS, "precision"),
+        "eta_travels": _get(doc, "policy", "eta_travels"),
+        "common_action_noise": _get(doc, "pool", "common_action_noise"),
     }
     changed = [(section, key) for key in options for section in ("policy", "pool") if key in doc.get(section, {})]
     if learner == "random-search" and changed:
@@ -393,11 +419,11 @@ def _seed_options(doc: dict, learner: str, observation_scale: tuple[float, ...] 
         if "normalisation" in doc:
             fix = 'remove the [normalisation] table, or set normalisation = "running" in [policy]'
             raise _fail("[normalisation]", doc["normalisation"], 'is used only with [policy] normalisation = "running"', fix)
-        return options
+        return options | DEFAULTS["normalisation"]  # the scaler's settings, unused without it
     if observation_scale != 1.0:
         raise _fail("[policy] observation_scale", observation_scale, 'has no effect with normalisation = "running" (the scaler sets the scale)', "remove observation_scale from [policy]")
-    refit_every = _at_least("[normalisation] refit_every", _get(doc, "normalisation", "refit_every", DEFAULT_REFIT_EVERY), 1)
-    horizon = _at_least("[normalisation] horizon", _get(doc, "normalisation", "horizon", DEFAULT_HORIZON), refit_every)
+    refit_every = _at_least("[normalisation] refit_every", _get(doc, "normalisation", "refit_every"), 1)
+    horizon = _at_least("[normalisation] horizon", _get(doc, "normalisation", "horizon"), refit_every)
     if horizon % refit_every or horizon // refit_every > MAX_STORED_CHUNKS:
         raise _fail(
             "[normalisation] horizon",
@@ -405,9 +431,9 @@ def _seed_options(doc: dict, learner: str, observation_scale: tuple[float, ...] 
             f"must be a multiple of refit_every ({refit_every}) and at most {MAX_STORED_CHUNKS} times it",
             f"use e.g. {refit_every * max(1, min(MAX_STORED_CHUNKS, round(horizon / refit_every)))}",
         )
-    recency = float(_get(doc, "normalisation", "recency", DEFAULT_RECENCY))
+    recency = float(_get(doc, "normalisation", "recency"))
     if not 0.0 < recency <= 1.0:
-        raise _fail("[normalisation] recency", recency, "must lie in (0, 1] (1 weighs every observation of the horizon alike)", f"use e.g. {DEFAULT_RECENCY}")
+        raise _fail("[normalisation] recency", recency, "must lie in (0, 1] (1 weighs every observation of the horizon alike)", f"use e.g. {DEFAULTS['normalisation']['recency']}")
     return dict(options, refit_every=refit_every, horizon=horizon, recency=recency)
 
 
@@ -449,13 +475,16 @@ def parse_config(
     text: str,
     world_size: int,
     base_dir: Path = Path("."),
-    check_env: bool = True,
     stored_step_sizes: dict[str, tuple[float, ...]] | None = None,
+    *,
+    check_env: object = None,
 ) -> Config:
     """Validate TOML text for a pool of `world_size` ranks; raise ConfigError on any problem.
 
-    `stored_step_sizes` (alpha/eta per rank) replaces the [ranks] values: a resumed
-    run takes them from its checkpoint, not from a file that may have moved.
+    Only the text is checked: whether Gymnasium can make the task is mpiswim.env.check_task's
+    question. `stored_step_sizes` (alpha/eta per rank) replaces the [ranks] values: a resumed
+    run takes them from its checkpoint, not from a file that may have moved. `check_env` is
+    deprecated and ignored (it goes once no caller passes it).
     """
     try:
         doc = tomllib.loads(text)
@@ -467,25 +496,25 @@ def parse_config(
             raise _fail(section, table, "must be a table", f"write it as a [{section}] section")
         _check_keys(table, SCHEMA[section], f"[{section}] ")
 
-    seed = _at_least("[run] seed", _get(doc, "run", "seed", 0), 0)
+    seed = _at_least("[run] seed", _get(doc, "run", "seed"), 0)
     iterations = _at_least("[run] iterations", _get(doc, "run", "iterations"), 1)
     T = _at_most("[env] T", _at_least("[env] T", _get(doc, "env", "T"), 1), MAX_T)
-    gamma = float(_get(doc, "env", "gamma", 1.0))
+    gamma = float(_get(doc, "env", "gamma"))
     if not 0.0 <= gamma <= 1.0:
         raise _fail("[env] gamma", gamma, "must lie in [0, 1]", "use a discount such as 1.0 or 0.99")
     iterate_episodes = _at_most("[pool] iterate_episodes", _at_least("[pool] iterate_episodes", _get(doc, "pool", "iterate_episodes"), 1), MAX_EPISODES)
     evaluate_episodes = _at_most("[pool] evaluate_episodes", _at_least("[pool] evaluate_episodes", _get(doc, "pool", "evaluate_episodes"), 1), MAX_EPISODES)
-    patience = _at_least("[pool] patience", _get(doc, "pool", "patience", 0), 0)
-    evaluation_action = _one_of(doc, "pool", "evaluation_action", "sample", EVALUATION_ACTIONS, "evaluation action")
-    learner = _one_of(doc, "pool", "learner", "reinforce", LEARNERS, "learner")
+    patience = _at_least("[pool] patience", _get(doc, "pool", "patience"), 0)
+    evaluation_action = _one_of(doc, "pool", "evaluation_action", EVALUATION_ACTIONS, "evaluation action")
+    learner = _one_of(doc, "pool", "learner", LEARNERS, "learner")
     search_noise, search_top, search_intercept = _search(doc, learner, iterate_episodes, evaluation_action, world_size)
     target, target_episodes = _target(doc)
-    max_degenerate = _at_least("[pool] max_degenerate_iterations", _get(doc, "pool", "max_degenerate_iterations", 10), 1)
-    features = _one_of(doc, "policy", "features", "signed", FEATURE_MAPS, "feature map")
-    update = _one_of(doc, "policy", "update", "unit-density", UPDATE_RULES, "update rule")
-    baseline = _one_of(doc, "policy", "baseline", "state", BASELINES, "baseline")
+    max_degenerate = _at_least("[pool] max_degenerate_iterations", _get(doc, "pool", "max_degenerate_iterations"), 1)
+    features = _one_of(doc, "policy", "features", FEATURE_MAPS, "feature map")
+    update = _one_of(doc, "policy", "update", UPDATE_RULES, "update rule")
+    baseline = _one_of(doc, "policy", "baseline", BASELINES, "baseline")
 
-    observation_scale = _observation_scale(_get(doc, "policy", "observation_scale", 1.0))
+    observation_scale = _observation_scale(_get(doc, "policy", "observation_scale"))
     seed_options = _seed_options(doc, learner, observation_scale)
 
     ranks = doc.get("ranks", {})
@@ -511,20 +540,10 @@ def parse_config(
     env_id = _get(doc, "env", "id")
     if not env_id.isprintable():
         raise _fail("[env] id", env_id, "contains control characters", "use a Gymnasium id such as 'Swimmer-v5'")
-    if check_env:
-        from mpiswim.env import check_environment
 
-        obs_dim, _ = check_environment(env_id, features)
-        if isinstance(observation_scale, tuple) and len(observation_scale) != obs_dim:
-            raise _fail(
-                "[policy] observation_scale",
-                list(observation_scale),
-                f"has {len(observation_scale)} entries but {env_id} has {obs_dim} observation values",
-                f"give exactly {obs_dim} numbers, or a single number for all",
-            )
-
-    name = _text("[run] name", _get(doc, "run", "name", "mpiswim"))
-    out = _text("[run] out", _get(doc, "run", "out", default_out(name)))
+    name = _text("[run] name", _get(doc, "run", "name"))
+    out = _get(doc, "run", "out")
+    out = _text("[run] out", default_out(name) if out is None else out)
     if not out:
         raise _fail("[run] out", out, "is empty", f'give a file name such as "{default_out(name)}", or leave the key out for that name')
     return Config(
@@ -539,7 +558,7 @@ def parse_config(
         evaluate_episodes=evaluate_episodes,
         patience=patience,
         max_degenerate_iterations=max_degenerate,
-        common_evaluation=_get(doc, "pool", "common_evaluation", False),
+        common_evaluation=_get(doc, "pool", "common_evaluation"),
         evaluation_action=evaluation_action,
         features=features,
         update=update,
@@ -549,7 +568,7 @@ def parse_config(
         eta=steps["eta"],
         world_size=world_size,
         toml_text=text,
-        stall_timeout=check_stall_timeout("[run] stall_timeout", _get(doc, "run", "stall_timeout", DEFAULT_STALL_TIMEOUT)),
+        stall_timeout=check_stall_timeout("[run] stall_timeout", _get(doc, "run", "stall_timeout")),
         learner=learner,
         search_noise=search_noise,
         search_top=search_top,
@@ -604,7 +623,7 @@ def check_overridden(text: str) -> Config:
     """Validate a config that `mpiswim config --set` printed, for the pool its [ranks] lists imply (1 rank without lists)."""
     ranks = tomllib.loads(text).get("ranks", {})
     lists = [len(value) for value in ranks.values() if isinstance(value, list)]
-    return parse_config(text, lists[0] if lists else 1, check_env=False)
+    return parse_config(text, lists[0] if lists else 1)
 
 
 def load_config(path: str | Path, world_size: int, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -616,3 +635,49 @@ def load_config(path: str | Path, world_size: int, overrides: list[str] | tuple[
         reason = error.strerror.lower() if isinstance(error, OSError) and error.strerror else f"{error.__class__.__name__}: {error}"  # "no such file or directory", "is a directory"
         raise ConfigError(f"config error: cannot read config file '{path}' ({reason}). Fix: check the path, or print an example with `mpiswim config > my.toml`.") from None
     return parse_config(apply_overrides(text, overrides) if overrides else text, world_size, base_dir=path.parent)
+
+
+def written_before_new_defaults(written_by: str | None) -> bool:
+    """Whether mpiswim `written_by` (a checkpoint's versions["mpiswim"]) predates NEW_DEFAULTS_SINCE.
+
+    A missing or unreadable version counts as old: files without one were all written before 0.2.0.
+    """
+    match = re.match(r"\s*(\d+)\.(\d+)", written_by) if isinstance(written_by, str) else None
+    return match is None or (int(match[1]), int(match[2])) < NEW_DEFAULTS_SINCE
+
+
+def make_explicit(text: str, values: dict[str, dict[str, Any]]) -> str:
+    """`text` with every key of `values` that it leaves out written in, marked by a comment (comments and layout kept).
+
+    Text that is not TOML, or whose section is not a table, comes back unchanged: parse_config names the problem.
+    """
+    import tomlkit
+
+    try:
+        document = tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError:
+        return text
+    added = False
+    for section, keys in values.items():
+        if section not in document:
+            document[section] = tomlkit.table()
+        table = document[section]
+        if not isinstance(table, dict):
+            return text
+        for key, value in keys.items():
+            if key not in table:
+                table.add(key, tomlkit.item(value).comment("made explicit: the value a left-out key meant before mpiswim 0.2.0"))
+                added = True
+    return tomlkit.dumps(document) if added else text
+
+
+def parse_stored_config(config_toml: str, world_size: int, stored_step_sizes: dict[str, tuple[float, ...]] | None, written_by: str | None) -> Config:
+    """The Config that a checkpoint's stored config text meant when mpiswim `written_by` wrote it.
+
+    Before 0.2.0 a key of LEGACY_DEFAULTS left out meant its old value, so those keys are
+    written into the text first; the Config's toml_text is that explicit text, so a resumed
+    run that stores it again keeps the meaning. `written_by` is the "mpiswim" entry of the
+    checkpoint's versions attribute (None when missing); `stored_step_sizes` as in parse_config.
+    """
+    text = make_explicit(config_toml, LEGACY_DEFAULTS) if written_before_new_defaults(written_by) else config_toml
+    return parse_config(text, world_size, stored_step_sizes=stored_step_sizes)

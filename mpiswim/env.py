@@ -61,9 +61,16 @@ class Task:
     normalisation: tuple[int, float] | None = None  # (refit_every, recency): phi = [1, running-scaled s]
 
 
-def check_environment(env_id: str, features: str) -> tuple[int, int]:
-    """Check that env_id is usable by mpiswim; return (obs_dim, action_dim) or raise ConfigError."""
+def check_task(cfg: Config) -> tuple[int, int]:
+    """Check that Gymnasium can make the config's task and that the config fits it; return (obs_dim, action_dim).
+
+    The task must be known, with a bounded 1-D Box action space and a 1-D Box observation
+    space; the signed coding must fit its observation size and a list observation_scale
+    must have one entry per observation value. Any problem is a ConfigError.
+    """
     import gymnasium as gym
+
+    env_id, features, scale = cfg.env_id, cfg.features, cfg.observation_scale
 
     try:
         env = gym.make(env_id)
@@ -90,6 +97,11 @@ def check_environment(env_id: str, features: str) -> tuple[int, int]:
         raise ConfigError(
             f"config error: [policy] features = 'signed': {env_id} has {obs_dim} observation values, so the signed coding "
             f'would need 2^{obs_dim} blocks (at most 2^{MAX_SIGNED_OBS_DIM} allowed). Fix: set features = "linear" in [policy].'
+        )
+    if isinstance(scale, tuple) and len(scale) != obs_dim:
+        raise ConfigError(
+            f"config error: [policy] observation_scale = {list(scale)!r}: has {len(scale)} entries but {env_id} has {obs_dim} observation values. "
+            f"Fix: give exactly {obs_dim} numbers, or a single number for all."
         )
     return obs_dim, action_space.shape[0]
 

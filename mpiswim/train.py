@@ -30,7 +30,7 @@ import numpy as np
 
 from mpiswim.checkpoint import CheckpointError, CheckpointWriter, check_checkpoint, claim, initial_capacity, is_checkpoint, load_checkpoint, read_raw
 from mpiswim.config import DEFAULT_CONFIG, SCHEMA, Config, ConfigError, apply_overrides, check_stall_timeout, load_config, parse_config, set_up_stall_timeout
-from mpiswim.env import Task, Trajectory, check_environment, task_for
+from mpiswim.env import Task, Trajectory, check_task, task_for
 from mpiswim.launcher import resume_command
 from mpiswim.policy import initial_agent
 from mpiswim.pool import broadcast_object, combine_stops, end_of_run, fresh_score, pool_iteration
@@ -194,6 +194,7 @@ def resume(source: Path, out: Path, world_size: int, iterations: int | None, giv
             )
         steps = {name: tuple(float(v) for v in checkpoint.hyperparameters[name]) for name in ("alpha", "eta")}
         cfg = parse_config(checkpoint.config_toml, world_size, stored_step_sizes=steps)
+        check_task(cfg)  # the task may no longer be there (another Gymnasium)
         if given is not None:
             differences = config_differences(cfg, given)
             if differences:
@@ -243,7 +244,7 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
     if getattr(args, "resume_if_exists", False) and out.exists() and not out.is_dir():
         return resume(out, out, world_size, cfg.iterations, given=cfg)
     replace = check_out_path(out, force, args.config, cfg.iterations)
-    obs_dim, action_dim = check_environment(cfg.env_id, cfg.features)
+    obs_dim, action_dim = check_task(cfg)
     state = initial_state(initial_agent(obs_dim, action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels))
     existing = claim(out) if replace else None  # --force: the old checkpoint, unless another job holds it
     return Setup(cfg, out, state), [], open_writer(out, cfg, state, [], existing)

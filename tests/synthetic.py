@@ -53,7 +53,7 @@ def write_synthetic_checkpoint(path: Path, rows: int = len(WINNERS), planned: in
     # the agents below are signed-coding agents with the state-only baseline
     overrides += [f"run.iterations={planned}", 'policy.features="signed"', 'policy.baseline="state"', f'pool.evaluation_action="{evaluation_action}"']
     text = apply_overrides(DEFAULT_CONFIG, overrides)
-    cfg = parse_config(text, 3, check_env=False)
+    cfg = parse_config(text, 3)
     zero = initial_agent(8, 2, "signed")
     best = Agent(np.full_like(zero.policy, BEST_MARK), zero.baseline.copy())
     current = Agent(np.full_like(zero.policy, CURRENT_MARK), zero.baseline.copy())

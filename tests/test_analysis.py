@@ -311,6 +311,12 @@ T = 60
 [pool]
 iterate_episodes = 2
 evaluate_episodes = 2
+common_evaluation = false
+evaluation_action = "sample"
+[policy]
+features = "signed"
+update = "unit-density"
+baseline = "state"
 [ranks]
 alpha = 1e-4
 eta = 1e-3

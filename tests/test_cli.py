@@ -41,7 +41,7 @@ def test_config_prints_a_valid_commented_default():
     assert "#" in text
     document = tomllib.loads(text)
     assert set(document) == {"run", "env", "pool", "policy", "ranks"}
-    assert parse_config(text, 3, check_env=False).alpha == pytest.approx((1e-6, 1e-5, 1e-4), rel=1e-12)
+    assert parse_config(text, 3).alpha == pytest.approx((1e-6, 1e-5, 1e-4), rel=1e-12)
 
 
 def test_info_json_summarises_the_checkpoint(small_run):
@@ -207,7 +207,7 @@ def run_without_winner(tmp_path) -> Path:
     text = re.sub(r"(?m)^iterations = \d+", "iterations = 2", DEFAULT_CONFIG)
     text = re.sub(r"(?m)^T = \d+", "T = 30", text)
     text = re.sub(r"(?m)^features = .*$", 'features = "signed"', text)
-    cfg = parse_config(text, 1, check_env=False)
+    cfg = parse_config(text, 1)
     agent = initial_agent(8, 2, "signed", cfg.time_feature)
     degenerate = IterationRecord(
         scores=np.array([-np.inf]), winner=-1, train_returns=np.zeros((1, cfg.iterate_episodes)), timings=np.zeros((1, 4)), degenerate=np.array([True]), fell_back=False, best_score=-np.inf
@@ -237,7 +237,7 @@ def test_trainings_progress_line_without_a_winner_says_so():
     from mpiswim.state import IterationRecord, PoolState
     from mpiswim.train import progress_line
 
-    cfg = parse_config(DEFAULT_CONFIG, 2, check_env=False)
+    cfg = parse_config(DEFAULT_CONFIG, 2)
     agent = initial_agent(8, 2, cfg.features, cfg.time_feature)
     record = IterationRecord(np.full(2, -np.inf), -1, np.zeros((2, 1)), np.zeros((2, 4)), np.array([True, True]), False, -np.inf)
     line = progress_line(cfg, PoolState(1, agent, agent, -np.inf, -1, 0, 1), record, elapsed=3.0, eta=None)
@@ -250,11 +250,11 @@ def test_the_default_config_leaves_out_to_the_runs_name():
     from mpiswim.config import DEFAULT_CONFIG, default_out, file_name_for
 
     assert "out" not in tomllib.loads(DEFAULT_CONFIG)["run"] and "# out = " in DEFAULT_CONFIG  # a commented line says the default
-    assert parse_config(DEFAULT_CONFIG, 2, check_env=False).out == "runs/swimmer-default.h5"
+    assert parse_config(DEFAULT_CONFIG, 2).out == "runs/swimmer-default.h5"
     assert file_name_for("my run/2: final") == "my-run-2-final" and file_name_for("../..") == "run" and file_name_for(".hidden") == "hidden"
     assert default_out("Schwimmer ü") == "runs/Schwimmer.h5"
     given = DEFAULT_CONFIG.replace("[run]\n", '[run]\nout = "elsewhere.h5"\n')
-    assert parse_config(given, 2, check_env=False).out == "elsewhere.h5"
+    assert parse_config(given, 2).out == "elsewhere.h5"
 
 
 def test_a_config_without_out_writes_runs_name_h5(tmp_path):
@@ -322,7 +322,10 @@ def test_train_whose_stdout_reader_has_gone_trains_on_to_the_end(tmp_path):
     the last completed iteration, docs/faults.md.)
     """
     config = tmp_path / "tiny.toml"
-    config.write_text('[run]\nname = "pipe"\niterations = 3\n[env]\nid = "Swimmer-v5"\nT = 30\n[pool]\niterate_episodes = 1\nevaluate_episodes = 1\n[ranks]\nalpha = 1e-4\neta = 1e-3\n')
+    config.write_text(
+        '[run]\nname = "pipe"\niterations = 3\n[env]\nid = "Swimmer-v5"\nT = 30\n[pool]\niterate_episodes = 1\nevaluate_episodes = 1\ncommon_evaluation = false\n'
+        'evaluation_action = "sample"\n[policy]\nfeatures = "signed"\nupdate = "unit-density"\nbaseline = "state"\n[ranks]\nalpha = 1e-4\neta = 1e-3\n'
+    )
     result = run_with_closed_stdout("train", "--config", str(config), "--out", "run.h5", cwd=tmp_path)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     check = subprocess.run([*MPISWIM, "check", "run.h5"], capture_output=True, text=True, timeout=240, cwd=tmp_path)

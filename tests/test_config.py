@@ -10,8 +10,22 @@ import gymnasium as gym
 import h5py
 import numpy as np
 import pytest
+import tomlkit
 
-from mpiswim.config import DEFAULT_CONFIG, DEFAULT_STALL_TIMEOUT, ConfigError, check_stall_timeout, load_config, parse_config, set_up_stall_timeout
+from mpiswim.config import (
+    DEFAULT_CONFIG,
+    DEFAULT_STALL_TIMEOUT,
+    DEFAULTS,
+    LEGACY_DEFAULTS,
+    SCHEMA,
+    ConfigError,
+    check_stall_timeout,
+    load_config,
+    parse_config,
+    parse_stored_config,
+    set_up_stall_timeout,
+)
+from mpiswim.env import check_task
 
 MINIMAL = """\
 [run]
@@ -38,9 +52,12 @@ class UnboundedActions(gym.Env):
 gym.register("MpiswimTest/Unbounded-v0", entry_point=UnboundedActions)
 
 
-def problem(text: str, world_size: int = 2, **kwargs) -> str:
+def problem(text: str, world_size: int = 2, task: bool = False, **kwargs) -> str:
+    """The one-line ConfigError of parse_config (with task=True: of check_task on its Config)."""
     with pytest.raises(ConfigError) as caught:
-        parse_config(text, world_size, **kwargs)
+        cfg = parse_config(text, world_size, **kwargs)
+        if task:
+            check_task(cfg)
     message = str(caught.value)
     assert message.startswith("config error") and "Fix:" in message and "\n" not in message
     return message
@@ -57,14 +74,70 @@ def test_the_embedded_default_is_valid_for_any_pool_size():
 
 
 def test_a_minimal_config_gets_the_documented_defaults():
-    """Left-out keys keep their first meaning, so configs stored in older checkpoints resume unchanged."""
+    """A key left out means the embedded default's value (since 0.2.0)."""
     cfg = parse_config(MINIMAL, 2)
-    assert (cfg.seed, cfg.gamma, cfg.patience, cfg.features, cfg.update) == (0, 1.0, 0, "signed", "unit-density")
-    assert cfg.baseline == "state" and not cfg.time_feature  # the seed's state-only baseline
-    assert cfg.evaluation_action == "sample"
-    assert cfg.common_evaluation is False
-    assert parse_config(MINIMAL.replace("evaluate_episodes = 2", "evaluate_episodes = 2\ncommon_evaluation = true"), 2).common_evaluation is True
+    assert (cfg.seed, cfg.gamma, cfg.patience, cfg.features, cfg.update) == (0, 1.0, 0, "linear", "tanh-density")
+    assert cfg.baseline == "state-time" and cfg.time_feature
+    assert cfg.evaluation_action == "mean"
+    assert cfg.common_evaluation is True
+    assert parse_config(MINIMAL.replace("evaluate_episodes = 2", "evaluate_episodes = 2\ncommon_evaluation = false"), 2).common_evaluation is False
     assert cfg.alpha == (1e-4, 1e-4) and cfg.eta == (1e-3, 1e-3)
+    assert (cfg.name, cfg.out) == ("mpiswim", "runs/mpiswim.h5")
+
+
+def without_defaults(text: str) -> str:
+    """`text` with every key that has a default removed (comments and layout kept)."""
+    document = tomlkit.parse(text)
+    for section, keys in DEFAULTS.items():
+        for key in keys:
+            document.get(section, {}).pop(key, None)
+    return tomlkit.dumps(document)
+
+
+def test_a_key_left_out_means_the_embedded_defaults_value():
+    """One set of defaults: the embedded default and a config that leaves out every optional key are the same run."""
+    full = parse_config(DEFAULT_CONFIG, 4)
+    bare_text = without_defaults(DEFAULT_CONFIG)
+    required = {(section, key) for section, keys in SCHEMA.items() for key, (_, needed) in keys.items() if needed}
+    assert {(section, key) for section, table in tomllib.loads(bare_text).items() for key in table} == required | {("ranks", "alpha"), ("ranks", "eta")}
+    left_out = parse_config(bare_text, 4)
+    assert dataclasses.replace(left_out, name=full.name, out=full.out, toml_text=full.toml_text) == full
+
+
+STORED = MINIMAL.replace("[ranks]", "[policy]\nobservation_scale = 1.0\n[ranks]")  # [pool] without the five keys, [policy] without them
+
+
+@pytest.mark.parametrize("written_by", [None, "", "0.1.0", "0.1.7", "not a version"])
+def test_a_config_stored_before_0_2_0_keeps_the_old_meaning_of_left_out_keys(written_by):
+    cfg = parse_stored_config(STORED, 2, None, written_by)
+    old = {key: value for keys in LEGACY_DEFAULTS.values() for key, value in keys.items()}
+    assert {key: getattr(cfg, key) for key in old} == old == {
+        "common_evaluation": False,
+        "evaluation_action": "sample",
+        "features": "signed",
+        "update": "unit-density",
+        "baseline": "state",
+    }
+    assert cfg.toml_text.count("made explicit") == 5 and cfg.toml_text.startswith(STORED.split("[pool]")[0])
+    assert parse_config(cfg.toml_text, 2) == cfg  # a resumed run stores the explicit text: it keeps the meaning
+    assert parse_stored_config(STORED, 2, {"alpha": (1e-5, 1e-4), "eta": (1e-3, 1e-3)}, written_by).alpha == (1e-5, 1e-4)
+
+
+@pytest.mark.parametrize("written_by", ["0.2.0", "0.2.1.dev3", "1.0"])
+def test_a_config_stored_since_0_2_0_means_the_new_defaults(written_by):
+    cfg = parse_stored_config(STORED, 2, None, written_by)
+    assert cfg == parse_config(STORED, 2) and cfg.toml_text == STORED
+    assert (cfg.common_evaluation, cfg.evaluation_action, cfg.features, cfg.update, cfg.baseline) == (True, "mean", "linear", "tanh-density", "state-time")
+
+
+def test_stored_keys_that_are_given_stay_as_they_are():
+    given = MINIMAL.replace("evaluate_episodes = 2", 'evaluate_episodes = 2\nevaluation_action = "mean"').replace("[ranks]", '[policy]\nfeatures = "linear"\n[ranks]')
+    cfg = parse_stored_config(given, 2, None, "0.1.0")
+    assert (cfg.evaluation_action, cfg.features, cfg.update, cfg.common_evaluation) == ("mean", "linear", "unit-density", False)
+    assert cfg.toml_text.count("made explicit") == 3
+    assert parse_stored_config(DEFAULT_CONFIG, 2, None, "0.1.0").toml_text == DEFAULT_CONFIG  # nothing left out: unchanged
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_stored_config("[pool\n", 2, None, "0.1.0")
 
 
 def test_the_seed_config_has_ten_ranks_with_a_cautious_first_member():
@@ -195,20 +268,22 @@ def test_stall_timeout_defaults_to_ten_minutes_and_0_turns_the_watch_off():
 
 
 def test_unknown_environment_id():
-    message = problem(MINIMAL.replace("Swimmer-v5", "Swimmmer-v5"))
+    assert parse_config(MINIMAL.replace("Swimmer-v5", "Swimmmer-v5"), 2).env_id == "Swimmmer-v5"  # the text alone is fine
+    message = problem(MINIMAL.replace("Swimmer-v5", "Swimmmer-v5"), task=True)
     assert "[env] id" in message and "Swimmmer-v5" in message
 
 
 def test_unbounded_action_space():
-    message = problem(MINIMAL.replace("Swimmer-v5", "MpiswimTest/Unbounded-v0").replace("[ranks]", "[policy]\nfeatures = 'linear'\n[ranks]"))
+    message = problem(MINIMAL.replace("Swimmer-v5", "MpiswimTest/Unbounded-v0").replace("[ranks]", "[policy]\nfeatures = 'linear'\n[ranks]"), task=True)
     assert "unbounded" in message and "MpiswimTest/Unbounded-v0" in message
 
 
 def test_signed_coding_too_large_for_the_observation_size():
-    message = problem(MINIMAL.replace("Swimmer-v5", "HalfCheetah-v5"))
+    signed = MINIMAL.replace("Swimmer-v5", "HalfCheetah-v5").replace("[ranks]", "[policy]\nfeatures = 'signed'\n[ranks]")
+    message = problem(signed, task=True)
     assert "[policy] features" in message and "2^17" in message and 'features = "linear"' in message
     linear = MINIMAL.replace("Swimmer-v5", "HalfCheetah-v5").replace("[ranks]", "[policy]\nfeatures = 'linear'\n[ranks]")
-    assert parse_config(linear, 2).features == "linear"
+    assert check_task(parse_config(linear, 2)) == (17, 6)
 
 
 def test_unreadable_config_files(tmp_path):
@@ -281,7 +356,7 @@ def test_config_text_is_kept_verbatim():
     [("0", "positive"), ("-2.0", "positive"), ("nan", "positive"), ("[]", "empty"), ('"big"', "expected"), ("[1.0, 2.0]", "2 entries but Swimmer-v5 has 8")],
 )
 def test_observation_scale_must_be_positive_and_fit_the_task(value, expected):
-    message = problem(MINIMAL + f"[policy]\nobservation_scale = {value}\n")
+    message = problem(MINIMAL + f"[policy]\nobservation_scale = {value}\n", task=True)
     assert "[policy] observation_scale" in message and expected in message
 
 

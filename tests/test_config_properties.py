@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from mpiswim import env
 from mpiswim.config import (
     BASELINE_TARGETS,
     BASELINES,
@@ -46,8 +47,8 @@ P = 3  # pool size of the generated configs
 BASE = {
     "run": {"name": "properties", "seed": 1, "iterations": 3, "out": "run.h5"},
     "env": {"id": "Swimmer-v5", "T": 40, "gamma": 1.0},
-    "pool": {"iterate_episodes": 2, "evaluate_episodes": 2},
-    "policy": {"features": "signed", "update": "unit-density"},
+    "pool": {"iterate_episodes": 2, "evaluate_episodes": 2, "common_evaluation": False, "evaluation_action": "sample"},
+    "policy": {"features": "signed", "update": "unit-density", "baseline": "state"},
     "ranks": {"alpha": 1e-4, "eta": 1e-3},
 }
 # The [search] table's fields are tried on a random-search pool: 3 ranks x 2 / 2 = 3 directions an iteration.
@@ -137,7 +138,7 @@ VALID = {
     ("run", "stall_timeout"): lambda v: is_number(v) and (v == 0 or (math.isfinite(v) and v >= 1)),
     ("run", "target"): lambda v: is_number(v) and math.isfinite(v),
     ("run", "target_episodes"): lambda v: is_int(v) and 1 <= v <= MAX_EPISODES,
-    ("env", "id"): lambda v: isinstance(v, str) and v.isprintable(),  # whether Gymnasium knows it: check_env
+    ("env", "id"): lambda v: isinstance(v, str) and v.isprintable(),  # whether Gymnasium knows it: mpiswim.env.check_task
     ("env", "T"): lambda v: is_int(v) and 1 <= v <= MAX_T,
     ("env", "gamma"): lambda v: is_number(v) and 0 <= v <= 1,
     ("pool", "iterate_episodes"): lambda v: is_int(v) and 1 <= v <= MAX_EPISODES,
@@ -150,7 +151,7 @@ VALID = {
     ("policy", "baseline"): lambda v: v in BASELINES,
     ("policy", "features"): lambda v: v in FEATURE_MAPS,
     ("policy", "update"): lambda v: v in UPDATE_RULES,
-    # a list's length is checked against the task, which these tests leave out (check_env=False)
+    # a list's length is checked against the task by mpiswim.env.check_task, which these tests leave out
     ("policy", "observation_scale"): lambda v: is_step(v) or (isinstance(v, list) and len(v) > 0 and all(is_step(x) for x in v)),
     ("ranks", "alpha"): lambda v: is_step(v) or is_spread(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
     ("ranks", "eta"): lambda v: is_step(v) or is_spread(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
@@ -172,10 +173,13 @@ VALID = {
 FIELDS = sorted(VALID)
 
 
-def validate(text: str, world_size: int = P, **kwargs) -> Config | None:
-    """parse_config's verdict: a Config, or None after checking the ConfigError is one clean message."""
+def validate(text: str, world_size: int = P, check_task: bool = False, **kwargs) -> Config | None:
+    """parse_config's verdict (and check_task's): a Config, or None after checking the ConfigError is one clean message."""
     try:
-        return parse_config(text, world_size, check_env=kwargs.pop("check_env", False), **kwargs)
+        cfg = parse_config(text, world_size, **kwargs)
+        if check_task:
+            env.check_task(cfg)
+        return cfg
     except ConfigError as error:
         message = str(error)
         assert message.startswith("config error") and "Fix:" in message and "\n" not in message, message
@@ -240,7 +244,7 @@ def test_step_size_lists_must_have_one_entry_per_rank(name, steps):
     document = copy.deepcopy(BASE)
     document["ranks"][name] = steps
     try:
-        parse_config(to_toml(document), P, check_env=False)
+        parse_config(to_toml(document), P)
     except ConfigError as error:
         assert f"[ranks] {name}" in str(error) and f"has {len(steps)} entries but the pool has {P} ranks" in str(error)
     else:
@@ -253,7 +257,7 @@ def test_step_size_lists_must_have_one_entry_per_rank(name, steps):
 def test_environment_ids_are_checked_without_tracebacks(env_id):
     document = copy.deepcopy(BASE)
     document["env"]["id"] = env_id
-    validate(to_toml(document), check_env=True)
+    validate(to_toml(document), check_task=True)
 
 
 # --- HDF5 hyperparameter files -----------------------------------------------------------

@@ -291,7 +291,7 @@ def test_a_full_disk_during_the_run_costs_nothing_the_rows_are_preallocated(tmp_
 def test_a_failed_write_says_what_the_file_holds_and_advises_on_space_only_for_space(tmp_path, small_disk, reference, capsys):
     """When a write does fail (the file has to grow on a full disk; an I/O error), rank 0 says what is really at the path."""
     one, two = (load_checkpoint(write_synthetic_checkpoint(tmp_path / f"{rows}.h5", rows=rows)) for rows in (1, 2))
-    cfg = parse_config(one.config_toml, one.world_size, check_env=False)
+    cfg = parse_config(one.config_toml, one.world_size)
     out = small_disk / "run.h5"
     writer = CheckpointWriter.create(out, cfg, one.state, one.records, capacity=1)  # full after one iteration
     fill(small_disk)
@@ -384,7 +384,7 @@ def test_check_command_prints_one_ok_line_or_names_the_problem(tmp_path, referen
     checkpoint = load_checkpoint(reference)
     records = [dataclasses.replace(r) for r in checkpoint.records]
     records[1].winner = (records[1].winner + 1) % RANKS
-    save_checkpoint(broken, parse_config(checkpoint.config_toml, RANKS, check_env=False), checkpoint.state, records)
+    save_checkpoint(broken, parse_config(checkpoint.config_toml, RANKS), checkpoint.state, records)
     result = subprocess.run([*command, str(broken)], capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 2
     assert "/pool/winner[1]" in result.stderr and "Fix:" in result.stderr and result.stderr.count("\n") == 1
@@ -420,6 +420,6 @@ def test_a_resumed_version_1_file_becomes_version_2_with_the_same_numbers(tmp_pa
 
 def test_the_file_size_estimate_covers_the_real_checkpoint(reference):
     checkpoint = load_checkpoint(reference)
-    cfg = parse_config(checkpoint.config_toml, RANKS, check_env=False)
+    cfg = parse_config(checkpoint.config_toml, RANKS)
     policy = checkpoint.state.agent.policy
     assert file_size(cfg, policy.shape[-1] - 1, policy.shape[2], rows=ITERATIONS) >= reference.stat().st_size

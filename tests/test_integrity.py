@@ -162,7 +162,7 @@ def test_resume_into_another_file_continues_there_and_leaves_the_source_untouche
 def five_then_six(tmp_path):
     """A writer holding the synthetic run's first five iterations, and the sixth to append."""
     five, six = (load_checkpoint(write_synthetic_checkpoint(tmp_path / f"{rows}.h5", rows=rows)) for rows in (5, 6))
-    cfg = parse_config(five.config_toml, five.world_size, check_env=False)
+    cfg = parse_config(five.config_toml, five.world_size)
     writer = CheckpointWriter.create(tmp_path / "run.h5", cfg, five.state, five.records, capacity=10)
     yield writer, five, six
     writer.close()
@@ -212,7 +212,7 @@ def test_a_crash_at_any_point_of_a_write_leaves_a_complete_iteration(five_then_s
 def test_the_bytes_written_per_iteration_do_not_grow_with_the_run(tmp_path, monkeypatch):
     """Append 1000 iterations: the bytes written for iteration 10 and for iteration 1000 are the same."""
     six = load_checkpoint(write_synthetic_checkpoint(tmp_path / "six.h5", planned=1000))
-    cfg = parse_config(six.config_toml, six.world_size, check_env=False)
+    cfg = parse_config(six.config_toml, six.world_size)
     record = six.records[-1]
     monkeypatch.setattr(ckpt.os, "fsync", lambda fd: None)  # counting bytes, not timing the disk
     state = six.state

@@ -93,7 +93,7 @@ def random_agent(rng: np.random.Generator, time_feature: bool = False) -> Agent:
     return agent
 
 
-BASE_CONFIG = parse_config(DEFAULT_CONFIG, 1, check_env=False)
+BASE_CONFIG = parse_config(DEFAULT_CONFIG, 1)
 
 
 def update_agent(agent: Agent, trajectory: Trajectory, alpha: float, eta: float, gamma: float, rule: str, time_feature: bool = False, **options) -> Agent:

@@ -31,6 +31,13 @@ gamma = 1.0
 [pool]
 iterate_episodes = 2
 evaluate_episodes = 2
+common_evaluation = false
+evaluation_action = "sample"
+
+[policy]
+features = "signed"
+update = "unit-density"
+baseline = "state"
 
 [ranks]
 alpha = {alpha}
@@ -86,11 +93,13 @@ def test_broadcast_gives_every_rank_the_roots_parameters_bit_for_bit(tmp_path):
 
 
 # The seed-faithful options on the tiny config: scalers refit within an episode, so every part of the agent moves.
-SEED_FAITHFUL = TINY_CONFIG.replace("eta = 1e-3", "eta = [1e-3, 1e-2, 1e-1]").replace(
-    "[ranks]",
-    '[policy]\nfeatures = "signed"\nupdate = "tanh-density"\nintercept = "shared"\nnormalisation = "running"\n'
-    'baseline_target = "after-update"\nprecision = "float32"\neta_travels = true\n\n'
-    "[normalisation]\nrefit_every = 30\nhorizon = 90\n\n[ranks]",
+SEED_FAITHFUL = (
+    TINY_CONFIG.replace("eta = 1e-3", "eta = [1e-3, 1e-2, 1e-1]")
+    .replace(
+        'update = "unit-density"\n',
+        'update = "tanh-density"\nintercept = "shared"\nnormalisation = "running"\nbaseline_target = "after-update"\nprecision = "float32"\neta_travels = true\n',
+    )
+    .replace("[ranks]", "[normalisation]\nrefit_every = 30\nhorizon = 90\n\n[ranks]")
 )
 
 
@@ -103,8 +112,10 @@ def test_pool_iteration_picks_argmax_and_replaces_every_agent(tmp_path, config):
     assert (tmp_path / "pool.ok").exists()
 
 
-SEARCH_CONFIG = TINY_CONFIG.replace("iterate_episodes = 2", 'learner = "random-search"\niterate_episodes = 4\nevaluation_action = "mean"\ncommon_evaluation = true').replace(
-    "eta = 1e-3", "[search]\nnoise = 0.1"
+SEARCH_CONFIG = (
+    TINY_CONFIG.replace("iterate_episodes = 2", 'learner = "random-search"\niterate_episodes = 4')
+    .replace('common_evaluation = false\nevaluation_action = "sample"', 'evaluation_action = "mean"\ncommon_evaluation = true')
+    .replace("eta = 1e-3", "[search]\nnoise = 0.1")
 )
 
 

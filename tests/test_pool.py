@@ -43,11 +43,16 @@ T = 30
 iterate_episodes = 1
 evaluate_episodes = 3
 common_evaluation = {str(common).lower()}
+evaluation_action = "sample"
+[policy]
+features = "signed"
+update = "unit-density"
+baseline = "state"
 [ranks]
 alpha = 1e-4
 eta = 1e-3
 """
-    return parse_config(text, 4, check_env=False)
+    return parse_config(text, 4)
 
 
 def test_common_evaluation_gives_every_rank_the_same_episodes():

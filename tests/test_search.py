@@ -22,8 +22,11 @@ learner = "random-search"
 iterate_episodes = 4
 evaluate_episodes = 1
 evaluation_action = "mean"
+common_evaluation = false
 [policy]
 features = "linear"
+update = "unit-density"
+baseline = "state"
 [ranks]
 alpha = 0.1
 [search]
@@ -33,7 +36,7 @@ noise = 0.1
 
 
 def search_config(world_size: int = 2, extra: str = ""):
-    return parse_config(SEARCH_CONFIG.format(extra=extra), world_size, check_env=False)
+    return parse_config(SEARCH_CONFIG.format(extra=extra), world_size)
 
 
 def test_directions_are_the_same_for_every_rank_and_new_each_iteration():
@@ -122,7 +125,7 @@ def test_bad_search_settings_name_the_field(edit, field):
     from mpiswim.config import ConfigError
 
     with pytest.raises(ConfigError) as error:
-        parse_config(edit(SEARCH_CONFIG.format(extra="")), 2, check_env=False)
+        parse_config(edit(SEARCH_CONFIG.format(extra="")), 2)
     assert field in str(error.value) and "Fix:" in str(error.value)
 
 

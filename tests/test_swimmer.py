@@ -277,8 +277,11 @@ def _no_library(monkeypatch):
 def _small_config():
     from mpiswim.config import parse_config
 
-    text = '[run]\niterations = 2\n[env]\nid = "Swimmer-v5"\nT = 30\n[pool]\niterate_episodes = 2\nevaluate_episodes = 1\n[ranks]\nalpha = 1e-4\neta = 1e-3\n'
-    return parse_config(text, 1, check_env=False)
+    text = (
+        '[run]\niterations = 2\n[env]\nid = "Swimmer-v5"\nT = 30\n[pool]\niterate_episodes = 2\nevaluate_episodes = 1\ncommon_evaluation = false\nevaluation_action = "sample"\n'
+        '[policy]\nfeatures = "signed"\nupdate = "unit-density"\nbaseline = "state"\n[ranks]\nalpha = 1e-4\neta = 1e-3\n'
+    )
+    return parse_config(text, 1)
 
 
 @pytest.mark.parametrize("failure", [_renamed_ctrl_cost_weight, _float32_weight, _another_class, _another_reward, _another_observation, _no_library])
