@@ -3,6 +3,9 @@
 A config is read and validated once (on rank 0) and the resulting `Config` is
 shared with the other ranks. Every problem is reported as one `ConfigError`
 whose message names the field, the value that was given and how to fix it.
+A key left out means its value in DEFAULTS, which is built from the embedded
+default. Only the text is checked here: whether the task exists and fits the
+config is mpiswim.env.check_task's question (this module imports no other).
 """
 
 from __future__ import annotations
@@ -168,7 +171,7 @@ DEFAULT_STALL_TIMEOUT = float(DEFAULTS["run"]["stall_timeout"])
 
 # What five keys meant when left out before mpiswim 0.2.0, which made the embedded default's values
 # the defaults. parse_stored_config writes them into the config text of an older checkpoint, so it
-# keeps its meaning (the history: docs/config.md, "Defaults").
+# keeps its meaning (docs/config.md, "Defaults changed in 0.2.0").
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
     "pool": {"common_evaluation": False, "evaluation_action": "sample"},
     "policy": {"features": "signed", "update": "unit-density", "baseline": "state"},

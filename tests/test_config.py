@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from mpiswim.config import (
     DEFAULTS,
     LEGACY_DEFAULTS,
     SCHEMA,
+    UNSHOWN_DEFAULTS,
     ConfigError,
     check_stall_timeout,
     load_config,
@@ -102,6 +105,14 @@ def test_a_key_left_out_means_the_embedded_defaults_value():
     assert {(section, key) for section, table in tomllib.loads(bare_text).items() for key in table} == required | {("ranks", "alpha"), ("ranks", "eta")}
     left_out = parse_config(bare_text, 4)
     assert dataclasses.replace(left_out, name=full.name, out=full.out, toml_text=full.toml_text) == full
+    shown = tomllib.loads(DEFAULT_CONFIG)
+    assert [(section, key) for section, keys in UNSHOWN_DEFAULTS.items() for key in keys if key in shown.get(section, {})] == [("run", "name")]
+
+
+def test_validating_a_config_imports_no_environment():
+    """No import loop: mpiswim.config needs nothing from mpiswim.env (which imports it)."""
+    code = "import sys, mpiswim.config; sys.exit(sorted(m for m in sys.modules if m.startswith(('mpiswim.', 'gymnasium', 'numpy'))) != ['mpiswim.config'])"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 STORED = MINIMAL.replace("[ranks]", "[policy]\nobservation_scale = 1.0\n[ranks]")  # [pool] without the five keys, [policy] without them
