@@ -123,7 +123,7 @@ def checkpoint_cost(size: int, repeats: int) -> tuple[int, float, float]:
     from mpiswim.policy import initial_agent
     from mpiswim.state import PHASES, IterationRecord, initial_state
 
-    cfg = parse_config(bench_config(repeats + 2, size), size, check_env=False)
+    cfg = parse_config(bench_config(repeats + 2, size), size)
     state = initial_state(initial_agent(8, 2, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels))
     rng = np.random.default_rng(0)
     records, seconds = [], []

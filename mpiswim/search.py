@@ -28,11 +28,6 @@ By default the directions leave the intercept (the weight of phi's constant
 it too left 1 seed in 5 stuck near 50 and slowed the others
 (docs/results.md); `[search] intercept = true` searches it.
 
-By default the directions leave the intercept (the weight of phi's constant
-1) alone, like ARS's linear policy, which has none: on Swimmer-v5, searching
-it too left 1 seed in 5 stuck near 50 and slowed the others
-(docs/results.md); `[search] intercept = true` searches it.
-
 Plain numpy, no MPI: mpiswim.pool does the allgather.
 """
 
