@@ -58,9 +58,11 @@ def bare_mujoco(task, steps: int, T: int, rng: np.random.Generator) -> float:
 def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_EPISODES) -> dict:
     """Single-process steps/s of bare MuJoCo, the training and the evaluation phase (Swimmer-v5, which never ends early)."""
     from mpiswim.env import Trajectory, check_task, task_for
-    from mpiswim.learn import update_agent
+    from mpiswim.learn import update_agent, use_compilation_cache
     from mpiswim.policy import initial_agent
     from mpiswim.pool import evaluate_branch, improve_branch
+
+    use_compilation_cache()
 
     cfg = parse_config(bench_config(1, 1, T, episodes), 1)
     check_task(cfg)
@@ -117,8 +119,9 @@ def measure_startup(cold: bool = False) -> float:
         "from mpi4py import MPI\n"
         "from mpiswim.config import DEFAULT_CONFIG, parse_config\n"
         "from mpiswim.env import Trajectory, make_task, run_episode\n"
-        "from mpiswim.learn import update_agent\n"
+        "from mpiswim.learn import update_agent, use_compilation_cache\n"
         "from mpiswim.policy import initial_agent\n"
+        "use_compilation_cache()\n"
         "task = make_task('Swimmer-v5', 'signed')\n"
         "agent = initial_agent(task.obs_dim, task.action_dim, 'signed')\n"
         f"trajectory = Trajectory.empty({BENCH_T}, 8, 2)\n"
@@ -152,10 +155,13 @@ def pool_part(outdir: str, iterations: int) -> None:
 
     from mpiswim.checkpoint import CheckpointWriter
     from mpiswim.env import task_for
+    from mpiswim.learn import use_compilation_cache
     from mpiswim.policy import initial_agent
     from mpiswim.pool import allgather_scores, broadcast_agent
     from mpiswim.state import initial_state
     from mpiswim.train import Setup, run_loop
+
+    use_compilation_cache()
 
     comm = MPI.COMM_WORLD
     size, rank = comm.Get_size(), comm.Get_rank()

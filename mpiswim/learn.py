@@ -51,14 +51,23 @@ from mpiswim import normalise
 from mpiswim.config import Config
 from mpiswim.policy import UNTRAINED_ETA, Agent
 
+# Every update is computed in float64. Set on import, not left to the caller:
+# without it JAX would silently round the float64 parameters to float32.
 jax.config.update("jax_enable_x64", True)
-# Keep compiled updates on disk (unless the user chose a cache directory):
-# a rank that finds its update there starts 4 s sooner and never runs XLA's
-# compiler, whose working memory would push a rank's peak past 400 MB.
-if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    jax.config.update("jax_compilation_cache_dir", os.path.join(cache_home, "mpiswim", "jax"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def use_compilation_cache() -> None:
+    """Keep compiled updates on disk: ~/.cache/mpiswim/jax, or JAX_COMPILATION_CACHE_DIR if the user set it.
+
+    A rank that finds its update there starts 4 s sooner and never runs XLA's
+    compiler, whose working memory would push a rank's peak past 400 MB. The
+    commands that train (`mpiswim train`, `mpiswim bench`) call this before
+    their first update; without it everything works, only compiled afresh.
+    """
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        jax.config.update("jax_compilation_cache_dir", os.path.join(cache_home, "mpiswim", "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 # Beta draws can round to exactly 0 or 1, where the log density is infinite.
 X_MARGIN = 1e-12

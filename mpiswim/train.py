@@ -32,6 +32,7 @@ from mpiswim.checkpoint import CheckpointError, CheckpointWriter, check_checkpoi
 from mpiswim.config import DEFAULT_CONFIG, SCHEMA, Config, ConfigError, apply_overrides, check_stall_timeout, load_config, parse_config, set_up_stall_timeout
 from mpiswim.env import Task, Trajectory, check_task, task_for
 from mpiswim.launcher import resume_command
+from mpiswim.learn import use_compilation_cache
 from mpiswim.policy import initial_agent
 from mpiswim.pool import broadcast_object, combine_stops, end_of_run, fresh_score, pool_iteration
 from mpiswim.stall import StallWatch, abort_every_rank
@@ -458,6 +459,7 @@ def _train(args, stops: StopRequests) -> int:
     if launcher_problem is not None:
         print(launcher_problem, file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
+    use_compilation_cache()
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD

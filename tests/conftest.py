@@ -9,6 +9,13 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
+def pytest_configure(config):
+    """In-process tests reuse compiled updates from the on-disk cache, as `mpiswim train` does."""
+    from mpiswim.learn import use_compilation_cache
+
+    use_compilation_cache()
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted run of the tiny fault-test config (tests/test_faults.py): 4 iterations on 2 ranks."""
