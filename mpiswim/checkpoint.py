@@ -30,14 +30,8 @@ Layout (docs/checkpoint.md has the full description; R rows allocated, k done):
     / attrs: format, format_version = 2, world_size, capacity = R, config_toml, run_name, env_id, versions
     /commit              compound [2]: iterations_done, iterations_planned, agent_slot, best_iteration,
                          since_improvement, degenerate_streak, best_score, rows_digest, checksum
-    /pool/scores         float64 [R, P]          (rows 0..k-1 are valid)
-    /pool/winner         int64   [R]
-    /pool/train_returns  float64 [R, P, iterate_episodes]
-    /pool/timings        float64 [R, P, 3]        attr phases (train, evaluate, communicate)
-    /pool/degenerate     bool    [R, P]
-    /pool/fell_back      bool    [R]
-    /pool/best_score     float64 [R]
-    /pool/checkpoint_seconds float64 [R]          rank 0's write time (outside the checksum)
+    /pool/<name>         [R, ...]: one row per iteration (rows 0..k-1 are valid), a dataset per field of
+                         mpiswim.state.IterationRecord (its schema: RECORD_FIELDS), and checkpoint_seconds
     /hyperparameters/<name>  float64 [P]
     /agent/{current,best}/{policy,baseline}  [2, ...]: slot 0 and slot 1
     /writer              uint8 [256]: the job holding the file (JSON, NUL-padded)
@@ -70,9 +64,9 @@ import h5py
 import numpy as np
 
 from mpiswim import __version__
-from mpiswim.config import Config, ConfigError, parse_config
+from mpiswim.config import Config, ConfigError, parse_stored_config
 from mpiswim.policy import Agent, feature_blocks, scaler_shape
-from mpiswim.state import PHASES, IterationRecord, PoolState, winner_rank
+from mpiswim.state import CHECKPOINT_SECONDS, PHASES, RECORD_FIELDS, IterationRecord, PoolState, RecordField, winner_rank
 
 FORMAT = "mpiswim-checkpoint"
 FORMAT_VERSION = 2
@@ -131,6 +125,7 @@ class Checkpoint:
     state: PoolState
     records: list[IterationRecord]
     attrs: dict
+    config: Config  # the run's config as stored_config reads it
 
 
 @functools.cache  # reading package metadata costs milliseconds; it cannot change during a run
@@ -144,41 +139,30 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-# Meaning and units of every per-iteration dataset; written as attributes.
-POOL_DATASETS = {
-    "scores": ("evaluation mean return of each rank's branch; -inf if the branch was degenerate", "return"),
-    "winner": ("rank whose agent was broadcast (argmax of scores, ties to the lowest rank); -1 if every branch was degenerate", "rank"),
-    "train_returns": (
-        "return of each episode each rank ran while improving its branch (REINFORCE episodes, or random search's "
-        "+noise/-noise tries, direction by direction); NaN after the branch (or that side) broke",
-        "return",
-    ),
-    "timings": ("wall time each rank spent in each phase of the iteration (rank 0's checkpoint writing: /pool/checkpoint_seconds)", "s"),
-    "degenerate": ("the branch's Beta shapes overflowed, underflowed or became NaN", "bool"),
-    "fell_back": ("patience ran out: the next iteration started from the best-ever agent", "bool"),
-    "best_score": ("best-ever winner score after this iteration", "return"),
-}
-CHECKPOINT_SECONDS = ("wall time rank 0 spent writing this iteration into the file (not covered by the checksum)", "s")
+# A row of /pool/timings leaves out the last phase, checkpoint: rank 0's time writing the row is known only
+# afterwards, so it goes to /pool/checkpoint_seconds (state.CHECKPOINT_SECONDS); readers put it back.
+ROW_PHASES = PHASES[:-1]
 
 
 def row_layout(world_size: int, iterate_episodes: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shape and type of one iteration's row of every /pool dataset, in the order they are hashed."""
-    P, E, f8 = world_size, iterate_episodes, np.dtype("<f8")
-    return {
-        "scores": ((P,), f8),
-        "winner": ((), np.dtype("<i8")),
-        "train_returns": ((P, E), f8),
-        "timings": ((P, len(PHASES) - 1), f8),
-        "degenerate": ((P,), np.dtype(bool)),
-        "fell_back": ((), np.dtype(bool)),
-        "best_score": ((), f8),
-    }
+    sizes = {"P": world_size, "E": iterate_episodes, "phases": len(ROW_PHASES)}
+    return {field.name: (field.row_shape(sizes), np.dtype(field.dtype)) for field in RECORD_FIELDS}
 
 
 def row_bytes(world_size: int, iterate_episodes: int) -> int:
     """Bytes one iteration adds to the file."""
     layout = row_layout(world_size, iterate_episodes)
-    return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in layout.values()) + 8  # + checkpoint_seconds
+    return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in layout.values()) + np.dtype(CHECKPOINT_SECONDS.dtype).itemsize
+
+
+def pool_table() -> str:
+    """The /pool table of docs/checkpoint.md, made from the schema (a test keeps the doc in step)."""
+    lines = ["| dataset | dtype, shape | units | meaning |", "|---|---|---|---|"]
+    for field in (*RECORD_FIELDS, CHECKPOINT_SECONDS):
+        shape = ", ".join(["R", *(str(len(ROW_PHASES)) if symbol == "phases" else symbol for symbol in field.shape)])
+        lines.append(f"| `{field.name}` | {np.dtype(field.dtype).name} [{shape}] | {field.unit} | {field.meaning} |")
+    return "\n".join(lines) + "\n"
 
 
 def initial_capacity(cfg: Config, done: int) -> int:
@@ -250,15 +234,20 @@ def commit_checksum(header: bytes, record: np.void, agents: dict[str, np.ndarray
 
 
 def _record_row(record: IterationRecord) -> dict[str, np.ndarray]:
-    return {
-        "scores": record.scores,
-        "winner": record.winner,
-        "train_returns": record.train_returns,
-        "timings": record.timings[:, : len(PHASES) - 1],
-        "degenerate": record.degenerate,
-        "fell_back": record.fell_back,
-        "best_score": record.best_score,
-    }
+    """The record as a row of the /pool datasets (the timings without the checkpoint phase: ROW_PHASES)."""
+    row = {field.name: getattr(record, field.name) for field in RECORD_FIELDS}
+    row["timings"] = record.timings[:, : len(ROW_PHASES)]
+    return row
+
+
+def pool_record(pool: dict[str, np.ndarray], row: int) -> IterationRecord:
+    """Row `row` of the /pool datasets as read_raw gives them (timings with every phase) as an IterationRecord."""
+    return IterationRecord(**{field.name: _python_scalar(pool[field.name][row]) for field in RECORD_FIELDS})
+
+
+def _python_scalar(value: np.ndarray | np.generic) -> object:
+    """A 0-d value as a Python int, bool or float (as IterationRecord holds winner, fell_back, best_score); arrays as they are."""
+    return value.item() if np.ndim(value) == 0 else value
 
 
 def _state_agents(state: PoolState) -> dict[str, np.ndarray]:
@@ -296,7 +285,8 @@ def writer_identity() -> bytes:
 
 def _offsets(f: h5py.File) -> dict[str, int]:
     """Byte offset of every dataset the writer updates in place (contiguous, allocated when the file is built)."""
-    names = ["commit", "writer", "pool/checkpoint_seconds", *(f"pool/{n}" for n in POOL_DATASETS), *(f"agent/{n}" for n in stored_agent_datasets(f))]
+    pool = [f"pool/{name}" for name in (CHECKPOINT_SECONDS.name, *(field.name for field in RECORD_FIELDS))]
+    names = ["commit", "writer", *pool, *(f"agent/{n}" for n in stored_agent_datasets(f))]
     return {name: f[name].id.get_offset() for name in names}
 
 
@@ -328,9 +318,10 @@ def build_image(cfg: Config, state: PoolState, records: list[IterationRecord], c
     header = header_digest(attrs, hyperparameters)
     rows_digest = bytes(32)
     columns = {name: np.zeros((capacity, *shape), dtype=dtype) for name, (shape, dtype) in layout.items()}
-    for name in ("scores", "train_returns", "timings", "best_score"):
-        columns[name][len(records) :] = np.nan  # rows not yet written
-    seconds = np.zeros(capacity)
+    for name, (_, dtype) in layout.items():
+        if dtype.kind == "f":
+            columns[name][len(records) :] = np.nan  # rows not yet written
+    seconds = np.zeros(capacity, dtype=CHECKPOINT_SECONDS.dtype)
     for k, record in enumerate(records):
         row = _record_row(record)
         rows_digest = chain_row(rows_digest, row, layout)
@@ -347,12 +338,10 @@ def build_image(cfg: Config, state: PoolState, records: list[IterationRecord], c
             "and which slot of /agent is current (mpiswim.checkpoint.read_raw does this)"
         )
         pool = f.create_group("pool")
-        for name, data in columns.items():
-            dataset = pool.create_dataset(name, data=data)
-            dataset.attrs["description"], dataset.attrs["units"] = POOL_DATASETS[name]
-        pool["timings"].attrs["phases"] = list(PHASES[:-1])
-        seconds_dataset = pool.create_dataset("checkpoint_seconds", data=seconds)
-        seconds_dataset.attrs["description"], seconds_dataset.attrs["units"] = CHECKPOINT_SECONDS
+        for field in RECORD_FIELDS:
+            _pool_dataset(pool, field, columns[field.name])
+        pool["timings"].attrs["phases"] = list(ROW_PHASES)
+        _pool_dataset(pool, CHECKPOINT_SECONDS, seconds)
         hyper = f.create_group("hyperparameters")
         for name, values in hyperparameters.items():
             hyper.create_dataset(name, data=values).attrs["description"] = f"per-rank {name} (index = rank)"
@@ -365,6 +354,12 @@ def build_image(cfg: Config, state: PoolState, records: list[IterationRecord], c
         offsets = _offsets(f)
         image = f.id.get_file_image()
     return FileImage(image, offsets, capacity, header, rows_digest)
+
+
+def _pool_dataset(pool: h5py.Group, field: RecordField, data: np.ndarray) -> None:
+    """/pool/<field.name> holding `data`, with the field's meaning and unit as attributes."""
+    dataset = pool.create_dataset(field.name, data=data)
+    dataset.attrs["description"], dataset.attrs["units"] = field.meaning, field.unit
 
 
 # --- the lock ----------------------------------------------------------------
@@ -687,7 +682,7 @@ def _read_v1(f: h5py.File, path: Path) -> dict:
     pool = f["pool"]
     contents = {
         "attrs": {key: f.attrs[key] for key in f.attrs},
-        "pool": {name: pool[name][()] for name in POOL_DATASETS},
+        "pool": {field.name: pool[field.name][()] for field in RECORD_FIELDS},
         "pool_attrs": {key: int(pool.attrs[key]) for key in ("since_improvement", "degenerate_streak")},
         "hyperparameters": {name: f["hyperparameters"][name][()] for name in ("alpha", "eta")},
         "current": Agent(f["agent/current/policy"][()], f["agent/current/baseline"][()]),
@@ -719,14 +714,14 @@ def _read_v2(f: h5py.File, path: Path) -> dict:
     k, slot, capacity = int(record["iterations_done"]), int(record["agent_slot"]), int(file_attrs["capacity"])
     if not 0 <= k <= capacity:
         raise _damaged(path, f"its commit record says {k} iterations but the file has room for {capacity}")
-    pool = {name: f["pool"][name][:k] for name in POOL_DATASETS}
+    pool = {field.name: f["pool"][field.name][:k] for field in RECORD_FIELDS}
     layout = row_layout(int(file_attrs["world_size"]), pool["train_returns"].shape[-1] if pool["train_returns"].ndim == 3 else 0)
     rows_digest = bytes(32)
     for row in range(k):
         rows_digest = chain_row(rows_digest, {name: pool[name][row] for name in layout}, layout)
     if rows_digest != bytes(record["rows_digest"]):
         raise _damaged(path, f"its {k} rows of /pool do not match the commit record's digest", ChecksumMismatch)
-    seconds = f["pool/checkpoint_seconds"][:k]
+    seconds = f[f"pool/{CHECKPOINT_SECONDS.name}"][:k]
     timings = np.zeros((*pool["timings"].shape[:2], len(PHASES)))
     timings[:, :, :-1] = pool["timings"]
     timings[:, 0, -1] = seconds
@@ -799,8 +794,23 @@ def is_checkpoint(path: Path) -> bool:
         return False
 
 
+def stored_config(attrs: dict, hyperparameters: dict[str, np.ndarray]) -> Config:
+    """The Config a checkpoint holds: its config_toml for its world_size, with its stored step sizes.
+
+    Every reader of a stored config goes through here. A key the text leaves out means what it meant
+    to the mpiswim that wrote the file (the "mpiswim" entry of attribute versions; see
+    mpiswim.config.parse_stored_config). Raises ConfigError if this mpiswim cannot read the config.
+    """
+    steps = {name: tuple(float(v) for v in values) for name, values in hyperparameters.items()}
+    try:
+        written_by = json.loads(attrs.get("versions", "{}")).get("mpiswim")
+    except (TypeError, ValueError, AttributeError):  # no readable versions attribute: assume an old file
+        written_by = None
+    return parse_stored_config(str(attrs.get("config_toml", "")), int(attrs["world_size"]), steps, written_by)
+
+
 def _check_layout(raw: dict, path: Path) -> Config:
-    """Schema and shapes: every dataset present with the shape the root attributes imply."""
+    """Schema and shapes: every dataset present with the shape the root attributes imply; returns the stored Config."""
     attrs = raw["attrs"]
     for name in ("world_size", "iterations_done", "iterations_planned"):
         if not isinstance(attrs.get(name), (int, np.integer)):
@@ -813,27 +823,18 @@ def _check_layout(raw: dict, path: Path) -> Config:
     for name, values in raw["hyperparameters"].items():
         if values.shape != (P,) or values.dtype.kind != "f":
             raise _damaged(path, f"/hyperparameters/{name} has shape {values.shape} and type {values.dtype}, expected float64 ({P},)")
-    steps = {name: tuple(float(v) for v in values) for name, values in raw["hyperparameters"].items()}
     try:
-        cfg = parse_config(attrs["config_toml"], P, check_env=False, stored_step_sizes=steps)
+        cfg = stored_config(attrs, raw["hyperparameters"])
     except ConfigError as error:
         raise _damaged(path, f"its config_toml is not a valid config ({error})") from None
 
-    expected = {
-        "scores": ((k, P), "f"),
-        "winner": ((k,), "iu"),
-        "train_returns": ((k, P, cfg.iterate_episodes), "f"),
-        "timings": ((k, P, len(PHASES)), "f"),
-        "degenerate": ((k, P), "b"),
-        "fell_back": ((k,), "b"),
-        "best_score": ((k,), "f"),
-    }
-    for name, (shape, kinds) in expected.items():
-        data = raw["pool"][name]
+    sizes = {"P": P, "E": cfg.iterate_episodes, "phases": len(PHASES)}  # as read: timings with the checkpoint phase
+    for field in RECORD_FIELDS:
+        data, shape, kind = raw["pool"][field.name], (k, *field.row_shape(sizes)), np.dtype(field.dtype).kind
         if k == 0 and data.size == 0:
             continue
-        if data.shape != shape or data.dtype.kind not in kinds:
-            raise _damaged(path, f"/pool/{name} has shape {data.shape} and type {data.dtype}, expected {shape} for {k} iterations of {P} ranks")
+        if data.shape != shape or data.dtype.kind not in (kind + "u" if kind == "i" else kind):  # any integer will do
+            raise _damaged(path, f"/pool/{field.name} has shape {data.shape} and type {data.dtype}, expected {shape} for {k} iterations of {P} ranks")
 
     policy, baseline = raw["current"].policy, raw["current"].baseline
     blocks = feature_blocks(policy.shape[-1] - 1, cfg.features) if policy.ndim == 4 else None
@@ -898,21 +899,10 @@ def _check_values(raw: dict, path: Path) -> None:
         raise _damaged(path, f"/pool attributes {raw['pool_attrs']} disagree with /pool/winner (last {streak} iterations without a winner)")
 
 
-def _to_checkpoint(raw: dict) -> Checkpoint:
-    pool, attrs = raw["pool"], raw["attrs"]
+def _to_checkpoint(raw: dict, cfg: Config) -> Checkpoint:
+    attrs = raw["attrs"]
     done = int(attrs["iterations_done"])
-    records = [
-        IterationRecord(
-            scores=pool["scores"][k],
-            winner=int(pool["winner"][k]),
-            train_returns=pool["train_returns"][k],
-            timings=pool["timings"][k],
-            degenerate=pool["degenerate"][k],
-            fell_back=bool(pool["fell_back"][k]),
-            best_score=float(pool["best_score"][k]),
-        )
-        for k in range(done)
-    ]
+    records = [pool_record(raw["pool"], k) for k in range(done)]
     state = PoolState(
         iteration=done,
         agent=raw["current"],
@@ -930,6 +920,7 @@ def _to_checkpoint(raw: dict) -> Checkpoint:
         state=state,
         records=records,
         attrs=attrs,
+        config=cfg,
     )
 
 
@@ -937,17 +928,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint; raise CheckpointError naming the problem if it is unreadable, damaged or malformed."""
     path = Path(path)
     raw = read_raw(path)
-    _check_layout(raw, path)
-    return _to_checkpoint(raw)
+    return _to_checkpoint(raw, _check_layout(raw, path))
 
 
 def check_checkpoint(path: str | Path) -> Checkpoint:
     """load_checkpoint plus every value check (`mpiswim check`, and before a resume)."""
     path = Path(path)
     raw = read_raw(path)
-    _check_layout(raw, path)
+    cfg = _check_layout(raw, path)
     _check_values(raw, path)
-    return _to_checkpoint(raw)
+    return _to_checkpoint(raw, cfg)
 
 
 def checkpoint_summary(path: str | Path, checkpoint: Checkpoint) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 import mpiswim
 from mpiswim.config import EVALUATION_ACTIONS
+from mpiswim.state import PHASES
 
 
 def is_first_process() -> bool:
@@ -163,12 +164,11 @@ def evaluate_agent(path: str, episodes: int, seed: int = 0, agent: str = "best",
     the run's own streams; T defaults to the run's, and action ("sample" or
     "mean") to the run's evaluation_action. A degenerate episode gives NaN.
     """
-    from mpiswim.config import parse_config
     from mpiswim.env import run_episode, task_for
     from mpiswim.progress import progress_bar
 
     checkpoint = _load(path)
-    cfg = parse_config(checkpoint.config_toml, checkpoint.world_size, stored_step_sizes=_steps(checkpoint))
+    cfg = checkpoint.config
     task = task_for(cfg)
     chosen = checkpoint.state.best_agent if agent == "best" else checkpoint.state.agent
     if agent == "best" and checkpoint.state.best_iteration < 0:
@@ -218,7 +218,7 @@ def evaluate_command(args) -> int:
 def info_summary(checkpoint) -> dict:
     records, state = checkpoint.records, checkpoint.state
     wins = np.bincount([r.winner for r in records if r.winner >= 0], minlength=checkpoint.world_size)
-    timings = np.array([r.timings for r in records]) if records else np.zeros((0, checkpoint.world_size, 4))
+    timings = np.array([r.timings for r in records]) if records else np.zeros((0, checkpoint.world_size, len(PHASES)))
     return {
         "run_name": str(checkpoint.attrs.get("run_name", "")),
         "env_id": str(checkpoint.attrs.get("env_id", "")),
@@ -234,11 +234,9 @@ def info_summary(checkpoint) -> dict:
         "fallbacks": int(sum(r.fell_back for r in records)),
         "alpha": checkpoint.hyperparameters["alpha"].tolist(),
         "eta": checkpoint.hyperparameters["eta"].tolist(),
-        "seconds_per_phase": {
-            "train": float(timings[:, :, 0].max(axis=1).sum()) if records else 0.0,
-            "evaluate": float(timings[:, :, 1].max(axis=1).sum()) if records else 0.0,
-            "communicate": float(timings[:, :, 2].max(axis=1).sum()) if records else 0.0,
-            "checkpoint": float(timings[:, 0, 3].sum()) if records else 0.0,
+        "seconds_per_phase": {  # the slowest rank's; checkpoint: rank 0's, the only rank that writes
+            phase: float(timings[:, 0, column].sum() if phase == "checkpoint" else timings[:, :, column].max(axis=1).sum())
+            for column, phase in enumerate(PHASES)
         },
         "versions": json.loads(checkpoint.attrs.get("versions", "{}")),
         "config_toml": checkpoint.config_toml,
@@ -305,10 +303,6 @@ def _load(path: str):
     from mpiswim.checkpoint import load_checkpoint
 
     return load_checkpoint(path)
-
-
-def _steps(checkpoint) -> dict:
-    return {name: tuple(float(v) for v in checkpoint.hyperparameters[name]) for name in ("alpha", "eta")}
 
 
 def analysis_command(args) -> int:

@@ -8,7 +8,8 @@ from the allgathered scores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,17 +42,61 @@ class PoolState:
     degenerate_streak: int  # consecutive iterations in which every branch broke
 
 
+class RecordField(NamedTuple):
+    """One per-iteration dataset of the checkpoint, /pool/<name>: one row per iteration."""
+
+    name: str
+    shape: tuple[str, ...]  # of one row, in symbols: "P" ranks, "E" = [pool] iterate_episodes, "phases" = len(PHASES)
+    dtype: str  # numpy type as stored in the file
+    unit: str
+    meaning: str  # also the dataset's "description" attribute
+
+    def row_shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        """The shape of one row, each symbol replaced by its size in `sizes`."""
+        return tuple(sizes[symbol] for symbol in self.shape)
+
+
+def _stored(shape: tuple[str, ...], dtype: str, unit: str, meaning: str):
+    """A field of IterationRecord that is one row of a /pool dataset (see RecordField)."""
+    return field(metadata={"shape": shape, "dtype": dtype, "unit": unit, "meaning": meaning})
+
+
 @dataclass
 class IterationRecord:
-    """What one iteration adds to the checkpoint (complete on rank 0 only)."""
+    """What one iteration adds to the checkpoint (complete on rank 0 only): one row of each /pool dataset.
 
-    scores: np.ndarray  # (P,) evaluation mean return of each rank; -inf if degenerate
-    winner: int  # winning rank, or -1 when every branch was degenerate
-    train_returns: np.ndarray  # (P, iterate_episodes); NaN after a branch broke
-    timings: np.ndarray  # (P, len(PHASES)) seconds
-    degenerate: np.ndarray  # (P,) bool
-    fell_back: bool  # the next iteration starts from the best-ever agent (patience)
-    best_score: float  # best-ever score after this iteration
+    The fields are the checkpoint's schema (RECORD_FIELDS): mpiswim.checkpoint writes, hashes and
+    checks the rows in this order, and docs/checkpoint.md's /pool table is made from it.
+    """
+
+    scores: np.ndarray = _stored(("P",), "<f8", "return", "evaluation mean return of each rank's branch; -inf if the branch was degenerate")
+    winner: int = _stored(
+        (), "<i8", "rank", "rank whose agent was broadcast (argmax of scores, ties to the lowest rank); -1 if every branch was degenerate"
+    )
+    train_returns: np.ndarray = _stored(
+        ("P", "E"),
+        "<f8",
+        "return",
+        "return of each episode each rank ran while improving its branch (REINFORCE episodes, or random search's "
+        "+noise/-noise tries, direction by direction); NaN after the branch (or that side) broke",
+    )
+    # The last phase, checkpoint, is rank 0's time writing the file: it is stored apart (CHECKPOINT_SECONDS).
+    timings: np.ndarray = _stored(
+        ("P", "phases"), "<f8", "s", "wall time each rank spent in each phase of the iteration (rank 0's checkpoint writing: /pool/checkpoint_seconds)"
+    )
+    degenerate: np.ndarray = _stored(("P",), "|b1", "bool", "the branch's Beta shapes overflowed, underflowed or became NaN")
+    fell_back: bool = _stored((), "|b1", "bool", "patience ran out: the next iteration started from the best-ever agent")
+    best_score: float = _stored((), "<f8", "return", "best-ever winner score after this iteration")
+
+
+# The checkpoint's schema: the /pool datasets, in the order a row is written and hashed.
+RECORD_FIELDS = tuple(RecordField(f.name, **f.metadata) for f in fields(IterationRecord))
+
+# The last column of the timings (the checkpoint phase) is known only once the row is written: the file
+# keeps rank 0's value in a dataset of its own, written after the commit and outside the checksum.
+CHECKPOINT_SECONDS = RecordField(
+    "checkpoint_seconds", (), "<f8", "s", "wall time rank 0 spent writing this iteration into the file (not covered by the checksum)"
+)
 
 
 def initial_state(agent: Agent) -> PoolState:

@@ -23,6 +23,7 @@ from test_mpi import read_pool
 from mpiswim import checkpoint as ckpt
 from mpiswim.checkpoint import INITIAL_BYTES, CheckpointWriter, check_checkpoint, load_checkpoint, read_raw
 from mpiswim.config import parse_config
+from mpiswim.state import RECORD_FIELDS
 from mpiswim.train import InputError, prepare
 
 
@@ -188,7 +189,7 @@ def test_a_crash_at_any_point_of_a_write_leaves_a_complete_iteration(five_then_s
     monkeypatch.undo()
     first_sync, commit_sync = syncs[0], syncs[1]
     data_writes, commit = writes[:first_sync], writes[first_sync:commit_sync]
-    assert len(commit) == 1 and len(data_writes) == len(ckpt.POOL_DATASETS) + len(ckpt._state_agents(six.state))
+    assert len(commit) == 1 and len(data_writes) == len(RECORD_FIELDS) + len(ckpt._state_agents(six.state))
 
     def replay(selected) -> int:
         image = bytearray(before)
