@@ -42,11 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mpiswim.checkpoint import PHASES, CheckpointError, is_being_written, read_raw
-from mpiswim.config import ConfigError, parse_config
+from mpiswim.checkpoint import CheckpointError, is_being_written, read_raw, stored_config
+from mpiswim.config import Config, ConfigError
+from mpiswim.state import PHASES, RECORD_FIELDS
 
-# Per-iteration datasets the analysis reads, with their number of dimensions.
-POOL_DATASETS = {"scores": 2, "winner": 1, "best_score": 1, "timings": 3, "degenerate": 2, "fell_back": 1}
 HYPERPARAMETERS = ("alpha", "eta")
 # Config settings that may differ between runs that are still comparable (the run's name, file, length and seed).
 NOT_COMPARED = ("name", "seed", "iterations", "out", "stall_timeout", "toml_text", "world_size")
@@ -128,17 +127,14 @@ def _evaluate_episodes(config_toml: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def run_settings(config_toml: str, world_size: int, steps: dict[str, np.ndarray]) -> dict[str, object]:
+def run_settings(config_toml: str, cfg: Config | None) -> dict[str, object]:
     """The settings of a stored config that two comparable runs share: everything but NOT_COMPARED.
 
-    The config is parsed as `mpiswim train` parsed it, so a key left out and
-    the same key given with its default value compare equal. If this mpiswim
-    cannot parse it, the raw TOML keys are compared instead (`section.key`).
+    `cfg` is the config as `mpiswim train` read it (mpiswim.checkpoint.stored_config), so a key left
+    out and the same key given with its default value compare equal. If this mpiswim cannot read it
+    (cfg None), the raw TOML keys of `config_toml` are compared instead (`section.key`).
     """
-    stored = {name: tuple(float(v) for v in values) for name, values in steps.items()}
-    try:
-        cfg = parse_config(config_toml, world_size, check_env=False, stored_step_sizes=stored)
-    except (ConfigError, OSError):
+    if cfg is None:
         return _raw_settings(config_toml)
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in NOT_COMPARED}
 
@@ -163,23 +159,29 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
     raw = read_checkpoint(path)
     attrs = raw["attrs"]
     done, world_size = int(attrs["iterations_done"]), int(attrs["world_size"])
-    pool = {name: raw["pool"][name] for name in POOL_DATASETS}
+    pool = raw["pool"]
     steps = {name: raw["hyperparameters"][name] for name in HYPERPARAMETERS}
     phases = PHASES
     best_iteration = raw["best_iteration"]
     planned = int(attrs.get("iterations_planned", done))
 
-    for name, data in pool.items():
-        expected = (done, world_size) if data.ndim >= 2 else (done,)
-        if data.shape[: len(expected)] != expected:
+    for column in RECORD_FIELDS:  # the leading dimensions: iterations, and ranks where a row has one per rank
+        data, expected = pool[column.name], (done, world_size) if column.shape[:1] == ("P",) else (done,)
+        if data.ndim != 1 + len(column.shape) or data.shape[: len(expected)] != expected:
             raise AnalysisError(
-                f"'{path}': /pool/{name} has shape {data.shape} but the file says iterations_done = {done} and world_size = {world_size}. Fix: use an intact checkpoint written by `mpiswim train`."
+                f"'{path}': /pool/{column.name} has shape {data.shape} but the file says iterations_done = {done} and world_size = {world_size}. "
+                "Fix: use an intact checkpoint written by `mpiswim train`."
             )
     if pool["timings"].shape[2] != len(phases):
         raise AnalysisError(f"'{path}': /pool/timings has {pool['timings'].shape[2]} phase columns but {len(phases)} phase names. Fix: use an intact checkpoint.")
     for name, data in steps.items():
         if data.shape != (world_size,):
             raise AnalysisError(f"'{path}': /hyperparameters/{name} has shape {data.shape}, expected ({world_size},). Fix: use an intact checkpoint.")
+    config_toml = str(attrs["config_toml"])
+    try:
+        cfg = stored_config(attrs, steps)
+    except (ConfigError, OSError):  # a config this mpiswim cannot read: compared by its raw TOML keys
+        cfg = None
 
     return Run(
         path=path,
@@ -188,7 +190,7 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
         env_id=str(attrs["env_id"]),
         world_size=world_size,
         iterations_planned=planned,
-        evaluate_episodes=_evaluate_episodes(str(attrs["config_toml"])),
+        evaluate_episodes=_evaluate_episodes(config_toml) if cfg is None else cfg.evaluate_episodes,
         scores=pool["scores"].astype(np.float64),
         winner=pool["winner"].astype(np.int64),
         best_score=pool["best_score"].astype(np.float64),
@@ -199,7 +201,7 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
         alpha=steps["alpha"].astype(np.float64),
         eta=steps["eta"].astype(np.float64),
         best_iteration=best_iteration,
-        settings=run_settings(str(attrs["config_toml"]), world_size, steps),
+        settings=run_settings(config_toml, cfg),
         being_written=being_written,
     )
 

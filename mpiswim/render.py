@@ -51,7 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from mpiswim.analysis import AnalysisError, read_checkpoint
-from mpiswim.config import EVALUATION_ACTIONS, MAX_T, Config
+from mpiswim.checkpoint import pool_record, stored_config
+from mpiswim.config import EVALUATION_ACTIONS, MAX_T, Config, ConfigError
 from mpiswim.policy import Agent, beta_mean, draw_beta, flat_policy
 from mpiswim.progress import progress_bar
 
@@ -85,17 +86,12 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
     Only iteration 0, the best iteration and the last iteration are stored
     (see the module docstring); any other K is refused with a message naming them.
     """
-    from mpiswim.config import ConfigError, parse_config
-
     raw = read_checkpoint(path)
-    done, world_size = int(raw["attrs"]["iterations_done"]), int(raw["attrs"]["world_size"])
-    winners, scores, fell_back = raw["pool"]["winner"], raw["pool"]["scores"], raw["pool"]["fell_back"]
-    steps = {name: tuple(float(v) for v in raw["hyperparameters"][name]) for name in ("alpha", "eta")}
+    done = int(raw["attrs"]["iterations_done"])
     best, current = raw["best"], raw["current"]
     best_row, best_score = raw["best_iteration"], raw["best_score"]
-    config_toml = str(raw["attrs"].get("config_toml", ""))
     try:
-        cfg = parse_config(config_toml, world_size, check_env=False, stored_step_sizes=steps)
+        cfg = stored_config(raw["attrs"], raw["hyperparameters"])
     except ConfigError as error:
         raise AnalysisError(f"'{path}': the stored config is not valid here ({error}). Fix: render with the mpiswim version that wrote the run.") from None
 
@@ -116,10 +112,10 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
         )
 
     def last_score() -> float | None:
-        row = done - 1
-        if row < 0 or winners[row] < 0 or fell_back[row]:
+        last = pool_record(raw["pool"], done - 1) if done else None
+        if last is None or last.winner < 0 or last.fell_back:
             return None  # after a fallback or an all-degenerate iteration the pool's agent is not that iteration's winner
-        return float(scores[row, winners[row]])
+        return float(last.scores[last.winner])
 
     if iteration == 0:
         agent, kind, score = Agent(*(np.zeros_like(part) for part in best)), "initial", None  # zeros: A_0, and scalers that saw nothing
