@@ -7,7 +7,8 @@
 Each prints one line per file or pair and exits 1 on the first failed check.
 The summary comes from `mpiswim info --json` (as a user would read it); array
 shapes and contents through `mpiswim.checkpoint.read_raw` (the rows of the
-iterations done and the current agent slot, checksums verified).
+iterations done and the current agent slot, checksums verified), the expected
+shapes from the checkpoint's schema (mpiswim.state.RECORD_FIELDS).
 """
 
 from __future__ import annotations
@@ -18,20 +19,16 @@ import json
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
-from mpiswim.checkpoint import PHASES, read_raw
+from mpiswim.checkpoint import read_raw, stored_config
+from mpiswim.state import PHASES, RECORD_FIELDS
 
-# What must be bit-identical between a resumed and an uninterrupted run.
+# What must be bit-identical between a resumed and an uninterrupted run: every record field but the wall times.
 COMPARED = (
-    "pool/scores",
-    "pool/winner",
-    "pool/best_score",
-    "pool/train_returns",
-    "pool/degenerate",
+    *(f"pool/{field.name}" for field in RECORD_FIELDS if field.unit != "s"),
     "agent/current/policy",
     "agent/current/baseline",
     "agent/best/policy",
@@ -39,9 +36,8 @@ COMPARED = (
 )
 
 
-def arrays(path: str) -> dict[str, np.ndarray]:
-    """The checkpoint's arrays by their dataset names (pool rows trimmed to the iterations done)."""
-    raw = read_raw(path)
+def arrays(raw: dict) -> dict[str, np.ndarray]:
+    """A checkpoint's arrays (as read_raw gives them) by their dataset names (pool rows trimmed to the iterations done)."""
     data = {f"pool/{name}": values for name, values in raw["pool"].items()}
     data |= {f"hyperparameters/{name}": values for name, values in raw["hyperparameters"].items()}
     for which in ("current", "best"):
@@ -69,19 +65,12 @@ def complete(path: str, iterations: int, ranks: int) -> None:
     for key, want in (("iterations_done", iterations), ("iterations_planned", iterations), ("world_size", ranks)):
         if summary[key] != want:
             fail(f"{path}: {key} is {summary[key]}, expected {want}")
-    f = arrays(path)
-    config = tomllib.loads(summary["config_toml"])
-    episodes = config["pool"]["iterate_episodes"]
-    time_weight = config.get("policy", {}).get("baseline", "state") == "state-time"  # one more baseline column
-    shapes = {
-        "pool/scores": (iterations, ranks),
-        "pool/winner": (iterations,),
-        "pool/best_score": (iterations,),
-        "pool/degenerate": (iterations, ranks),
-        "pool/train_returns": (iterations, ranks, episodes),
-        "pool/timings": (iterations, ranks, len(PHASES)),
-        "hyperparameters/alpha": (ranks,),
-    }
+    raw = read_raw(path)
+    f, cfg = arrays(raw), stored_config(raw["attrs"], raw["hyperparameters"])
+    time_weight = cfg.time_feature  # one more baseline column
+    sizes = {"P": ranks, "E": cfg.iterate_episodes, "phases": len(PHASES)}
+    shapes = {f"pool/{field.name}": (iterations, *field.row_shape(sizes)) for field in RECORD_FIELDS}
+    shapes["hyperparameters/alpha"] = (ranks,)
     for name, shape in shapes.items():
         if f[name].shape != shape:
             fail(f"{path}: /{name} has shape {f[name].shape}, expected {shape}")
@@ -97,7 +86,7 @@ def complete(path: str, iterations: int, ranks: int) -> None:
 
 
 def same(resumed: str, reference: str) -> None:
-    a, b = arrays(resumed), arrays(reference)
+    a, b = arrays(read_raw(resumed)), arrays(read_raw(reference))
     for name in COMPARED:
         x, y = a[name][()], b[name][()]
         if x.shape != y.shape:
@@ -111,8 +100,9 @@ def same(resumed: str, reference: str) -> None:
 def distinct(paths: list[str]) -> None:
     seeds, scores = {}, {}
     for path in paths:
-        seeds[path] = tomllib.loads(info(path)["config_toml"]).get("run", {}).get("seed", 0)
-        scores[path] = arrays(path)["pool/scores"]
+        raw = read_raw(path)
+        seeds[path] = stored_config(raw["attrs"], raw["hyperparameters"]).seed
+        scores[path] = raw["pool"]["scores"]
     if len(set(seeds.values())) != len(paths):
         fail(f"the runs do not have one seed each: {seeds}")
     for a, b in itertools.combinations(paths, 2):
