@@ -46,7 +46,7 @@ class RecordField(NamedTuple):
     """One per-iteration dataset of the checkpoint, /pool/<name>: one row per iteration."""
 
     name: str
-    shape: tuple[str, ...]  # of one row, in symbols: "P" ranks, "E" = [pool] iterate_episodes, "phases" = len(PHASES)
+    shape: tuple[str, ...]  # of one row, in symbols: "P" ranks, "E" = [pool] iterate_episodes, "phases" (see timings)
     dtype: str  # numpy type as stored in the file
     unit: str
     meaning: str  # also the dataset's "description" attribute
@@ -80,7 +80,8 @@ class IterationRecord:
         "return of each episode each rank ran while improving its branch (REINFORCE episodes, or random search's "
         "+noise/-noise tries, direction by direction); NaN after the branch (or that side) broke",
     )
-    # The last phase, checkpoint, is rank 0's time writing the file: it is stored apart (CHECKPOINT_SECONDS).
+    # "phases": every one of PHASES here; a row of the file has all but the last, checkpoint, whose time
+    # (rank 0's, writing the file) is stored apart (CHECKPOINT_SECONDS).
     timings: np.ndarray = _stored(
         ("P", "phases"), "<f8", "s", "wall time each rank spent in each phase of the iteration (rank 0's checkpoint writing: /pool/checkpoint_seconds)"
     )
