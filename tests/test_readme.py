@@ -16,10 +16,13 @@ INSTEAD says what runs in their place. A command the README gains is run
 as printed, so it fails here unless it works in CI or is added to INSTEAD.
 
 What the test adds to the commands is what a newcomer adds: `my.toml` is
-edited after `mpiswim config > my.toml` (the README: "a config to edit") into
-a tiny run (SMALL_RUN), and the files the README takes as given (`run.h5`,
-"a stopped run"; `run2.h5`, another run) are copies of runs the earlier
-commands made (GIVEN).
+edited after `mpiswim config > my.toml` (the README: "edit it") into a tiny
+run (SMALL_RUN). Every file a command reads was written by an earlier command
+of the README (`runs/default.h5` by `make run`, `runs/swimmer-default.h5` by
+the run of `my.toml`), so the path is the one a newcomer walks, in order. The
+README's five "next things" (own config, more ranks, resume, looking at the
+run, a cluster job) each have their checks in CHECKS, or in INSTEAD for the
+cluster job.
 """
 
 from __future__ import annotations
@@ -70,6 +73,21 @@ def make_run_instead(workdir: Path) -> str:
     return result.stdout
 
 
+def cluster_job_instead(workdir: Path) -> str:
+    """`sbatch ... slurm/pool.sbatch my.toml runs/my.h5` needs a SLURM cluster.
+
+    CI submits the same script with the same arguments (a config, then the
+    checkpoint's path) to a real one-node SLURM in `make slurm-test`
+    (.ci/run, slurm/test_slurm.sh). Here: the script exists, parses, and
+    test_slurm.sh still submits it that way.
+    """
+    script = REPO / "slurm/pool.sbatch"
+    bash(f"bash -n {shlex.quote(str(script))}", workdir, whose="the test's syntax check of slurm/pool.sbatch,")
+    submitted = re.findall(r'sbatch [^\n]*"\$repo/slurm/pool\.sbatch" \S+\.toml "\S+\.h5"', (REPO / "slurm/test_slurm.sh").read_text())
+    assert submitted, "slurm/test_slurm.sh no longer submits slurm/pool.sbatch with a config and a checkpoint path"
+    return ""
+
+
 # README command -> what CI runs instead (a function run here at the command's place, or the
 # place where CI runs it). Every command of the README not listed here is run as printed.
 INSTEAD: dict[str, Callable[[Path], str] | str] = {
@@ -77,20 +95,12 @@ INSTEAD: dict[str, Callable[[Path], str] | str] = {
     "make test": "CI itself: .ci/run runs `make test`, which runs this file",
     "module load openmpi": "no module system in CI; the site's MPI is the cluster's own",
     "make venv EXTRAS=test,analysis MPI4PY_FROM_SOURCE=1": "a second 1.3 GB install; CI installs with the same `make venv` rule (through `make test`), with the MPI wheel",
-    "srun -n 10 .venv/bin/mpiswim train --config configs/seed-swimmer.toml": (
-        "`make slurm-test` (.ci/run, slurm/test_slurm.sh): `srun` starts `mpiswim train` under a real one-node SLURM (slurm/pool.sbatch), with requeue and resume"
-    ),
-}
-
-# The files the README's commands take as given, and the earlier run each is a copy of.
-GIVEN = {
-    "run.h5": "runs/swimmer-default.h5",  # "a stopped run": `mpirun -n 10 mpiswim train --config my.toml`'s, stopped by its target
-    "run2.h5": "runs/default.h5",  # another run: make run's
+    "sbatch --ntasks=10 --time=8:00:00 slurm/pool.sbatch my.toml runs/my.h5": cluster_job_instead,
 }
 
 # The edit that makes `my.toml` a run of seconds: short episodes, few of them, and a target every
 # new best agent reaches, so that each run stops at its first new best (with exit code 0) and
-# `--resume run.h5 --iterations 600` continues a run without training 600 iterations.
+# `--resume runs/swimmer-default.h5 --iterations 200` continues a run without training 200 iterations.
 SMALL_RUN = {"iterations": "3", "T": "40", "iterate_episodes": "2", "evaluate_episodes": "2"}
 SMALL_TARGET = "target = -1e9\ntarget_episodes = 1\n"
 
@@ -188,7 +198,8 @@ def project(tmp_path_factory) -> dict:
     workdir = tmp_path_factory.mktemp("newcomer")
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy2(REPO / name, workdir / name)  # keeps the time stamp, so make sees the venv as up to date
-    shutil.copytree(REPO / "configs", workdir / "configs")
+    for name in ("configs", "analysis", "slurm"):  # what the README's commands name: configs, analysis/two_runs.py, slurm/
+        shutil.copytree(REPO / name, workdir / name)
     (workdir / ".venv").symlink_to(VENV)
     return {"dir": workdir, "prelude": ""}
 
@@ -211,59 +222,82 @@ def shrink_config(workdir: Path, output: str, before: dict) -> None:
 
 
 def wrote_named_run(workdir: Path, output: str, before: dict) -> None:
-    """The README: `mpiswim config > my.toml` and `mpirun -n 10 mpiswim train --config my.toml` write runs/swimmer-default.h5."""
+    """The README: `mpirun -n 10 mpiswim train --config my.toml` writes runs/swimmer-default.h5 (the config's name)."""
     assert info(workdir / "runs/swimmer-default.h5")["iterations_done"] >= 1, output
 
 
-def continued(workdir: Path, output: str, before: dict) -> None:
-    after = info(workdir / "run.h5")
-    assert after["iterations_done"] > before["run.h5"]["iterations_done"], output
-
-
-def continued_to_600(workdir: Path, output: str, before: dict) -> None:
-    continued(workdir, output, before)
-    assert info(workdir / "run.h5")["iterations_planned"] == 600, output
-
-
-def json_output(key: str) -> Callable:
+def wrote_pool_of(path: str, ranks: int) -> Callable:
     def check(workdir: Path, output: str, before: dict) -> None:
-        assert key in json.loads(output), output
+        summary = info(workdir / path)
+        assert summary["world_size"] == ranks and summary["iterations_done"] >= 1, output
 
     return check
 
 
-def stored_config(workdir: Path, output: str, before: dict) -> None:
-    assert tomllib.loads(output)["run"]["name"] == "swimmer-default", output
+def fast_config_reached_its_target(workdir: Path, output: str, before: dict) -> None:
+    """The README: the fast config "stops itself at 340 (T = 1000) -> runs/fast-swimmer.h5"."""
+    summary = info(workdir / "runs/fast-swimmer.h5")
+    assert summary["world_size"] == 2 and summary["iterations_done"] < summary["iterations_planned"], output
+    assert "target reached" in output, output
 
 
-def plots(*names: str) -> Callable:
+RESUMED = "runs/swimmer-default.h5"
+
+
+def continued(workdir: Path, output: str, before: dict) -> None:
+    after = info(workdir / RESUMED)
+    assert after["iterations_done"] > before[RESUMED]["iterations_done"], output
+
+
+def continued_to_200(workdir: Path, output: str, before: dict) -> None:
+    continued(workdir, output, before)
+    assert info(workdir / RESUMED)["iterations_planned"] == 200, output
+
+
+def resumed_if_exists(workdir: Path, output: str, before: dict) -> None:
+    """my.toml's file exists by now, so `--resume-if-exists` resumes it: still one run, none of its iterations lost."""
+    assert info(workdir / RESUMED)["iterations_done"] >= before[RESUMED]["iterations_done"], output
+    assert "resum" in output.lower(), output
+
+
+def text_says(words: str) -> Callable:
+    def check(workdir: Path, output: str, before: dict) -> None:
+        assert words in output, output
+
+    return check
+
+
+def plots(folder: str, *names: str) -> Callable:
     def check(workdir: Path, output: str, before: dict) -> None:
         for name in names:
-            assert (workdir / "DIR" / name).stat().st_size > 0, f"no DIR/{name}:\n{output}"
+            assert (workdir / folder / name).stat().st_size > 0, f"no {folder}/{name}:\n{output}"
 
     return check
 
 
-def video(workdir: Path, output: str, before: dict) -> None:
-    assert (workdir / "swimmer.mp4").stat().st_size > 1000, output
+def film(workdir: Path, output: str, before: dict) -> None:
+    """`--steps 300` into a .gif keeps every 2nd step: the start and 150 steps, as many frames as render says it wrote."""
+    from PIL import Image
+
+    said = re.search(r"(\d+) frames", output)
+    with Image.open(workdir / "swimmer.gif") as gif:
+        assert said and gif.n_frames == int(said.group(1)) in (150, 151), (gif.n_frames, output)
 
 
 # (pattern a command matches in full, its check); the first match counts.
 CHECKS: list[tuple[str, Callable]] = [
     (r"mpiswim config > my\.toml", shrink_config),
     (r"mpirun -n \d+ mpiswim train --config my\.toml", wrote_named_run),
-    (r"mpirun -n \d+ mpiswim train --resume run\.h5", continued),
-    (r"mpirun -n \d+ mpiswim train --resume run\.h5 --iterations 600", continued_to_600),
-    (r"mpirun -n \d+ mpiswim train --config my\.toml --out run\.h5 --resume-if-exists", lambda w, o, b: info(w / "run.h5")),
-    (r"mpiswim check run\.h5", lambda w, o, b: re.match(r"OK: run\.h5", o) or pytest.fail(o)),
-    (r"mpiswim info run\.h5 --json", json_output("iterations_done")),
-    (r"mpiswim info run\.h5 --config", stored_config),
-    (r"mpiswim info run\.h5", lambda w, o, b: "best score" in o or pytest.fail(o)),
-    (r"mpiswim evaluate run\.h5 .*--json", json_output("mean")),
-    (r"mpiswim evaluate run\.h5 .*", lambda w, o, b: "mean return" in o or pytest.fail(o)),
-    (r"mpiswim analyze run\.h5 --out DIR", plots("learning_curve.png", "wins.png", "timings.png")),
-    (r"mpiswim analyze run\.h5 run2\.h5 --out DIR", plots("compare.png", "compare.md", "run/learning_curve.png", "run2/learning_curve.png")),
-    (r"mpiswim render run\.h5 --out swimmer\.mp4", video),
+    (r"mpirun -n 5 mpiswim train --config my\.toml --out runs/p5\.h5", wrote_pool_of("runs/p5.h5", 5)),
+    (r"mpirun -n 2 mpiswim train --config configs/fast-swimmer\.toml", fast_config_reached_its_target),
+    (r"mpirun -n \d+ mpiswim train --resume runs/swimmer-default\.h5", continued),
+    (r"mpirun -n \d+ mpiswim train --resume runs/swimmer-default\.h5 --iterations 200", continued_to_200),
+    (r"mpirun -n \d+ mpiswim train --config my\.toml --resume-if-exists", resumed_if_exists),
+    (r"mpiswim info runs/default\.h5", text_says("best score")),
+    (r"mpiswim evaluate runs/default\.h5 .*", text_says("mean return")),
+    (r"mpiswim analyze runs/default\.h5 --out plots", plots("plots", "learning_curve.png", "wins.png", "timings.png")),
+    (r"mpiswim render runs/default\.h5 --out swimmer\.gif --steps 300", film),
+    (r"python analysis/two_runs\.py runs/default\.h5 runs/swimmer-default\.h5 --out two_runs\.png", plots(".", "two_runs.png")),
 ]
 
 
@@ -302,10 +336,7 @@ def test_readme_step(project, kind, text):
         return
     if instead is not None:
         pytest.skip(f"not run here: {instead}")
-    for name, source in GIVEN.items():
-        if re.search(rf"(^|\s){re.escape(name)}(\s|$)", text) and not (workdir / name).exists():
-            shutil.copy2(workdir / source, workdir / name)
-    before = {"run.h5": info(workdir / "run.h5")} if " train " in text and (workdir / "run.h5").exists() else {}
+    before = {RESUMED: info(workdir / RESUMED)} if " train " in text and (workdir / RESUMED).exists() else {}
     output = bash(project["prelude"] + text, workdir).stdout
     if text.startswith(("source ", ". ")):
         project["prelude"] += text + " && "  # the shell state the README's next commands rely on
