@@ -193,8 +193,7 @@ def resume(source: Path, out: Path, world_size: int, iterations: int | None, giv
             raise InputError(
                 f"'{source}' was written by a pool of {checkpoint.world_size} ranks, but this job has {world_size}. Fix: resume with `{resume_command(checkpoint.world_size, source, beyond_plan)}`."
             )
-        steps = {name: tuple(float(v) for v in checkpoint.hyperparameters[name]) for name in ("alpha", "eta")}
-        cfg = parse_config(checkpoint.config_toml, world_size, stored_step_sizes=steps)
+        cfg = checkpoint.config  # as the run was written: its stored step sizes, and the defaults of the mpiswim that wrote it
         check_task(cfg)  # the task may no longer be there (another Gymnasium)
         if given is not None:
             differences = config_differences(cfg, given)

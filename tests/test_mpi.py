@@ -260,3 +260,38 @@ def test_a_usage_error_under_mpiexec_is_printed_once(tmp_path, options, message)
     result = subprocess.run([mpiexec(), "-n", "3", "sh", "-c", command], capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=tmp_path)
     assert exit_codes(tmp_path, 3) == [2, 2, 2], result.stderr
     assert result.stderr.count(message) == 1 and result.stderr.count("mpiswim") <= 2, result.stderr  # argparse adds one usage line
+
+
+def test_a_checkpoint_written_before_the_new_defaults_resumes_with_its_own_meaning(tmp_path, monkeypatch):
+    """A file mpiswim 0.1.0 wrote from a config that left the five changed keys out meant their old values
+    (signed features, unit-density, state baseline, sampled and separate evaluation): resumed now, it runs
+    exactly as that config written out in full, and its file keeps saying so."""
+    from dataclasses import replace
+
+    from mpiswim import checkpoint
+    from mpiswim.config import LEGACY_DEFAULTS, parse_config
+    from mpiswim.policy import initial_agent
+    from mpiswim.state import initial_state
+
+    explicit = write_config(tmp_path, iterations=2)
+    straight = launch(2, "cli", tmp_path, "train", "--config", str(explicit), "--out", "straight.h5")
+    assert straight.returncode == 0, straight.stderr
+
+    # The old file: the same run before its first iteration, its stored text without the five keys.
+    left_out = [line for line in explicit.read_text().splitlines() if line.split(" = ")[0] not in {key for table in LEGACY_DEFAULTS.values() for key in table}]
+    cfg = parse_config(explicit.read_text(), 2)
+    cfg = replace(cfg, toml_text="\n".join(left_out) + "\n")
+    monkeypatch.setattr(checkpoint, "package_versions", lambda: {"mpiswim": "0.1.0"})
+    agent = initial_agent(8, 2, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels)
+    checkpoint.CheckpointWriter.create(tmp_path / "old.h5", cfg, initial_state(agent), []).close()
+    assert "features" not in checkpoint.load_checkpoint(tmp_path / "old.h5").config_toml
+
+    resumed = launch(2, "cli", tmp_path, "train", "--resume", "old.h5")
+    assert resumed.returncode == 0, resumed.stderr
+    expected, actual = read_pool(tmp_path / "straight.h5"), read_pool(tmp_path / "old.h5")
+    assert actual["iterations_done"] == 2
+    for name, values in expected.items():
+        if name != "pool/timings":
+            np.testing.assert_array_equal(actual[name], values, err_msg=name)
+    stored = checkpoint.load_checkpoint(tmp_path / "old.h5").config
+    assert (stored.features, stored.update, stored.baseline, stored.evaluation_action, stored.common_evaluation) == ("signed", "unit-density", "state", "sample", False)
