@@ -479,15 +479,12 @@ def parse_config(
     world_size: int,
     base_dir: Path = Path("."),
     stored_step_sizes: dict[str, tuple[float, ...]] | None = None,
-    *,
-    check_env: object = None,
 ) -> Config:
     """Validate TOML text for a pool of `world_size` ranks; raise ConfigError on any problem.
 
     Only the text is checked: whether Gymnasium can make the task is mpiswim.env.check_task's
     question. `stored_step_sizes` (alpha/eta per rank) replaces the [ranks] values: a resumed
-    run takes them from its checkpoint, not from a file that may have moved. `check_env` is
-    deprecated and ignored (it goes once no caller passes it).
+    run takes them from its checkpoint, not from a file that may have moved.
     """
     try:
         doc = tomllib.loads(text)
