@@ -22,14 +22,22 @@ BIN = Path(sys.executable).parent
 
 
 def fresh(path: Path, T: int) -> str:
-    result = subprocess.run([str(BIN / "mpiswim"), "evaluate", str(path), "--episodes", "10", "--T", str(T), "--json"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [str(BIN / "mpiswim"), "evaluate", str(path), "--episodes", "10", "--T", str(T), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     summary = json.loads(result.stdout)
     return f"{summary['mean']:.0f} ± {summary['std']:.0f}"
 
 
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "results/bodies")
-    print("| body | normalisation | seed | iterations | degenerate branches | best recorded (iteration) | best agent, 10 fresh episodes, T = 500 | the same at T = 1000 |")
+    print(
+        "| body | normalisation | seed | iterations | degenerate branches | best recorded (iteration) | best agent, 10 "
+        "fresh episodes, T = 500 | the same at T = 1000 |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for path in sorted(folder.glob("*.h5")):
         body, normalisation, seed = path.stem.rsplit("-", 2)
@@ -42,7 +50,9 @@ def main() -> None:
         else:
             best = f"{np.nanmax(scores):.1f} ({int(np.nanargmax(scores)) + 1})"
             at500, at1000 = fresh(path, 500), fresh(path, 1000)
-        print(f"| {body} | {normalisation} | {seed} | {run.iterations}{stopped} | {share} | {best} | {at500} | {at1000} |")
+        print(
+            f"| {body} | {normalisation} | {seed} | {run.iterations}{stopped} | {share} | {best} | {at500} | {at1000} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Several runs (seeds, a sweep): mean winner and best-ever score per iteration with 95% confidence bands,
-and a table of final and best scores.
+"""Several runs (seeds, a sweep): mean scores per iteration with bands, and a table of final and best scores.
+
+The mean winner and best-ever score per iteration with 95% confidence bands.
 
     python analysis/compare_runs.py runs/seed*.h5 --out results/seeds
 
@@ -13,7 +14,11 @@ from mpiswim.analysis import compare_markdown, compare_runs, plot_compare, scrip
 
 def write(runs, out):
     (out / "compare.md").write_text(compare_markdown(runs))
-    return [plot_compare(runs, out / "compare.png"), write_csv(out / "compare.csv", compare_runs(runs)), out / "compare.md"]
+    return [
+        plot_compare(runs, out / "compare.png"),
+        write_csv(out / "compare.csv", compare_runs(runs)),
+        out / "compare.md",
+    ]
 
 
 if __name__ == "__main__":

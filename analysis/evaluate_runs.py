@@ -1,6 +1,7 @@
 """Independent evaluation of several runs' best agents, grouped by config: mean ± sd over the runs.
 
-    python analysis/evaluate_runs.py results/seed-*.h5 results/improved-*.h5 --T 500 1000 --episodes 50 --actions sample mean
+    python analysis/evaluate_runs.py results/seed-*.h5 results/improved-*.h5 --T 500 1000 --episodes 50 --actions sample
+    mean
 
 A run's recorded best score is the highest winner's score it saw, so it is
 picked from noisy estimates and biased upward. This table evaluates each run's
@@ -23,7 +24,9 @@ from mpiswim.analysis import config_group, read_run
 from mpiswim.cli import evaluation_returns
 
 
-def evaluation_table(paths: list[str], horizons: list[int], episodes: int, seed: int, actions: tuple[str, ...] = ("sample",)) -> str:
+def evaluation_table(
+    paths: list[str], horizons: list[int], episodes: int, seed: int, actions: tuple[str, ...] = ("sample",)
+) -> str:
     settings = [(T, action) for T in horizons for action in actions]
     columns = ["recorded best", *[f"T = {T}" + (", mean action" if action == "mean" else "") for T, action in settings]]
     rows: list[tuple[str, list[float], list[float]]] = []  # label, per-column mean, per-column per-episode sd
@@ -41,10 +44,15 @@ def evaluation_table(paths: list[str], horizons: list[int], episodes: int, seed:
     for group, table in groups.items():
         values = np.array(table)
         spread = values.std(axis=0, ddof=1) if len(values) > 1 else np.full(values.shape[1], np.nan)
-        cells = [f"{m:.1f}" + (f" ± {s:.1f}" if np.isfinite(s) else "") for m, s in zip(values.mean(axis=0), spread, strict=True)]
+        cells = [
+            f"{m:.1f}" + (f" ± {s:.1f}" if np.isfinite(s) else "")
+            for m, s in zip(values.mean(axis=0), spread, strict=True)
+        ]
         out.append(f"| **{group}** ({len(values)} runs) | " + " | ".join(cells) + " |")
     for label, means, sds in rows:
-        cells = [f"{m:.1f}" + (f" (episode sd {s:.1f})" if np.isfinite(s) else "") for m, s in zip(means, sds, strict=True)]
+        cells = [
+            f"{m:.1f}" + (f" (episode sd {s:.1f})" if np.isfinite(s) else "") for m, s in zip(means, sds, strict=True)
+        ]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -53,7 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN.h5")
     parser.add_argument("--T", type=int, nargs="+", default=[500], help="episode lengths to evaluate at (default 500)")
-    parser.add_argument("--actions", nargs="+", choices=("sample", "mean"), default=["sample"], help="Beta draws and/or the Beta mean (default: sample)")
+    parser.add_argument(
+        "--actions",
+        nargs="+",
+        choices=("sample", "mean"),
+        default=["sample"],
+        help="Beta draws and/or the Beta mean (default: sample)",
+    )
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")

@@ -36,7 +36,14 @@ WINDOW = 10
 def trailing_mean(scores: np.ndarray) -> np.ndarray:
     """Mean of the (finite) winner scores of the WINDOW iterations up to each one."""
     finite = np.where(np.isfinite(scores), scores, np.nan)
-    return np.array([np.nanmean(finite[max(0, k - WINDOW + 1) : k + 1]) if np.isfinite(finite[max(0, k - WINDOW + 1) : k + 1]).any() else np.nan for k in range(len(finite))])
+    return np.array(
+        [
+            np.nanmean(finite[max(0, k - WINDOW + 1) : k + 1])
+            if np.isfinite(finite[max(0, k - WINDOW + 1) : k + 1]).any()
+            else np.nan
+            for k in range(len(finite))
+        ]
+    )
 
 
 def first_reaching(values: np.ndarray, target: float) -> float:
@@ -49,7 +56,9 @@ def run_row(run, target: float, milestones: tuple[int, ...] = MILESTONES) -> dic
     winners = winner_scores(run)
     smooth = trailing_mean(winners)
     wall = sum(phase_seconds(run).values())  # (k,) seconds per iteration
-    row = {f"at {k}": float(smooth[k - 1]) if run.iterations >= k else None for k in milestones}  # None: the run stopped before k
+    row = {
+        f"at {k}": float(smooth[k - 1]) if run.iterations >= k else None for k in milestones
+    }  # None: the run stopped before k
     row["first >= target"] = first_reaching(winners, target)
     row["first mean10 >= target"] = first_reaching(smooth, target)
     row["best"] = float(run.best_score[-1]) if run.iterations else float("nan")
@@ -83,7 +92,14 @@ def milestone_table(paths: list[str], target: float, milestones: tuple[int, ...]
         groups.setdefault(config_group(run.label), []).append(row)
         lines.append((run.label, row))
     header = ["run", *[c.replace("target", f"{target:g}") for c in columns]]
-    digits = {"first >= target": 0, "first mean10 >= target": 0, "best at": 0, "iterations": 0, "s / iteration": 2, "minutes": 1}
+    digits = {
+        "first >= target": 0,
+        "first mean10 >= target": 0,
+        "best at": 0,
+        "iterations": 0,
+        "s / iteration": 2,
+        "minutes": 1,
+    }
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group, rows in groups.items():
         cells = [cell([r[c] for r in rows], digits.get(c, 1)) for c in columns]
@@ -120,7 +136,11 @@ def plot_groups(paths: list[str], target: float, path: Path) -> Path:
     iterations, scores = zip(*SEED_MILESTONES, strict=True)
     ax.plot(iterations, scores, "k*", ms=10, label="the seed run (its reported milestones)")
     ax.axhline(target, color="0.5", lw=0.8, ls="--")
-    ax.set(xlabel="iteration", ylabel="winner's evaluation return (10-iteration mean)", title="mean over seeds, band: lowest to highest run")
+    ax.set(
+        xlabel="iteration",
+        ylabel="winner's evaluation return (10-iteration mean)",
+        title="mean over seeds, band: lowest to highest run",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.savefig(path, dpi=110)
@@ -132,7 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN.h5")
     parser.add_argument("--target", type=float, default=150.0, help="score to reach (default 150)")
-    parser.add_argument("--at", type=int, nargs="+", default=list(MILESTONES), metavar="K", help="iterations to report the score at (default 1 75 150 400)")
+    parser.add_argument(
+        "--at",
+        type=int,
+        nargs="+",
+        default=list(MILESTONES),
+        metavar="K",
+        help="iterations to report the score at (default 1 75 150 400)",
+    )
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="also plot each group's curve into this file")
     args = parser.parse_args(argv)

@@ -38,7 +38,10 @@ def record(path: str) -> None:
 def compare(first: str, second: str) -> None:
     difference = np.abs(np.load(first) - np.load(second)).max(axis=1)
     apart = np.flatnonzero(difference > 1e-9)
-    print(f"largest observation difference {difference.max():.3g}; first step more than 1e-9 apart: {apart[0] if apart.size else 'none'} of {difference.size}")
+    print(
+        f"largest observation difference {difference.max():.3g}; first step more than 1e-9 apart: "
+        f"{apart[0] if apart.size else 'none'} of {difference.size}"
+    )
 
 
 if __name__ == "__main__":

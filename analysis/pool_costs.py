@@ -132,7 +132,17 @@ def checkpoint_cost(size: int, repeats: int) -> tuple[int, float, float]:
         for _ in range(repeats):
             scores = rng.normal(100, 10, size)
             timings = rng.uniform(0, 1, (size, len(PHASES)))
-            records.append(IterationRecord(scores, int(np.argmax(scores)), rng.normal(100, 10, (size, cfg.iterate_episodes)), timings, np.zeros(size, bool), False, float(scores.max())))
+            records.append(
+                IterationRecord(
+                    scores,
+                    int(np.argmax(scores)),
+                    rng.normal(100, 10, (size, cfg.iterate_episodes)),
+                    timings,
+                    np.zeros(size, bool),
+                    False,
+                    float(scores.max()),
+                )
+            )
             seconds.append(writer.append(replace(state, iteration=len(records)), records))
         writer.close()
     return row_bytes(size, cfg.iterate_episodes), float(np.median(seconds)), float(np.max(seconds))
@@ -140,8 +150,13 @@ def checkpoint_cost(size: int, repeats: int) -> tuple[int, float, float]:
 
 def start_up() -> dict:
     """A fresh process importing what a rank imports before its first iteration: seconds and modules."""
-    code = "import sys, time; t = time.perf_counter(); import mpiswim.train; print(time.perf_counter() - t, len(sys.modules))"
-    seconds, modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    code = (
+        "import sys, time; t = time.perf_counter(); import mpiswim.train; print(time.perf_counter() - t, "
+        "len(sys.modules))"
+    )
+    seconds, modules = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     return {"import_seconds": round(float(seconds), 2), "modules": int(modules)}
 
 
@@ -181,7 +196,13 @@ def main() -> int:
     parser.add_argument("--ranks", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "pool_size" / "pool-costs.csv")
-    parser.add_argument("--checkpoint-ranks", type=int, nargs="*", default=[2, 8, 64, 1000, 10000], help="P of rank 0's checkpoint write, measured alone")
+    parser.add_argument(
+        "--checkpoint-ranks",
+        type=int,
+        nargs="*",
+        default=[2, 8, 64, 1000, 10000],
+        help="P of rank 0's checkpoint write, measured alone",
+    )
     parser.add_argument("--part", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:
@@ -203,7 +224,14 @@ def main() -> int:
     writes = []
     for size in args.checkpoint_ranks:
         row_bytes, median, slowest = checkpoint_cost(size, args.repeats)
-        writes.append({"ranks": size, "record_row_bytes": row_bytes, "checkpoint_write_ms": round(median * 1e3, 3), "slowest_write_ms": round(slowest * 1e3, 1)})
+        writes.append(
+            {
+                "ranks": size,
+                "record_row_bytes": row_bytes,
+                "checkpoint_write_ms": round(median * 1e3, 3),
+                "slowest_write_ms": round(slowest * 1e3, 1),
+            }
+        )
         print(writes[-1], flush=True)
     if writes:
         with args.out.with_name(args.out.stem + "-checkpoint.csv").open("w", newline="") as handle:

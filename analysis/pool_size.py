@@ -30,7 +30,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-COLUMNS = ("ranks", "seed", "iterations", "target_reached", "steps", "wall_s", "cpu_s", "best_score", "fresh_mean", "fresh_std")
+COLUMNS = (
+    "ranks",
+    "seed",
+    "iterations",
+    "target_reached",
+    "steps",
+    "wall_s",
+    "cpu_s",
+    "best_score",
+    "fresh_mean",
+    "fresh_std",
+)
 
 
 def children_cpu() -> float:
@@ -45,14 +56,32 @@ def run_one(config: Path, ranks: int, seed: int) -> dict:
     name = f"{config.stem}-P{ranks}-{seed}"
     settings = tomllib.loads(config.read_text())
     out = work / f"{name}.h5"
-    command = [str(BIN / "mpiexec"), "-n", str(ranks), str(BIN / "mpiswim"), "train", "--config", str(config), "--set", f"run.seed={seed}", "--out", str(out), "--force"]
+    command = [
+        str(BIN / "mpiexec"),
+        "-n",
+        str(ranks),
+        str(BIN / "mpiswim"),
+        "train",
+        "--config",
+        str(config),
+        "--set",
+        f"run.seed={seed}",
+        "--out",
+        str(out),
+        "--force",
+    ]
     cpu, wall = children_cpu(), time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     cpu, wall = children_cpu() - cpu, time.perf_counter() - wall
     (work / f"{name}.log").write_text(result.stdout + result.stderr)
     iterations = sum(1 for line in result.stdout.splitlines() if line.startswith("iteration "))
     best = re.search(r"best score ([-\d.]+)", result.stdout.splitlines()[-1])
-    evaluation = subprocess.run([str(BIN / "mpiswim"), "evaluate", str(out), "--episodes", "50", "--json"], capture_output=True, text=True, check=True)
+    evaluation = subprocess.run(
+        [str(BIN / "mpiswim"), "evaluate", str(out), "--episodes", "50", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     fresh = json.loads(evaluation.stdout)
     pool = settings["pool"]
     return {

@@ -12,7 +12,8 @@ Reads a CSV written by analysis/pool_size.py and the checkpoints of its runs
 With --plot, draws CPU-seconds to the target against P (every seed and the median).
 
 Usage:
-    python analysis/pool_size_table.py results/pool_size/pool-size-improved.csv --threshold 150 --plot docs/results/pool_size.png
+    python analysis/pool_size_table.py results/pool_size/pool-size-improved.csv --threshold 150 --plot
+    docs/results/pool_size.png
 """
 
 from __future__ import annotations
@@ -119,7 +120,12 @@ def plot(rows: list[dict], out: Path, title: str) -> None:
     for row in rows:
         marker = "o" if row["target_reached"] else "x"
         ax.scatter(row["ranks"], row["cpu_s"], marker=marker, color="C0" if row["target_reached"] else "C3", alpha=0.7)
-    medians = [np.median([r["cpu_s"] for r in rows if r["ranks"] == p]) if all(r["target_reached"] for r in rows if r["ranks"] == p) else np.nan for p in sizes]
+    medians = [
+        np.median([r["cpu_s"] for r in rows if r["ranks"] == p])
+        if all(r["target_reached"] for r in rows if r["ranks"] == p)
+        else np.nan
+        for p in sizes
+    ]
     ax.plot(sizes, medians, color="C0", label="median over seeds (every seed reached the target)")
     ax.scatter([], [], marker="o", color="C0", label="one seed: CPU-s until the target was reached")
     ax.scatter([], [], marker="x", color="C3", label="one seed: never reached it (CPU-s of the whole run)")
@@ -137,7 +143,9 @@ def plot(rows: list[dict], out: Path, title: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv", type=Path)
-    parser.add_argument("--threshold", type=float, default=150.0, help="recorded winner score to report the first iteration of")
+    parser.add_argument(
+        "--threshold", type=float, default=150.0, help="recorded winner score to report the first iteration of"
+    )
     parser.add_argument("--plot", type=Path, help="PNG of CPU-seconds to the target against P")
     args = parser.parse_args()
     rows = study_rows(args.csv, args.threshold)

@@ -27,7 +27,12 @@ def row_of(scores: np.ndarray) -> list[float]:
     window = scores[WINDOW[0] - 1 : WINDOW[1]]
     first = scores[:400]
     best = int(np.nanargmax(first))
-    return [*at, float(np.nanmean(window)) if len(window) == WINDOW[1] - WINDOW[0] + 1 else np.nan, float(first[best]), best + 1]
+    return [
+        *at,
+        float(np.nanmean(window)) if len(window) == WINDOW[1] - WINDOW[0] + 1 else np.nan,
+        float(first[best]),
+        best + 1,
+    ]
 
 
 def reference_scores(path: Path) -> np.ndarray:
@@ -57,7 +62,11 @@ def main() -> None:
         run = read_run(path)
         row = row_of(winner_scores(run))
         rows.append(row)
-        print(f"| {Path(path).stem} ({run.iterations} its) | " + " | ".join(cell(v) for v in row[:-2]) + f" | {cell(row[-2])} ({row[-1]}) |")
+        print(
+            f"| {Path(path).stem} ({run.iterations} its) | "
+            + " | ".join(cell(v) for v in row[:-2])
+            + f" | {cell(row[-2])} ({row[-1]}) |"
+        )
     median = np.nanmedian(np.array(rows, dtype=float), axis=0)
     print("| median | " + " | ".join(cell(v) for v in median[:-2]) + f" | {cell(median[-2])} |")
     seed = row_of(reference_scores(Path(args.reference)))

@@ -39,7 +39,8 @@ hyperparams/ars.yml, ppo.yml and td3.yml, entry `Swimmer-v4`, read at commit
 Usage (after `make peers`):
     python analysis/side_by_side.py all [--seeds 0 1 2] [--cpu-cap 300]   # every tool; skips runs already logged
     python analysis/side_by_side.py run ars --seed 0                       # one run
-    python analysis/side_by_side.py report                                 # table into docs/results.md, plot into docs/img/
+    python analysis/side_by_side.py report                                 # table into docs/results.md, plot into
+    docs/img/
 Raw logs: results/side_by_side/<tool>-<seed>.json, rewritten after every evaluation.
 """
 
@@ -66,7 +67,8 @@ EPISODES = 5
 EVAL_SEED = 1_000_000
 
 # RL Zoo, hyperparams/ars.yml, Swimmer-v4 ("Params closest to original paper"):
-# n_envs 1, LinearPolicy, learning_rate 0.02, delta_std 0.01, n_delta 1, n_top 1, alive_bonus_offset 0, no normalisation.
+# n_envs 1, LinearPolicy, learning_rate 0.02, delta_std 0.01, n_delta 1, n_top 1, alive_bonus_offset 0, no
+# normalisation.
 ARS_KWARGS = dict(learning_rate=0.02, delta_std=0.01, n_delta=1, n_top=1, alive_bonus_offset=0)
 # RL Zoo, hyperparams/ppo.yml, Swimmer-v4 (tuned): the mujoco defaults (normalize: true, MlpPolicy) with
 # gamma 0.9999, n_envs 4, n_steps 1024, batch_size 256, learning_rate 6e-4, gae_lambda 0.98.
@@ -75,7 +77,9 @@ PPO_ENVS = 4
 # RL Zoo, hyperparams/td3.yml, Swimmer-v4 (tuned): the mujoco defaults (MlpPolicy, learning_starts 10000,
 # normal action noise 0.1, train_freq 1, gradient_steps 1, learning_rate 1e-3, batch_size 256,
 # net_arch [400, 300]) with gamma 0.9999.
-TD3_KWARGS = dict(gamma=0.9999, learning_starts=10000, train_freq=1, gradient_steps=1, learning_rate=1e-3, batch_size=256)
+TD3_KWARGS = dict(
+    gamma=0.9999, learning_starts=10000, train_freq=1, gradient_steps=1, learning_rate=1e-3, batch_size=256
+)
 
 MPISWIM_CONFIGS = {
     # tool name: (config file or None for the embedded default, ranks, iterations per segment, base seed)
@@ -111,7 +115,15 @@ class RunLog:
     def __init__(self, tool: str, seed: int, settings: dict):
         LOGS.mkdir(parents=True, exist_ok=True)
         self.path = LOGS / f"{tool}-{seed}.json"
-        self.data = {"tool": tool, "seed": seed, "env": ENV_ID, "episodes_per_evaluation": EPISODES, "settings": settings, "status": "running", "evaluations": []}
+        self.data = {
+            "tool": tool,
+            "seed": seed,
+            "env": ENV_ID,
+            "episodes_per_evaluation": EPISODES,
+            "settings": settings,
+            "status": "running",
+            "evaluations": [],
+        }
         self.write()
         signal.signal(signal.SIGTERM, self.stopped)
 
@@ -162,7 +174,15 @@ def run_sb3(tool: str, seed: int, cpu_cap: float, interval: int) -> None:
     elif tool == "td3":
         env = gym.make(ENV_ID)
         noise = NormalActionNoise(mean=np.zeros(env.action_space.shape), sigma=0.1 * np.ones(env.action_space.shape))
-        model = TD3("MlpPolicy", env, seed=seed, verbose=0, action_noise=noise, policy_kwargs=dict(net_arch=[400, 300]), **TD3_KWARGS)
+        model = TD3(
+            "MlpPolicy",
+            env,
+            seed=seed,
+            verbose=0,
+            action_noise=noise,
+            policy_kwargs=dict(net_arch=[400, 300]),
+            **TD3_KWARGS,
+        )
         settings = {"algorithm": "SB3 TD3", **TD3_KWARGS, "noise": "normal 0.1", "net_arch": [400, 300]}
     else:
         raise SystemExit(f"unknown SB3 tool {tool!r}")
@@ -214,9 +234,17 @@ def run_mpiswim(tool: str, seed_index: int, cpu_cap: float, max_iterations: int)
     seed = base_seed + seed_index
     work = ROOT / "runs" / "side_by_side"
     work.mkdir(parents=True, exist_ok=True)
-    config_text = (ROOT / config_file).read_text() if config_file else subprocess.run([str(BIN / "mpiswim"), "config"], capture_output=True, text=True, check=True).stdout
+    config_text = (
+        (ROOT / config_file).read_text()
+        if config_file
+        else subprocess.run([str(BIN / "mpiswim"), "config"], capture_output=True, text=True, check=True).stdout
+    )
     # The run's own seed; no [run] target: the side-by-side's fresh evaluations decide when a run has arrived.
-    lines = [f"seed = {seed}" if line.split("=")[0].strip() == "seed" else line for line in config_text.splitlines() if line.split("=")[0].strip() != "target"]
+    lines = [
+        f"seed = {seed}" if line.split("=")[0].strip() == "seed" else line
+        for line in config_text.splitlines()
+        if line.split("=")[0].strip() != "target"
+    ]
     config_path = work / f"{tool}-{seed}.toml"
     config_path.write_text("\n".join(lines) + "\n")
     cfg = tomllib.loads(config_path.read_text())
@@ -238,11 +266,18 @@ def run_mpiswim(tool: str, seed_index: int, cpu_cap: float, max_iterations: int)
     while iteration < max_iterations:
         iteration += per_segment
         if iteration == per_segment:
-            segments.append(train(["--config", str(config_path), "--out", str(out), "--iterations", str(iteration), "--force"]))
+            segments.append(
+                train(["--config", str(config_path), "--out", str(out), "--iterations", str(iteration), "--force"])
+            )
         else:
             segments.append(train(["--resume", str(out), "--iterations", str(iteration)]))
         starts_seed = EVAL_SEED + evaluation  # fresh_starts(evaluation) draws from this generator, as run_episode does
-        row = {"evaluation": evaluation, "iteration": iteration, "steps": iteration * steps_per_iteration, "cpu_s_all_startups": round(sum(segments), 2)}
+        row = {
+            "evaluation": evaluation,
+            "iteration": iteration,
+            "steps": iteration * steps_per_iteration,
+            "cpu_s_all_startups": round(sum(segments), 2),
+        }
         for T, _ in TARGETS:
             returns, _, _, _ = evaluation_returns(str(out), EPISODES, seed=starts_seed, T=T, action="mean")
             row[f"score_T{T}"] = round(float(np.nanmean(returns)), 2)
@@ -257,12 +292,23 @@ def run_mpiswim(tool: str, seed_index: int, cpu_cap: float, max_iterations: int)
             break
     log.finish(status + "; measuring the uninterrupted reference", segment_cpu_s=[round(s, 2) for s in segments])
     reference = work / f"{tool}-{seed}-uninterrupted.h5"
-    uninterrupted = train(["--config", str(config_path), "--out", str(reference), "--iterations", str(iteration), "--force"])
-    same = evaluation_returns(str(out), EPISODES, seed=EVAL_SEED)[0].tolist() == evaluation_returns(str(reference), EPISODES, seed=EVAL_SEED)[0].tolist()
+    uninterrupted = train(
+        ["--config", str(config_path), "--out", str(reference), "--iterations", str(iteration), "--force"]
+    )
+    same = (
+        evaluation_returns(str(out), EPISODES, seed=EVAL_SEED)[0].tolist()
+        == evaluation_returns(str(reference), EPISODES, seed=EVAL_SEED)[0].tolist()
+    )
     extra = (sum(segments) - uninterrupted) / max(len(segments) - 1, 1)
     for k, row in enumerate(log.data["evaluations"]):
         row["cpu_s"] = round(sum(segments[: k + 1]) - k * extra, 2)
-    log.finish(status, segment_cpu_s=[round(s, 2) for s in segments], uninterrupted_cpu_s=round(uninterrupted, 2), extra_startup_cpu_s_per_segment=round(extra, 2), uninterrupted_same_best_agent=same)
+    log.finish(
+        status,
+        segment_cpu_s=[round(s, 2) for s in segments],
+        uninterrupted_cpu_s=round(uninterrupted, 2),
+        extra_startup_cpu_s_per_segment=round(extra, 2),
+        uninterrupted_same_best_agent=same,
+    )
 
 
 # ---------------------------------------------------------------- all runs, report
@@ -276,11 +322,15 @@ def run_all(tools: list[str], seeds: list[int], cpu_cap: float) -> None:
                 print(f"{tool} seed {seed}: logged already ({path.name})", flush=True)
                 continue
             print(f"{tool} seed {seed}: running", flush=True)
-            subprocess.run([sys.executable, __file__, "run", tool, "--seed", str(seed), "--cpu-cap", str(cpu_cap)], check=False)
+            subprocess.run(
+                [sys.executable, __file__, "run", tool, "--seed", str(seed), "--cpu-cap", str(cpu_cap)], check=False
+            )
 
 
 def cpu_of(row: dict) -> float:
-    """CPU-seconds of an evaluation row; an mpiswim run stopped before its uninterrupted reference has only the sum with every start-up."""
+    """CPU-seconds of an evaluation row; an mpiswim run stopped before its uninterrupted reference has only the sum with
+    every start-up.
+    """
     return row.get("cpu_s", row.get("cpu_s_all_startups"))
 
 
@@ -318,7 +368,10 @@ def report() -> None:
         cells.append(f"{group[0]['settings'].get('cpu_cap_s', '-'):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("\\* every segment's start-up counted (no uninterrupted reference run measured for this run, or not yet): an upper bound.")
+    lines.append(
+        "\\* every segment's start-up counted (no uninterrupted reference run measured for this run, or not yet): an "
+        "upper bound."
+    )
     table = "\n".join(lines)
     print(table)
     begin, end = "<!-- side-by-side table: begin -->", "<!-- side-by-side table: end -->"
@@ -336,7 +389,13 @@ def report() -> None:
         for tool in [t for t in TOOLS if t in by_tool]:
             for k, run in enumerate(sorted(by_tool[tool], key=lambda r: r["seed"])):
                 rows = run["evaluations"]
-                ax.plot([cpu_of(e) for e in rows], [e[f"score_T{T}"] for e in rows], color=colors[tool], alpha=0.8, label=tool if k == 0 else None)
+                ax.plot(
+                    [cpu_of(e) for e in rows],
+                    [e[f"score_T{T}"] for e in rows],
+                    color=colors[tool],
+                    alpha=0.8,
+                    label=tool if k == 0 else None,
+                )
         ax.axhline(target, color="k", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_xlabel("learner CPU-seconds (start-up included, evaluations excluded)")
@@ -362,14 +421,25 @@ def main() -> None:
     one = sub.add_parser("run", help="one tool, one seed (its own process, so its start-up is counted)")
     one.add_argument("tool", choices=TOOLS)
     one.add_argument("--seed", type=int, default=0, help="SB3: the seed; mpiswim: added to the config's base seed")
-    one.add_argument("--cpu-cap", type=float, default=300.0, help="stop once the learner has used this many CPU-seconds (default 300)")
-    one.add_argument("--interval", type=int, default=10_000, help="SB3: environment steps between evaluations (default 10000)")
-    one.add_argument("--max-iterations", type=int, default=200, help="mpiswim: stop after this many pool iterations (default 200)")
+    one.add_argument(
+        "--cpu-cap",
+        type=float,
+        default=300.0,
+        help="stop once the learner has used this many CPU-seconds (default 300)",
+    )
+    one.add_argument(
+        "--interval", type=int, default=10_000, help="SB3: environment steps between evaluations (default 10000)"
+    )
+    one.add_argument(
+        "--max-iterations", type=int, default=200, help="mpiswim: stop after this many pool iterations (default 200)"
+    )
     every = sub.add_parser("all", help="every tool (or --tools), every seed; runs already logged are skipped")
     every.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
     every.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     every.add_argument("--cpu-cap", type=float, default=300.0)
-    sub.add_parser("report", help="summary table into docs/results.md (between its markers) and docs/img/side_by_side.png")
+    sub.add_parser(
+        "report", help="summary table into docs/results.md (between its markers) and docs/img/side_by_side.png"
+    )
     args = parser.parse_args()
     os.chdir(ROOT)
     if args.command == "run":

@@ -22,7 +22,9 @@ from mpiswim.analysis import history, read_agents, read_run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="plot the winner's and the best-ever score of two runs against iteration")
+    parser = argparse.ArgumentParser(
+        description="plot the winner's and the best-ever score of two runs against iteration"
+    )
     parser.add_argument("runs", nargs=2, metavar="RUN.h5")
     parser.add_argument("--out", default="two_runs.png", help="the plot (default two_runs.png)")
     args = parser.parse_args()
@@ -40,7 +42,10 @@ def main() -> None:
         line = ax.plot(rows["iteration"], rows["winner_score"], alpha=0.5, label=f"{run.label}: winner's score")[0]
         ax.plot(rows["iteration"], rows["best_score"], color=line.get_color(), label=f"{run.label}: best so far")
         weights = np.abs(agents["best"].policy).sum()
-        print(f"{run.label}: {run.iterations} iterations of {run.world_size} ranks, best {agents['best_score']:.2f} at iteration {agents['best_iteration']}, |policy| {weights:.1f}")
+        print(
+            f"{run.label}: {run.iterations} iterations of {run.world_size} ranks, best {agents['best_score']:.2f} at "
+            f"iteration {agents['best_iteration']}, |policy| {weights:.1f}"
+        )
     ax.set_xlabel("iteration")
     ax.set_ylabel("evaluation return")
     ax.legend(fontsize=8)

@@ -76,7 +76,9 @@ class Run:
     alpha: np.ndarray  # (P,) policy step size of each rank
     eta: np.ndarray  # (P,) baseline step size of each rank
     best_iteration: int  # 0-based row that produced the best agent; -1 before any
-    settings: dict[str, object] = field(default_factory=dict)  # the run's config apart from NOT_COMPARED (see run_settings)
+    settings: dict[str, object] = field(
+        default_factory=dict
+    )  # the run's config apart from NOT_COMPARED (see run_settings)
     being_written: bool = False  # a `mpiswim train` job holds the file now (see is_being_written)
 
     @property
@@ -112,7 +114,10 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
-        raise AnalysisError(f"'{path}' {what}. Fix: give the path of a checkpoint file written by `mpiswim train` (`make run` writes runs/default.h5).")
+        raise AnalysisError(
+            f"'{path}' {what}. Fix: give the path of a checkpoint file written by `mpiswim train` (`make run` writes "
+            "runs/default.h5)."
+        )
     try:
         return read_raw(path)
     except CheckpointError as error:
@@ -155,7 +160,9 @@ def _raw_settings(config_toml: str) -> dict[str, object]:
 def read_run(path: str | Path, label: str | None = None) -> Run:
     """Read one checkpoint (complete, or of a run still in progress) into a Run."""
     path = Path(path)
-    being_written = is_being_written(path) if path.is_file() else False  # asked first: a run that ends meanwhile reads as complete
+    being_written = (
+        is_being_written(path) if path.is_file() else False
+    )  # asked first: a run that ends meanwhile reads as complete
     raw = read_checkpoint(path)
     attrs = raw["attrs"]
     done, world_size = int(attrs["iterations_done"]), int(attrs["world_size"])
@@ -169,14 +176,21 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
         data, expected = pool[column.name], (done, world_size) if column.shape[:1] == ("P",) else (done,)
         if data.ndim != 1 + len(column.shape) or data.shape[: len(expected)] != expected:
             raise AnalysisError(
-                f"'{path}': /pool/{column.name} has shape {data.shape} but the file says iterations_done = {done} and world_size = {world_size}. "
+                f"'{path}': /pool/{column.name} has shape {data.shape} but the file says iterations_done = {done} and "
+                f"world_size = {world_size}. "
                 "Fix: use an intact checkpoint written by `mpiswim train`."
             )
     if pool["timings"].shape[2] != len(phases):
-        raise AnalysisError(f"'{path}': /pool/timings has {pool['timings'].shape[2]} phase columns but {len(phases)} phase names. Fix: use an intact checkpoint.")
+        raise AnalysisError(
+            f"'{path}': /pool/timings has {pool['timings'].shape[2]} phase columns but {len(phases)} phase names. Fix: "
+            "use an intact checkpoint."
+        )
     for name, data in steps.items():
         if data.shape != (world_size,):
-            raise AnalysisError(f"'{path}': /hyperparameters/{name} has shape {data.shape}, expected ({world_size},). Fix: use an intact checkpoint.")
+            raise AnalysisError(
+                f"'{path}': /hyperparameters/{name} has shape {data.shape}, expected ({world_size},). Fix: use an "
+                "intact checkpoint."
+            )
     config_toml = str(attrs["config_toml"])
     try:
         cfg = stored_config(attrs, steps)
@@ -227,7 +241,10 @@ class Reference:
     score: np.ndarray  # NaN where the file leaves the score blank
 
 
-REFERENCE_FIX = "Fix: give a CSV file whose header row names the columns iteration and score (other columns are ignored), e.g. 'iteration,score' then '1,12.5'."
+REFERENCE_FIX = (
+    "Fix: give a CSV file whose header row names the columns iteration and score (other columns are "
+    "ignored), e.g. 'iteration,score' then '1,12.5'."
+)
 
 
 def _reference_value(path: Path, line: int, row: list[str], column: int, name: str) -> float:
@@ -240,7 +257,9 @@ def _reference_value(path: Path, line: int, row: list[str], column: int, name: s
     except ValueError:
         value = float("nan")
     if math.isnan(value) or (name == "iteration" and not math.isfinite(value)):
-        raise AnalysisError(f"reference curve '{path}', line {line}: the {name} {text!r} is not a number. {REFERENCE_FIX}")
+        raise AnalysisError(
+            f"reference curve '{path}', line {line}: the {name} {text!r} is not a number. {REFERENCE_FIX}"
+        )
     return value
 
 
@@ -260,14 +279,19 @@ def read_reference(path: str | Path) -> Reference:
             header = [name.strip() for name in next(reader, [])]
             rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise AnalysisError(f"reference curve '{path}' cannot be read as CSV text ({error.__class__.__name__}: {error}). {REFERENCE_FIX}") from None
+        raise AnalysisError(
+            f"reference curve '{path}' cannot be read as CSV text ({error.__class__.__name__}: {error}). "
+            f"{REFERENCE_FIX}"
+        ) from None
     for name in ("iteration", "score"):
         if name not in header:
             found = f"its header is {', '.join(header)}" if any(header) else "the file is empty"
             raise AnalysisError(f"reference curve '{path}' has no column '{name}' ({found}). {REFERENCE_FIX}")
     if not rows:
         raise AnalysisError(f"reference curve '{path}' has a header but no rows. {REFERENCE_FIX}")
-    iteration = np.array([_reference_value(path, line, row, header.index("iteration"), "iteration") for line, row in rows])
+    iteration = np.array(
+        [_reference_value(path, line, row, header.index("iteration"), "iteration") for line, row in rows]
+    )
     score = np.array([_reference_value(path, line, row, header.index("score"), "score") for line, row in rows])
     order = np.argsort(iteration, kind="stable")
     return Reference(label=path.stem, iteration=iteration[order], score=score[order])
@@ -284,7 +308,12 @@ def read_agents(path: str | Path) -> dict[str, object]:
     and `baseline` (mpiswim/policy.py).
     """
     raw = read_checkpoint(path)
-    return {"best": raw["best"], "current": raw["current"], "best_iteration": raw["best_iteration"] + 1, "best_score": float(raw["best_score"])}
+    return {
+        "best": raw["best"],
+        "current": raw["current"],
+        "best_iteration": raw["best_iteration"] + 1,
+        "best_score": float(raw["best_score"]),
+    }
 
 
 def history(run: Run) -> dict[str, np.ndarray]:
@@ -299,7 +328,10 @@ def history_frame(run: Run):
     try:
         import pandas
     except ImportError:
-        raise AnalysisError("history_frame needs pandas, which mpiswim does not install. Fix: `pip install pandas`, or use history(run), a dict of numpy arrays.") from None
+        raise AnalysisError(
+            "history_frame needs pandas, which mpiswim does not install. Fix: `pip install pandas`, or use "
+            "history(run), a dict of numpy arrays."
+        ) from None
     return pandas.DataFrame(history(run)).set_index("iteration")
 
 
@@ -389,7 +421,9 @@ class ValueWins:
     ranks: tuple[int, ...]
     wins: int
     share: float  # share of the decided iterations
-    rank_share: float  # share of the pool's ranks with this value: the expected win share if the value made no difference
+    rank_share: (
+        float  # share of the pool's ranks with this value: the expected win share if the value made no difference
+    )
 
     @property
     def ratio(self) -> float:
@@ -406,7 +440,11 @@ def win_share_by_hyperparameter(run: Run) -> list[ValueWins]:
         for value in np.unique(values):
             ranks = tuple(int(r) for r in np.flatnonzero(values == value))
             won = int(wins[list(ranks)].sum())
-            rows.append(ValueWins(name, float(value), ranks, won, won / decided if decided else 0.0, len(ranks) / run.world_size))
+            rows.append(
+                ValueWins(
+                    name, float(value), ranks, won, won / decided if decided else 0.0, len(ranks) / run.world_size
+                )
+            )
     return rows
 
 
@@ -461,8 +499,39 @@ def timing_table(run: Run) -> list[PhaseTotal]:
 
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+_T95 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    # fmt: skip
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 def t95(dof: int) -> float:
@@ -531,7 +600,9 @@ def first_iterations(run: Run, k: int) -> Run:
 
 
 def common_part(runs: Sequence[Run]) -> list[Run]:
-    """Every run cut to the iterations all of them have, so that a mean over the runs does not jump where a short run ends."""
+    """Every run cut to the iterations all of them have, so that a mean over the runs does not jump where a short run
+    ends.
+    """
     k = common_iterations(runs)
     return [first_iterations(run, k) for run in runs]
 
@@ -552,7 +623,10 @@ def run_differences(runs: Sequence[Run]) -> list[str]:
 
     def compare(what: str, values: list[object]) -> None:
         if len({_show(v) for v in values}) > 1:
-            lines.append(f"the runs differ in {what}: " + ", ".join(f"{run.path} has {_show(v)}" for run, v in zip(runs, values, strict=True)))
+            lines.append(
+                f"the runs differ in {what}: "
+                + ", ".join(f"{run.path} has {_show(v)}" for run, v in zip(runs, values, strict=True))
+            )
 
     compare("pool size P", [run.world_size for run in runs])
     compare("episode length T", [run.T for run in runs])
@@ -643,7 +717,14 @@ def write_csv(path: str | Path, columns: dict[str, np.ndarray]) -> Path:
         writer = csv.writer(handle)
         writer.writerow(names)
         for row in zip(*(columns[name] for name in names), strict=True):
-            writer.writerow(["" if isinstance(v, float | np.floating) and not np.isfinite(v) else (repr(float(v)) if isinstance(v, float | np.floating) else int(v)) for v in row])
+            writer.writerow(
+                [
+                    ""
+                    if isinstance(v, float | np.floating) and not np.isfinite(v)
+                    else (repr(float(v)) if isinstance(v, float | np.floating) else int(v))
+                    for v in row
+                ]
+            )
     return path
 
 
@@ -658,17 +739,48 @@ def learning_curve_csv(run: Run, path: str | Path) -> Path:
 def wins_markdown(run: Run) -> str:
     """The win tables (per rank, per hyperparameter value) as markdown, with a one-line reading guide."""
     decided = int((run.winner >= 0).sum())
-    text = f"# Who wins: {run.label} ({run.env_id}, {run.world_size} ranks, {run.iterations} iterations, {decided} with a winner)\n\n"
+    text = (
+        f"# Who wins: {run.label} ({run.env_id}, {run.world_size} ranks, {run.iterations} iterations, {decided} "
+        "with a winner)\n\n"
+    )
     text += "Share = wins / iterations with a winner. New bests = wins that raised the best-ever score.\n\n"
     text += _markdown(
         ["rank", "alpha", "eta", "wins", "share", "first win", "last win", "new bests", "mean score", "degenerate"],
-        [[r.rank, f"{r.alpha:g}", f"{r.eta:g}", r.wins, f"{r.share:.1%}", r.first_win or "-", r.last_win or "-", r.new_bests, _number(r.mean_score), r.degenerate] for r in win_table(run)],
+        [
+            [
+                r.rank,
+                f"{r.alpha:g}",
+                f"{r.eta:g}",
+                r.wins,
+                f"{r.share:.1%}",
+                r.first_win or "-",
+                r.last_win or "-",
+                r.new_bests,
+                _number(r.mean_score),
+                r.degenerate,
+            ]
+            for r in win_table(run)
+        ],
     )
     text += "\n## Win share by hyperparameter value\n\n"
-    text += "Rank share = the share of the pool's ranks with that value, i.e. the win share to expect if the value made no difference; ratio = win share / rank share.\n\n"
+    text += (
+        "Rank share = the share of the pool's ranks with that value, i.e. the win share to expect if the value "
+        "made no difference; ratio = win share / rank share.\n\n"
+    )
     text += _markdown(
         ["hyperparameter", "value", "ranks", "wins", "win share", "rank share", "ratio"],
-        [[v.name, f"{v.value:g}", ", ".join(map(str, v.ranks)), v.wins, f"{v.share:.1%}", f"{v.rank_share:.1%}", _number(v.ratio)] for v in win_share_by_hyperparameter(run)],
+        [
+            [
+                v.name,
+                f"{v.value:g}",
+                ", ".join(map(str, v.ranks)),
+                v.wins,
+                f"{v.share:.1%}",
+                f"{v.rank_share:.1%}",
+                _number(v.ratio),
+            ]
+            for v in win_share_by_hyperparameter(run)
+        ],
     )
     return text
 
@@ -676,15 +788,33 @@ def wins_markdown(run: Run) -> str:
 def timings_markdown(run: Run) -> str:
     rows = timing_table(run)
     total = sum(r.seconds for r in rows)
-    text = f"# Where time goes: {run.label} ({run.world_size} ranks, {run.iterations} iterations, {total:.1f} s in all)\n\n"
-    text += "Seconds summed over iterations; train, evaluate and communicate are means over the ranks (communicate includes waiting for the slowest rank), checkpoint is rank 0 writing the file.\n\n"
+    text = (
+        f"# Where time goes: {run.label} ({run.world_size} ranks, {run.iterations} iterations, {total:.1f} s in "
+        "all)\n\n"
+    )
+    text += (
+        "Seconds summed over iterations; train, evaluate and communicate are means over the ranks (communicate "
+        "includes waiting for the slowest rank), checkpoint is rank 0 writing the file.\n\n"
+    )
     text += _markdown(
         ["phase", "seconds", "share", "per iteration (s)", "slowest rank", "its seconds"],
-        [[r.phase, f"{r.seconds:.1f}", f"{r.share:.1%}", f"{r.per_iteration:.3f}", r.slowest_rank, f"{r.slowest_rank_seconds:.1f}"] for r in rows],
+        [
+            [
+                r.phase,
+                f"{r.seconds:.1f}",
+                f"{r.share:.1%}",
+                f"{r.per_iteration:.3f}",
+                r.slowest_rank,
+                f"{r.slowest_rank_seconds:.1f}",
+            ]
+            for r in rows
+        ],
     )
     text += "\n## Per rank (seconds summed over iterations)\n\n"
     per_rank = run.timings.sum(axis=0)
-    text += _markdown(["rank", *run.phases], [[rank, *(f"{v:.1f}" for v in per_rank[rank])] for rank in range(run.world_size)])
+    text += _markdown(
+        ["rank", *run.phases], [[rank, *(f"{v:.1f}" for v in per_rank[rank])] for rank in range(run.world_size)]
+    )
     return text
 
 
@@ -694,7 +824,9 @@ def timings_csv(run: Run, path: str | Path) -> Path:
 
 
 def _mean_cell(values: Sequence[float]) -> str:
-    """The mean of the finite values with its band: "140.88 ± 12.30" (95% CI) for 3 or more, "140.88 (range 130.10 to 151.60)" for 2."""
+    """The mean of the finite values with its band: "140.88 ± 12.30" (95% CI) for 3 or more, "140.88 (range 130.10 to
+    151.60)" for 2.
+    """
     mean, low, high, n = mean_and_band(np.array(values, dtype=np.float64))
     if n >= 3:
         return f"{_number(mean)} ± {_number((high - low) / 2)}"
@@ -710,7 +842,10 @@ def _band_sentence(n: int) -> str:
 
 
 def compare_markdown(runs: Sequence[Run]) -> str:
-    """The several-runs table: how the runs differ, and each run's scores over the iterations all of them have, with their mean."""
+    """The several-runs table: how the runs differ, and each run's scores over the iterations all of them have, with
+    their
+    mean.
+    """
     k = common_iterations(runs)
     rows = run_summaries(common_part(runs))
     text = f"# {len(runs)} runs: final and best scores\n\n"
@@ -724,14 +859,27 @@ def compare_markdown(runs: Sequence[Run]) -> str:
     text += _markdown(
         ["run", "file", "env", "ranks", "iterations done", "final", "last 10", "best", "best at iteration"],
         [
-            [r.label, r.path, r.env_id, r.world_size, run.iterations, _number(r.final_score), _number(r.final_mean10), _number(r.best_score), r.best_iteration]
+            [
+                r.label,
+                r.path,
+                r.env_id,
+                r.world_size,
+                run.iterations,
+                _number(r.final_score),
+                _number(r.final_mean10),
+                _number(r.best_score),
+                r.best_iteration,
+            ]
             for r, run in zip(rows, runs, strict=True)
         ],
     )
     if len(rows) > 1:
         cells = [_mean_cell([getattr(r, name) for r in rows]) for name in ("final_score", "final_mean10", "best_score")]
         text += f"| mean, {band_name(len(rows))} | | | | | {cells[0]} | {cells[1]} | {cells[2]} | |\n"
-        text += f"\nThe band around the mean (compare.png; the low and high columns of compare.csv) is {_band_sentence(len(rows))}.\n"
+        text += (
+            "\nThe band around the mean (compare.png; the low and high columns of compare.csv) is "
+            f"{_band_sentence(len(rows))}.\n"
+        )
     return text
 
 
@@ -743,7 +891,10 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise AnalysisError("plots need matplotlib, which is not installed. Fix: `make venv` (installs the analysis extra) or pip install 'mpiswim[analysis]'.") from None
+        raise AnalysisError(
+            "plots need matplotlib, which is not installed. Fix: `make venv` (installs the analysis extra) or pip "
+            "install 'mpiswim[analysis]'."
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -787,11 +938,22 @@ def learning_curve_figure(run: Run, reference: Reference | None = None):
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
     ax.fill_between(x, curve["ranks_min"], curve["ranks_max"], color="0.85", label="all ranks: min to max")
     finite = np.isfinite(run.scores)
-    ax.scatter(np.repeat(x, run.world_size)[finite.ravel()], run.scores[finite], s=4, color="0.55", linewidths=0, label="a rank's score")
+    ax.scatter(
+        np.repeat(x, run.world_size)[finite.ravel()],
+        run.scores[finite],
+        s=4,
+        color="0.55",
+        linewidths=0,
+        label="a rank's score",
+    )
     ax.plot(x, curve["winner_score"], color="C0", lw=1.3, label="winner's score")
     ax.step(x, curve["best_score"], where="post", color="C3", lw=1.5, label="best ever")
-    _vertical_lines(ax, np.flatnonzero(run.fell_back), "then back to the best agent (patience)", color="C1", lw=0.6, ls=":")
-    _vertical_lines(ax, np.flatnonzero(run.winner < 0), "no winner: every branch degenerate", color="k", lw=0.6, ls="--")
+    _vertical_lines(
+        ax, np.flatnonzero(run.fell_back), "then back to the best agent (patience)", color="C1", lw=0.6, ls=":"
+    )
+    _vertical_lines(
+        ax, np.flatnonzero(run.winner < 0), "no winner: every branch degenerate", color="k", lw=0.6, ls="--"
+    )
     _draw_reference(ax, reference, run.iterations)
     episodes = f"mean of {run.evaluate_episodes} episodes" if run.evaluate_episodes else "mean return"
     ax.set(xlabel="iteration", ylabel=f"evaluation return ({episodes})", title=plot_title(run))
@@ -801,7 +963,9 @@ def learning_curve_figure(run: Run, reference: Reference | None = None):
 
 
 def plot_learning_curve(run: Run, path: str | Path, reference: Reference | None = None) -> Path:
-    """Winner score per iteration, every rank's score as points with their min-max band, best-ever line (and a reference curve)."""
+    """Winner score per iteration, every rank's score as points with their min-max band, best-ever line (and a reference
+    curve).
+    """
     return _save(learning_curve_figure(run, reference), path, dpi=110)
 
 
@@ -810,7 +974,9 @@ def _draw_win_bars(ax, run: Run, rows: list[RankWins]) -> None:
     ax.bar(ranks, [r.wins for r in rows], color="C0")
     for r in rows:
         ax.annotate(f"{r.share:.0%}", (r.rank, r.wins), ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(ranks, [f"{r.rank}\nα={r.alpha:g}\nη={r.eta:g}" for r in rows], fontsize=7 if run.world_size > 6 else 8)
+    ax.set_xticks(
+        ranks, [f"{r.rank}\nα={r.alpha:g}\nη={r.eta:g}" for r in rows], fontsize=7 if run.world_size > 6 else 8
+    )
     ax.set(ylabel="wins", title="wins per rank (share of decided iterations)")
 
 
@@ -822,7 +988,9 @@ def _draw_winner_strip(ax, run: Run) -> None:
     ax.scatter(x[decided & ~new_best], run.winner[decided & ~new_best], s=10, color="C0", label="won")
     ax.scatter(x[new_best], run.winner[new_best], s=22, facecolors="none", edgecolors="C3", label="won with a new best")
     if (~decided).any():
-        ax.scatter(x[~decided], np.full((~decided).sum(), -0.5), marker="x", color="k", s=12, label="every branch degenerate")
+        ax.scatter(
+            x[~decided], np.full((~decided).sum(), -0.5), marker="x", color="k", s=12, label="every branch degenerate"
+        )
     ax.set_yticks(np.arange(run.world_size))
     ax.set(xlabel="iteration", ylabel="winning rank", title="winner over time")
     ax.legend(fontsize=7, loc="upper right")
@@ -832,8 +1000,22 @@ def _draw_share_against(ax, run: Run, name: str, rows: list[RankWins]) -> None:
     values = run.alpha if name == "alpha" else run.eta
     groups = [v for v in win_share_by_hyperparameter(run) if v.name == name]
     ax.scatter(values, [r.share for r in rows], color="C0", s=18, label="one rank")
-    ax.scatter([g.value for g in groups], [g.share for g in groups], marker="D", color="C3", s=40, label="all ranks with this value")
-    ax.scatter([g.value for g in groups], [g.rank_share for g in groups], marker="_", color="k", s=300, label="expected if it made no difference")
+    ax.scatter(
+        [g.value for g in groups],
+        [g.share for g in groups],
+        marker="D",
+        color="C3",
+        s=40,
+        label="all ranks with this value",
+    )
+    ax.scatter(
+        [g.value for g in groups],
+        [g.rank_share for g in groups],
+        marker="_",
+        color="k",
+        s=300,
+        label="expected if it made no difference",
+    )
     if values.min() > 0:
         ax.set_xscale("log")
     ax.set(xlabel=name, ylabel="win share", title=f"win share against {name}", ylim=(0, 1.05))
@@ -846,7 +1028,9 @@ def varying_hyperparameters(run: Run) -> list[str]:
 
 
 def wins_figure(run: Run):
-    """The figure of plot_wins (returned open). A hyperparameter that all ranks share gets no panel, only a note in the title."""
+    """The figure of plot_wins (returned open). A hyperparameter that all ranks share gets no panel, only a note in the
+    title.
+    """
     plt = _pyplot()
     rows = win_table(run)
     varying = varying_hyperparameters(run)
@@ -892,14 +1076,28 @@ def timings_figure(run: Run):
     fig, (stack, ranks) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained", width_ratios=(2, 1))
     x = np.arange(1, run.iterations + 1)
     labels = [f"{phase}: {totals[phase].seconds:.1f} s ({totals[phase].share:.0%})" for phase in run.phases]
-    stack.stackplot(x, *(per_iteration[phase] for phase in run.phases), labels=labels, colors=[f"C{i}" for i in range(len(run.phases))], step="mid")
+    stack.stackplot(
+        x,
+        *(per_iteration[phase] for phase in run.phases),
+        labels=labels,
+        colors=[f"C{i}" for i in range(len(run.phases))],
+        step="mid",
+    )
     stack.set(xlabel="iteration", ylabel="seconds", title="time per iteration by phase (mean over ranks)")
     seconds = sum(per_iteration.values())
     top = timing_axis_top(seconds)
     if top is not None:
         stack.set_ylim(0, top)
         note = f"iteration 1: {seconds[0]:.1f} s, off the scale\n(JAX compiles; the axis fits iterations 2+)"
-        stack.annotate(note, xy=(1, top), xytext=(12, -6), textcoords="offset points", va="top", fontsize=8, arrowprops={"arrowstyle": "->", "lw": 0.8})
+        stack.annotate(
+            note,
+            xy=(1, top),
+            xytext=(12, -6),
+            textcoords="offset points",
+            va="top",
+            fontsize=8,
+            arrowprops={"arrowstyle": "->", "lw": 0.8},
+        )
     stack.legend(fontsize=8, loc="lower right" if top is not None else "best")
 
     per_rank = run.timings.sum(axis=0)
@@ -915,7 +1113,10 @@ def timings_figure(run: Run):
 
 
 def plot_timings(run: Run, path: str | Path) -> Path:
-    """Seconds per phase in each iteration (stacked; iteration 1 left off the scale if it dwarfs the rest), and each rank's totals per phase."""
+    """Seconds per phase in each iteration (stacked; iteration 1 left off the scale if it dwarfs the rest), and each
+    rank's
+    totals per phase.
+    """
     return _save(timings_figure(run), path, dpi=100)
 
 
@@ -927,11 +1128,20 @@ def compare_figure(runs: Sequence[Run], reference: Reference | None = None):
     band = band_name(len(runs))
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
     for i, run in enumerate(common_part(runs)):
-        ax.plot(x, winner_scores(run), lw=0.6, alpha=0.35, color="0.4", label="one run's winner score" if i == 0 else "_nolegend_")
+        ax.plot(
+            x,
+            winner_scores(run),
+            lw=0.6,
+            alpha=0.35,
+            color="0.4",
+            label="one run's winner score" if i == 0 else "_nolegend_",
+        )
     for key, color, name in (("winner", "C0", "winner's score"), ("best", "C3", "best ever")):
         ax.plot(x, stats[f"{key}_mean"], color=color, lw=1.5, label=f"mean {name}")
         if len(runs) >= 2:
-            ax.fill_between(x, stats[f"{key}_low"], stats[f"{key}_high"], color=color, alpha=0.2, lw=0, label=f"{band} ({name})")
+            ax.fill_between(
+                x, stats[f"{key}_low"], stats[f"{key}_high"], color=color, alpha=0.2, lw=0, label=f"{band} ({name})"
+            )
     _draw_reference(ax, reference, int(x[-1]) if len(x) else 0)
     title = f"{len(runs)} runs: " + ", ".join(run.label for run in runs)[:90]
     if len({run.iterations for run in runs}) > 1:
@@ -943,7 +1153,9 @@ def compare_figure(runs: Sequence[Run], reference: Reference | None = None):
 
 
 def plot_compare(runs: Sequence[Run], path: str | Path, reference: Reference | None = None) -> Path:
-    """Mean winner score and mean best-ever score over the runs per iteration, with their band (mean_and_band), over the common iterations."""
+    """Mean winner score and mean best-ever score over the runs per iteration, with their band (mean_and_band), over the
+    common iterations.
+    """
     return _save(compare_figure(runs, reference), path, dpi=110)
 
 
@@ -977,24 +1189,35 @@ def write_analysis(runs: Sequence[Run], out: str | Path, reference: Reference | 
     """
     for run in runs:
         if run.iterations == 0:
-            raise AnalysisError(f"'{run.path}' has no completed iteration yet. Fix: wait until `mpiswim train` has written its first iteration.")
+            raise AnalysisError(
+                f"'{run.path}' has no completed iteration yet. Fix: wait until `mpiswim train` has written its first "
+                "iteration."
+            )
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise AnalysisError(f"cannot create the output folder '{out}' ({error.strerror}). Fix: choose a writable --out folder.") from None
+        raise AnalysisError(
+            f"cannot create the output folder '{out}' ({error.strerror}). Fix: choose a writable --out folder."
+        ) from None
     if len(runs) == 1:
         return analyze_run(runs[0], out, reference)
     written = []
     for run in runs:
         written += analyze_run(run, out / run.label, reference)
-    written += [plot_compare(runs, out / "compare.png", reference), write_csv(out / "compare.csv", compare_runs(runs)), out / "compare.md"]
+    written += [
+        plot_compare(runs, out / "compare.png", reference),
+        write_csv(out / "compare.csv", compare_runs(runs)),
+        out / "compare.md",
+    ]
     (out / "compare.md").write_text(compare_markdown(runs))
     return written
 
 
 def analyze(paths: Sequence[str | Path], out: str | Path, reference: str | Path | None = None) -> list[Path]:
-    """Read the checkpoints at `paths` (and the reference curve, if given) and write their analysis into `out` (see write_analysis)."""
+    """Read the checkpoints at `paths` (and the reference curve, if given) and write their analysis into `out` (see
+    write_analysis).
+    """
     curve = read_reference(reference) if reference is not None else None
     return write_analysis(read_runs(paths), out, curve)
 
@@ -1009,8 +1232,10 @@ def summary_lines(run: Run) -> list[str]:
     winners = winner_scores(run)
     phases = ", ".join(f"{r.phase} {r.share:.0%}" for r in timing_table(run))
     return [
-        f"{run.path}: {run.env_id}, {run.world_size} ranks, {run.iterations} of {run.iterations_planned} iterations{_progress_note(run)}",
-        f"  winner's score: first {_number(float(winners[0]))}, last {_number(float(winners[-1]))}; best {_number(float(run.best_score[-1]))} at iteration {run.best_iteration + 1}",
+        f"{run.path}: {run.env_id}, {run.world_size} ranks, {run.iterations} of {run.iterations_planned} "
+        f"iterations{_progress_note(run)}",
+        f"  winner's score: first {_number(float(winners[0]))}, last {_number(float(winners[-1]))}; best "
+        f"{_number(float(run.best_score[-1]))} at iteration {run.best_iteration + 1}",
         "  wins per rank: " + ", ".join(f"{r.rank}: {r.wins} ({r.share:.0%})" for r in wins),
         f"  time: {phases}",
     ]
@@ -1032,7 +1257,12 @@ def analyze_command(args) -> int:
     return 0
 
 
-def script_main(description: str, write: Callable[[list[Run], Path], list[Path]], several: bool = False, argv: Sequence[str] | None = None) -> int:
+def script_main(
+    description: str,
+    write: Callable[[list[Run], Path], list[Path]],
+    several: bool = False,
+    argv: Sequence[str] | None = None,
+) -> int:
     """The whole of a script in analysis/: parse `RUN.h5 [...] --out DIR`, read, write, report.
 
     `write(runs, out)` makes the files and returns their paths. Bad input gives
@@ -1054,6 +1284,9 @@ def script_main(description: str, write: Callable[[list[Run], Path], list[Path]]
         print(f"{parser.prog}: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"{parser.prog}: cannot write into '{args.out}' ({error.strerror}). Fix: choose a writable --out folder.", file=sys.stderr)
+        print(
+            f"{parser.prog}: cannot write into '{args.out}' ({error.strerror}). Fix: choose a writable --out folder.",
+            file=sys.stderr,
+        )
         return 2
     return 0

@@ -34,7 +34,15 @@ BENCH_EPISODES = 10
 
 def bench_config(iterations: int, world_size: int, T: int = BENCH_T, episodes: int = BENCH_EPISODES) -> str:
     """The default config reshaped to the seed's iteration: T = 500, 10 + 10 episodes."""
-    text = apply_overrides(DEFAULT_CONFIG, [f"run.iterations={iterations}", f"env.T={T}", f"pool.iterate_episodes={episodes}", f"pool.evaluate_episodes={episodes}"])
+    text = apply_overrides(
+        DEFAULT_CONFIG,
+        [
+            f"run.iterations={iterations}",
+            f"env.T={T}",
+            f"pool.iterate_episodes={episodes}",
+            f"pool.evaluate_episodes={episodes}",
+        ],
+    )
     parse_config(text, world_size)
     return text
 
@@ -56,7 +64,9 @@ def bare_mujoco(task, steps: int, T: int, rng: np.random.Generator) -> float:
 
 
 def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_EPISODES) -> dict:
-    """Single-process steps/s of bare MuJoCo, the training and the evaluation phase (Swimmer-v5, which never ends early)."""
+    """Single-process steps/s of bare MuJoCo, the training and the evaluation phase (Swimmer-v5, which never ends
+    early).
+    """
     from mpiswim.env import Trajectory, check_task, task_for
     from mpiswim.learn import update_agent, use_compilation_cache
     from mpiswim.policy import initial_agent
@@ -127,7 +137,8 @@ def measure_startup(cold: bool = False) -> float:
         f"trajectory = Trajectory.empty({BENCH_T}, 8, 2)\n"
         f"run_episode(task, agent, np.random.default_rng(0), {BENCH_T}, trajectory)\n"
         "cfg = parse_config(DEFAULT_CONFIG, 1)\n"
-        "update_agent(agent, trajectory, 1e-4, 1e-3, dataclasses.replace(cfg, features='signed', update='unit-density', baseline='state'))\n"
+        "update_agent(agent, trajectory, 1e-4, 1e-3, dataclasses.replace(cfg, features='signed', "
+        "update='unit-density', baseline='state'))\n"
     )
     command = [sys.executable, "-c", code]
     with tempfile.TemporaryDirectory() as empty:
@@ -203,7 +214,9 @@ def pool_part(outdir: str, iterations: int) -> None:
         print("BENCH " + json.dumps(result), flush=True)
 
 
-def measure_checkpoint_writes(at: tuple[int, ...] = (100, 10_000), world_size: int = 10, repeats: int = 7) -> list[dict]:
+def measure_checkpoint_writes(
+    at: tuple[int, ...] = (100, 10_000), world_size: int = 10, repeats: int = 7
+) -> list[dict]:
     """Seconds to write iteration k into the checkpoint of a run that already holds k - 1 iterations.
 
     The seed's pool shape (P = 10, 10 + 10 episodes) on the stock default
@@ -223,13 +236,23 @@ def measure_checkpoint_writes(at: tuple[int, ...] = (100, 10_000), world_size: i
     def record() -> IterationRecord:
         scores = rng.normal(100, 10, world_size)
         timings = rng.uniform(0, 1, (world_size, 4))
-        return IterationRecord(scores, int(np.argmax(scores)), rng.normal(100, 10, (world_size, cfg.iterate_episodes)), timings, np.zeros(world_size, bool), False, float(scores.max()))
+        return IterationRecord(
+            scores,
+            int(np.argmax(scores)),
+            rng.normal(100, 10, (world_size, cfg.iterate_episodes)),
+            timings,
+            np.zeros(world_size, bool),
+            False,
+            float(scores.max()),
+        )
 
     results = []
     with tempfile.TemporaryDirectory(dir=".") as folder:  # on the disk a run would write to, not a RAM /tmp
         for k in at:
             records = [record() for _ in range(k - 1)]
-            writer = CheckpointWriter.create(Path(folder) / f"append-{k}.h5", cfg, replace(state, iteration=k - 1), records)
+            writer = CheckpointWriter.create(
+                Path(folder) / f"append-{k}.h5", cfg, replace(state, iteration=k - 1), records
+            )
             append, rewrite = [], []
             for _ in range(repeats):
                 records.append(record())
@@ -239,7 +262,11 @@ def measure_checkpoint_writes(at: tuple[int, ...] = (100, 10_000), world_size: i
                 save_checkpoint(Path(folder) / f"rewrite-{k}.h5", cfg, done, records)
                 rewrite.append(time.perf_counter() - started)
             writer.close()
-            result = {"iteration": k, "append_seconds": float(np.median(append)), "rewrite_seconds": float(np.median(rewrite))}
+            result = {
+                "iteration": k,
+                "append_seconds": float(np.median(append)),
+                "rewrite_seconds": float(np.median(rewrite)),
+            }
             result["append_vs_rewrite"] = result["append_seconds"] / result["rewrite_seconds"]
             results.append(result)
     return results
@@ -253,8 +280,20 @@ def measure_pool(ranks: list[int], iterations: int) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory() as outdir:
         for size in ranks:
-            command = [launcher, "-n", str(size), sys.executable, "-m", "mpiswim.bench", "--pool-part", outdir, str(iterations)]
-            output = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=True, timeout=1800).stdout  # stderr: to the terminal
+            command = [
+                launcher,
+                "-n",
+                str(size),
+                sys.executable,
+                "-m",
+                "mpiswim.bench",
+                "--pool-part",
+                outdir,
+                str(iterations),
+            ]
+            output = subprocess.run(
+                command, stdout=subprocess.PIPE, text=True, env=env, check=True, timeout=1800
+            ).stdout  # stderr: to the terminal
             line = next(line for line in output.splitlines() if line.startswith("BENCH "))
             results.append(json.loads(line[len("BENCH ") :]))
     return results
@@ -274,29 +313,38 @@ def run_benchmark(rounds: int = 3, ranks: tuple[int, ...] = (1, 2, 4), iteration
 
 def format_report(report: dict) -> str:
     lines = [
-        f"mpiswim bench: {report['env_id']}, T={report['T']}, {report['episodes']} episodes per phase, {report['rounds']} rounds, {report['cores']} cores",
+        f"mpiswim bench: {report['env_id']}, T={report['T']}, {report['episodes']} episodes per phase, "
+        f"{report['rounds']} rounds, {report['cores']} cores",
         "",
         "| figure | value | target |",
         "|---|---|---|",
         f"| bare MuJoCo (reference) | {report['bare_steps_per_s']:,.0f} steps/s | |",
-        f"| training phase | {report['train_steps_per_s']:,.0f} steps/s = {report['train_ratio']:.2f} x bare | >= 0.85 |",
-        f"| evaluation phase | {report['eval_steps_per_s']:,.0f} steps/s = {report['eval_ratio']:.2f} x bare | >= 0.90 |",
-        f"| JAX update per episode | {report['update_seconds_per_episode'] * 1e3:.2f} ms = {report['update_share_of_episode']:.1%} of the episode | <= 5% |",
+        f"| training phase | {report['train_steps_per_s']:,.0f} steps/s = {report['train_ratio']:.2f} x bare | >= 0.85 "
+        "|",
+        f"| evaluation phase | {report['eval_steps_per_s']:,.0f} steps/s = {report['eval_ratio']:.2f} x bare | >= 0.90 "
+        "|",
+        f"| JAX update per episode | {report['update_seconds_per_episode'] * 1e3:.2f} ms = "
+        f"{report['update_share_of_episode']:.1%} of the episode | <= 5% |",
         f"| start-up per rank (imports + compiled code from the caches) | {report['startup_seconds']:.1f} s | <= 5 s |",
-        f"| start-up per rank, first run (empty caches: numba and XLA compile) | {report['startup_seconds_cold']:.1f} s | |",
+        f"| start-up per rank, first run (empty caches: numba and XLA compile) | {report['startup_seconds_cold']:.1f} "
+        "s | |",
     ]
     for row in report["pool"]:
         lines.append(
-            f"| P = {row['ranks']}: iteration | {row['iteration_seconds']:.2f} s; collectives {row['collective_seconds'] * 1e3:.2f} ms "
-            f"= {row['collective_share']:.2%}; checkpoint {row['checkpoint_seconds'] * 1e3:.1f} ms = {row['checkpoint_share']:.2%}; "
+            f"| P = {row['ranks']}: iteration | {row['iteration_seconds']:.2f} s; collectives "
+            f"{row['collective_seconds'] * 1e3:.2f} ms "
+            f"= {row['collective_share']:.2%}; checkpoint {row['checkpoint_seconds'] * 1e3:.1f} ms = "
+            f"{row['checkpoint_share']:.2%}; "
             f"peak memory {row['peak_memory_mb_per_rank']:.0f} MB/rank | <= 1% (P=4), <= 2%, <= 400 MB |"
         )
     if "weak_scaling_2_vs_1" in report:
         lines.append(f"| P = 2 vs P = 1 iteration time | {report['weak_scaling_2_vs_1']:.2f} x | <= 1.10 x |")
     for row in report.get("checkpoint_writes", []):
         lines.append(
-            f"| checkpoint write of iteration {row['iteration']:,} (P = 10) | {row['append_seconds'] * 1e3:.1f} ms; rewriting the whole file "
-            f"(format 1): {row['rewrite_seconds'] * 1e3:.1f} ms = {1 / row['append_vs_rewrite']:.1f} x | the same at 100 and 10,000 |"
+            f"| checkpoint write of iteration {row['iteration']:,} (P = 10) | {row['append_seconds'] * 1e3:.1f} ms; "
+            "rewriting the whole file "
+            f"(format 1): {row['rewrite_seconds'] * 1e3:.1f} ms = {1 / row['append_vs_rewrite']:.1f} x | the same at "
+            "100 and 10,000 |"
         )
     return "\n".join(lines)
 

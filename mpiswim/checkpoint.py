@@ -66,7 +66,15 @@ import numpy as np
 from mpiswim import __version__
 from mpiswim.config import Config, ConfigError, parse_stored_config
 from mpiswim.policy import Agent, feature_blocks, scaler_shape
-from mpiswim.state import CHECKPOINT_SECONDS, PHASES, RECORD_FIELDS, IterationRecord, PoolState, RecordField, winner_rank
+from mpiswim.state import (
+    CHECKPOINT_SECONDS,
+    PHASES,
+    RECORD_FIELDS,
+    IterationRecord,
+    PoolState,
+    RecordField,
+    winner_rank,
+)
 
 FORMAT = "mpiswim-checkpoint"
 FORMAT_VERSION = 2
@@ -98,7 +106,8 @@ AGENT_DESCRIPTIONS = {
     "baseline": "state value weights: baseline[slot, block, feature] (+ steps-left weight)",
     "policy_scaler": "running observation scaler of the policy's features (mpiswim.normalise): [slot, row, column]",
     "baseline_scaler": "the baseline's own running observation scaler (mpiswim.normalise): [slot, row, column]",
-    "baseline_eta": "the baseline's step size, carried with the agent ([policy] eta_travels; -1 = not trained yet): [slot, 1]",
+    "baseline_eta": "the baseline's step size, carried with the agent ([policy] eta_travels; -1 = not trained yet): "
+    "[slot, 1]",
 }
 
 
@@ -153,7 +162,10 @@ def row_layout(world_size: int, iterate_episodes: int) -> dict[str, tuple[tuple[
 def row_bytes(world_size: int, iterate_episodes: int) -> int:
     """Bytes one iteration adds to the file."""
     layout = row_layout(world_size, iterate_episodes)
-    return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in layout.values()) + np.dtype(CHECKPOINT_SECONDS.dtype).itemsize
+    return (
+        sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in layout.values())
+        + np.dtype(CHECKPOINT_SECONDS.dtype).itemsize
+    )
 
 
 def pool_table() -> str:
@@ -246,14 +258,22 @@ def pool_record(pool: dict[str, np.ndarray], row: int) -> IterationRecord:
 
 
 def _python_scalar(value: np.ndarray | np.generic) -> object:
-    """A 0-d value as a Python int, bool or float (as IterationRecord holds winner, fell_back, best_score); arrays as they are."""
+    """A 0-d value as a Python int, bool or float (as IterationRecord holds winner, fell_back, best_score); arrays as
+    they
+    are.
+    """
     return value.item() if np.ndim(value) == 0 else value
 
 
 def _state_agents(state: PoolState) -> dict[str, np.ndarray]:
     """The stored parts of the current and best agent, by dataset name under /agent (empty parts left out)."""
     agents = {"current": state.agent, "best": state.best_agent}
-    return {f"{which}/{part}": getattr(agents[which], part) for which in AGENTS for part in AGENT_PARTS if getattr(agents[which], part).size}
+    return {
+        f"{which}/{part}": getattr(agents[which], part)
+        for which in AGENTS
+        for part in AGENT_PARTS
+        if getattr(agents[which], part).size
+    }
 
 
 def stored_agent_datasets(f: h5py.File) -> list[str]:
@@ -263,7 +283,14 @@ def stored_agent_datasets(f: h5py.File) -> list[str]:
 
 def _agent_from(parts: dict[str, np.ndarray], which: str) -> Agent:
     """An Agent from the datasets of /agent/<which> (parts the file does not store take their empty default)."""
-    return Agent(**{part: values for name, values in parts.items() if name.startswith(f"{which}/") for part in [name.split("/", 1)[1]]})
+    return Agent(
+        **{
+            part: values
+            for name, values in parts.items()
+            if name.startswith(f"{which}/")
+            for part in [name.split("/", 1)[1]]
+        }
+    )
 
 
 def _commit(header: bytes, state: PoolState, planned: int, slot: int, rows_digest: bytes) -> np.ndarray:
@@ -301,8 +328,12 @@ class FileImage:
     rows_digest: bytes  # of the rows it holds
 
 
-def build_image(cfg: Config, state: PoolState, records: list[IterationRecord], capacity: int, writer: bytes) -> FileImage:
-    """The whole file with `capacity` rows allocated and the first len(records) filled, in memory (HDF5's core driver)."""
+def build_image(
+    cfg: Config, state: PoolState, records: list[IterationRecord], capacity: int, writer: bytes
+) -> FileImage:
+    """The whole file with `capacity` rows allocated and the first len(records) filled, in memory (HDF5's core
+    driver).
+    """
     layout = row_layout(cfg.world_size, cfg.iterate_episodes)
     attrs = {
         "format": FORMAT,
@@ -334,7 +365,8 @@ def build_image(cfg: Config, state: PoolState, records: list[IterationRecord], c
         for key, value in attrs.items():
             f.attrs[key] = value
         f.create_dataset("commit", data=commits).attrs["description"] = (
-            "two commit records; the valid one (checksum) with the most iterations_done says how many /pool rows hold iterations "
+            "two commit records; the valid one (checksum) with the most iterations_done says how many /pool rows hold "
+            "iterations "
             "and which slot of /agent is current (mpiswim.checkpoint.read_raw does this)"
         )
         pool = f.create_group("pool")
@@ -348,8 +380,12 @@ def build_image(cfg: Config, state: PoolState, records: list[IterationRecord], c
         agents = _state_agents(state)
         for name, values in agents.items():
             slots = np.stack([np.asarray(values, dtype="<f8")] * SLOTS)
-            f.create_dataset(f"agent/{name}", data=slots).attrs["description"] = AGENT_DESCRIPTIONS[name.split("/", 1)[1]]
-        f.create_dataset("writer", data=np.frombuffer(writer, dtype=np.uint8)).attrs["description"] = "the job writing this file: host, pid, started (JSON)"
+            f.create_dataset(f"agent/{name}", data=slots).attrs["description"] = AGENT_DESCRIPTIONS[
+                name.split("/", 1)[1]
+            ]
+        f.create_dataset("writer", data=np.frombuffer(writer, dtype=np.uint8)).attrs["description"] = (
+            "the job writing this file: host, pid, started (JSON)"
+        )
         f.flush()
         offsets = _offsets(f)
         image = f.id.get_file_image()
@@ -367,7 +403,13 @@ def _pool_dataset(pool: h5py.Group, field: RecordField, data: np.ndarray) -> Non
 
 # struct flock as fcntl expects it on Linux: type, whence, start, length, pid
 FLOCK = "hhxxxxqqixxxx"
-NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)  # a file system without fcntl locks
+NO_LOCKS = (
+    errno.ENOLCK,
+    errno.ENOSYS,
+    errno.EOPNOTSUPP,
+    errno.ENOTSUP,
+    errno.EINVAL,
+)  # a file system without fcntl locks
 
 
 def _lock(fd: int) -> bool:
@@ -394,7 +436,8 @@ def _lock(fd: int) -> bool:
 @functools.cache
 def _warn_no_locks(reason: str) -> None:  # once per process and reason
     print(
-        f"mpiswim: warning: this file system does not support file locks ({reason}): nothing stops a second job from writing "
+        f"mpiswim: warning: this file system does not support file locks ({reason}): nothing stops a second job from "
+        "writing "
         "the same checkpoint. Give every job its own --out (on Lustre, ask for the -o flock mount option).",
         file=sys.stderr,
         flush=True,
@@ -440,7 +483,9 @@ def lock_is_held(path: Path) -> bool | None:
 
 
 def finished_cleanly(path: Path) -> bool:
-    """Whether the writer compacted the file at its end: room for exactly the rows done, and both /commit records on them."""
+    """Whether the writer compacted the file at its end: room for exactly the rows done, and both /commit records on
+    them.
+    """
     try:
         with h5py.File(path, "r", locking=False) as f:
             done = [int(record["iterations_done"]) for record in f["commit"][()]]
@@ -450,7 +495,9 @@ def finished_cleanly(path: Path) -> bool:
 
 
 def writer_may_be_alive(path: Path) -> bool:
-    """From /writer (host and PID of the job that last opened the file): False only if that process is gone from this host."""
+    """From /writer (host and PID of the job that last opened the file): False only if that process is gone from this
+    host.
+    """
     who = read_writer(path)
     if who is None:
         return True  # no /writer: cannot tell
@@ -487,7 +534,8 @@ def claim(path: Path) -> int:
             os.close(fd)
             raise CheckpointBusy(
                 f"'{path}' is being written by {holder(path)}; one file has one writer. "
-                "Fix: wait for that job to end (or stop it), or give this run another --out. (--force never takes a file from a running job.)"
+                "Fix: wait for that job to end (or stop it), or give this run another --out. (--force never takes a "
+                "file from a running job.)"
             )
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
@@ -526,7 +574,9 @@ def place_image(path: Path, image: FileImage, existing_fd: int | None) -> int:
     new file's locked descriptor. On any error the new file is removed and
     `path` is as it was.
     """
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # O_EXCL: never through a link
+    fd, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+    )  # O_EXCL: never through a link
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         _lock(fd)
@@ -538,12 +588,18 @@ def place_image(path: Path, image: FileImage, existing_fd: int | None) -> int:
             try:
                 os.link(temporary, path)
             except FileExistsError:
-                raise CheckpointBusy(f"'{path}' appeared while this job was creating it: another job was started with the same --out ({holder(path)}). Fix: give each job its own --out.") from None
+                raise CheckpointBusy(
+                    f"'{path}' appeared while this job was creating it: another job was started with the same --out "
+                    f"({holder(path)}). Fix: give each job its own --out."
+                ) from None
             except OSError as error:
                 if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
                     raise
                 if os.path.lexists(path):  # a file system without hard links: check, then rename
-                    raise CheckpointBusy(f"'{path}' appeared while this job was creating it ({holder(path)}). Fix: give each job its own --out.") from None
+                    raise CheckpointBusy(
+                        f"'{path}' appeared while this job was creating it ({holder(path)}). Fix: give each job its "
+                        "own --out."
+                    ) from None
                 os.replace(temporary, path)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
@@ -562,7 +618,11 @@ def check_space(directory: Path, needed: int) -> None:
     """OSError(ENOSPC) if the file system (as statvfs reports it to this user) has less than `needed` bytes free."""
     stats = os.statvfs(directory)
     if stats.f_bavail * stats.f_frsize < needed:
-        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {stats.f_bavail * stats.f_frsize / 1e6:.1f} MB free, {needed / 1e6:.1f} MB needed")
+        raise OSError(
+            errno.ENOSPC,
+            f"{os.strerror(errno.ENOSPC)}: {stats.f_bavail * stats.f_frsize / 1e6:.1f} MB free, {needed / 1e6:.1f} MB "
+            "needed",
+        )
 
 
 class CheckpointWriter:
@@ -576,7 +636,15 @@ class CheckpointWriter:
         self.last_commit: np.ndarray | None = None  # the newest commit record this writer wrote
 
     @classmethod
-    def create(cls, path: Path, cfg: Config, state: PoolState, records: list[IterationRecord], existing_fd: int | None = None, capacity: int | None = None) -> CheckpointWriter:
+    def create(
+        cls,
+        path: Path,
+        cfg: Config,
+        state: PoolState,
+        records: list[IterationRecord],
+        existing_fd: int | None = None,
+        capacity: int | None = None,
+    ) -> CheckpointWriter:
         """A new file at `path` holding `state` and `records` (replacing the locked `existing_fd`'s file, if given)."""
         image = build_image(cfg, state, records, capacity or initial_capacity(cfg, state.iteration), writer_identity())
         check_space(path.parent, len(image.data))
@@ -622,7 +690,11 @@ class CheckpointWriter:
         seconds = time.perf_counter() - started
         records[-1].timings[0, len(PHASES) - 1] = seconds
         with contextlib.suppress(OSError):  # a timing only: not synced, not in the checksum
-            _write_all(self.fd, np.array(seconds, dtype="<f8").tobytes(), self.offsets["pool/checkpoint_seconds"] + 8 * (state.iteration - 1))
+            _write_all(
+                self.fd,
+                np.array(seconds, dtype="<f8").tobytes(),
+                self.offsets["pool/checkpoint_seconds"] + 8 * (state.iteration - 1),
+            )
         return seconds
 
     def compact(self, state: PoolState, records: list[IterationRecord]) -> None:
@@ -642,7 +714,12 @@ class CheckpointWriter:
         image = build_image(self.cfg, state, records, capacity, writer_identity())
         check_space(self.path.parent, len(image.data))
         self.fd = place_image(self.path, image, self.fd)
-        self.offsets, self.capacity, self.header, self.rows_digest = image.offsets, image.capacity, image.header, image.rows_digest
+        self.offsets, self.capacity, self.header, self.rows_digest = (
+            image.offsets,
+            image.capacity,
+            image.header,
+            image.rows_digest,
+        )
         self.last_commit = None
 
     def close(self) -> None:
@@ -653,7 +730,10 @@ class CheckpointWriter:
 
 
 def save_checkpoint(path: str | Path, cfg: Config, state: PoolState, records: list[IterationRecord]) -> None:
-    """Write a complete checkpoint of `records` at `path` in one go (atomic; replaces a file there unless another job holds it)."""
+    """Write a complete checkpoint of `records` at `path` in one go (atomic; replaces a file there unless another job
+    holds
+    it).
+    """
     path = Path(path)
     existing = claim(path) if path.exists() else None
     CheckpointWriter.create(path, cfg, state, records, existing_fd=existing, capacity=max(len(records), 1)).close()
@@ -663,7 +743,10 @@ def save_checkpoint(path: str | Path, cfg: Config, state: PoolState, records: li
 
 
 def _damaged(path: Path, problem: str, kind: type[CheckpointError] = CheckpointError) -> CheckpointError:
-    return kind(f"'{path}' is not an intact mpiswim checkpoint: {problem}. The file was left untouched. Fix: resume from an intact copy, or start a new run with another --out.")
+    return kind(
+        f"'{path}' is not an intact mpiswim checkpoint: {problem}. The file was left untouched. Fix: resume from an "
+        "intact copy, or start a new run with another --out."
+    )
 
 
 def content_digest(contents: dict) -> str:
@@ -672,7 +755,10 @@ def content_digest(contents: dict) -> str:
     for group in ("pool", "pool_attrs", "hyperparameters"):
         items += [(f"{group}/{key}", contents[group][key]) for key in sorted(contents[group])]
     for which in ("current", "best"):
-        items += [(f"agent/{which}/policy", contents[which].policy), (f"agent/{which}/baseline", contents[which].baseline)]
+        items += [
+            (f"agent/{which}/policy", contents[which].policy),
+            (f"agent/{which}/baseline", contents[which].baseline),
+        ]
     items += [("agent/best@iteration", contents["best_iteration"]), ("agent/best@score", contents["best_score"])]
     return "sha256:" + _hash_items(items).hexdigest()
 
@@ -692,7 +778,9 @@ def _read_v1(f: h5py.File, path: Path) -> dict:
     }
     stored = contents["attrs"].get(CHECKSUM)
     if stored is not None and str(stored) != content_digest(contents):
-        raise _damaged(path, f"its contents do not match the checksum stored when it was written ({stored})", ChecksumMismatch)
+        raise _damaged(
+            path, f"its contents do not match the checksum stored when it was written ({stored})", ChecksumMismatch
+        )
     contents["file_attrs"] = dict(contents["attrs"])
     return contents
 
@@ -706,7 +794,9 @@ def _read_v2(f: h5py.File, path: Path) -> dict:
     valid = []
     for record in f["commit"][()]:
         slot = int(record["agent_slot"])
-        if 0 <= slot < SLOTS and bytes(record["checksum"]) == commit_checksum(header, record, {n: v[slot] for n, v in slots.items()}):
+        if 0 <= slot < SLOTS and bytes(record["checksum"]) == commit_checksum(
+            header, record, {n: v[slot] for n, v in slots.items()}
+        ):
             valid.append(record)
     if not valid:
         raise _damaged(path, "neither of its two commit records matches its checksum", ChecksumMismatch)
@@ -715,7 +805,9 @@ def _read_v2(f: h5py.File, path: Path) -> dict:
     if not 0 <= k <= capacity:
         raise _damaged(path, f"its commit record says {k} iterations but the file has room for {capacity}")
     pool = {field.name: f["pool"][field.name][:k] for field in RECORD_FIELDS}
-    layout = row_layout(int(file_attrs["world_size"]), pool["train_returns"].shape[-1] if pool["train_returns"].ndim == 3 else 0)
+    layout = row_layout(
+        int(file_attrs["world_size"]), pool["train_returns"].shape[-1] if pool["train_returns"].ndim == 3 else 0
+    )
     rows_digest = bytes(32)
     for row in range(k):
         rows_digest = chain_row(rows_digest, {name: pool[name][row] for name in layout}, layout)
@@ -763,21 +855,33 @@ def _read_once(path: Path) -> dict:
         handle = h5py.File(path, "r", locking=False)
     except Exception as error:  # h5py raises OSError for missing/truncated files, others for odd ones
         if not path.exists():
-            raise CheckpointError(f"'{path}': no such file. Fix: give the path of a checkpoint written by `mpiswim train`.") from None
+            raise CheckpointError(
+                f"'{path}': no such file. Fix: give the path of a checkpoint written by `mpiswim train`."
+            ) from None
         if path.is_dir():
-            raise CheckpointError(f"'{path}' is a directory, not a checkpoint. Fix: give the path of a checkpoint file written by `mpiswim train`.") from None
+            raise CheckpointError(
+                f"'{path}' is a directory, not a checkpoint. Fix: give the path of a checkpoint file written by "
+                "`mpiswim train`."
+            ) from None
         reason = str(error).splitlines()[0] if str(error) else error.__class__.__name__
         raise CheckpointError(
             f"'{path}' is not a readable HDF5 file ({reason}). The file was left untouched. "
-            "Fix: give the path of a checkpoint written by `mpiswim train`; a checkpoint cut short cannot be repaired: resume from a copy."
+            "Fix: give the path of a checkpoint written by `mpiswim train`; a checkpoint cut short cannot be repaired: "
+            "resume from a copy."
         ) from None
     with handle as f:
         try:
             if f.attrs.get("format") != FORMAT:
-                raise CheckpointError(f"'{path}' is HDF5 but not an mpiswim checkpoint (attribute format = {f.attrs.get('format')!r}). Fix: give a file written by `mpiswim train`.")
+                raise CheckpointError(
+                    f"'{path}' is HDF5 but not an mpiswim checkpoint (attribute format = {f.attrs.get('format')!r}). "
+                    "Fix: give a file written by `mpiswim train`."
+                )
             version = int(f.attrs["format_version"])
             if version not in READABLE_VERSIONS:
-                raise CheckpointError(f"'{path}' has checkpoint format_version {version}; this mpiswim reads {', '.join(map(str, READABLE_VERSIONS))}. Fix: use the mpiswim version that wrote it.")
+                raise CheckpointError(
+                    f"'{path}' has checkpoint format_version {version}; this mpiswim reads "
+                    f"{', '.join(map(str, READABLE_VERSIONS))}. Fix: use the mpiswim version that wrote it."
+                )
             return _read_v1(f, path) if version == 1 else _read_v2(f, path)
         except CheckpointError:
             raise
@@ -822,7 +926,10 @@ def _check_layout(raw: dict, path: Path) -> Config:
         raise _damaged(path, "root attribute config_toml is missing or not text")
     for name, values in raw["hyperparameters"].items():
         if values.shape != (P,) or values.dtype.kind != "f":
-            raise _damaged(path, f"/hyperparameters/{name} has shape {values.shape} and type {values.dtype}, expected float64 ({P},)")
+            raise _damaged(
+                path,
+                f"/hyperparameters/{name} has shape {values.shape} and type {values.dtype}, expected float64 ({P},)",
+            )
     try:
         cfg = stored_config(attrs, raw["hyperparameters"])
     except ConfigError as error:
@@ -834,14 +941,30 @@ def _check_layout(raw: dict, path: Path) -> Config:
         if k == 0 and data.size == 0:
             continue
         if data.shape != shape or data.dtype.kind not in (kind + "u" if kind == "i" else kind):  # any integer will do
-            raise _damaged(path, f"/pool/{field.name} has shape {data.shape} and type {data.dtype}, expected {shape} for {k} iterations of {P} ranks")
+            raise _damaged(
+                path,
+                f"/pool/{field.name} has shape {data.shape} and type {data.dtype}, expected {shape} for {k} iterations "
+                f"of {P} ranks",
+            )
 
     policy, baseline = raw["current"].policy, raw["current"].baseline
     blocks = feature_blocks(policy.shape[-1] - 1, cfg.features) if policy.ndim == 4 else None
-    if policy.ndim != 4 or policy.shape[:2] != (blocks, 2) or baseline.shape != (blocks, policy.shape[3] + cfg.time_feature):
-        raise _damaged(path, f"/agent/current has policy shape {policy.shape} and baseline shape {baseline.shape}, which do not fit {cfg.features} features")
+    if (
+        policy.ndim != 4
+        or policy.shape[:2] != (blocks, 2)
+        or baseline.shape != (blocks, policy.shape[3] + cfg.time_feature)
+    ):
+        raise _damaged(
+            path,
+            f"/agent/current has policy shape {policy.shape} and baseline shape {baseline.shape}, which do not fit "
+            f"{cfg.features} features",
+        )
     if raw["best"].policy.shape != policy.shape or raw["best"].baseline.shape != baseline.shape:
-        raise _damaged(path, f"/agent/best has shapes {raw['best'].policy.shape}, {raw['best'].baseline.shape}, unlike /agent/current's {policy.shape}, {baseline.shape}")
+        raise _damaged(
+            path,
+            f"/agent/best has shapes {raw['best'].policy.shape}, {raw['best'].baseline.shape}, unlike /agent/current's "
+            f"{policy.shape}, {baseline.shape}",
+        )
     obs_dim = policy.shape[3] - 1
     scalers = (0, 0) if cfg.scaler is None else scaler_shape(obs_dim, *cfg.scaler)
     for name in AGENTS:
@@ -850,9 +973,17 @@ def _check_layout(raw: dict, path: Path) -> Config:
             raise _damaged(path, f"/agent/{name} is not stored as floating point")
         for part in ("policy_scaler", "baseline_scaler"):
             if getattr(agent, part).shape != scalers:
-                raise _damaged(path, f"/agent/{name}/{part} has shape {getattr(agent, part).shape}, but the config's normalisation needs {scalers}")
+                raise _damaged(
+                    path,
+                    f"/agent/{name}/{part} has shape {getattr(agent, part).shape}, but the config's normalisation "
+                    f"needs {scalers}",
+                )
         if agent.baseline_eta.shape != ((1,) if cfg.eta_travels else (0,)):
-            raise _damaged(path, f"/agent/{name}/baseline_eta has shape {agent.baseline_eta.shape}, but eta_travels = {str(cfg.eta_travels).lower()}")
+            raise _damaged(
+                path,
+                f"/agent/{name}/baseline_eta has shape {agent.baseline_eta.shape}, but eta_travels = "
+                f"{str(cfg.eta_travels).lower()}",
+            )
     return cfg
 
 
@@ -866,23 +997,42 @@ def _check_values(raw: dict, path: Path) -> None:
     for name, values in raw["hyperparameters"].items():
         smallest = 0.0 if name == "eta" else np.nextafter(0.0, 1.0)  # eta = 0: random-search branches train no baseline
         if not (np.all(np.isfinite(values)) and np.all(values >= smallest)):
-            raise _damaged(path, f"/hyperparameters/{name} = {values.tolist()} holds a step size that is {'negative' if name == 'eta' else 'not positive'} or not finite")
+            raise _damaged(
+                path,
+                f"/hyperparameters/{name} = {values.tolist()} holds a step size that is "
+                f"{'negative' if name == 'eta' else 'not positive'} or not finite",
+            )
     for name in ("current", "best"):
         for part, values in raw[name]._asdict().items():
             if not np.all(np.isfinite(values)):
-                raise _damaged(path, f"/agent/{name}/{part} holds {np.count_nonzero(~np.isfinite(values))} non-finite values")
+                raise _damaged(
+                    path, f"/agent/{name}/{part} holds {np.count_nonzero(~np.isfinite(values))} non-finite values"
+                )
     if k == 0:
         return
     scores, degenerate, winner = pool["scores"], pool["degenerate"], pool["winner"]
     rows = np.arange(k)
-    bad = np.isnan(scores) | np.isposinf(scores) | (degenerate & (scores != -np.inf)) | (~degenerate & ~np.isfinite(scores))
+    bad = (
+        np.isnan(scores)
+        | np.isposinf(scores)
+        | (degenerate & (scores != -np.inf))
+        | (~degenerate & ~np.isfinite(scores))
+    )
     if bad.any():
         row, rank = np.argwhere(bad)[0]
-        raise _damaged(path, f"/pool/scores[{row}, {rank}] = {scores[row, rank]} with degenerate = {degenerate[row, rank]} (a score is finite, or -inf for a degenerate branch)")
+        raise _damaged(
+            path,
+            f"/pool/scores[{row}, {rank}] = {scores[row, rank]} with degenerate = {degenerate[row, rank]} (a score is "
+            "finite, or -inf for a degenerate branch)",
+        )
     expected_winner = np.array([-1 if (w := winner_rank(row)) is None else w for row in scores])
     if (winner != expected_winner).any():
         row = int(np.argmax(winner != expected_winner))
-        raise _damaged(path, f"/pool/winner[{row}] = {winner[row]}, but the argmax of that row of /pool/scores is {expected_winner[row]}")
+        raise _damaged(
+            path,
+            f"/pool/winner[{row}] = {winner[row]}, "
+            f"but the argmax of that row of /pool/scores is {expected_winner[row]}",
+        )
     if np.isinf(pool["train_returns"]).any():
         raise _damaged(path, "/pool/train_returns holds infinite returns")
     if not (np.all(np.isfinite(pool["timings"])) and np.all(pool["timings"] >= 0)):
@@ -890,13 +1040,29 @@ def _check_values(raw: dict, path: Path) -> None:
     best_so_far = np.maximum.accumulate(np.where(winner >= 0, scores[rows, np.maximum(winner, 0)], -np.inf))
     if not np.array_equal(pool["best_score"], best_so_far):
         row = int(np.argmax(pool["best_score"] != best_so_far))
-        raise _damaged(path, f"/pool/best_score[{row}] = {pool['best_score'][row]}, but the best winner score up to that iteration is {best_so_far[row]}")
+        raise _damaged(
+            path,
+            f"/pool/best_score[{row}] = {pool['best_score'][row]}, but the best winner score up to that iteration is "
+            f"{best_so_far[row]}",
+        )
     best_iteration, best_score = raw["best_iteration"], raw["best_score"]
-    if best_score != best_so_far[-1] or not (-1 <= best_iteration < k) or (best_iteration == -1) != (best_score == -np.inf):
-        raise _damaged(path, f"/agent/best has score {best_score} from iteration {best_iteration}, but /pool/best_score ends with {best_so_far[-1]}")
+    if (
+        best_score != best_so_far[-1]
+        or not (-1 <= best_iteration < k)
+        or (best_iteration == -1) != (best_score == -np.inf)
+    ):
+        raise _damaged(
+            path,
+            f"/agent/best has score {best_score} from iteration {best_iteration}, but /pool/best_score ends with "
+            f"{best_so_far[-1]}",
+        )
     streak = k - 1 - int(np.flatnonzero(winner >= 0)[-1]) if (winner >= 0).any() else k
     if raw["pool_attrs"]["degenerate_streak"] != streak or not 0 <= raw["pool_attrs"]["since_improvement"] <= k:
-        raise _damaged(path, f"/pool attributes {raw['pool_attrs']} disagree with /pool/winner (last {streak} iterations without a winner)")
+        raise _damaged(
+            path,
+            f"/pool attributes {raw['pool_attrs']} disagree with /pool/winner (last {streak} iterations without a "
+            "winner)",
+        )
 
 
 def _to_checkpoint(raw: dict, cfg: Config) -> Checkpoint:
@@ -943,10 +1109,19 @@ def check_checkpoint(path: str | Path) -> Checkpoint:
 def checkpoint_summary(path: str | Path, checkpoint: Checkpoint) -> str:
     """One line: what a valid checkpoint holds."""
     state, attrs = checkpoint.state, checkpoint.attrs
-    best = f"best score {state.best_score:.2f} (iteration {state.best_iteration + 1})" if state.best_iteration >= 0 else "no winner yet"
+    best = (
+        f"best score {state.best_score:.2f} (iteration {state.best_iteration + 1})"
+        if state.best_iteration >= 0
+        else "no winner yet"
+    )
     degenerate = sum(int(r.degenerate.sum()) for r in checkpoint.records)
-    checksum = "checksum verified" if CHECKSUM in attrs or int(attrs.get("format_version", 1)) >= 2 else "no checksum (written by an older mpiswim)"
+    checksum = (
+        "checksum verified"
+        if CHECKSUM in attrs or int(attrs.get("format_version", 1)) >= 2
+        else "no checksum (written by an older mpiswim)"
+    )
     return (
         f"OK: {path}: run '{attrs.get('run_name', '')}' on {attrs.get('env_id', '')}, {checkpoint.world_size} ranks, "
-        f"{state.iteration} of {checkpoint.iterations_planned} iterations, {best}, {degenerate} degenerate branches, {checksum}"
+        f"{state.iteration} of {checkpoint.iterations_planned} iterations, {best}, {degenerate} degenerate branches, "
+        f"{checksum}"
     )

@@ -22,7 +22,10 @@ from mpiswim.state import PHASES
 
 
 def is_first_process() -> bool:
-    """False in a process that a launcher (mpiexec, srun) started as rank 1 or later; read from its variables, before MPI starts."""
+    """False in a process that a launcher (mpiexec, srun) started as rank 1 or later; read from its variables, before
+    MPI
+    starts.
+    """
     from mpiswim.launcher import detect_launcher  # standard library only: cheap, and it does not start MPI
 
     launcher = detect_launcher(os.environ)
@@ -30,7 +33,9 @@ def is_first_process() -> bool:
 
 
 def usage_error(message: str) -> int:
-    """A usage error found before MPI starts: every process of `mpiexec -n P` has it, so only rank 0 says it. Exit code 2."""
+    """A usage error found before MPI starts: every process of `mpiexec -n P` has it, so only rank 0 says it. Exit code
+    2.
+    """
     if is_first_process():
         print(f"mpiswim: {message}", file=sys.stderr)
     return 2
@@ -51,36 +56,55 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     config = commands.add_parser("config", help="print a valid, commented default config (TOML)")
-    config.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="change one key of it (repeatable), e.g. --set run.iterations=40")
+    config.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="change one key of it (repeatable), e.g. --set run.iterations=40",
+    )
 
     train = commands.add_parser(
         "train",
         help="train a pool (run under mpirun/mpiexec, one rank per pool member)",
-        description="Train a pool. Without --config or --resume, the embedded default config (`mpiswim config`) is used.",
+        description="Train a pool. Without --config or --resume, the embedded default config (`mpiswim config`) is "
+        "used.",
     )
     source = train.add_mutually_exclusive_group()
     source.add_argument("--config", metavar="FILE", help="TOML config (read by rank 0 only)")
     source.add_argument("--resume", metavar="RUN.h5", help="continue a stopped run with the same number of ranks")
-    train.add_argument("--out", metavar="RUN.h5", help="checkpoint path (default: [run] out of the config; if it has none, runs/<[run] name>.h5)")
-    train.add_argument("--iterations", type=int, metavar="N", help="iterations in all (overrides the config; with --resume: continue until N)")
+    train.add_argument(
+        "--out",
+        metavar="RUN.h5",
+        help="checkpoint path (default: [run] out of the config; if it has none, runs/<[run] name>.h5)",
+    )
+    train.add_argument(
+        "--iterations",
+        type=int,
+        metavar="N",
+        help="iterations in all (overrides the config; with --resume: continue until N)",
+    )
     train.add_argument("--force", action="store_true", help="replace an existing output file")
     train.add_argument(
         "--set",
         action="append",
         metavar="SECTION.KEY=VALUE",
-        help="override one config key (repeatable), e.g. --set run.seed=3 --set env.id=Hopper-v5; stored in the checkpoint's config",
+        help="override one config key (repeatable), e.g. --set run.seed=3 --set env.id=Hopper-v5; stored in the "
+        "checkpoint's config",
     )
     train.add_argument(
         "--stall-timeout",
         type=float,
         metavar="SECONDS",
-        help="end the job (exit code 5, naming the rank) when a rank keeps the others waiting at a collective this long "
-        "(at least 20 x the slowest iteration; 600 s for set-up and the first iteration); 0 = never. Overrides [run] stall_timeout (default 600)",
+        help="end the job (exit code 5, naming the rank) when a rank keeps the others waiting at a collective this "
+        "long "
+        "(at least 20 x the slowest iteration; 600 s for set-up and the first iteration); 0 = never. Overrides [run] "
+        "stall_timeout (default 600)",
     )
     train.add_argument(
         "--resume-if-exists",
         action="store_true",
-        help="if the --out checkpoint exists, resume it (its config must match --config except [run] iterations); otherwise start from the config",
+        help="if the --out checkpoint exists, resume it (its config must match --config except [run] iterations); "
+        "otherwise start from the config",
     )
 
     evaluate = commands.add_parser("evaluate", help="mean and spread of the best agent's return")
@@ -88,30 +112,51 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=10, metavar="N")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes (default 0)")
     evaluate.add_argument("--agent", choices=("best", "current"), default="best")
-    evaluate.add_argument("--T", type=int, metavar="N", help="steps per episode at most (default: the run's T); e.g. 1000 for full-length Swimmer-v5 episodes")
-    evaluate.add_argument("--action", choices=EVALUATION_ACTIONS, help="draw actions from the Beta policy, or take its mean a/(a+b) (default: the run's [pool] evaluation_action)")
+    evaluate.add_argument(
+        "--T",
+        type=int,
+        metavar="N",
+        help="steps per episode at most (default: the run's T); e.g. 1000 for full-length Swimmer-v5 episodes",
+    )
+    evaluate.add_argument(
+        "--action",
+        choices=EVALUATION_ACTIONS,
+        help="draw actions from the Beta policy, or take its mean a/(a+b) "
+        "(default: the run's [pool] evaluation_action)",
+    )
     evaluate.add_argument("--json", action="store_true")
 
-    bench = commands.add_parser("bench", help="throughput against bare MuJoCo, MPI and checkpoint costs (takes a few minutes)")
+    bench = commands.add_parser(
+        "bench", help="throughput against bare MuJoCo, MPI and checkpoint costs (takes a few minutes)"
+    )
     bench.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (median reported)")
     bench.add_argument("--ranks", default="1,2,4", help="pool sizes for the MPI part, comma-separated")
     bench.add_argument("--iterations", type=int, default=4, help="pool iterations per pool size")
     bench.add_argument("--json", action="store_true")
 
-    check = commands.add_parser("check", help="validate a checkpoint (schema, shapes, values, checksum); exit 0 and one OK line, or 2 and what is wrong")
+    check = commands.add_parser(
+        "check",
+        help="validate a checkpoint (schema, shapes, values, checksum); exit 0 and one OK line, or 2 and what is wrong",
+    )
     check.add_argument("checkpoint", metavar="RUN.h5")
 
     info = commands.add_parser("info", help="summarise a checkpoint")
     info.add_argument("checkpoint", metavar="RUN.h5")
     info.add_argument("--json", action="store_true", help="everything, as one JSON object")
-    info.add_argument("--config", action="store_true", help="print the run's stored config (TOML) instead of the summary")
+    info.add_argument(
+        "--config", action="store_true", help="print the run's stored config (TOML) instead of the summary"
+    )
 
     analyze = commands.add_parser(
         "analyze",
-        help="plots and tables of one or more runs (learning curve, who wins, where time goes); works while a run is in progress",
-        description="Write learning_curve.png/.csv, wins.png/.md and timings.png/.md/.csv into DIR; with several runs, one subfolder per run "
-        "and compare.png/.csv/.md: the mean per iteration with a band (the 95% confidence interval with 3 runs or more, the min-max range with 2), "
-        "final and best scores. Runs are compared over the iterations all of them have; a warning names every difference in pool size, "
+        help="plots and tables of one or more runs (learning curve, who wins, where time goes); works while a run is "
+        "in progress",
+        description="Write learning_curve.png/.csv, wins.png/.md and timings.png/.md/.csv into DIR; with several runs, "
+        "one subfolder per run "
+        "and compare.png/.csv/.md: the mean per iteration with a band (the 95% confidence interval with 3 runs or "
+        "more, the min-max range with 2), "
+        "final and best scores. Runs are compared over the iterations all of them have; a warning names every "
+        "difference in pool size, "
         "episode length T, config or length.",
     )
     analyze.add_argument("checkpoints", nargs="+", metavar="RUN.h5")
@@ -119,24 +164,44 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--reference",
         metavar="CURVE.csv",
-        help="a reference learning curve to draw (dashed, labelled with the file name without .csv) on the learning-curve and compare plots: "
-        "a CSV file with a header row and the columns iteration and score (other columns are ignored, a blank score is a gap)",
+        help="a reference learning curve to draw (dashed, labelled with the file name without .csv) on the "
+        "learning-curve and compare plots: "
+        "a CSV file with a header row and the columns iteration and score (other columns are ignored, a blank score is "
+        "a gap)",
     )
 
     render = commands.add_parser(
         "render",
-        help="video (.mp4 or .gif) of the best agent, or of --iteration K, with a camera that follows the body (headless)",
-        description="Run one episode of a stored agent and film it with MuJoCo's offscreen renderer (MUJOCO_GL=egl by default, osmesa works too). "
-        "The checkpoint keeps the initial agent (iteration 0), the best agent and the last iteration's agent; other iterations' agents are not stored.",
+        help="video (.mp4 or .gif) of the best agent, or of --iteration K, with a camera that follows the body "
+        "(headless)",
+        description="Run one episode of a stored agent and film it with MuJoCo's offscreen renderer (MUJOCO_GL=egl by "
+        "default, osmesa works too). "
+        "The checkpoint keeps the initial agent (iteration 0), the best agent and the last iteration's agent; other "
+        "iterations' agents are not stored.",
     )
     render.add_argument("checkpoint", metavar="RUN.h5")
     render.add_argument("--out", required=True, metavar="FILE", help="output video: .mp4 or .gif")
-    render.add_argument("--iteration", type=int, metavar="K", help="the agent after iteration K: 0 (initial), the best iteration, or the last (default: the best agent)")
+    render.add_argument(
+        "--iteration",
+        type=int,
+        metavar="K",
+        help="the agent after iteration K: 0 (initial), the best iteration, or the last (default: the best agent)",
+    )
     render.add_argument("--steps", type=int, metavar="N", help="steps to film (default: the run's episode length T)")
-    render.add_argument("--every", type=int, metavar="N", help="keep every Nth step as a frame (default 1 for .mp4, 2 for .gif)")
-    render.add_argument("--size", default=None, metavar="WxH", help="frame size in pixels (default 480x360 for .mp4, 320x240 for .gif)")
-    render.add_argument("--action", choices=EVALUATION_ACTIONS, help="draw actions from the Beta policy or take its mean a/(a+b) (default: the run's [pool] evaluation_action)")
-    render.add_argument("--seed", type=int, default=0, help="seed of the episode's start state and action draws (default 0)")
+    render.add_argument(
+        "--every", type=int, metavar="N", help="keep every Nth step as a frame (default 1 for .mp4, 2 for .gif)"
+    )
+    render.add_argument(
+        "--size", default=None, metavar="WxH", help="frame size in pixels (default 480x360 for .mp4, 320x240 for .gif)"
+    )
+    render.add_argument(
+        "--action",
+        choices=EVALUATION_ACTIONS,
+        help="draw actions from the Beta policy or take its mean a/(a+b) (default: the run's [pool] evaluation_action)",
+    )
+    render.add_argument(
+        "--seed", type=int, default=0, help="seed of the episode's start state and action draws (default 0)"
+    )
     return parser
 
 
@@ -151,13 +216,17 @@ class Evaluation:
     agent: str  # "best", "current", or "initial": the best agent of a run where no branch has won yet
 
 
-def evaluation_returns(path: str, episodes: int, seed: int = 0, agent: str = "best", T: int | None = None, action: str | None = None) -> tuple[np.ndarray, str, int, str]:
+def evaluation_returns(
+    path: str, episodes: int, seed: int = 0, agent: str = "best", T: int | None = None, action: str | None = None
+) -> tuple[np.ndarray, str, int, str]:
     """evaluate_agent's (returns, env id, T, action used), for scripts (analysis/)."""
     evaluation = evaluate_agent(path, episodes, seed, agent, T, action)
     return evaluation.returns, evaluation.env_id, evaluation.T, evaluation.action
 
 
-def evaluate_agent(path: str, episodes: int, seed: int = 0, agent: str = "best", T: int | None = None, action: str | None = None) -> Evaluation:
+def evaluate_agent(
+    path: str, episodes: int, seed: int = 0, agent: str = "best", T: int | None = None, action: str | None = None
+) -> Evaluation:
     """Returns of `episodes` no-update episodes of a checkpoint's best (or current) agent.
 
     The episodes draw from numpy's generator seeded with `seed`, independent of
@@ -209,9 +278,17 @@ def evaluate_command(args) -> int:
         print(json.dumps(summary))
     else:
         acting = "with the Beta mean a/(a+b)" if evaluation.action == "mean" else "with Beta draws"
-        agent = "initial agent (no branch has won yet)" if evaluation.agent == "initial" else f"{evaluation.agent} agent"
-        print(f"{agent} of {args.checkpoint}: {evaluation.env_id}, {args.episodes} episodes of at most {evaluation.T} steps, {acting}")
-        print(f"mean return {summary['mean']:.2f}  std {summary['std']:.2f}  min {summary['min']:.2f}  max {summary['max']:.2f}")
+        agent = (
+            "initial agent (no branch has won yet)" if evaluation.agent == "initial" else f"{evaluation.agent} agent"
+        )
+        print(
+            f"{agent} of {args.checkpoint}: {evaluation.env_id}, {args.episodes} episodes of at most {evaluation.T} "
+            f"steps, {acting}"
+        )
+        print(
+            f"mean return {summary['mean']:.2f}  std {summary['std']:.2f}  min {summary['min']:.2f}  max "
+            f"{summary['max']:.2f}"
+        )
     return 0
 
 
@@ -225,9 +302,13 @@ def info_summary(checkpoint) -> dict:
         "world_size": checkpoint.world_size,
         "iterations_done": state.iteration,
         "iterations_planned": checkpoint.iterations_planned,
-        "best_score": state.best_score if state.best_iteration >= 0 else None,  # None: no winner yet (and -inf is not JSON)
+        "best_score": state.best_score
+        if state.best_iteration >= 0
+        else None,  # None: no winner yet (and -inf is not JSON)
         "best_iteration": state.best_iteration if state.best_iteration >= 0 else None,  # 0-based
-        "last_winner_score": float(records[-1].scores[records[-1].winner]) if records and records[-1].winner >= 0 else None,
+        "last_winner_score": float(records[-1].scores[records[-1].winner])
+        if records and records[-1].winner >= 0
+        else None,
         "wins_per_rank": wins.tolist(),
         "winners": [r.winner for r in records],
         "degenerate_branches": int(sum(r.degenerate.sum() for r in records)),
@@ -235,7 +316,9 @@ def info_summary(checkpoint) -> dict:
         "alpha": checkpoint.hyperparameters["alpha"].tolist(),
         "eta": checkpoint.hyperparameters["eta"].tolist(),
         "seconds_per_phase": {  # the slowest rank's; checkpoint: rank 0's, the only rank that writes
-            phase: float(timings[:, 0, column].sum() if phase == "checkpoint" else timings[:, :, column].max(axis=1).sum())
+            phase: float(
+                timings[:, 0, column].sum() if phase == "checkpoint" else timings[:, :, column].max(axis=1).sum()
+            )
             for column, phase in enumerate(PHASES)
         },
         "versions": json.loads(checkpoint.attrs.get("versions", "{}")),
@@ -276,17 +359,29 @@ def info_command(args) -> int:
         return 0
     done, planned = summary["iterations_done"], summary["iterations_planned"]
     print(f"{args.checkpoint}: run '{summary['run_name']}' on {summary['env_id']} with {summary['world_size']} ranks")
-    print(f"iterations done: {done} of {planned} planned" + ("" if done >= planned else " (stopped early or still running; `mpiswim train --resume` continues it)"))
+    print(
+        f"iterations done: {done} of {planned} planned"
+        + ("" if done >= planned else " (stopped early or still running; `mpiswim train --resume` continues it)")
+    )
     if summary["best_iteration"] is None:
-        print(f"best score: no winner yet (every branch degenerate in all {done} iterations; the best agent is the initial one)")
+        print(
+            f"best score: no winner yet (every branch degenerate in all {done} iterations; the best agent is the "
+            "initial one)"
+        )
     else:
         print(f"best score: {summary['best_score']:.2f} at iteration {summary['best_iteration'] + 1}")
     ranks = zip(summary["alpha"], summary["eta"], summary["wins_per_rank"], strict=True)
-    print("ranks (step sizes and wins): " + ", ".join(f"{r}: alpha {a:g} eta {e:g}, {w} wins" for r, (a, e, w) in enumerate(ranks)))
+    print(
+        "ranks (step sizes and wins): "
+        + ", ".join(f"{r}: alpha {a:g} eta {e:g}, {w} wins" for r, (a, e, w) in enumerate(ranks))
+    )
     if summary["winners"]:
         print("winners over time (iterations: most frequent winner): " + winners_over_time(summary["winners"]))
     print(f"degenerate branches: {summary['degenerate_branches']}, fallbacks to best: {summary['fallbacks']}")
-    print("time per phase (slowest rank, summed over iterations): " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds_per_phase"].items()))
+    print(
+        "time per phase (slowest rank, summed over iterations): "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds_per_phase"].items())
+    )
     print(f"the run's config: `mpiswim info {shlex.quote(args.checkpoint)} --config`")
     return 0
 
@@ -332,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; if its stdout is closed early, stop quietly (no traceback) with EXIT_BROKEN_PIPE."""
     try:
         code = run_command(argv)
-        sys.stdout.flush()  # here, not at exit: a failed flush at exit would print "Exception ignored ... BrokenPipeError"
+        # here, not at exit: a failed flush at exit would print "Exception ignored ... BrokenPipeError"
+        sys.stdout.flush()
         return code
     except BrokenPipeError:
         silence_stdout()
@@ -344,7 +440,10 @@ def silence_stdout() -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # a stdout without a file descriptor (e.g. captured by a test): nothing to flush at exit
+    except (
+        OSError,
+        ValueError,
+    ):  # a stdout without a file descriptor (e.g. captured by a test): nothing to flush at exit
         pass
 
 
@@ -360,13 +459,18 @@ def run_command(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "train":
         if args.iterations is not None and args.iterations < 1:
-            return usage_error(f"--iterations {args.iterations}: must be at least 1. Fix: give the number of iterations the run should have in all, e.g. --iterations 100.")
+            return usage_error(
+                f"--iterations {args.iterations}: must be at least 1. Fix: give the number of iterations the run "
+                "should have in all, e.g. --iterations 100."
+            )
         if args.out is not None and not args.out.strip():
             from mpiswim.train import EMPTY_OUT
 
             return usage_error(EMPTY_OUT)
         if args.resume_if_exists and (args.resume or args.force):
-            return usage_error("--resume-if-exists goes with --config/--out, not with --resume or --force. Fix: drop one of them.")
+            return usage_error(
+                "--resume-if-exists goes with --config/--out, not with --resume or --force. Fix: drop one of them."
+            )
         from mpiswim.train import train_command
 
         return train_command(args)
@@ -379,8 +483,14 @@ def run_command(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command in ("analyze", "render"):
-        if not args.out.strip():  # argparse accepts --out "": it would mean the current folder, or a file without a type
-            wanted = "a folder, such as plots/" if args.command == "analyze" else "a video file name, such as swimmer.mp4 or swimmer.gif"
+        if (
+            not args.out.strip()
+        ):  # argparse accepts --out "": it would mean the current folder, or a file without a type
+            wanted = (
+                "a folder, such as plots/"
+                if args.command == "analyze"
+                else "a video file name, such as swimmer.mp4 or swimmer.gif"
+            )
             return usage_error(f"{args.command} --out is empty. Fix: give {wanted}.")
         return analysis_command(args)
 

@@ -136,7 +136,11 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "eta_travels": (bool, False),
     },
     "normalisation": {"refit_every": (int, False), "horizon": (int, False), "recency": ((int, float), False)},
-    "ranks": {"alpha": ((int, float, list, dict), False), "eta": ((int, float, list, dict), False), "hyperparameters": (str, False)},
+    "ranks": {
+        "alpha": ((int, float, list, dict), False),
+        "eta": ((int, float, list, dict), False),
+        "hyperparameters": (str, False),
+    },
     "search": {"noise": ((int, float), False), "top": (int, False), "intercept": (bool, False)},
 }
 
@@ -145,7 +149,13 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
 UNSHOWN_DEFAULTS: dict[str, dict[str, Any]] = {
     "run": {"name": "mpiswim", "target_episodes": 5},
     "pool": {"common_action_noise": False},
-    "policy": {"intercept": "per-block", "normalisation": "none", "baseline_target": "before-update", "precision": "float64", "eta_travels": False},
+    "policy": {
+        "intercept": "per-block",
+        "normalisation": "none",
+        "baseline_target": "before-update",
+        "precision": "float64",
+        "eta_travels": False,
+    },
     # the running scaler: refit every 2,000 observations from the last 100,000, weight 0.99999 per observation
     "normalisation": {"refit_every": 2000, "horizon": 100_000, "recency": 0.99999},
     "search": {"noise": 0.01, "top": 0, "intercept": False},  # noise: ARS's for Swimmer (Mania et al. 2018)
@@ -161,7 +171,11 @@ def _defaults() -> dict[str, dict[str, Any]]:
     defaults = {section: dict(UNSHOWN_DEFAULTS.get(section, {})) for section in SCHEMA}
     for section, table in shown.items():
         if section != "ranks":
-            defaults[section] |= {key: value for key, value in table.items() if not SCHEMA[section][key][1] and (section, key) != ("run", "name")}
+            defaults[section] |= {
+                key: value
+                for key, value in table.items()
+                if not SCHEMA[section][key][1] and (section, key) != ("run", "name")
+            }
     return defaults
 
 
@@ -209,7 +223,9 @@ class Config:
     world_size: int
     toml_text: str
     stall_timeout: float  # seconds; 0 = no stall watch (not part of the run: may change on resume)
-    learner: str  # how a rank improves its branch: REINFORCE episodes, or a step along the pooled random-search direction
+    learner: (
+        str  # how a rank improves its branch: REINFORCE episodes, or a step along the pooled random-search direction
+    )
     search_noise: float  # random-search: standard deviation of the parameter perturbations
     search_top: int  # random-search: directions kept for the step (the best by their better side); 0 = all
     search_intercept: bool  # random-search: the directions move the intercept weights too
@@ -242,7 +258,14 @@ def _fail(field: str, value: Any, problem: str, fix: str) -> ConfigError:
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", list: "a list", bool: "true or false", dict: "a table {min = ..., max = ...}"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        bool: "true or false",
+        dict: "a table {min = ..., max = ...}",
+    }
     kinds = expected if isinstance(expected, tuple) else (expected,)
     return " or ".join(dict.fromkeys(names[k] for k in kinds))
 
@@ -252,7 +275,9 @@ def _check_keys(table: dict, allowed: dict, where: str) -> None:
         if key not in allowed:
             close = difflib.get_close_matches(key, list(allowed), n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"allowed keys are {', '.join(allowed)}"
-            shown = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else repr(key)  # a quoted key may hold anything, even newlines
+            shown = (
+                key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else repr(key)
+            )  # a quoted key may hold anything, even newlines
             raise _fail(f"{where}{shown}", table[key], "unknown key", f"remove it ({hint})")
 
 
@@ -262,13 +287,23 @@ def _get(doc: dict, section: str, key: str) -> Any:
     table = doc.get(section, {})
     if key not in table:
         if required:
-            raise _fail(f"[{section}] {key}", None, "missing", f"add '{key} = ...' to the [{section}] table (see `mpiswim config`)")
+            raise _fail(
+                f"[{section}] {key}",
+                None,
+                "missing",
+                f"add '{key} = ...' to the [{section}] table (see `mpiswim config`)",
+            )
         return DEFAULTS[section].get(key)
     value = table[key]
     kinds = expected if isinstance(expected, tuple) else (expected,)
     # TOML booleans are Python ints: a bool is valid only where a bool is expected, and only a bool is.
     if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
-        raise _fail(f"[{section}] {key}", value, f"expected {_type_name(expected)}, got {type(value).__name__}", f"write {key} as {_type_name(expected)}")
+        raise _fail(
+            f"[{section}] {key}",
+            value,
+            f"expected {_type_name(expected)}, got {type(value).__name__}",
+            f"write {key} as {_type_name(expected)}",
+        )
     return value
 
 
@@ -303,7 +338,11 @@ def check_stall_timeout(field: str, value: Any) -> float:
 
     `field` names where the value came from: "[run] stall_timeout" or "--stall-timeout".
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value == 0 or (math.isfinite(value) and value >= MIN_STALL_TIMEOUT)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value == 0 or (math.isfinite(value) and value >= MIN_STALL_TIMEOUT))
+    ):
         raise _fail(
             field,
             value,
@@ -314,7 +353,9 @@ def check_stall_timeout(field: str, value: Any) -> float:
 
 
 def set_up_stall_timeout(value: float | None) -> float:
-    """The stall timeout while the run is set up (before every rank has the config): --stall-timeout if valid, else the default."""
+    """The stall timeout while the run is set up (before every rank has the config): --stall-timeout if valid, else the
+    default.
+    """
     try:
         return DEFAULT_STALL_TIMEOUT if value is None else check_stall_timeout("--stall-timeout", value)
     except ConfigError:
@@ -331,7 +372,12 @@ def _spread(field: str, value: dict, world_size: int) -> list[float]:
     low, high = value["min"], value["max"]
     for v in (low, high):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-            raise _fail(field, value, f"entry {v!r} is not a positive finite step size", "use positive numbers such as {min = 1e-6, max = 1e-4}")
+            raise _fail(
+                field,
+                value,
+                f"entry {v!r} is not a positive finite step size",
+                "use positive numbers such as {min = 1e-6, max = 1e-4}",
+            )
     if low > high:
         raise _fail(field, value, "min is larger than max", "swap them")
     if world_size == 1:
@@ -345,7 +391,12 @@ def _step_sizes(name: str, value: Any, world_size: int) -> tuple[float, ...]:
         value = _spread(field, value, world_size)
     if isinstance(value, list):
         if len(value) != world_size:
-            raise _fail(field, value, f"has {len(value)} entries but the pool has {world_size} ranks", f"give exactly {world_size} values (one per rank), or a single number for all ranks")
+            raise _fail(
+                field,
+                value,
+                f"has {len(value)} entries but the pool has {world_size} ranks",
+                f"give exactly {world_size} values (one per rank), or a single number for all ranks",
+            )
         values = value
     else:
         values = [value] * world_size
@@ -353,7 +404,9 @@ def _step_sizes(name: str, value: Any, world_size: int) -> tuple[float, ...]:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise _fail(field, value, f"entry {v!r} is not a number", "use numbers such as 1e-4")
         if not (math.isfinite(v) and v > 0):
-            raise _fail(field, value, f"entry {v!r} is not a positive finite step size", "use positive numbers such as 1e-4")
+            raise _fail(
+                field, value, f"entry {v!r} is not a positive finite step size", "use positive numbers such as 1e-4"
+            )
     return tuple(float(v) for v in values)
 
 
@@ -365,32 +418,57 @@ def _observation_scale(value: Any) -> tuple[float, ...] | float:
         raise _fail(field, value, "is an empty list", "give one number for every observation value, or a single number")
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-            raise _fail(field, value, f"entry {v!r} is not a positive finite number", "use positive numbers such as 1.0 or 2.5")
+            raise _fail(
+                field, value, f"entry {v!r} is not a positive finite number", "use positive numbers such as 1.0 or 2.5"
+            )
     return tuple(float(v) for v in values) if isinstance(value, list) else float(value)
 
 
-def _search(doc: dict, learner: str, iterate_episodes: int, evaluation_action: str, world_size: int) -> tuple[float, int, bool]:
+def _search(
+    doc: dict, learner: str, iterate_episodes: int, evaluation_action: str, world_size: int
+) -> tuple[float, int, bool]:
     """The [search] table: (noise, top, intercept). It belongs to learner = "random-search" and is refused otherwise."""
     if learner != "random-search":
         if "search" in doc:
-            raise _fail("[search]", doc["search"], 'is used only by [pool] learner = "random-search"', 'remove the [search] table, or set learner = "random-search" in [pool]')
+            raise _fail(
+                "[search]",
+                doc["search"],
+                'is used only by [pool] learner = "random-search"',
+                'remove the [search] table, or set learner = "random-search" in [pool]',
+            )
         return DEFAULTS["search"]["noise"], DEFAULTS["search"]["top"], DEFAULTS["search"]["intercept"]
     if iterate_episodes % 2:
         raise _fail(
             "[pool] iterate_episodes",
             iterate_episodes,
-            'must be even with learner = "random-search" (each direction is tried as +noise and -noise, one episode each)',
+            'must be even with learner = "random-search" (each direction is tried as +noise and -noise, one episode '
+            "each)",
             f"set it to {iterate_episodes + 1} or {max(2, iterate_episodes - 1)}",
         )
     if evaluation_action != "mean":
-        raise _fail("[pool] evaluation_action", evaluation_action, "random-search branches act with the Beta mean, so they must be scored with it", 'set evaluation_action = "mean" in [pool]')
+        raise _fail(
+            "[pool] evaluation_action",
+            evaluation_action,
+            "random-search branches act with the Beta mean, so they must be scored with it",
+            'set evaluation_action = "mean" in [pool]',
+        )
     noise = float(_get(doc, "search", "noise"))
     if not (math.isfinite(noise) and noise > 0):
-        raise _fail("[search] noise", noise, "must be a positive finite number", f"use a standard deviation such as {DEFAULTS['search']['noise']}")
+        raise _fail(
+            "[search] noise",
+            noise,
+            "must be a positive finite number",
+            f"use a standard deviation such as {DEFAULTS['search']['noise']}",
+        )
     directions = world_size * iterate_episodes // 2
     top = _at_least("[search] top", _get(doc, "search", "top"), 0)  # 0 = all
     if top > directions:
-        raise _fail("[search] top", top, f"is more than the {directions} directions of an iteration ({world_size} ranks x iterate_episodes / 2)", f"keep at most {directions}, or 0 for all")
+        raise _fail(
+            "[search] top",
+            top,
+            f"is more than the {directions} directions of an iteration ({world_size} ranks x iterate_episodes / 2)",
+            f"keep at most {directions}, or 0 for all",
+        )
     return noise, top, _get(doc, "search", "intercept")
 
 
@@ -398,8 +476,17 @@ def _target(doc: dict) -> tuple[float | None, int]:
     """[run] target and target_episodes: the fresh-episode score at which the run may stop, and its episodes."""
     target = _get(doc, "run", "target")
     if target is not None and not math.isfinite(target):
-        raise _fail("[run] target", target, "is not a finite number", "give a score such as 150, or leave the key out for no target")
-    episodes = _at_most("[run] target_episodes", _at_least("[run] target_episodes", _get(doc, "run", "target_episodes"), 1), MAX_EPISODES)
+        raise _fail(
+            "[run] target",
+            target,
+            "is not a finite number",
+            "give a score such as 150, or leave the key out for no target",
+        )
+    episodes = _at_most(
+        "[run] target_episodes",
+        _at_least("[run] target_episodes", _get(doc, "run", "target_episodes"), 1),
+        MAX_EPISODES,
+    )
     return (None if target is None else float(target)), episodes
 
 
@@ -417,14 +504,26 @@ def _seed_options(doc: dict, learner: str, observation_scale: tuple[float, ...] 
     if learner == "random-search" and changed:
         section, key = changed[0]
         fix = f"remove {key} from [{section}], or set learner = 'reinforce' in [pool]"
-        raise _fail(f"[{section}] {key}", doc[section][key], 'belongs to REINFORCE branches, not to learner = "random-search"', fix)
+        raise _fail(
+            f"[{section}] {key}",
+            doc[section][key],
+            'belongs to REINFORCE branches, not to learner = "random-search"',
+            fix,
+        )
     if options["normalisation"] != "running":
         if "normalisation" in doc:
             fix = 'remove the [normalisation] table, or set normalisation = "running" in [policy]'
-            raise _fail("[normalisation]", doc["normalisation"], 'is used only with [policy] normalisation = "running"', fix)
+            raise _fail(
+                "[normalisation]", doc["normalisation"], 'is used only with [policy] normalisation = "running"', fix
+            )
         return options | DEFAULTS["normalisation"]  # the scaler's settings, unused without it
     if observation_scale != 1.0:
-        raise _fail("[policy] observation_scale", observation_scale, 'has no effect with normalisation = "running" (the scaler sets the scale)', "remove observation_scale from [policy]")
+        raise _fail(
+            "[policy] observation_scale",
+            observation_scale,
+            'has no effect with normalisation = "running" (the scaler sets the scale)',
+            "remove observation_scale from [policy]",
+        )
     refit_every = _at_least("[normalisation] refit_every", _get(doc, "normalisation", "refit_every"), 1)
     horizon = _at_least("[normalisation] horizon", _get(doc, "normalisation", "horizon"), refit_every)
     if horizon % refit_every or horizon // refit_every > MAX_STORED_CHUNKS:
@@ -436,7 +535,12 @@ def _seed_options(doc: dict, learner: str, observation_scale: tuple[float, ...] 
         )
     recency = float(_get(doc, "normalisation", "recency"))
     if not 0.0 < recency <= 1.0:
-        raise _fail("[normalisation] recency", recency, "must lie in (0, 1] (1 weighs every observation of the horizon alike)", f"use e.g. {DEFAULTS['normalisation']['recency']}")
+        raise _fail(
+            "[normalisation] recency",
+            recency,
+            "must lie in (0, 1] (1 weighs every observation of the horizon alike)",
+            f"use e.g. {DEFAULTS['normalisation']['recency']}",
+        )
     return dict(options, refit_every=refit_every, horizon=horizon, recency=recency)
 
 
@@ -446,7 +550,10 @@ def read_hyperparameter_file(path: Path, world_size: int) -> dict[str, tuple[flo
     import numpy as np
 
     field = "[ranks] hyperparameters"
-    wanted = f"give the path (relative to the config file) of an HDF5 file with datasets 'alpha' and 'eta' of length {world_size}"
+    wanted = (
+        "give the path (relative to the config file) of an HDF5 file with datasets 'alpha' and 'eta' of length "
+        f"{world_size}"
+    )
     if not path.exists():
         raise _fail(field, str(path), "no such file", wanted)
     if path.is_dir():
@@ -454,23 +561,36 @@ def read_hyperparameter_file(path: Path, world_size: int) -> dict[str, tuple[flo
     try:
         handle = h5py.File(path, "r")
     except (OSError, ValueError) as error:
-        reason = str(error).splitlines()[0] if str(error) else error.__class__.__name__  # h5py's first line; the rest is HDF5 internals
+        reason = (
+            str(error).splitlines()[0] if str(error) else error.__class__.__name__
+        )  # h5py's first line; the rest is HDF5 internals
         raise _fail(field, str(path), f"cannot be read as HDF5 ({reason})", wanted) from None
     values = {}
     with handle:
         for key in handle:
             if key not in HYPERPARAMETERS:
-                raise _fail(field, str(path), f"contains unknown dataset '{key}'", f"keep only {', '.join(HYPERPARAMETERS)}")
+                raise _fail(
+                    field, str(path), f"contains unknown dataset '{key}'", f"keep only {', '.join(HYPERPARAMETERS)}"
+                )
         for key in HYPERPARAMETERS:
             if key not in handle or not isinstance(handle[key], h5py.Dataset):
-                raise _fail(field, str(path), f"has no dataset '{key}'", f"add a float dataset '{key}' of length {world_size}")
+                raise _fail(
+                    field, str(path), f"has no dataset '{key}'", f"add a float dataset '{key}' of length {world_size}"
+                )
             data = handle[key]
             if data.dtype.kind not in "fiu" or data.ndim != 1:
-                raise _fail(field, str(path), f"dataset '{key}' has shape {data.shape} and type {data.dtype}", f"store '{key}' as a 1-D float array of length {world_size}")
+                raise _fail(
+                    field,
+                    str(path),
+                    f"dataset '{key}' has shape {data.shape} and type {data.dtype}",
+                    f"store '{key}' as a 1-D float array of length {world_size}",
+                )
             try:
                 values[key] = _step_sizes(key, [float(v) for v in np.asarray(data)], world_size)
             except ConfigError as error:  # _step_sizes names '[ranks] alpha'; say that the values came from this file
-                raise ConfigError(str(error).replace("config error: ", f"config error: hyperparameter file '{path}' ({field}): ", 1)) from None
+                raise ConfigError(
+                    str(error).replace("config error: ", f"config error: hyperparameter file '{path}' ({field}): ", 1)
+                ) from None
     return values
 
 
@@ -489,7 +609,10 @@ def parse_config(
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config error: the file is not valid TOML ({error}). Fix: correct the syntax; `mpiswim config` prints a valid example.") from None
+        raise ConfigError(
+            f"config error: the file is not valid TOML ({error}). Fix: correct the syntax; `mpiswim config` prints a "
+            "valid example."
+        ) from None
     _check_keys(doc, SCHEMA, "")
     for section, table in doc.items():
         if not isinstance(table, dict):
@@ -502,8 +625,16 @@ def parse_config(
     gamma = float(_get(doc, "env", "gamma"))
     if not 0.0 <= gamma <= 1.0:
         raise _fail("[env] gamma", gamma, "must lie in [0, 1]", "use a discount such as 1.0 or 0.99")
-    iterate_episodes = _at_most("[pool] iterate_episodes", _at_least("[pool] iterate_episodes", _get(doc, "pool", "iterate_episodes"), 1), MAX_EPISODES)
-    evaluate_episodes = _at_most("[pool] evaluate_episodes", _at_least("[pool] evaluate_episodes", _get(doc, "pool", "evaluate_episodes"), 1), MAX_EPISODES)
+    iterate_episodes = _at_most(
+        "[pool] iterate_episodes",
+        _at_least("[pool] iterate_episodes", _get(doc, "pool", "iterate_episodes"), 1),
+        MAX_EPISODES,
+    )
+    evaluate_episodes = _at_most(
+        "[pool] evaluate_episodes",
+        _at_least("[pool] evaluate_episodes", _get(doc, "pool", "evaluate_episodes"), 1),
+        MAX_EPISODES,
+    )
     patience = _at_least("[pool] patience", _get(doc, "pool", "patience"), 0)
     evaluation_action = _one_of(doc, "pool", "evaluation_action", EVALUATION_ACTIONS, "evaluation action")
     learner = _one_of(doc, "pool", "learner", LEARNERS, "learner")
@@ -524,7 +655,12 @@ def parse_config(
     elif file_name is not None:
         given = [k for k in HYPERPARAMETERS if k in ranks]
         if given:
-            raise _fail(f"[ranks] {given[0]}", ranks[given[0]], "given together with 'hyperparameters'", "take the step sizes either from the HDF5 file or from the config, not both")
+            raise _fail(
+                f"[ranks] {given[0]}",
+                ranks[given[0]],
+                "given together with 'hyperparameters'",
+                "take the step sizes either from the HDF5 file or from the config, not both",
+            )
         steps = read_hyperparameter_file(base_dir / file_name, world_size)
     else:
         steps = {}
@@ -534,7 +670,13 @@ def parse_config(
                 steps[key] = (0.0,) * world_size  # random-search branches have no baseline to train
                 continue
             if value is None:
-                raise _fail(f"[ranks] {key}", None, "missing", f"add '{key} = 1e-4' (or a list of {world_size} values) to [ranks], or 'hyperparameters = \"file.h5\"'")
+                raise _fail(
+                    f"[ranks] {key}",
+                    None,
+                    "missing",
+                    f"add '{key} = 1e-4' (or a list of {world_size} values) to [ranks], or 'hyperparameters = "
+                    '"file.h5"\'',
+                )
             steps[key] = _step_sizes(key, value, world_size)
 
     env_id = _get(doc, "env", "id")
@@ -545,7 +687,12 @@ def parse_config(
     out = _get(doc, "run", "out")
     out = _text("[run] out", default_out(name) if out is None else out)
     if not out:
-        raise _fail("[run] out", out, "is empty", f'give a file name such as "{default_out(name)}", or leave the key out for that name')
+        raise _fail(
+            "[run] out",
+            out,
+            "is empty",
+            f'give a file name such as "{default_out(name)}", or leave the key out for that name',
+        )
     return Config(
         name=name,
         seed=seed,
@@ -580,8 +727,11 @@ def parse_config(
 
 
 def file_name_for(name: str) -> str:
-    """`name` made safe as a file name: ASCII letters, digits, '.', '_' and '-' are kept, every other run of characters
-    becomes one '-', leading and trailing dots and dashes go (so never '..' or a hidden file); 'run' if nothing is left."""
+    """`name` made safe as a file name: ASCII letters, digits, '.', '_' and '-' are kept.
+
+    Every other run of characters becomes one '-', leading and trailing dots
+    and dashes go (so never '..' or a hidden file); 'run' if nothing is left.
+    """
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
     return safe[:100] or "run"
 
@@ -605,10 +755,20 @@ def apply_overrides(text: str, overrides: list[str] | tuple[str, ...]) -> str:
         key, equals, value_text = override.partition("=")
         section, dot, name = key.strip().partition(".")
         if not equals or not dot or not section or not name or "." in name:
-            raise _fail("--set", override, "is not section.key=value", "write it like --set run.seed=3 or --set env.id=Hopper-v5")
+            raise _fail(
+                "--set",
+                override,
+                "is not section.key=value",
+                "write it like --set run.seed=3 or --set env.id=Hopper-v5",
+            )
         if section not in SCHEMA:
             close = difflib.get_close_matches(section, list(SCHEMA), n=1)
-            raise _fail("--set", override, f"there is no [{section}] section", f"use one of {', '.join(SCHEMA)}" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            raise _fail(
+                "--set",
+                override,
+                f"there is no [{section}] section",
+                f"use one of {', '.join(SCHEMA)}" + (f" (did you mean '{close[0]}'?)" if close else ""),
+            )
         try:
             value = tomllib.loads(f"value = {value_text.strip()}")["value"]
         except tomllib.TOMLDecodeError:
@@ -620,7 +780,9 @@ def apply_overrides(text: str, overrides: list[str] | tuple[str, ...]) -> str:
 
 
 def check_overridden(text: str) -> Config:
-    """Validate a config that `mpiswim config --set` printed, for the pool its [ranks] lists imply (1 rank without lists)."""
+    """Validate a config that `mpiswim config --set` printed, for the pool its [ranks] lists imply (1 rank without
+    lists).
+    """
     ranks = tomllib.loads(text).get("ranks", {})
     lists = [len(value) for value in ranks.values() if isinstance(value, list)]
     return parse_config(text, lists[0] if lists else 1)
@@ -632,8 +794,15 @@ def load_config(path: str | Path, world_size: int, overrides: list[str] | tuple[
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror.lower() if isinstance(error, OSError) and error.strerror else f"{error.__class__.__name__}: {error}"  # "no such file or directory", "is a directory"
-        raise ConfigError(f"config error: cannot read config file '{path}' ({reason}). Fix: check the path, or print an example with `mpiswim config > my.toml`.") from None
+        reason = (
+            error.strerror.lower()
+            if isinstance(error, OSError) and error.strerror
+            else f"{error.__class__.__name__}: {error}"
+        )  # "no such file or directory", "is a directory"
+        raise ConfigError(
+            f"config error: cannot read config file '{path}' ({reason}). Fix: check the path, or print an example with "
+            "`mpiswim config > my.toml`."
+        ) from None
     return parse_config(apply_overrides(text, overrides) if overrides else text, world_size, base_dir=path.parent)
 
 
@@ -666,12 +835,17 @@ def make_explicit(text: str, values: dict[str, dict[str, Any]]) -> str:
             return text
         for key, value in keys.items():
             if key not in table:
-                table.add(key, tomlkit.item(value).comment("made explicit: the value a left-out key meant before mpiswim 0.2.0"))
+                table.add(
+                    key,
+                    tomlkit.item(value).comment("made explicit: the value a left-out key meant before mpiswim 0.2.0"),
+                )
                 added = True
     return tomlkit.dumps(document) if added else text
 
 
-def parse_stored_config(config_toml: str, world_size: int, stored_step_sizes: dict[str, tuple[float, ...]] | None, written_by: str | None) -> Config:
+def parse_stored_config(
+    config_toml: str, world_size: int, stored_step_sizes: dict[str, tuple[float, ...]] | None, written_by: str | None
+) -> Config:
     """The Config that a checkpoint's stored config text meant when mpiswim `written_by` wrote it.
 
     Before 0.2.0 a key of LEGACY_DEFAULTS left out meant its old value, so those keys are

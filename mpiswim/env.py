@@ -84,23 +84,33 @@ def check_task(cfg: Config) -> tuple[int, int]:
     finally:
         env.close()
     if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
-        raise ConfigError(f"config error: [env] id = {env_id!r}: action space {action_space} is not a 1-D Box. Fix: use a task with continuous actions.")
+        raise ConfigError(
+            f"config error: [env] id = {env_id!r}: action space {action_space} is not a 1-D Box. Fix: use a task with "
+            "continuous actions."
+        )
     if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
         raise ConfigError(
-            f"config error: [env] id = {env_id!r}: action space {action_space} is unbounded, but Beta actions need finite bounds. "
+            f"config error: [env] id = {env_id!r}: action space {action_space} is unbounded, but Beta actions need "
+            "finite bounds. "
             "Fix: use a task with bounded actions (all Gymnasium MuJoCo tasks have them)."
         )
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-        raise ConfigError(f"config error: [env] id = {env_id!r}: observation space {observation_space} is not a 1-D Box. Fix: use a task with vector observations.")
+        raise ConfigError(
+            f"config error: [env] id = {env_id!r}: observation space {observation_space} is not a 1-D Box. Fix: use a "
+            "task with vector observations."
+        )
     obs_dim = observation_space.shape[0]
     if features == "signed" and obs_dim > MAX_SIGNED_OBS_DIM:
         raise ConfigError(
-            f"config error: [policy] features = 'signed': {env_id} has {obs_dim} observation values, so the signed coding "
-            f'would need 2^{obs_dim} blocks (at most 2^{MAX_SIGNED_OBS_DIM} allowed). Fix: set features = "linear" in [policy].'
+            f"config error: [policy] features = 'signed': {env_id} has {obs_dim} observation values, so the signed "
+            "coding "
+            f'would need 2^{obs_dim} blocks (at most 2^{MAX_SIGNED_OBS_DIM} allowed). Fix: set features = "linear" in '
+            "[policy]."
         )
     if isinstance(scale, tuple) and len(scale) != obs_dim:
         raise ConfigError(
-            f"config error: [policy] observation_scale = {list(scale)!r}: has {len(scale)} entries but {env_id} has {obs_dim} observation values. "
+            f"config error: [policy] observation_scale = {list(scale)!r}: has {len(scale)} entries but {env_id} has "
+            f"{obs_dim} observation values. "
             f"Fix: give exactly {obs_dim} numbers, or a single number for all."
         )
     return obs_dim, action_space.shape[0]
@@ -155,7 +165,9 @@ def task_for(cfg: Config, fast: bool = True) -> Task:
     return make_task(cfg.env_id, cfg.features, fast, cfg.observation_scale, cfg.intercept == "shared", normalisation)
 
 
-def policy_step(task: Task, agent: Agent, policy: np.ndarray, obs: np.ndarray, phi: np.ndarray) -> tuple[int, np.ndarray]:
+def policy_step(
+    task: Task, agent: Agent, policy: np.ndarray, obs: np.ndarray, phi: np.ndarray
+) -> tuple[int, np.ndarray]:
     """The features of observation `obs` (written into phi), their block and the log Beta shapes.
 
     policy is flat_policy(agent). With running normalisation the agent's

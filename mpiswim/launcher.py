@@ -48,7 +48,8 @@ class Launcher:
 
 
 def resume_command(ranks: int | str, checkpoint: str | Path, iterations: int | None = None) -> str:
-    """The command that continues the run in `checkpoint`, to paste as printed: its ranks, the path quoted for the shell,
+    """The command that continues the run in `checkpoint`, to paste as printed: its ranks, the path quoted for the
+    shell,
     and `--iterations N` when the run is to go beyond the iterations the checkpoint plans."""
     command = f"mpirun -n {ranks} mpiswim train --resume {shlex.quote(str(checkpoint))}"
     return f"{command} --iterations {iterations}" if iterations else command
@@ -72,18 +73,36 @@ def detect_launcher(env: Mapping[str, str]) -> Launcher | None:
     """
     in_srun_step = "SLURM_STEP_NUM_TASKS" in env
     if "OMPI_COMM_WORLD_SIZE" in env:
-        return Launcher("Open MPI's mpirun/mpiexec", "OMPI_COMM_WORLD_SIZE", _number(env, "OMPI_COMM_WORLD_SIZE"), _number(env, "OMPI_COMM_WORLD_RANK"))
+        return Launcher(
+            "Open MPI's mpirun/mpiexec",
+            "OMPI_COMM_WORLD_SIZE",
+            _number(env, "OMPI_COMM_WORLD_SIZE"),
+            _number(env, "OMPI_COMM_WORLD_RANK"),
+        )
     if "PMI_SIZE" in env:
         # Hydra (MPICH's and Intel MPI's mpiexec) also sets MPI_LOCALNRANKS; srun's PMI-2 plugin does not.
-        name = "srun with PMI-2 (--mpi=pmi2)" if in_srun_step and "MPI_LOCALNRANKS" not in env else "an MPICH-family mpiexec (Hydra)"
+        name = (
+            "srun with PMI-2 (--mpi=pmi2)"
+            if in_srun_step and "MPI_LOCALNRANKS" not in env
+            else "an MPICH-family mpiexec (Hydra)"
+        )
         return Launcher(name, "PMI_SIZE", _number(env, "PMI_SIZE"), _number(env, "PMI_RANK"))
     if any(name in env for name in PMIX_VARIABLES):
         # PMIx hands the process count over its own socket, not in a variable; under srun the step size says it.
         if in_srun_step:
-            return Launcher("srun with PMIx (--mpi=pmix)", "SLURM_STEP_NUM_TASKS", _number(env, "SLURM_STEP_NUM_TASKS"), _number(env, "PMIX_RANK"))
-        return Launcher("a PMIx launcher (prterun, or Open MPI's mpirun)", "PMIX_NAMESPACE", None, _number(env, "PMIX_RANK"))
+            return Launcher(
+                "srun with PMIx (--mpi=pmix)",
+                "SLURM_STEP_NUM_TASKS",
+                _number(env, "SLURM_STEP_NUM_TASKS"),
+                _number(env, "PMIX_RANK"),
+            )
+        return Launcher(
+            "a PMIx launcher (prterun, or Open MPI's mpirun)", "PMIX_NAMESPACE", None, _number(env, "PMIX_RANK")
+        )
     if in_srun_step:
-        return Launcher("srun", "SLURM_STEP_NUM_TASKS", _number(env, "SLURM_STEP_NUM_TASKS"), _number(env, "SLURM_PROCID"))
+        return Launcher(
+            "srun", "SLURM_STEP_NUM_TASKS", _number(env, "SLURM_STEP_NUM_TASKS"), _number(env, "SLURM_PROCID")
+        )
     return None
 
 
@@ -106,18 +125,26 @@ def _fix(launcher: Launcher, library_version: str, mpiexec: Path | None) -> str:
     if launcher.name.startswith("srun") and mpich:
         fixes.append(f"start it with `srun --mpi=pmi2 -n {count} mpiswim train ...`")
     if mpiexec is not None and mpich:  # the MPI wheel's mpiexec (MPICH's Hydra) fits an MPICH library
-        fixes.append(f"start it with the mpiexec beside mpiswim, which belongs to that library: `{mpiexec} -n {count} mpiswim train ...`")
+        fixes.append(
+            f"start it with the mpiexec beside mpiswim, which belongs to that library: `{mpiexec} -n {count} mpiswim "
+            "train ...`"
+        )
     else:
         fixes.append(f"start it with the mpirun (or srun) of {library_name(library_version)}")
     fixes.append(
         "to keep this launcher, make a venv against its MPI: `module load` that MPI, "
-        "then `make venv VENV=.venv-site EXTRAS=test,analysis MPI4PY_FROM_SOURCE=1` and run .venv-site/bin/mpiswim (README, On a cluster)"
+        "then `make venv VENV=.venv-site EXTRAS=test,analysis MPI4PY_FROM_SOURCE=1` and run .venv-site/bin/mpiswim "
+        "(README, On a cluster)"
     )
     return "Fix: " + "; or ".join(fixes) + "."
 
 
 def _started_by(launcher: Launcher) -> str:
-    where = f"process {launcher.rank} of {launcher.size}" if launcher.rank is not None and launcher.size is not None else "a process"
+    where = (
+        f"process {launcher.rank} of {launcher.size}"
+        if launcher.rank is not None and launcher.size is not None
+        else "a process"
+    )
     return f"{where} started by {launcher.name}"
 
 
@@ -130,12 +157,16 @@ def problem_before_init(env: Mapping[str, str], library_version: str, mpiexec: P
     launcher = detect_launcher({name: value for name, value in env.items() if not name.startswith("PMI_")})
     found = [name for name in ("OMPI_COMM_WORLD_SIZE", *PMIX_VARIABLES, "PMI_SIZE") if name in env]
     return (
-        f"mpiswim: wrong launcher: {_started_by(launcher)} ({', '.join(found)} set), but mpi4py uses {library_name(library_version)}, "
-        "which cannot join a PMIx launcher's job: MPI_Init would abort. Nothing was started or written (exit code 2). " + _fix(launcher, library_version, mpiexec)
+        f"mpiswim: wrong launcher: {_started_by(launcher)} ({', '.join(found)} set), but mpi4py uses "
+        f"{library_name(library_version)}, "
+        "which cannot join a PMIx launcher's job: MPI_Init would abort. Nothing was started or written (exit code 2). "
+        + _fix(launcher, library_version, mpiexec)
     )
 
 
-def problem_after_init(env: Mapping[str, str], library_version: str, world_size: int, mpiexec: Path | None = None) -> str | None:
+def problem_after_init(
+    env: Mapping[str, str], library_version: str, world_size: int, mpiexec: Path | None = None
+) -> str | None:
     """The message if the launcher announced another number of processes than MPI_COMM_WORLD has; else None."""
     launcher = detect_launcher(env)
     if launcher is None or launcher.size is None or launcher.size == world_size:
@@ -144,7 +175,8 @@ def problem_after_init(env: Mapping[str, str], library_version: str, world_size:
         f"mpiswim: wrong launcher: {_started_by(launcher)} ({launcher.variable}={launcher.size}), but MPI "
         f"({library_name(library_version)}, the library mpi4py uses) put this process in a job of {world_size} "
         f"process{'es' if world_size != 1 else ''}: the launcher belongs to another MPI, so the processes never meet "
-        "and each would train its own pool into the same file. Nothing was written (exit code 2). " + _fix(launcher, library_version, mpiexec)
+        "and each would train its own pool into the same file. Nothing was written (exit code 2). "
+        + _fix(launcher, library_version, mpiexec)
     )
 
 
@@ -179,14 +211,24 @@ def start_mpi() -> str | None:
             return problem
         with warnings.catch_warnings():
             # mpi4py's own, vaguer warning about a foreign launcher: the check below says more.
-            warnings.filterwarnings("ignore", message="(?i)suspicious MPI execution environment", category=RuntimeWarning)
+            warnings.filterwarnings(
+                "ignore", message="(?i)suspicious MPI execution environment", category=RuntimeWarning
+            )
             if mpi4py.rc.threads:
-                levels = {"single": MPI.THREAD_SINGLE, "funneled": MPI.THREAD_FUNNELED, "serialized": MPI.THREAD_SERIALIZED, "multiple": MPI.THREAD_MULTIPLE}
+                levels = {
+                    "single": MPI.THREAD_SINGLE,
+                    "funneled": MPI.THREAD_FUNNELED,
+                    "serialized": MPI.THREAD_SERIALIZED,
+                    "multiple": MPI.THREAD_MULTIPLE,
+                }
                 MPI.Init_thread(levels[mpi4py.rc.thread_level])
             else:
                 MPI.Init()
     problem = problem_after_init(os.environ, library_version, MPI.COMM_WORLD.Get_size(), venv_mpiexec())
     # Every process of this MPI job stops if any of them found a problem, so none waits for the others.
     if MPI.COMM_WORLD.allreduce(problem is not None, op=MPI.LOR) and problem is None:
-        problem = "mpiswim: another process of this job was started by the wrong launcher (its message says which); stopping too (exit code 2)."
+        problem = (
+            "mpiswim: another process of this job was started by the wrong launcher (its message says which); "
+            "stopping too (exit code 2)."
+        )
     return problem

@@ -69,6 +69,7 @@ def use_compilation_cache() -> None:
         jax.config.update("jax_compilation_cache_dir", os.path.join(cache_home, "mpiswim", "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
+
 # Beta draws can round to exactly 0 or 1, where the log density is infinite.
 X_MARGIN = 1e-12
 
@@ -165,14 +166,22 @@ def episode_update(
         return w, block_rows(w, blocks[t], shared_intercept) @ value_inputs[t]
 
     new_baseline, values_after = jax.lax.scan(sgd_step, baseline, steps, reverse=True)
-    values = values_after if target_after_update else jnp.sum(block_rows(baseline, blocks, shared_intercept) * value_inputs, axis=-1)
+    values = (
+        values_after
+        if target_after_update
+        else jnp.sum(block_rows(baseline, blocks, shared_intercept) * value_inputs, axis=-1)
+    )
     targets = jnp.where(valid, returns - values, 0.0)
 
     xs = jnp.clip(xs, X_MARGIN, 1.0 - X_MARGIN)
     dtype = jnp.float32 if float32 else policy.dtype
     thetas = block_rows(policy, blocks, shared_intercept)
-    directions = jax.vmap(step_direction, in_axes=(0, 0, 0, None))(thetas.astype(dtype), phis.astype(dtype), xs.astype(dtype), rule)
-    steps_taken = jnp.where(valid[:, None, None, None], alpha * targets[:, None, None, None] * directions.astype(policy.dtype), 0.0)
+    directions = jax.vmap(step_direction, in_axes=(0, 0, 0, None))(
+        thetas.astype(dtype), phis.astype(dtype), xs.astype(dtype), rule
+    )
+    steps_taken = jnp.where(
+        valid[:, None, None, None], alpha * targets[:, None, None, None] * directions.astype(policy.dtype), 0.0
+    )
     return add_to_blocks(policy, blocks, steps_taken, shared_intercept), new_baseline
 
 
@@ -193,15 +202,17 @@ def update_agent(agent: Agent, trajectory, alpha: float, eta: float, cfg: Config
         phis, baseline_phis = trajectory.phis.copy(), trajectory.phis.copy()
         phis[:n, 1:] = normalise.scaled_rows(agent.policy_scaler, trajectory.observations[:n])
         baseline_scaler = agent.baseline_scaler.copy()
-        baseline_phis[:n, 1:] = normalise.observe_rows(baseline_scaler, trajectory.observations[:n][::-1], cfg.refit_every, cfg.recency)[::-1]
+        baseline_phis[:n, 1:] = normalise.observe_rows(
+            baseline_scaler, trajectory.observations[:n][::-1], cfg.refit_every, cfg.recency
+        )[::-1]
     baseline_eta = agent.baseline_eta
     if cfg.eta_travels:
         eta = eta if agent.baseline_eta[0] == UNTRAINED_ETA else float(agent.baseline_eta[0])
         baseline_eta = np.array([eta])
     policy, baseline = episode_update(
         agent.policy, agent.baseline, trajectory.blocks, phis, baseline_phis, trajectory.xs, trajectory.rewards, n,
-        alpha, eta, cfg.gamma, cfg.update, cfg.time_feature, cfg.intercept == "shared", cfg.baseline_target == "after-update",
-        cfg.precision == "float32",
+        alpha, eta, cfg.gamma, cfg.update, cfg.time_feature,
+        cfg.intercept == "shared", cfg.baseline_target == "after-update", cfg.precision == "float32",
     )  # fmt: skip
     return Agent(np.array(policy), np.array(baseline), agent.policy_scaler, baseline_scaler, baseline_eta)
 

@@ -87,7 +87,14 @@ def refit(state, refit_every, recency, d):
             break
         factor *= chunk_age
         fit[0, COUNT] += state[STORED + k, COUNT]
-        merge(fit, 0, factor * state[STORED + k, WEIGHT], state[STORED + k, MEAN : MEAN + d], factor * state[STORED + k, MEAN + d :], d)
+        merge(
+            fit,
+            0,
+            factor * state[STORED + k, WEIGHT],
+            state[STORED + k, MEAN : MEAN + d],
+            factor * state[STORED + k, MEAN + d :],
+            d,
+        )
     state[RUNNING, WEIGHT] = fit[0, WEIGHT]
     for i in range(d):
         state[RUNNING, MEAN + i] = fit[0, MEAN + i]

@@ -52,7 +52,14 @@ def feature_blocks(obs_dim: int, features: str) -> int:
     return 2**obs_dim if features == "signed" else 1
 
 
-def initial_agent(obs_dim: int, action_dim: int, features: str, time_feature: bool = False, scaler: tuple[int, int] | None = None, eta_travels: bool = False) -> Agent:
+def initial_agent(
+    obs_dim: int,
+    action_dim: int,
+    features: str,
+    time_feature: bool = False,
+    scaler: tuple[int, int] | None = None,
+    eta_travels: bool = False,
+) -> Agent:
     """A_0: zero policy (every action ~ Beta(1, 1), i.e. uniform) and zero baseline.
 
     scaler: (refit_every, horizon) of running normalisation, None when it is off.
@@ -61,7 +68,9 @@ def initial_agent(obs_dim: int, action_dim: int, features: str, time_feature: bo
     return Agent(
         policy=np.zeros((blocks, 2, action_dim, obs_dim + 1)),
         baseline=np.zeros((blocks, obs_dim + 1 + time_feature)),
-        policy_scaler=NO_SCALER if scaler is None else np.zeros(scaler_shape(obs_dim, *scaler)),  # zeros: has seen nothing
+        policy_scaler=NO_SCALER
+        if scaler is None
+        else np.zeros(scaler_shape(obs_dim, *scaler)),  # zeros: has seen nothing
         baseline_scaler=NO_SCALER if scaler is None else np.zeros(scaler_shape(obs_dim, *scaler)),
         baseline_eta=np.array([UNTRAINED_ETA]) if eta_travels else NO_ETA,
     )
@@ -134,7 +143,9 @@ def draw_beta(log_shapes: list[float], rng: np.random.Generator) -> np.ndarray |
     if not all(-LOG_SHAPE_LIMIT < value < LOG_SHAPE_LIMIT for value in log_shapes):  # NaN fails too
         return None
     half = len(log_shapes) // 2
-    return np.array([rng.beta(math.exp(a), math.exp(b)) for a, b in zip(log_shapes[:half], log_shapes[half:], strict=True)])
+    return np.array(
+        [rng.beta(math.exp(a), math.exp(b)) for a, b in zip(log_shapes[:half], log_shapes[half:], strict=True)]
+    )
 
 
 def beta_mean(log_shapes: np.ndarray) -> np.ndarray | None:

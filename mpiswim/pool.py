@@ -35,7 +35,17 @@ from mpiswim.learn import agent_is_finite, update_agent
 from mpiswim.policy import Agent, copy_agent, pack_agent, unpack_agent
 from mpiswim.search import direction_shape, directions, explore, nudge, search_step
 from mpiswim.stall import END, EXPLORATION, RECORD, SCORES, SETUP, STOP, WINNER, StallWatch
-from mpiswim.state import ACTION_NOISE_STREAM, EVALUATION_STREAM, PHASES, TARGET_STREAM, IterationRecord, PoolState, advance, shared_stream, winner_rank
+from mpiswim.state import (
+    ACTION_NOISE_STREAM,
+    EVALUATION_STREAM,
+    PHASES,
+    TARGET_STREAM,
+    IterationRecord,
+    PoolState,
+    advance,
+    shared_stream,
+    winner_rank,
+)
 
 # --- MPI helpers -------------------------------------------------------------
 # Each posts one non-blocking collective and completes it through the watch
@@ -91,7 +101,11 @@ def combine_stops(comm, bits: int, watch: StallWatch | None = None) -> int:
 
 def broadcast_object(comm, obj, watch: StallWatch | None = None, root: int = 0):
     """Root's picklable object on every rank: its length, then its bytes (the run's set-up)."""
-    data = np.frombuffer(bytearray(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dtype=np.uint8) if comm.Get_rank() == root else None
+    data = (
+        np.frombuffer(bytearray(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)), dtype=np.uint8)
+        if comm.Get_rank() == root
+        else None
+    )
     size = np.array([0 if data is None else data.size], dtype=np.int64)
     complete(watch, SETUP, comm.Ibcast(size, root=root))
     data = np.empty(int(size[0]), dtype=np.uint8) if data is None else data
@@ -108,9 +122,18 @@ def end_of_run(comm, watch: StallWatch | None = None) -> None:
 
 
 def improve_branch(
-    agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, alpha: float, eta: float, trajectory: Trajectory, noise: np.random.Generator | None = None
+    agent: Agent,
+    task: Task,
+    rng: np.random.Generator,
+    cfg: Config,
+    alpha: float,
+    eta: float,
+    trajectory: Trajectory,
+    noise: np.random.Generator | None = None,
 ) -> tuple[Agent, np.ndarray, bool]:
-    """REINFORCE for cfg.iterate_episodes episodes; returns (branch, returns, degenerate). noise: see env.run_episode."""
+    """REINFORCE for cfg.iterate_episodes episodes; returns (branch, returns, degenerate). noise: see
+    env.run_episode.
+    """
     agent = copy_agent(agent)  # the branch is this rank's own: its running scalers change as it acts
     returns = np.full(cfg.iterate_episodes, np.nan)
     for episode in range(cfg.iterate_episodes):
@@ -124,7 +147,13 @@ def improve_branch(
 
 
 def evaluate_branch(
-    agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, trajectory: Trajectory, episodes: int | None = None, noise: np.random.Generator | None = None
+    agent: Agent,
+    task: Task,
+    rng: np.random.Generator,
+    cfg: Config,
+    trajectory: Trajectory,
+    episodes: int | None = None,
+    noise: np.random.Generator | None = None,
 ) -> tuple[float, bool]:
     """Mean return of cfg.evaluate_episodes (or `episodes`) no-update episodes; (-inf, True) if the policy breaks.
 
@@ -133,7 +162,9 @@ def evaluate_branch(
     """
     returns = np.empty(episodes or cfg.evaluate_episodes)
     for episode in range(returns.size):
-        returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory, mean_action=cfg.evaluation_action == "mean", noise=noise)
+        returns[episode], degenerate = run_episode(
+            task, agent, rng, cfg.T, trajectory, mean_action=cfg.evaluation_action == "mean", noise=noise
+        )
         if degenerate:
             return -np.inf, True
     return float(returns.mean()), False
@@ -163,7 +194,9 @@ def evaluation_stream(cfg: Config, iteration: int, training_stream: np.random.Ge
     return shared_stream(cfg.seed, iteration, EVALUATION_STREAM)
 
 
-def pool_iteration(comm, cfg: Config, task: Task, state: PoolState, trajectory: Trajectory, watch: StallWatch | None = None) -> tuple[PoolState, IterationRecord]:
+def pool_iteration(
+    comm, cfg: Config, task: Task, state: PoolState, trajectory: Trajectory, watch: StallWatch | None = None
+) -> tuple[PoolState, IterationRecord]:
     """Run iteration state.iteration on every rank; return the next state and the record.
 
     `trajectory` is this rank's scratch record of one episode, reused by every episode.
@@ -173,28 +206,34 @@ def pool_iteration(comm, cfg: Config, task: Task, state: PoolState, trajectory: 
     if watch is not None:
         watch.begin_iteration(state.iteration + 1)
     rng = np.random.default_rng([cfg.seed, state.iteration, rank])
-    # The seed's library drew every rank's actions from one generator carried with the agent: one shared stream, continued
+    # The seed's library drew every rank's actions from one generator carried with the agent: one shared stream,
+    # continued
     # from the update episodes into the evaluation ones (the start states stay the rank's own).
     noise = shared_stream(cfg.seed, state.iteration, ACTION_NOISE_STREAM) if cfg.common_action_noise else None
 
     # 1-2. Same start, own branch: improve a copy of A_k with this rank's step sizes.
     started = perf_counter()
     if cfg.learner == "random-search":
-        # Explore directions around A_k, pool every rank's returns, step along the pooled direction by this rank's alpha.
+        # Explore directions around A_k, pool every rank's returns, step along the pooled direction by this rank's
+        # alpha.
         deltas = directions(cfg, state.iteration, direction_shape(state.agent))
         train_returns = explore(state.agent, task, rng, cfg, deltas[rank], trajectory)
         step = search_step(allgather_rows(comm, train_returns, watch), deltas, cfg.search_top)
         branch = nudge(state.agent, step, cfg.alpha[rank])
         degenerate = not agent_is_finite(branch)
     else:
-        branch, train_returns, degenerate = improve_branch(state.agent, task, rng, cfg, cfg.alpha[rank], cfg.eta[rank], trajectory, noise)
+        branch, train_returns, degenerate = improve_branch(
+            state.agent, task, rng, cfg, cfg.alpha[rank], cfg.eta[rank], trajectory, noise
+        )
     trained = perf_counter()
 
     # 3. Evaluate the branch without updates; a broken branch scores -inf.
     score = -np.inf
     if not degenerate:
         common = cfg.common_evaluation  # its stream already gives every rank the same start states and noise
-        score, degenerate = evaluate_branch(branch, task, evaluation_stream(cfg, state.iteration, rng), cfg, trajectory, noise=None if common else noise)
+        score, degenerate = evaluate_branch(
+            branch, task, evaluation_stream(cfg, state.iteration, rng), cfg, trajectory, noise=None if common else noise
+        )
     evaluated = perf_counter()
 
     # 4. Merge: everyone learns every score and takes the winner's agent.

@@ -37,11 +37,21 @@ class Lines:
         self.stream.flush()
 
 
-def progress_bar(total: int, description: str, unit: str, stream: TextIO | None = None, interval: float | None = None) -> tqdm:
+def progress_bar(
+    total: int, description: str, unit: str, stream: TextIO | None = None, interval: float | None = None
+) -> tqdm:
     """A tqdm counter of `total` `unit`s: a bar if `stream` (default stderr) is a terminal,
     else a plain line every `interval` seconds (default LOG_INTERVAL)."""
     stream = stream or sys.stderr
     interval = LOG_INTERVAL if interval is None else interval
     if stream.isatty():
         return tqdm(total=total, desc=description, unit=unit, file=stream, delay=BAR_DELAY, leave=False)
-    return tqdm(total=total, desc=description, unit=unit, file=Lines(stream), delay=interval, mininterval=interval, bar_format=LINE_FORMAT)
+    return tqdm(
+        total=total,
+        desc=description,
+        unit=unit,
+        file=Lines(stream),
+        delay=interval,
+        mininterval=interval,
+        bar_format=LINE_FORMAT,
+    )

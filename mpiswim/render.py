@@ -59,7 +59,9 @@ from mpiswim.progress import progress_bar
 VIDEO_TYPES = (".mp4", ".gif")
 DEFAULT_SIZE = {".mp4": (480, 360), ".gif": (320, 240)}
 DEFAULT_EVERY = {".mp4": 1, ".gif": 2}
-MAX_STEPS = MAX_T  # the longest episode a config may ask for ([env] T); frames are streamed, so this bounds time, not memory
+MAX_STEPS = (
+    MAX_T  # the longest episode a config may ask for ([env] T); frames are streamed, so this bounds time, not memory
+)
 # ffmpeg filters for a GIF: a 64-colour palette computed from each frame alone, so nothing waits for the whole video.
 GIF_FILTER = "split[a][b];[a]palettegen=max_colors=64:stats_mode=single[p];[b][p]paletteuse=new=1:dither=none"
 
@@ -93,7 +95,10 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
     try:
         cfg = stored_config(raw["attrs"], raw["hyperparameters"])
     except ConfigError as error:
-        raise AnalysisError(f"'{path}': the stored config is not valid here ({error}). Fix: render with the mpiswim version that wrote the run.") from None
+        raise AnalysisError(
+            f"'{path}': the stored config is not valid here ({error}). Fix: render with the mpiswim version that wrote "
+            "the run."
+        ) from None
 
     best_iteration = best_row + 1  # 1-based; 0 when no iteration has a winner yet
     stored = sorted({0, best_iteration, done})
@@ -102,11 +107,13 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
     if not 0 <= iteration <= done:
         raise AnalysisError(
             f"--iteration {iteration} is out of range: '{path}' has iterations 1..{done} (0 = the initial agent). "
-            f"Fix: use one of the stored agents' iterations {', '.join(map(str, stored))}, or omit --iteration for the best agent."
+            f"Fix: use one of the stored agents' iterations {', '.join(map(str, stored))}, or omit --iteration for the "
+            "best agent."
         )
     if iteration not in stored:
         raise AnalysisError(
-            f"--iteration {iteration}: '{path}' does not store the agent of iteration {iteration}; a checkpoint keeps only the initial agent (0), "
+            f"--iteration {iteration}: '{path}' does not store the agent of iteration {iteration}; a checkpoint keeps "
+            "only the initial agent (0), "
             f"the best agent (iteration {best_iteration}) and the last iteration's agent ({done}). "
             f"Fix: use --iteration {' or '.join(map(str, stored))}, or omit --iteration for the best agent."
         )
@@ -114,16 +121,33 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
     def last_score() -> float | None:
         last = pool_record(raw["pool"], done - 1) if done else None
         if last is None or last.winner < 0 or last.fell_back:
-            return None  # after a fallback or an all-degenerate iteration the pool's agent is not that iteration's winner
+            return (
+                None  # after a fallback or an all-degenerate iteration the pool's agent is not that iteration's winner
+            )
         return float(last.scores[last.winner])
 
     if iteration == 0:
-        agent, kind, score = Agent(*(np.zeros_like(part) for part in best)), "initial", None  # zeros: A_0, and scalers that saw nothing
+        agent, kind, score = (
+            Agent(*(np.zeros_like(part) for part in best)),
+            "initial",
+            None,
+        )  # zeros: A_0, and scalers that saw nothing
     elif iteration == best_iteration:
         agent, kind, score = best, "best and last" if iteration == done else "best", best_score
     else:
         agent, kind, score = current, "last", last_score()
-    return StoredAgent(agent, iteration, kind, score, cfg.env_id, cfg.features, cfg.T, cfg.observation_scale, cfg.evaluation_action, cfg)
+    return StoredAgent(
+        agent,
+        iteration,
+        kind,
+        score,
+        cfg.env_id,
+        cfg.features,
+        cfg.T,
+        cfg.observation_scale,
+        cfg.evaluation_action,
+        cfg,
+    )
 
 
 @dataclass
@@ -176,7 +200,11 @@ def mujoco_gl() -> str:
     import mujoco
 
     renderer_module = sys.modules.get(getattr(getattr(mujoco, "Renderer", None), "__module__", ""))
-    for module in (getattr(renderer_module, "gl_context", None), sys.modules.get("mujoco.rendering.classic.gl_context"), sys.modules.get("mujoco.gl_context")):
+    for module in (
+        getattr(renderer_module, "gl_context", None),
+        sys.modules.get("mujoco.rendering.classic.gl_context"),
+        sys.modules.get("mujoco.gl_context"),
+    ):
         chosen = getattr(module, "_MUJOCO_GL", None)
         if isinstance(chosen, str):
             return chosen
@@ -193,10 +221,16 @@ def make_renderer(model, width: int, height: int):
         renderer = mujoco.Renderer(model, height, width)
     except Exception as error:  # the GL back-ends raise several types
         chosen = mujoco_gl()
-        early = f" (MuJoCo was imported with MUJOCO_GL={chosen!r}, before mpiswim could choose EGL)" if chosen != _environment_gl() else ""
+        early = (
+            f" (MuJoCo was imported with MUJOCO_GL={chosen!r}, before mpiswim could choose EGL)"
+            if chosen != _environment_gl()
+            else ""
+        )
         raise AnalysisError(
-            f"cannot start MuJoCo's offscreen renderer with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}{early} ({error.__class__.__name__}: {error}). "
-            "Fix: on a machine without a display set MUJOCO_GL=egl (Mesa's EGL: Debian packages libegl1 and libgl1-mesa-dri) "
+            f"cannot start MuJoCo's offscreen renderer with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}{early} "
+            f"({error.__class__.__name__}: {error}). "
+            "Fix: on a machine without a display set MUJOCO_GL=egl (Mesa's EGL: Debian packages libegl1 and "
+            "libgl1-mesa-dri) "
             "or MUJOCO_GL=osmesa (Debian package libosmesa6) in the environment before starting."
         ) from None
     for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
@@ -204,7 +238,17 @@ def make_renderer(model, width: int, height: int):
     return renderer
 
 
-def film_episode(task, agent: Agent, steps: int, rng: np.random.Generator, renderer, camera, film: Film, action: str = "sample", every: int = 1) -> Iterator[np.ndarray]:
+def film_episode(
+    task,
+    agent: Agent,
+    steps: int,
+    rng: np.random.Generator,
+    renderer,
+    camera,
+    film: Film,
+    action: str = "sample",
+    every: int = 1,
+) -> Iterator[np.ndarray]:
     """Run one episode of at most `steps` steps and yield RGB frames (height, width, 3) uint8.
 
     The first frame is the start state, then one frame after every `every`
@@ -254,7 +298,13 @@ def write_video(frames: Iterator[np.ndarray], out: Path, fps: float, size: tuple
     import imageio_ffmpeg
 
     if out.suffix.lower() == ".gif":
-        options = {"codec": "gif", "pix_fmt_out": "pal8", "quality": None, "macro_block_size": 1, "output_params": ["-filter_complex", GIF_FILTER, "-loop", "0"]}
+        options = {
+            "codec": "gif",
+            "pix_fmt_out": "pal8",
+            "quality": None,
+            "macro_block_size": 1,
+            "output_params": ["-filter_complex", GIF_FILTER, "-loop", "0"],
+        }
     else:
         options = {"codec": "libx264", "quality": 7, "macro_block_size": 8}
     writer = imageio_ffmpeg.write_frames(str(out), size, fps=fps, ffmpeg_log_level="error", **options)
@@ -270,7 +320,9 @@ def parse_size(text: str) -> tuple[int, int]:
     """'480x360' -> (480, 360), or an AnalysisError."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
     if not match or not (16 <= int(match[1]) <= 4096 and 16 <= int(match[2]) <= 4096):
-        raise AnalysisError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, each 16..4096. Fix: e.g. --size 480x360.")
+        raise AnalysisError(
+            f"--size {text!r}: expected WIDTHxHEIGHT in pixels, each 16..4096. Fix: e.g. --size 480x360."
+        )
     width, height = int(match[1]), int(match[2])
     return width + width % 2, height + height % 2  # H.264 needs even sizes
 
@@ -291,7 +343,9 @@ class Rendered:
 def check_video_path(out: str | Path) -> Path:
     out = Path(out)
     if out.suffix.lower() not in VIDEO_TYPES:
-        raise AnalysisError(f"--out {out}: unsupported video type {out.suffix or '(none)'!r}. Fix: end the file name in .mp4 or .gif.")
+        raise AnalysisError(
+            f"--out {out}: unsupported video type {out.suffix or '(none)'!r}. Fix: end the file name in .mp4 or .gif."
+        )
     return out
 
 
@@ -311,7 +365,10 @@ def render_video(
     if steps is not None and steps < 1:
         raise AnalysisError(f"--steps {steps}: must be at least 1. Fix: e.g. --steps 300.")
     if steps is not None and steps > MAX_STEPS:
-        raise AnalysisError(f"--steps {steps}: more than {MAX_STEPS:,} steps (the longest episode a run may have). Fix: film at most {MAX_STEPS}, e.g. --steps 1000.")
+        raise AnalysisError(
+            f"--steps {steps}: more than {MAX_STEPS:,} steps (the longest episode a run may have). Fix: film at most "
+            f"{MAX_STEPS}, e.g. --steps 1000."
+        )
     if every is not None and every < 1:
         raise AnalysisError(f"--every {every}: must be at least 1. Fix: --every 1 keeps every step.")
     if action is not None and action not in EVALUATION_ACTIONS:
@@ -323,16 +380,23 @@ def render_video(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise AnalysisError(f"cannot create the folder of --out {out} ({error.strerror}). Fix: choose a writable path.") from None
+        raise AnalysisError(
+            f"cannot create the folder of --out {out} ({error.strerror}). Fix: choose a writable path."
+        ) from None
 
     from mpiswim.env import task_for
 
     task = task_for(stored.cfg, fast=False)  # the plain per-step loop: we draw after every step
     expected = (2, task.action_dim, task.obs_dim + 1)
     if stored.agent.policy.shape[1:] != expected:
-        raise AnalysisError(f"'{checkpoint}': the stored policy has shape {stored.agent.policy.shape}, but {stored.env_id} needs (blocks, *{expected}). Fix: use an intact checkpoint.")
+        raise AnalysisError(
+            f"'{checkpoint}': the stored policy has shape {stored.agent.policy.shape}, but {stored.env_id} needs "
+            f"(blocks, *{expected}). Fix: use an intact checkpoint."
+        )
     renderer = make_renderer(task.env.model, width, height)
-    camera = tracking_camera(task.env.model, getattr(getattr(task.env, "mujoco_renderer", None), "default_cam_config", None))
+    camera = tracking_camera(
+        task.env.model, getattr(getattr(task.env, "mujoco_renderer", None), "default_cam_config", None)
+    )
     fps = 1.0 / (task.env.dt * every)
     film = Film()
     steps = steps or stored.T
@@ -341,7 +405,10 @@ def render_video(
     try:
         write_video(counted(frames, film, bar), out, fps, (width, height))
     except ImportError as error:
-        raise AnalysisError(f"writing {kind} needs {error.name}, which is not installed. Fix: `make venv` (installs the analysis extra) or pip install 'mpiswim[analysis]'.") from None
+        raise AnalysisError(
+            f"writing {kind} needs {error.name}, which is not installed. Fix: `make venv` (installs the analysis "
+            "extra) or pip install 'mpiswim[analysis]'."
+        ) from None
     finally:
         bar.close()
         renderer.close()
@@ -367,14 +434,22 @@ def _every(n: int) -> str:
 def render_command(args) -> int:
     """The CLI's `mpiswim render RUN.h5 --out FILE.mp4|FILE.gif [--iteration K] [--steps N] ...`."""
     size = parse_size(args.size) if args.size else None
-    result = render_video(args.checkpoint, args.out, args.iteration, args.steps, args.every, size, args.action, args.seed)
+    result = render_video(
+        args.checkpoint, args.out, args.iteration, args.steps, args.every, size, args.action, args.seed
+    )
     stored, film = result.stored, result.film
     score = f", score {stored.score:.2f} in the run" if stored.score is not None and math.isfinite(stored.score) else ""
     print(
         f"wrote {result.out}: the {stored.kind} agent (after iteration {stored.iteration}{score}), {stored.env_id}, "
-        f"{film.steps} steps, {film.frames} frames ({_every(result.every)}, {result.fps:.3g} fps), {result.size[0]}x{result.size[1]}, "
-        f"{result.action} actions; this episode's return {film.episode_return:.2f}, the body moved {film.distance:.2f} m"
+        f"{film.steps} steps, {film.frames} frames ({_every(result.every)}, {result.fps:.3g} fps), "
+        f"{result.size[0]}x{result.size[1]}, "
+        f"{result.action} actions; this episode's return {film.episode_return:.2f}, the body moved {film.distance:.2f} "
+        "m"
     )
     if film.degenerate:
-        print(f"mpiswim render: the agent's Beta shapes broke after {film.steps} steps (degenerate agent); the video stops there.", file=sys.stderr)
+        print(
+            f"mpiswim render: the agent's Beta shapes broke after {film.steps} steps (degenerate agent); the video "
+            "stops there.",
+            file=sys.stderr,
+        )
     return 0

@@ -42,8 +42,12 @@ from mpiswim.state import DIRECTIONS_STREAM, shared_stream
 
 
 def directions(cfg: Config, iteration: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Every rank's directions of this iteration, (P, iterate_episodes // 2, *shape) standard normals, the same on every rank."""
-    deltas = shared_stream(cfg.seed, iteration, DIRECTIONS_STREAM).standard_normal((cfg.world_size, cfg.iterate_episodes // 2, *shape))
+    """Every rank's directions of this iteration, (P, iterate_episodes // 2, *shape) standard normals, the same on every
+    rank.
+    """
+    deltas = shared_stream(cfg.seed, iteration, DIRECTIONS_STREAM).standard_normal(
+        (cfg.world_size, cfg.iterate_episodes // 2, *shape)
+    )
     if not cfg.search_intercept:
         deltas[..., 0] = 0.0  # feature 0 is phi's constant 1: leave the intercept where it is
     return deltas
@@ -62,13 +66,25 @@ def nudge(agent: Agent, delta: np.ndarray, size: float) -> Agent:
     return agent._replace(policy=policy)
 
 
-def explore(agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, deltas: np.ndarray, trajectory: Trajectory) -> np.ndarray:
-    """This rank's exploration returns [r+ of direction 1, r- of direction 1, r+ of direction 2, ...]; NaN where the policy broke."""
+def explore(
+    agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, deltas: np.ndarray, trajectory: Trajectory
+) -> np.ndarray:
+    """This rank's exploration returns [r+ of direction 1, r- of direction 1, r+ of direction 2, ...]; NaN where the
+    policy
+    broke.
+    """
     returns = np.full(cfg.iterate_episodes, np.nan)
     for index, delta in enumerate(deltas):
         start = int(rng.integers(2**63))  # both sides of a direction meet the same start state
         for side, sign in enumerate((1.0, -1.0)):
-            total, degenerate = run_episode(task, nudge(agent, delta, sign * cfg.search_noise), np.random.default_rng(start), cfg.T, trajectory, mean_action=True)
+            total, degenerate = run_episode(
+                task,
+                nudge(agent, delta, sign * cfg.search_noise),
+                np.random.default_rng(start),
+                cfg.T,
+                trajectory,
+                mean_action=True,
+            )
             if not degenerate:
                 returns[2 * index + side] = total
     return returns

@@ -22,10 +22,14 @@ import numpy as np
 
 from mpiswim.launcher import resume_command
 
-START_UP_TIMEOUT = 600.0  # set-up and a job's first iteration (imports, environment checks, JIT compilation) get at least this
+START_UP_TIMEOUT = (
+    600.0  # set-up and a job's first iteration (imports, environment checks, JIT compilation) get at least this
+)
 STALL_FACTOR = 20  # ... and later collectives at least this many times the slowest iteration so far
 MAX_HEARTBEAT = 30.0  # a waiting rank says it is still there at least this often (seconds)
-SPIN = 0.002  # seconds a waiting rank tests its requests without sleeping (only yielding the core): most waits end sooner
+SPIN = (
+    0.002  # seconds a waiting rank tests its requests without sleeping (only yielding the core): most waits end sooner
+)
 MAX_NAP = 0.001  # then it sleeps at most this long between two tests
 HERE_TAG = 7411  # tag of the watch's point-to-point messages (MPI guarantees tags up to 32767)
 ABORT_DELAY = 0.5  # seconds between the stall message and MPI_Abort
@@ -178,8 +182,12 @@ class StallWatch:
     def _judge(self, now: float, limit: float, heartbeat: float) -> float:
         """Past the deadline: end the job naming the silent ranks, or return the time to look again."""
         suspects = range(1, self.size) if self.rank == 0 else (0,)
-        silent = [r for r in suspects if self.progress[r] < 2 * self.stage_id + 1 and now - self.heard[r] > 2 * heartbeat]
-        if silent or (self.rank == 0 and now > self.entered + 2 * limit):  # everyone talks, yet nothing moves: give up too
+        silent = [
+            r for r in suspects if self.progress[r] < 2 * self.stage_id + 1 and now - self.heard[r] > 2 * heartbeat
+        ]
+        if silent or (
+            self.rank == 0 and now > self.entered + 2 * limit
+        ):  # everyone talks, yet nothing moves: give up too
             self._give_up(silent, limit, now)
         return now + heartbeat
 
@@ -197,16 +205,25 @@ def stall_message(watch: StallWatch, silent: list[int], limit: float, now: float
     quiet = [r for r in silent if r not in late]
     parts = []
     if late:
-        parts.append(f"{_ranks(watch, late)} {'has' if len(late) == 1 else 'have'} not reached {where} within {limit:.1f} s")
+        parts.append(
+            f"{_ranks(watch, late)} {'has' if len(late) == 1 else 'have'} not reached {where} within {limit:.1f} s"
+        )
     if quiet:
-        parts.append(f"{_ranks(watch, quiet)} reached {where} but then stopped answering (nothing heard for {now - watch.heard[quiet].max():.0f} s)")
+        parts.append(
+            f"{_ranks(watch, quiet)} reached {where} but then stopped answering (nothing heard for "
+            f"{now - watch.heard[quiet].max():.0f} s)"
+        )
     if not silent:
-        parts.append(f"every rank still answers, but {where} has not completed in {now - watch.entered:.0f} s (a fault inside MPI or the network)")
+        parts.append(
+            f"every rank still answers, but {where} has not completed in {now - watch.entered:.0f} s (a fault inside "
+            "MPI or the network)"
+        )
     if watch.rank != 0:
         parts[-1] += f" (rank {watch.rank} hears from rank 0 only; other ranks may be silent too)"
     held, fix = checkpoint_note(watch)
     return (
-        f"mpiswim: stalled: {'; '.join(parts)}: a hung node, a stopped process or a stuck file system. Aborting every rank (exit code {watch.abort_code}). "
+        f"mpiswim: stalled: {'; '.join(parts)}: a hung node, a stopped process or a stuck file system. Aborting every "
+        f"rank (exit code {watch.abort_code}). "
         f"{held} Fix: look at {_where_to_look(silent)}, then {fix}. "
         f"({timeout_note(watch, limit)})"
     )
@@ -216,14 +233,23 @@ def timeout_note(watch: StallWatch, limit: float) -> str:
     """Where the deadline came from."""
     given = f"[run] stall_timeout or --stall-timeout: {watch.timeout:g} s"
     if watch.iteration is None or watch.iteration == watch.first:
-        return f"The stall timeout is at least {START_UP_TIMEOUT:g} s during set-up and a job's first iteration (imports, JIT compilation); {given}."
-    return f"The stall timeout, {limit:.1f} s here, is the larger of {given}, and {STALL_FACTOR} x the slowest iteration so far, {watch.slowest or watch.first_seconds:.2f} s."
+        return (
+            f"The stall timeout is at least {START_UP_TIMEOUT:g} s during set-up and a job's first iteration "
+            f"(imports, JIT compilation); {given}."
+        )
+    return (
+        f"The stall timeout, {limit:.1f} s here, is the larger of {given}, and {STALL_FACTOR} x the slowest "
+        f"iteration so far, {watch.slowest or watch.first_seconds:.2f} s."
+    )
 
 
 def _where_to_look(silent: list[int]) -> str:
     if not silent:
         return "the MPI library and the network between the nodes"
-    return f"{'that node' if len(silent) == 1 else 'those nodes'} and what the process{'' if len(silent) == 1 else 'es'} there {'is' if len(silent) == 1 else 'are'} doing"
+    return (
+        f"{'that node' if len(silent) == 1 else 'those nodes'} and what the "
+        f"process{'' if len(silent) == 1 else 'es'} there {'is' if len(silent) == 1 else 'are'} doing"
+    )
 
 
 def _ranks(watch: StallWatch, ranks: list[int]) -> str:
@@ -241,7 +267,11 @@ def checkpoint_note(watch: StallWatch) -> tuple[str, str]:
     if watch.written is not None:  # rank 0 knows
         done = watch.written
     elif watch.stage == STOP:
-        return (f"The last completed iteration is {k - 1} or {k}: '{out}' holds iterations 1..{k - 1}, or 1..{k} if rank 0 finished writing it (`mpiswim check {shlex.quote(out)}` tells).", resume)
+        return (
+            f"The last completed iteration is {k - 1} or {k}: '{out}' holds iterations 1..{k - 1}, or 1..{k} if rank 0 "
+            f"finished writing it (`mpiswim check {shlex.quote(out)}` tells).",
+            resume,
+        )
     else:
         done = k if watch.stage == END else k - 1
     if done == 0:
@@ -250,7 +280,9 @@ def checkpoint_note(watch: StallWatch) -> tuple[str, str]:
 
 
 def abort_every_rank(comm, code: int) -> None:
-    """MPI_Abort, after a pause: MPICH's launcher may otherwise kill the job before it has passed on what this rank wrote."""
+    """MPI_Abort, after a pause: MPICH's launcher may otherwise kill the job before it has passed on what this rank
+    wrote.
+    """
     sys.stderr.flush()
     sys.stdout.flush()
     time.sleep(ABORT_DELAY)

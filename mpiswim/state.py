@@ -1,4 +1,6 @@
-"""Pool state: what the pool carries between iterations, what an iteration records, the merge's bookkeeping, the shared random streams.
+"""Pool state: what the pool carries between iterations, what an iteration records, and the merge's bookkeeping.
+
+Also the shared random streams.
 
 No MPI and no JAX here: the checkpoint's readers (`mpiswim info`, `check`,
 `analyze`) and the tests use these without starting either. mpiswim/pool.py
@@ -22,7 +24,9 @@ EVALUATION_STREAM, DIRECTIONS_STREAM, TARGET_STREAM, ACTION_NOISE_STREAM = 1, 2,
 
 
 def shared_stream(seed: int, iteration: int, key: int) -> np.random.Generator:
-    """The generator every rank gets for (seed, iteration, key); no rank's own stream (seed, iteration, rank) equals it."""
+    """The generator every rank gets for (seed, iteration, key); no rank's own stream (seed, iteration, rank) equals
+    it.
+    """
     return np.random.default_rng(np.random.SeedSequence([seed, iteration], spawn_key=(key,)))
 
 
@@ -69,9 +73,14 @@ class IterationRecord:
     checks the rows in this order, and docs/checkpoint.md's /pool table is made from it.
     """
 
-    scores: np.ndarray = _stored(("P",), "<f8", "return", "evaluation mean return of each rank's branch; -inf if the branch was degenerate")
+    scores: np.ndarray = _stored(
+        ("P",), "<f8", "return", "evaluation mean return of each rank's branch; -inf if the branch was degenerate"
+    )
     winner: int = _stored(
-        (), "<i8", "rank", "rank whose agent was broadcast (argmax of scores, ties to the lowest rank); -1 if every branch was degenerate"
+        (),
+        "<i8",
+        "rank",
+        "rank whose agent was broadcast (argmax of scores, ties to the lowest rank); -1 if every branch was degenerate",
     )
     train_returns: np.ndarray = _stored(
         ("P", "E"),
@@ -83,10 +92,18 @@ class IterationRecord:
     # "phases": every one of PHASES here; a row of the file has all but the last, checkpoint, whose time
     # (rank 0's, writing the file) is stored apart (CHECKPOINT_SECONDS).
     timings: np.ndarray = _stored(
-        ("P", "phases"), "<f8", "s", "wall time each rank spent in each phase of the iteration (rank 0's checkpoint writing: /pool/checkpoint_seconds)"
+        ("P", "phases"),
+        "<f8",
+        "s",
+        "wall time each rank spent in each phase of the iteration (rank 0's checkpoint writing: "
+        "/pool/checkpoint_seconds)",
     )
-    degenerate: np.ndarray = _stored(("P",), "|b1", "bool", "the branch's Beta shapes overflowed, underflowed or became NaN")
-    fell_back: bool = _stored((), "|b1", "bool", "patience ran out: the next iteration started from the best-ever agent")
+    degenerate: np.ndarray = _stored(
+        ("P",), "|b1", "bool", "the branch's Beta shapes overflowed, underflowed or became NaN"
+    )
+    fell_back: bool = _stored(
+        (), "|b1", "bool", "patience ran out: the next iteration started from the best-ever agent"
+    )
     best_score: float = _stored((), "<f8", "return", "best-ever winner score after this iteration")
 
 
@@ -96,7 +113,11 @@ RECORD_FIELDS = tuple(RecordField(f.name, **f.metadata) for f in fields(Iteratio
 # The last column of the timings (the checkpoint phase) is known only once the row is written: the file
 # keeps rank 0's value in a dataset of its own, written after the commit and outside the checksum.
 CHECKPOINT_SECONDS = RecordField(
-    "checkpoint_seconds", (), "<f8", "s", "wall time rank 0 spent writing this iteration into the file (not covered by the checksum)"
+    "checkpoint_seconds",
+    (),
+    "<f8",
+    "s",
+    "wall time rank 0 spent writing this iteration into the file (not covered by the checksum)",
 )
 
 
@@ -118,7 +139,9 @@ def winner_rank(scores: np.ndarray) -> int | None:
     return int(np.argmax(np.where(finite, scores, -np.inf)))
 
 
-def advance(state: PoolState, scores: np.ndarray, winner: int | None, merged: Agent, patience: int) -> tuple[PoolState, bool]:
+def advance(
+    state: PoolState, scores: np.ndarray, winner: int | None, merged: Agent, patience: int
+) -> tuple[PoolState, bool]:
     """The state after iteration state.iteration: the greedy best and patience; returns (next state, fell back).
 
     `merged` is the agent the merge produced (the winner's branch, or the

@@ -61,7 +61,10 @@ def _load_mj_step():
         return None, f"expected one libmujoco.so* in {folder}, found {len(libraries)}"
     version = ctypes.CDLL(libraries[0]).mj_version()
     if version != mujoco.mj_version():
-        return None, f"{os.path.basename(libraries[0])} is MuJoCo {version}, the mujoco package is {mujoco.mj_version()}"
+        return (
+            None,
+            f"{os.path.basename(libraries[0])} is MuJoCo {version}, the mujoco package is {mujoco.mj_version()}",
+        )
     llvmlite.binding.load_library_permanently(libraries[0])
     return numba.types.ExternalFunction("mj_step", numba.types.void(numba.types.voidptr, numba.types.voidptr)), None
 
@@ -70,7 +73,12 @@ try:
     import numba
 
     mj_step, _unavailable = _load_mj_step()
-except (ImportError, OSError, RuntimeError, AttributeError) as error:  # no numba, or no loadable libmujoco: the Python loop is used
+except (
+    ImportError,
+    OSError,
+    RuntimeError,
+    AttributeError,
+) as error:  # no numba, or no loadable libmujoco: the Python loop is used
     numba, mj_step, _unavailable = None, None, f"cannot load numba or libmujoco ({error.__class__.__name__}: {error})"
 
 
@@ -185,7 +193,9 @@ else:
     beta_draw = swimmer_episode = None
 
 
-def run_swimmer_episode(task, agent: Agent, rng: np.random.Generator, T: int, mean_action: bool, trajectory, noise: np.random.Generator) -> tuple[float, bool]:
+def run_swimmer_episode(
+    task, agent: Agent, rng: np.random.Generator, T: int, mean_action: bool, trajectory, noise: np.random.Generator
+) -> tuple[float, bool]:
     """One compiled episode of at most T steps on the task's Swimmer env; the same contract as env.run_episode.
 
     mean_action: take the Beta mean a/(a+b) instead of a draw; the start state comes from rng, the draws from noise.
@@ -229,7 +239,12 @@ def _looks_like_a_swimmer(env) -> bool:
 
 
 def _float_vector(value, length: int) -> bool:
-    return isinstance(value, np.ndarray) and value.dtype == np.float64 and value.shape == (length,) and value.flags.c_contiguous
+    return (
+        isinstance(value, np.ndarray)
+        and value.dtype == np.float64
+        and value.shape == (length,)
+        and value.flags.c_contiguous
+    )
 
 
 def _missing(env) -> str | None:
@@ -261,19 +276,28 @@ def _missing(env) -> str | None:
 
 
 def _not_v5_defaults(env) -> str | None:
-    """Where env departs from Swimmer-v5's defaults in a way the compiled episode does not follow; None when it does not."""
+    """Where env departs from Swimmer-v5's defaults in a way the compiled episode does not follow; None when it does
+    not.
+    """
     if getattr(env, "_exclude_current_positions_from_observation", None) is not True:
         return "the observation includes the x, y position (exclude_current_positions_from_observation is not True)"
-    model, observation_space, action_space = env.model, getattr(env, "observation_space", None), getattr(env, "action_space", None)
+    model, observation_space, action_space = (
+        env.model,
+        getattr(env, "observation_space", None),
+        getattr(env, "action_space", None),
+    )
     if getattr(observation_space, "shape", None) != (model.nq - 2 + model.nv,):
         return f"the observation space {observation_space} is not [qpos[2:], qvel]"
-    if getattr(action_space, "shape", None) != (model.nu,) or not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+    if getattr(action_space, "shape", None) != (model.nu,) or not (
+        np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))
+    ):
         return f"the action space {action_space} is not {model.nu} bounded controls"
     return None
 
 
 def _self_check(env) -> str | None:
-    """Run SELF_CHECK_STEPS steps compiled, then the same actions through env.step; None if bit for bit equal, else the difference.
+    """Run SELF_CHECK_STEPS steps compiled, then the same actions through env.step; None if bit for bit equal, else the
+    difference.
 
     The compiled run is a training episode in every respect but its policy:
     the signed coding with fixed varied weights, mean actions (so the run
@@ -371,5 +395,10 @@ def usable(env) -> bool:
     if _looks_like_a_swimmer(env) and failure not in _warned:
         _warned.add(failure)
         if _rank() == 0:
-            print(f"mpiswim: warning: compiled Swimmer episodes are off ({failure}); training continues on the slower Python loop.", file=sys.stderr, flush=True)
+            print(
+                f"mpiswim: warning: compiled Swimmer episodes are off ({failure}); training continues on the slower "
+                "Python loop.",
+                file=sys.stderr,
+                flush=True,
+            )
     return False

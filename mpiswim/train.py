@@ -28,8 +28,27 @@ from pathlib import Path
 
 import numpy as np
 
-from mpiswim.checkpoint import CheckpointError, CheckpointWriter, check_checkpoint, claim, initial_capacity, is_checkpoint, load_checkpoint, read_raw
-from mpiswim.config import DEFAULT_CONFIG, SCHEMA, Config, ConfigError, apply_overrides, check_stall_timeout, load_config, parse_config, set_up_stall_timeout
+from mpiswim.checkpoint import (
+    CheckpointError,
+    CheckpointWriter,
+    check_checkpoint,
+    claim,
+    initial_capacity,
+    is_checkpoint,
+    load_checkpoint,
+    read_raw,
+)
+from mpiswim.config import (
+    DEFAULT_CONFIG,
+    SCHEMA,
+    Config,
+    ConfigError,
+    apply_overrides,
+    check_stall_timeout,
+    load_config,
+    parse_config,
+    set_up_stall_timeout,
+)
 from mpiswim.env import Task, Trajectory, check_task, task_for
 from mpiswim.launcher import resume_command
 from mpiswim.learn import use_compilation_cache
@@ -63,7 +82,8 @@ class StopRequests:
     BITS = {signal.SIGINT: STOP_SIGINT, signal.SIGTERM: STOP_SIGTERM}
 
     MESSAGES = {
-        signal.SIGINT: b"mpiswim: Ctrl-C: finishing the iteration in progress and writing it, then stopping; Ctrl-C again aborts at once.\n",
+        signal.SIGINT: b"mpiswim: Ctrl-C: finishing the iteration in progress and writing it, then stopping; "
+        b"Ctrl-C again aborts at once.\n",
         signal.SIGTERM: b"mpiswim: SIGTERM: finishing the iteration in progress and writing it, then stopping.\n",
     }
 
@@ -88,7 +108,10 @@ class InputError(Exception):
     """Bad command-line input (paths, options) found before training starts."""
 
 
-EMPTY_OUT = "--out is empty. Fix: give a file name such as runs/my-run.h5, or leave --out out for [run] out of the config (if none: runs/<[run] name>.h5)."
+EMPTY_OUT = (
+    "--out is empty. Fix: give a file name such as runs/my-run.h5, or leave --out out for [run] out of the "
+    "config (if none: runs/<[run] name>.h5)."
+)
 
 
 @dataclass
@@ -98,7 +121,9 @@ class Setup:
     cfg: Config
     out: Path
     state: PoolState  # the state to continue from (A_0 for a new run)
-    resume_iterations: int | None = None  # a resumed run asked beyond the checkpoint's plan: the --iterations its resume hints keep
+    resume_iterations: int | None = (
+        None  # a resumed run asked beyond the checkpoint's plan: the --iterations its resume hints keep
+    )
 
 
 def check_out_path(out: Path, force: bool, config_path: str | None = None, iterations: int | None = None) -> bool:
@@ -114,7 +139,10 @@ def check_out_path(out: Path, force: bool, config_path: str | None = None, itera
     if str(out) in ("", "."):
         raise InputError(f"--out '{out}' is empty. {fix}")
     if out.is_symlink():
-        raise InputError(f"--out '{out}' is a symbolic link; mpiswim replaces files by renaming and would replace the link, not its target. Fix: give the real path ({os.path.realpath(out)}).")
+        raise InputError(
+            f"--out '{out}' is a symbolic link; mpiswim replaces files by renaming and would replace the link, not its "
+            f"target. Fix: give the real path ({os.path.realpath(out)})."
+        )
     if out.is_dir():
         raise InputError(f"--out '{out}' is a directory. {fix}")
     for parent in (out.parent, *out.parent.parents):
@@ -126,9 +154,15 @@ def check_out_path(out: Path, force: bool, config_path: str | None = None, itera
         raise InputError(f"--out '{out}' is the config file itself; the run would replace it with HDF5. {fix}")
     if out.exists():
         if not is_checkpoint(out):
-            raise InputError(f"'{out}' exists and is not an mpiswim checkpoint; mpiswim will not replace it, even with --force (which replaces checkpoints only). {fix}")
+            raise InputError(
+                f"'{out}' exists and is not an mpiswim checkpoint; mpiswim will not replace it, even with --force "
+                f"(which replaces checkpoints only). {fix}"
+            )
         if not force:
-            raise InputError(f"output file '{out}' already exists{continue_existing(out, iterations)}, pass --force to replace it, or choose another --out.")
+            raise InputError(
+                f"output file '{out}' already exists{continue_existing(out, iterations)}, pass --force to replace it, "
+                "or choose another --out."
+            )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -137,7 +171,9 @@ def check_out_path(out: Path, force: bool, config_path: str | None = None, itera
 
 
 def continue_existing(out: Path, iterations: int | None) -> str:
-    """The end of the 'already exists' message: what `out` holds and the command that continues it, with its number of ranks."""
+    """The end of the 'already exists' message: what `out` holds and the command that continues it, with its number of
+    ranks.
+    """
     try:
         checkpoint = load_checkpoint(out)
     except CheckpointError as error:  # a damaged checkpoint: a resume would fail too, so the fix is to look at it
@@ -152,13 +188,21 @@ def continue_existing(out: Path, iterations: int | None) -> str:
     return f"{held}, a finished run. Fix: train it further with `{resume_command(ranks, out, 2 * done)}`"
 
 
-def open_writer(out: Path, cfg: Config, state: PoolState, records: list[IterationRecord], existing_fd: int | None) -> CheckpointWriter:
-    """Create the run's checkpoint at `out` (replacing the locked file `existing_fd`, if given); InputError if it cannot be written."""
+def open_writer(
+    out: Path, cfg: Config, state: PoolState, records: list[IterationRecord], existing_fd: int | None
+) -> CheckpointWriter:
+    """Create the run's checkpoint at `out` (replacing the locked file `existing_fd`, if given); InputError if it cannot
+    be
+    written.
+    """
     try:
         return CheckpointWriter.create(out, cfg, state, records, existing_fd=existing_fd)
     except OSError as error:
         space = " on a file system with free space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-        raise InputError(f"cannot write the output file '{out}' ({error.strerror or error}). Fix: choose a writable --out path{space}.") from None
+        raise InputError(
+            f"cannot write the output file '{out}' ({error.strerror or error}). Fix: choose a writable --out "
+            f"path{space}."
+        ) from None
 
 
 # Config fields that may differ between a checkpoint and the config of a resumed run.
@@ -174,26 +218,35 @@ def config_differences(stored: Config, given: Config) -> list[str]:
         if name not in MAY_CHANGE_ON_RESUME and getattr(stored, name) != getattr(given, name):
             section = next((s for s, keys in SCHEMA.items() if name in keys), None)
             label = FIELD_NAMES.get(name) or (f"[{section}] {name}" if section else name)
-            differences.append(f"{label} is {getattr(stored, name)!r} in the checkpoint but {getattr(given, name)!r} in the config")
+            differences.append(
+                f"{label} is {getattr(stored, name)!r} in the checkpoint but {getattr(given, name)!r} in the config"
+            )
     return differences
 
 
-def resume(source: Path, out: Path, world_size: int, iterations: int | None, given: Config | None = None, force: bool = False) -> tuple[Setup, list[IterationRecord], CheckpointWriter]:
+def resume(
+    source: Path, out: Path, world_size: int, iterations: int | None, given: Config | None = None, force: bool = False
+) -> tuple[Setup, list[IterationRecord], CheckpointWriter]:
     """Validate the checkpoint `source` for resuming with `world_size` ranks; continue it in `out`.
 
     `out` is `source` (continue in place, under its lock) or a new file (the
     run continues there and `source` is left untouched).
     """
     in_place = out == source or (out.exists() and source.exists() and os.path.samefile(out, source))
-    fd = claim(source) if in_place and source.is_file() else None  # first: a file a running job writes is refused (check_checkpoint names a missing file or a directory)
+    fd = (
+        claim(source) if in_place and source.is_file() else None
+    )  # first: a file a running job writes is refused (check_checkpoint names a missing file or a directory)
     try:
         checkpoint = check_checkpoint(source)
         beyond_plan = iterations if iterations and iterations > checkpoint.iterations_planned else None
         if checkpoint.world_size != world_size:
             raise InputError(
-                f"'{source}' was written by a pool of {checkpoint.world_size} ranks, but this job has {world_size}. Fix: resume with `{resume_command(checkpoint.world_size, source, beyond_plan)}`."
+                f"'{source}' was written by a pool of {checkpoint.world_size} ranks, but this job has {world_size}. "
+                f"Fix: resume with `{resume_command(checkpoint.world_size, source, beyond_plan)}`."
             )
-        cfg = checkpoint.config  # as the run was written: its stored step sizes, and the defaults of the mpiswim that wrote it
+        cfg = (
+            checkpoint.config
+        )  # as the run was written: its stored step sizes, and the defaults of the mpiswim that wrote it
         check_task(cfg)  # the task may no longer be there (another Gymnasium)
         if given is not None:
             differences = config_differences(cfg, given)
@@ -203,17 +256,26 @@ def resume(source: Path, out: Path, world_size: int, iterations: int | None, giv
                     "Only [run] iterations may change when a run is resumed. "
                     "Fix: pass the config the run was started with, or choose another --out for a new run."
                 )
-        cfg = dataclasses.replace(cfg, iterations=iterations or checkpoint.iterations_planned, out=str(out), stall_timeout=(given or cfg).stall_timeout)
+        cfg = dataclasses.replace(
+            cfg,
+            iterations=iterations or checkpoint.iterations_planned,
+            out=str(out),
+            stall_timeout=(given or cfg).stall_timeout,
+        )
         state, records = checkpoint.state, checkpoint.records
         if not in_place:
             existing = claim(out) if check_out_path(out, force, iterations=iterations) else None
             return Setup(cfg, out, state, beyond_plan), records, open_writer(out, cfg, state, records, existing)
         attrs = checkpoint.attrs
-        room = state.iteration >= cfg.iterations or int(attrs.get("capacity", 0)) >= min(cfg.iterations, initial_capacity(cfg, state.iteration))
+        room = state.iteration >= cfg.iterations or int(attrs.get("capacity", 0)) >= min(
+            cfg.iterations, initial_capacity(cfg, state.iteration)
+        )
         if int(attrs.get("format_version", 1)) >= 2 and room:
             writer = CheckpointWriter.reopen(out, fd, cfg)  # room enough: append in place
         else:
-            writer = open_writer(out, cfg, state, records, fd)  # a version-1 file, or one compacted at its end: rebuild once, bigger
+            writer = open_writer(
+                out, cfg, state, records, fd
+            )  # a version-1 file, or one compacted at its end: rebuild once, bigger
         fd = None
         return Setup(cfg, out, state, beyond_plan), records, writer
     finally:
@@ -222,13 +284,18 @@ def resume(source: Path, out: Path, world_size: int, iterations: int | None, giv
 
 
 def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], CheckpointWriter]:
-    """Validate the user's input on rank 0 and open the run's checkpoint; raise ConfigError/CheckpointError/InputError."""
+    """Validate the user's input on rank 0 and open the run's checkpoint; raise
+    ConfigError/CheckpointError/InputError.
+    """
     out_given, force = getattr(args, "out", None), getattr(args, "force", False)
     if out_given is not None and not out_given.strip():
         raise InputError(EMPTY_OUT)
     if args.resume:
         if getattr(args, "set", None):
-            raise InputError(f"--set {args.set[0]}: a resumed run keeps the config it started with. Fix: drop --set, or start a new run with --config and --set.")
+            raise InputError(
+                f"--set {args.set[0]}: a resumed run keeps the config it started with. Fix: drop --set, or start a new "
+                "run with --config and --set."
+            )
         source = Path(args.resume)
         return resume(source, Path(out_given) if out_given else source, world_size, args.iterations, force=force)
 
@@ -245,7 +312,9 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
         return resume(out, out, world_size, cfg.iterations, given=cfg)
     replace = check_out_path(out, force, args.config, cfg.iterations)
     obs_dim, action_dim = check_task(cfg)
-    state = initial_state(initial_agent(obs_dim, action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels))
+    state = initial_state(
+        initial_agent(obs_dim, action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels)
+    )
     existing = claim(out) if replace else None  # --force: the old checkpoint, unless another job holds it
     return Setup(cfg, out, state), [], open_writer(out, cfg, state, [], existing)
 
@@ -287,7 +356,9 @@ def seconds_left(first_iteration: float, elapsed: float, done_here: int, remaini
 
 
 def best_so_far(state: PoolState, template: str) -> str:
-    """`template` filled with the best score and its iteration, or "no winner yet" while no branch has won (best score -inf)."""
+    """`template` filled with the best score and its iteration, or "no winner yet" while no branch has won (best score
+    -inf).
+    """
     if state.best_iteration < 0:
         return "no winner yet"
     return template.format(score=f"{state.best_score:.2f}", iteration=state.best_iteration + 1)
@@ -304,17 +375,23 @@ def progress_line(cfg: Config, state: PoolState, record: IterationRecord, elapse
     return (
         f"iteration {state.iteration:>4}/{cfg.iterations}  {merge}  {spread}  "
         f"{best_so_far(state, 'best {score} (it {iteration})')}  "
-        f"elapsed {format_seconds(elapsed)}  eta {format_seconds(eta) if eta is not None else 'after iteration 2'}{note}"
+        f"elapsed {format_seconds(elapsed)}  eta "
+        f"{format_seconds(eta) if eta is not None else 'after iteration 2'}{note}"
     )
 
 
 def target_reached(cfg: Config, state: PoolState, task: Task, trajectory: Trajectory) -> bool:
-    """Rank 0, after an iteration that found a new best agent: does it score [run] target on fresh episodes? Prints the check."""
+    """Rank 0, after an iteration that found a new best agent: does it score [run] target on fresh episodes? Prints the
+    check.
+    """
     if cfg.target is None or state.best_iteration != state.iteration - 1:
         return False
     score = fresh_score(state.best_agent, task, cfg, state.iteration, trajectory)
     reached = score >= cfg.target
-    say(f"mpiswim: target check: the new best agent scores {score:.2f} on {cfg.target_episodes} fresh episodes (target {cfg.target:g}){': reached' if reached else ''}")
+    say(
+        f"mpiswim: target check: the new best agent scores {score:.2f} on {cfg.target_episodes} fresh episodes (target "
+        f"{cfg.target:g}){': reached' if reached else ''}"
+    )
     return reached
 
 
@@ -328,17 +405,31 @@ def describe_file(path: Path) -> str:
     return f"'{path}' holds iterations 1..{done}" if done else f"'{path}' holds no iteration yet"
 
 
-def write_checkpoint(writer: CheckpointWriter, cfg: Config, state: PoolState, records: list[IterationRecord], resume_iterations: int | None = None) -> bool:
-    """Rank 0: append the iteration to the checkpoint; on failure say what the file holds and how to resume, and return False."""
+def write_checkpoint(
+    writer: CheckpointWriter,
+    cfg: Config,
+    state: PoolState,
+    records: list[IterationRecord],
+    resume_iterations: int | None = None,
+) -> bool:
+    """Rank 0: append the iteration to the checkpoint; on failure say what the file holds and how to resume, and return
+    False.
+    """
     try:
         writer.append(state, records)
     except OSError as error:
         reason = error.strerror or str(error).splitlines()[0]
         space = error.errno in (errno.ENOSPC, errno.EDQUOT)
-        fix = "free space on that file system (or raise the quota)" if space else "check that file system (permissions, mount, hardware)"
+        fix = (
+            "free space on that file system (or raise the quota)"
+            if space
+            else "check that file system (permissions, mount, hardware)"
+        )
         print(
-            f"mpiswim: cannot write iteration {state.iteration} to the checkpoint '{writer.path}' ({reason}); every rank stops "
-            f"(exit code {EXIT_WRITE_FAILED}). {describe_file(writer.path)}. Fix: {fix}, then resume with `{resume_command(cfg.world_size, writer.path, resume_iterations)}`.",
+            f"mpiswim: cannot write iteration {state.iteration} to the checkpoint '{writer.path}' ({reason}); every "
+            "rank stops "
+            f"(exit code {EXIT_WRITE_FAILED}). {describe_file(writer.path)}. Fix: {fix}, then resume with "
+            f"`{resume_command(cfg.world_size, writer.path, resume_iterations)}`.",
             file=sys.stderr,
             flush=True,
         )
@@ -351,11 +442,23 @@ def finish_file(writer: CheckpointWriter, state: PoolState, records: list[Iterat
     try:
         writer.compact(state, records)
     except OSError as error:
-        print(f"mpiswim: warning: could not compact '{writer.path}' ({error.strerror or error}); it holds every completed iteration as it is.", file=sys.stderr, flush=True)
+        print(
+            f"mpiswim: warning: could not compact '{writer.path}' ({error.strerror or error}); it holds every "
+            "completed iteration as it is.",
+            file=sys.stderr,
+            flush=True,
+        )
     writer.close()
 
 
-def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequests | None = None, writer: CheckpointWriter | None = None, watch: StallWatch | None = None) -> int:
+def run_loop(
+    comm,
+    setup: Setup,
+    records: list[IterationRecord],
+    stops: StopRequests | None = None,
+    writer: CheckpointWriter | None = None,
+    watch: StallWatch | None = None,
+) -> int:
     """Run pool iterations until cfg.iterations are done or a rank has a reason to stop; return the exit code.
 
     `writer` (rank 0 only) is the run's open checkpoint; every completed
@@ -370,8 +473,10 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
     trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
     if rank == 0:
         say(
-            f"mpiswim: {cfg.name}: {cfg.env_id}, {comm.Get_size()} ranks, iterations {state.iteration + 1}..{cfg.iterations}, "
-            f"T={cfg.T}, {cfg.learner} branches, {cfg.iterate_episodes}+{cfg.evaluate_episodes} episodes per rank, checkpoint {setup.out}"
+            f"mpiswim: {cfg.name}: {cfg.env_id}, {comm.Get_size()} ranks, iterations "
+            f"{state.iteration + 1}..{cfg.iterations}, "
+            f"T={cfg.T}, {cfg.learner} branches, {cfg.iterate_episodes}+{cfg.evaluate_episodes} episodes per rank, "
+            f"checkpoint {setup.out}"
         )
         say(planned_work(cfg, comm.Get_size(), state.iteration))
     started, first, first_iteration, warned = time.perf_counter(), state.iteration, 0.0, False
@@ -389,8 +494,10 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
                 if eta is not None and eta > WEEK and not warned:
                     warned = True
                     print(
-                        f"mpiswim: warning: at {(elapsed - first_iteration) / (done_here - 1):.2f} s per iteration the run needs about "
-                        f"{eta / 86400:.0f} days more. Fix, if that is not intended: fewer --iterations, or more ranks/cores.",
+                        f"mpiswim: warning: at {(elapsed - first_iteration) / (done_here - 1):.2f} s per iteration the "
+                        "run needs about "
+                        f"{eta / 86400:.0f} days more. Fix, if that is not intended: fewer --iterations, or more "
+                        "ranks/cores.",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -398,7 +505,8 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
                     stop |= STOP_TARGET
             else:
                 stop |= STOP_WRITE_FAILED
-        # One small collective per iteration: does any rank have a reason to stop (a signal, a failed write, the target)?
+        # One small collective per iteration: does any rank have a reason to stop (a signal, a failed write, the
+        # target)?
         stop = combine_stops(comm, stop | (stops.bits if stops else 0), watch)
         if stop & STOP_WRITE_FAILED:
             return EXIT_WRITE_FAILED
@@ -408,9 +516,12 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
             if rank == 0:
                 finish_file(writer, state, records)
                 print(
-                    f"mpiswim: stopped: every branch was degenerate (Beta shapes overflowed or underflowed) in the last "
-                    f"{state.degenerate_streak} iterations (exit code {EXIT_DEGENERATE}). Fix: start a new run with smaller step sizes "
-                    f"([ranks] alpha, eta); a resume would keep this run's. '{setup.out}' holds the {state.iteration} completed iterations.",
+                    "mpiswim: stopped: every branch was degenerate (Beta shapes overflowed or underflowed) in the "
+                    "last "
+                    f"{state.degenerate_streak} iterations (exit code {EXIT_DEGENERATE}). Fix: start a new run with "
+                    "smaller step sizes "
+                    f"([ranks] alpha, eta); a resume would keep this run's. '{setup.out}' holds the {state.iteration} "
+                    "completed iterations.",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -421,7 +532,8 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
             if rank == 0:
                 finish_file(writer, state, records)
                 print(
-                    f"mpiswim: stopped by {name} after iteration {state.iteration} of {cfg.iterations} (exit code {code}): "
+                    f"mpiswim: stopped by {name} after iteration {state.iteration} of {cfg.iterations} (exit code "
+                    f"{code}): "
                     f"'{setup.out}' holds the {state.iteration} completed iterations. "
                     f"Resume with `{resume_command(comm.Get_size(), setup.out, setup.resume_iterations)}`.",
                     file=sys.stderr,
@@ -434,7 +546,8 @@ def run_loop(comm, setup: Setup, records: list[IterationRecord], stops: StopRequ
         finish_file(writer, state, records)
         wins = np.bincount([r.winner for r in records if r.winner >= 0], minlength=comm.Get_size())
         say(
-            f"mpiswim: done{' (target reached)' if state.iteration < cfg.iterations else ''}: {state.iteration} iterations in {format_seconds(time.perf_counter() - started)}; "
+            f"mpiswim: done{' (target reached)' if state.iteration < cfg.iterations else ''}: {state.iteration} "
+            f"iterations in {format_seconds(time.perf_counter() - started)}; "
             f"{best_so_far(state, 'best score {score} at iteration {iteration}')}; wins per rank {wins.tolist()}; "
             f"checkpoint {setup.out}"
         )
@@ -468,7 +581,11 @@ def _train(args, stops: StopRequests) -> int:
     watch = StallWatch(comm, set_up_stall_timeout(getattr(args, "stall_timeout", None)), abort_code=EXIT_STALLED)
     if rank == 0:
         try:
-            seconds = None if getattr(args, "stall_timeout", None) is None else check_stall_timeout("--stall-timeout", args.stall_timeout)
+            seconds = (
+                None
+                if getattr(args, "stall_timeout", None) is None
+                else check_stall_timeout("--stall-timeout", args.stall_timeout)
+            )
             setup, records, writer = prepare(args, comm.Get_size())
             if seconds is not None:
                 setup.cfg = dataclasses.replace(setup.cfg, stall_timeout=seconds)
@@ -479,19 +596,34 @@ def _train(args, stops: StopRequests) -> int:
     problem, setup = broadcast_object(comm, (problem, setup), watch)
     if problem is not None:
         if rank == 0:
-            print(problem if problem.startswith(("config error", "mpiswim")) else f"mpiswim: {problem}", file=sys.stderr, flush=True)
+            print(
+                problem if problem.startswith(("config error", "mpiswim")) else f"mpiswim: {problem}",
+                file=sys.stderr,
+                flush=True,
+            )
         return EXIT_BAD_INPUT
     if setup.state.iteration >= setup.cfg.iterations:
         if rank == 0:
             writer.close()
             further = resume_command(comm.Get_size(), setup.out, 2 * setup.state.iteration)
-            print(f"mpiswim: '{setup.out}' already has {setup.state.iteration} iterations (asked for {setup.cfg.iterations}); nothing to do. To go further: `{further}`.")
+            print(
+                f"mpiswim: '{setup.out}' already has {setup.state.iteration} iterations (asked for "
+                f"{setup.cfg.iterations}); nothing to do. To go further: `{further}`."
+            )
         return 0
     try:
         return run_loop(comm, setup, records, stops, writer, watch)
     except BaseException as error:
-        what = "interrupted again (second Ctrl-C)" if isinstance(error, KeyboardInterrupt) else f"failed: {error.__class__.__name__}: {error}"
-        print(f"mpiswim: rank {rank} {what}; aborting every rank. The checkpoint keeps the last completed iteration.", file=sys.stderr, flush=True)
+        what = (
+            "interrupted again (second Ctrl-C)"
+            if isinstance(error, KeyboardInterrupt)
+            else f"failed: {error.__class__.__name__}: {error}"
+        )
+        print(
+            f"mpiswim: rank {rank} {what}; aborting every rank. The checkpoint keeps the last completed iteration.",
+            file=sys.stderr,
+            flush=True,
+        )
         if not isinstance(error, KeyboardInterrupt):
             traceback.print_exc()
         sys.stderr.flush()

@@ -37,7 +37,9 @@ COMPARED = (
 
 
 def arrays(raw: dict) -> dict[str, np.ndarray]:
-    """A checkpoint's arrays (as read_raw gives them) by their dataset names (pool rows trimmed to the iterations done)."""
+    """A checkpoint's arrays (as read_raw gives them) by their dataset names (pool rows trimmed to the iterations
+    done).
+    """
     data = {f"pool/{name}": values for name, values in raw["pool"].items()}
     data |= {f"hyperparameters/{name}": values for name, values in raw["hyperparameters"].items()}
     for which in ("current", "best"):
@@ -82,7 +84,11 @@ def complete(path: str, iterations: int, ranks: int) -> None:
         fail(f"{path}: non-finite scores or a winner outside 0..{ranks - 1}")
     if not (scores[np.arange(iterations), winner] == scores.max(axis=1)).all():
         fail(f"{path}: a recorded winner is not the argmax of its row of scores")
-    print(f"ok: {path}: {iterations} iterations x {ranks} ranks, best score {summary['best_score']:.2f}, agent policy {policy}", flush=True)
+    print(
+        f"ok: {path}: {iterations} iterations x {ranks} ranks, best score {summary['best_score']:.2f}, agent policy "
+        f"{policy}",
+        flush=True,
+    )
 
 
 def same(resumed: str, reference: str) -> None:
@@ -93,7 +99,10 @@ def same(resumed: str, reference: str) -> None:
             fail(f"/{name}: shape {x.shape} in {resumed}, {y.shape} in {reference}")
         if not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
             rows = np.argwhere(x != y)
-            fail(f"/{name} differs between {resumed} and {reference} (first difference at index {rows[0].tolist() if rows.size else '?'})")
+            fail(
+                f"/{name} differs between {resumed} and {reference} (first difference at index "
+                f"{rows[0].tolist() if rows.size else '?'})"
+            )
     print(f"ok: {resumed} and {reference} are identical in {', '.join('/' + n for n in COMPARED)}", flush=True)
 
 

@@ -125,7 +125,9 @@ elif mode == "pool":
         return result
 
     pool.improve_branch = remember_branch
-    state = initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels))
+    state = initial_state(
+        initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels)
+    )
     state, record = pool.pool_iteration(comm, cfg, task, state, Trajectory.empty(cfg.T, task.obs_dim, task.action_dim))
     branch_digests = comm.gather(digest(branches[0]), root=0)
     new_digests = comm.gather(digest(state.agent), root=0)

@@ -43,15 +43,31 @@ def timings(row: int) -> np.ndarray:
     return table
 
 
-def write_synthetic_checkpoint(path: Path, rows: int = len(WINNERS), planned: int = 10, evaluation_action: str = "sample", offset: float = 0.0, settings: dict[str, object] | None = None) -> Path:
+def write_synthetic_checkpoint(
+    path: Path,
+    rows: int = len(WINNERS),
+    planned: int = 10,
+    evaluation_action: str = "sample",
+    offset: float = 0.0,
+    settings: dict[str, object] | None = None,
+) -> Path:
     """Write the first `rows` iterations of the table above as a checkpoint at `path`.
 
     `offset` is added to every score (and best score); `settings` are `--set`
     overrides of DEFAULT_CONFIG (section.key -> value, e.g. {"env.T": 200, "ranks.eta": 1e-3}).
     """
-    overrides = [f"ranks.alpha={ALPHA}", f"ranks.eta={ETA}", *(f"{key}={value}" for key, value in (settings or {}).items())]
+    overrides = [
+        f"ranks.alpha={ALPHA}",
+        f"ranks.eta={ETA}",
+        *(f"{key}={value}" for key, value in (settings or {}).items()),
+    ]
     # the agents below are signed-coding agents with the state-only baseline
-    overrides += [f"run.iterations={planned}", 'policy.features="signed"', 'policy.baseline="state"', f'pool.evaluation_action="{evaluation_action}"']
+    overrides += [
+        f"run.iterations={planned}",
+        'policy.features="signed"',
+        'policy.baseline="state"',
+        f'pool.evaluation_action="{evaluation_action}"',
+    ]
     text = apply_overrides(DEFAULT_CONFIG, overrides)
     cfg = parse_config(text, 3)
     zero = initial_agent(8, 2, "signed")

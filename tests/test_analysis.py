@@ -36,14 +36,25 @@ def test_reading_a_checkpoint_for_analysis_does_not_import_jax():
 
 def test_read_run_returns_what_was_written(synthetic):
     run = read_run(synthetic)
-    assert (run.iterations, run.world_size, run.iterations_planned, run.in_progress, run.stopped_early) == (6, 3, 10, False, True)
+    assert (run.iterations, run.world_size, run.iterations_planned, run.in_progress, run.stopped_early) == (
+        6,
+        3,
+        10,
+        False,
+        True,
+    )
     np.testing.assert_array_equal(run.scores, SCORES)
     np.testing.assert_array_equal(run.winner, WINNERS)
     assert run.phases == ("train", "evaluate", "communicate", "checkpoint")
     assert run.timings.shape == (6, 3, 4)
     assert run.alpha.tolist() == ALPHA and run.best_iteration == BEST_ROW
     assert run.label == "synthetic" and run.env_id == "Swimmer-v5" and run.evaluate_episodes == 5
-    assert run.T == 500 and run.settings["evaluate_episodes"] == 5 and "name" not in run.settings and "seed" not in run.settings
+    assert (
+        run.T == 500
+        and run.settings["evaluate_episodes"] == 5
+        and "name" not in run.settings
+        and "seed" not in run.settings
+    )
 
 
 def test_a_run_is_in_progress_only_while_a_job_holds_its_file(synthetic, tmp_path, monkeypatch):
@@ -51,15 +62,25 @@ def test_a_run_is_in_progress_only_while_a_job_holds_its_file(synthetic, tmp_pat
     path = tmp_path / "run.h5"
     shutil.copy(synthetic, path)
     stopped = read_run(path)
-    assert not stopped.in_progress and analysis.plot_title(stopped) == "run: Swimmer-v5, 3 ranks, stopped at iteration 6 of 10"
+    assert (
+        not stopped.in_progress
+        and analysis.plot_title(stopped) == "run: Swimmer-v5, 3 ranks, stopped at iteration 6 of 10"
+    )
     fd = checkpoint.claim(path)  # what a running `mpiswim train` holds
     try:
         running = read_run(path)
     finally:
         os.close(fd)
-    assert running.in_progress and analysis.plot_title(running) == "run: Swimmer-v5, 3 ranks, iteration 6 of 10 (in progress)"
+    assert (
+        running.in_progress
+        and analysis.plot_title(running) == "run: Swimmer-v5, 3 ranks, iteration 6 of 10 (in progress)"
+    )
     complete = read_run(write_synthetic_checkpoint(tmp_path / "complete.h5", planned=6))
-    assert not complete.in_progress and not complete.stopped_early and analysis.plot_title(complete) == "complete: Swimmer-v5, 3 ranks, 6 iterations"
+    assert (
+        not complete.in_progress
+        and not complete.stopped_early
+        and analysis.plot_title(complete) == "complete: Swimmer-v5, 3 ranks, 6 iterations"
+    )
     monkeypatch.setattr(checkpoint, "lock_is_held", lambda path: None)  # a file system that cannot report locks
     assert checkpoint.finished_cleanly(path) and not read_run(path).in_progress  # compacted at a clean end
 
@@ -102,7 +123,10 @@ def test_timing_table_splits_the_iteration_time(synthetic):
 
 
 def test_compare_runs_gives_mean_and_t_interval_per_iteration_over_the_common_iterations(tmp_path):
-    paths = [write_synthetic_checkpoint(tmp_path / f"seed{i}.h5", rows=rows, offset=offset) for i, (rows, offset) in enumerate(((6, 0.0), (6, 1.0), (4, 5.0)))]
+    paths = [
+        write_synthetic_checkpoint(tmp_path / f"seed{i}.h5", rows=rows, offset=offset)
+        for i, (rows, offset) in enumerate(((6, 0.0), (6, 1.0), (4, 5.0)))
+    ]
     runs = analysis.read_runs(paths)
     stats = analysis.compare_runs(runs)
     assert stats["iteration"].tolist() == [1, 2, 3, 4]  # the short run stops after iteration 4: so does the comparison
@@ -117,7 +141,11 @@ def test_compare_runs_gives_mean_and_t_interval_per_iteration_over_the_common_it
     assert half == pytest.approx(4.303 * np.std([1, 2, 4], ddof=1) / np.sqrt(3))
     summaries = analysis.run_summaries(runs)
     assert [s.best_score for s in summaries] == [7.0, 8.0, 11.0] and summaries[2].best_iteration == 4
-    assert [s.best_score for s in analysis.run_summaries(analysis.common_part(runs))] == [6.0, 7.0, 11.0]  # the best up to iteration 4
+    assert [s.best_score for s in analysis.run_summaries(analysis.common_part(runs))] == [
+        6.0,
+        7.0,
+        11.0,
+    ]  # the best up to iteration 4
 
 
 def test_analyze_writes_plots_and_tables(synthetic, tmp_path, capsys):
@@ -132,34 +160,52 @@ def test_analyze_writes_plots_and_tables(synthetic, tmp_path, capsys):
     assert "| 0 | 1e-05 | 0.0001 | 2 | 40.0% |" in wins and "| alpha | 1e-05 | 0 | 2 | 40.0% | 33.3% | 1.20 |" in wins
     assert "| train | 6.6 |" in (out / "timings.md").read_text()
     printed = capsys.readouterr().out
-    assert "3 ranks, 6 of 10 iterations (stopped early)" in printed and "wins per rank: 0: 2 (40%), 1: 2 (40%), 2: 1 (20%)" in printed
+    assert (
+        "3 ranks, 6 of 10 iterations (stopped early)" in printed
+        and "wins per rank: 0: 2 (40%), 1: 2 (40%), 2: 1 (20%)" in printed
+    )
 
 
 def test_two_runs_of_different_length_are_compared_over_their_common_iterations_with_a_range(tmp_path, capsys):
-    """The mean of two runs must not jump where the shorter one ends, and its band is the range of the two, not a t-interval."""
+    """The mean of two runs must not jump where the shorter one ends, and its band is the range of the two, not a
+    t-interval.
+    """
     a = write_synthetic_checkpoint(tmp_path / "a.h5")
     b = write_synthetic_checkpoint(tmp_path / "b.h5", rows=4, offset=10.0)
     out = tmp_path / "out"
     assert main(["analyze", str(a), str(b), "--out", str(out)]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert warnings == [f"mpiswim analyze: warning: the runs differ in length (iterations done): {a} has 6, {b} has 4; they are compared over iterations 1-4 only"]
+    assert warnings == [
+        f"mpiswim analyze: warning: the runs differ in length (iterations done): {a} has 6, {b} has 4; they are "
+        "compared over iterations 1-4 only"
+    ]
     with open(out / "compare.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(row["iteration"]) for row in rows] == [1, 2, 3, 4]
     a_scores = analysis.winner_scores(read_run(a))[:4]
     for row, score in zip(rows, a_scores, strict=True):
         if np.isfinite(score):  # mean of the two runs, band = their range
-            assert (float(row["winner_mean"]), float(row["winner_low"]), float(row["winner_high"])) == (score + 5, score, score + 10)
+            assert (float(row["winner_mean"]), float(row["winner_low"]), float(row["winner_high"])) == (
+                score + 5,
+                score,
+                score + 10,
+            )
     table = (out / "compare.md").read_text()
     assert "Compared over iterations 1-4" in table and "has 6, " in table
-    assert "| mean, range of 2 runs | | | | | 11.00 (range 6.00 to 16.00) |" in table and "±" not in table  # final = winner score at iteration 4
-    legend = [text.get_text() for text in analysis.compare_figure(analysis.read_runs([a, b])).axes[0].get_legend().get_texts()]
+    assert (
+        "| mean, range of 2 runs | | | | | 11.00 (range 6.00 to 16.00) |" in table and "±" not in table
+    )  # final = winner score at iteration 4
+    legend = [
+        text.get_text() for text in analysis.compare_figure(analysis.read_runs([a, b])).axes[0].get_legend().get_texts()
+    ]
     assert "range of 2 runs (winner's score)" in legend and "95% CI" not in " ".join(legend)
 
 
 def test_runs_that_differ_in_pool_size_episode_length_or_config_give_one_warning_each(tmp_path, capsys):
     a = write_synthetic_checkpoint(tmp_path / "a.h5", settings={"run.name": '"a"', "run.seed": 1})
-    b = write_synthetic_checkpoint(tmp_path / "b.h5", settings={"run.name": '"b"', "run.seed": 2, "env.T": 200, "env.gamma": 0.99})
+    b = write_synthetic_checkpoint(
+        tmp_path / "b.h5", settings={"run.name": '"b"', "run.seed": 2, "env.T": 200, "env.gamma": 0.99}
+    )
     assert main(["analyze", str(a), str(b), "--out", str(tmp_path / "out")]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == [
@@ -179,7 +225,11 @@ def test_analyze_several_runs_compares_them(tmp_path):
     c = write_synthetic_checkpoint(tmp_path / "c" / "run.h5", offset=3.0)
     out = tmp_path / "out"
     assert main(["analyze", str(a), str(b), str(c), "--out", str(out)]) == 0
-    assert (out / "compare.png").exists() and (out / "1-run" / "wins.png").exists() and (out / "3-run" / "timings.png").exists()
+    assert (
+        (out / "compare.png").exists()
+        and (out / "1-run" / "wins.png").exists()
+        and (out / "3-run" / "timings.png").exists()
+    )
     table = (out / "compare.md").read_text()
     assert "| 1-run |" in table and "| 3-run |" in table and "| mean, 95% CI, n = 3 |" in table
     assert f"| 5.00 ± {4.303 * np.std([4, 4, 7], ddof=1) / np.sqrt(3):.2f} |" in table  # final winner scores 4, 4, 7
@@ -190,21 +240,34 @@ def test_analyze_several_runs_compares_them(tmp_path):
 def test_learning_curve_legend_names_every_kind_of_line_once(synthetic):
     run = read_run(synthetic)
     fell_back = np.array([False, True, False, True, False, False])
-    legend = [text.get_text() for text in analysis.learning_curve_figure(dataclasses.replace(run, fell_back=fell_back)).axes[0].get_legend().get_texts()]
+    legend = [
+        text.get_text()
+        for text in analysis.learning_curve_figure(dataclasses.replace(run, fell_back=fell_back))
+        .axes[0]
+        .get_legend()
+        .get_texts()
+    ]
     assert legend.count("no winner: every branch degenerate") == 1  # iteration 3, dashed
     assert legend.count("then back to the best agent (patience)") == 1  # iterations 2 and 4, dotted
-    assert analysis.learning_curve_figure(run).axes[0].get_title() == "synthetic: Swimmer-v5, 3 ranks, stopped at iteration 6 of 10"
+    assert (
+        analysis.learning_curve_figure(run).axes[0].get_title()
+        == "synthetic: Swimmer-v5, 3 ranks, stopped at iteration 6 of 10"
+    )
 
 
 def test_timings_plot_keeps_the_first_iteration_off_the_scale(synthetic):
-    """Iteration 1 (JAX compiling) would flatten the others: the axis fits iterations 2+ and a note gives iteration 1's time."""
+    """Iteration 1 (JAX compiling) would flatten the others: the axis fits iterations 2+ and a note gives iteration 1's
+    time.
+    """
     run = read_run(synthetic)
     assert analysis.timing_axis_top(np.array([1.85] * 6)) is None  # nothing to leave out
     assert analysis.timing_axis_top(np.array([20.0, 1.0, 2.0])) == pytest.approx(1.15 * np.percentile([1.0, 2.0], 99))
     timings = run.timings.copy()
     timings[0, :, 0] = 20.0  # train took 20 s on every rank in iteration 1
     axis = analysis.timings_figure(dataclasses.replace(run, timings=timings)).axes[0]
-    assert axis.get_ylim()[1] == pytest.approx(1.15 * 1.85) and any("iteration 1: 20.8 s, off the scale" in t.get_text() for t in axis.texts)
+    assert axis.get_ylim()[1] == pytest.approx(1.15 * 1.85) and any(
+        "iteration 1: 20.8 s, off the scale" in t.get_text() for t in axis.texts
+    )
     plain = analysis.timings_figure(run).axes[0]
     assert plain.get_ylim()[1] >= 1.85 and not any("off the scale" in t.get_text() for t in plain.texts)
 
@@ -225,9 +288,13 @@ def test_wins_plot_has_no_win_share_panel_for_a_value_every_rank_shares(syntheti
 
 def test_reference_curve_is_drawn_on_the_learning_curve_and_compare_plots(synthetic, tmp_path):
     curve = tmp_path / "ars-seed0.csv"
-    curve.write_text("iteration,score,seconds\n1,2.5,0.1\n2,4.0,0.2\n3,,0.3\n9,8.0,0.4\n")  # 9: beyond the run, not drawn
+    curve.write_text(
+        "iteration,score,seconds\n1,2.5,0.1\n2,4.0,0.2\n3,,0.3\n9,8.0,0.4\n"
+    )  # 9: beyond the run, not drawn
     reference = analysis.read_reference(curve)
-    assert reference.label == "ars-seed0" and reference.iteration.tolist() == [1, 2, 3, 9] and np.isnan(reference.score[2])
+    assert (
+        reference.label == "ars-seed0" and reference.iteration.tolist() == [1, 2, 3, 9] and np.isnan(reference.score[2])
+    )
     run = read_run(synthetic)
     lines = {line.get_label(): line for line in analysis.learning_curve_figure(run, reference).axes[0].get_lines()}
     assert lines["ars-seed0"].get_xdata().tolist() == [1, 2, 3] and lines["ars-seed0"].get_linestyle() == "--"
@@ -256,7 +323,12 @@ def test_a_bad_reference_curve_gives_one_message_naming_the_file_and_the_problem
             path.write_text(text)
         assert main(["analyze", str(synthetic), "--reference", str(path), "--out", str(tmp_path / "out")]) == 2, name
         error = capsys.readouterr().err
-        assert error.startswith("mpiswim analyze: reference curve") and f"'{path}'" in error and words in error and "Fix:" in error, (name, error)
+        assert (
+            error.startswith("mpiswim analyze: reference curve")
+            and f"'{path}'" in error
+            and words in error
+            and "Fix:" in error
+        ), (name, error)
         assert error.count("\n") == 1, error
     assert not (tmp_path / "out").exists()  # nothing written
 
@@ -290,14 +362,22 @@ def test_bad_input_gives_one_message_naming_file_and_fix(synthetic, tmp_path, ca
     for kind, (path, words) in bad_files(tmp_path, synthetic).items():
         assert main(["analyze", str(path), "--out", str(tmp_path / "out")]) == 2, kind
         error = capsys.readouterr().err
-        assert error.startswith("mpiswim analyze:") and words in error and str(path) in error and "Fix:" in error, (kind, error)
+        assert error.startswith("mpiswim analyze:") and words in error and str(path) in error and "Fix:" in error, (
+            kind,
+            error,
+        )
         assert error.count("\n") == 1, error
 
 
 def test_bad_input_from_the_real_command_line_exits_2_without_traceback(tmp_path):
     path = tmp_path / "notes.h5"
     path.write_text("not HDF5")
-    result = subprocess.run([sys.executable, "-m", "mpiswim.cli", "analyze", str(path), "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "mpiswim.cli", "analyze", str(path), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr and str(path) in result.stderr
 
 
@@ -334,7 +414,19 @@ def test_reading_while_a_real_run_writes_neither_fails_nor_disturbs_it(tmp_path)
     if launcher is None:
         pytest.fail("no mpiexec found: run the tests through `make test`, which installs MPI")
     out = tmp_path / "live.h5"
-    command = [launcher, "-n", "2", sys.executable, "-m", "mpiswim.cli", "train", "--config", "live.toml", "--out", str(out)]
+    command = [
+        launcher,
+        "-n",
+        "2",
+        sys.executable,
+        "-m",
+        "mpiswim.cli",
+        "train",
+        "--config",
+        "live.toml",
+        "--out",
+        str(out),
+    ]
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen, reads, held = [], 0, 0
@@ -346,11 +438,16 @@ def test_reading_while_a_real_run_writes_neither_fails_nor_disturbs_it(tmp_path)
                 time.sleep(0.02)
                 continue
             run = read_run(out)  # any exception here fails the test
-            assert run.scores.shape == (run.iterations, 2) and np.isfinite(analysis.learning_curve(run)["best_score"]).all()
+            assert (
+                run.scores.shape == (run.iterations, 2)
+                and np.isfinite(analysis.learning_curve(run)["best_score"]).all()
+            )
             assert run.in_progress or run.iterations == iterations  # the job holds its file until the end
             seen.append(run.iterations)
             reads += 1
-            if reads % 5 == 0:  # keep a handle open while the writer appends (and at the end renames a compacted file over it)
+            if (
+                reads % 5 == 0
+            ):  # keep a handle open while the writer appends (and at the end renames a compacted file over it)
                 with h5py.File(out, "r", locking=False) as handle:
                     time.sleep(0.15)
                     assert handle["pool/scores"].shape[0] >= run.iterations and handle["commit"].shape == (2,)
@@ -361,7 +458,9 @@ def test_reading_while_a_real_run_writes_neither_fails_nor_disturbs_it(tmp_path)
         stdout, stderr = job.communicate(timeout=30)
     assert job.returncode == 0, stderr
     assert "done: 25 iterations" in stdout
-    assert seen == sorted(seen) and len(set(seen)) >= 3, seen  # we read the run at several stages, never going backwards
+    assert seen == sorted(seen) and len(set(seen)) >= 3, (
+        seen
+    )  # we read the run at several stages, never going backwards
     assert reads >= 10 and held >= 2, (reads, held)
     final = read_run(out)
     assert final.iterations == iterations and not final.in_progress
@@ -372,8 +471,21 @@ def test_reading_while_a_real_run_writes_neither_fails_nor_disturbs_it(tmp_path)
 def test_analysis_scripts_write_their_files(synthetic, tmp_path, script):
     """The thin scripts in analysis/ (their write functions, through the shared script_main)."""
     module = runpy.run_path(str(Path(__file__).parents[1] / "analysis" / f"{script}.py"))
-    assert analysis.script_main(module["__doc__"], module["write"], several=script == "compare_runs", argv=[str(synthetic), "--out", str(tmp_path)]) == 0
-    expected = {"learning_curve": "learning_curve.csv", "wins": "wins.md", "timings": "timings.md", "compare_runs": "compare.md"}[script]
+    assert (
+        analysis.script_main(
+            module["__doc__"],
+            module["write"],
+            several=script == "compare_runs",
+            argv=[str(synthetic), "--out", str(tmp_path)],
+        )
+        == 0
+    )
+    expected = {
+        "learning_curve": "learning_curve.csv",
+        "wins": "wins.md",
+        "timings": "timings.md",
+        "compare_runs": "compare.md",
+    }[script]
     assert (tmp_path / expected).stat().st_size > 0
     assert analysis.script_main("x", module["write"], argv=[str(tmp_path / "missing.h5"), "--out", str(tmp_path)]) == 2
 
@@ -383,12 +495,16 @@ def test_milestones_groups_runs_by_name_and_finds_the_first_iteration_at_the_tar
     their ten-iteration mean (3, 4, 4, 4.67, 5.25, 5) reaches 5 at iteration 5; two runs make one group."""
     runs = [str(write_synthetic_checkpoint(tmp_path / f"grp-{seed}.h5")) for seed in (1, 2)]
     milestones = runpy.run_path(str(Path(__file__).parents[1] / "analysis" / "milestones.py"))
-    np.testing.assert_allclose(milestones["trailing_mean"](np.array([3, 5, np.nan, 6, 7, 4.0])), [3, 4, 4, 14 / 3, 5.25, 5])
+    np.testing.assert_allclose(
+        milestones["trailing_mean"](np.array([3, 5, np.nan, 6, 7, 4.0])), [3, 4, 4, 14 / 3, 5.25, 5]
+    )
     table = milestones["milestone_table"](runs, 6.0)
     group = next(line for line in table.splitlines() if line.startswith("| **grp**"))
     cells = [c.strip() for c in group.strip("|").split("|")]
     assert cells[0] == "**grp** (2 runs)" and cells[5:8] == ["4 ± 0", "not reached", "7.0 ± 0.0"]
-    assert milestones["milestone_table"](runs, 5.0).count("| 2 | 5 | 7.0 |") == 2  # per run: 5 first reached at 2, its mean at 5
+    assert (
+        milestones["milestone_table"](runs, 5.0).count("| 2 | 5 | 7.0 |") == 2
+    )  # per run: 5 first reached at 2, its mean at 5
     assert milestones["main"]([*runs, "--target", "6", "--plot", str(tmp_path / "curves.png")]) == 0
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
@@ -422,7 +538,15 @@ def test_history_frame_is_pandas_or_one_clear_error(synthetic):
 def test_the_two_runs_example_plots_two_checkpoints(synthetic, tmp_path):
     other = write_synthetic_checkpoint(tmp_path / "other.h5", offset=5.0)
     script = Path(__file__).resolve().parent.parent / "analysis" / "two_runs.py"
-    result = subprocess.run([sys.executable, str(script), str(synthetic), str(other), "--out", str(tmp_path / "two.png")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(script), str(synthetic), str(other), "--out", str(tmp_path / "two.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "two.png").stat().st_size > 10_000
-    assert f"best {BEST[-1]:.2f} at iteration {BEST_ROW + 1}" in result.stdout and f"best {BEST[-1] + 5:.2f}" in result.stdout
+    assert (
+        f"best {BEST[-1]:.2f} at iteration {BEST_ROW + 1}" in result.stdout
+        and f"best {BEST[-1] + 5:.2f}" in result.stdout
+    )

@@ -29,7 +29,9 @@ def synthetic(tmp_path_factory) -> Path:
 
 def test_docs_checkpoint_md_holds_the_pool_table_made_from_the_schema():
     doc = (ROOT / "docs" / "checkpoint.md").read_text()
-    assert pool_table() in doc, "docs/checkpoint.md's /pool table is not the schema's; replace it with:\n" + pool_table()
+    assert pool_table() in doc, (
+        "docs/checkpoint.md's /pool table is not the schema's; replace it with:\n" + pool_table()
+    )
 
 
 def test_every_field_of_the_record_is_declared_with_shape_type_unit_and_meaning():
@@ -57,7 +59,11 @@ def test_the_file_carries_each_fields_type_meaning_and_unit(synthetic):
     with h5py.File(synthetic, "r", locking=False) as f:
         for field in (*RECORD_FIELDS, CHECKPOINT_SECONDS):
             dataset = f["pool"][field.name]
-            assert (dataset.dtype, dataset.attrs["description"], dataset.attrs["units"]) == (np.dtype(field.dtype), field.meaning, field.unit)
+            assert (dataset.dtype, dataset.attrs["description"], dataset.attrs["units"]) == (
+                np.dtype(field.dtype),
+                field.meaning,
+                field.unit,
+            )
         assert list(f["pool/timings"].attrs["phases"]) == list(PHASES[:-1])
 
 
@@ -80,7 +86,12 @@ def test_a_checkpoint_written_before_0_2_0_keeps_the_defaults_of_its_time():
     """seed-12340.h5 (mpiswim 0.1.0) leaves keys out that had other defaults then; they keep their old values."""
     loaded = check_checkpoint(ROOT / "results" / "seed-12340.h5")
     given = tomllib.loads(loaded.config_toml)
-    left_out = [(key, value) for section, table in LEGACY_DEFAULTS.items() for key, value in table.items() if key not in given.get(section, {})]
+    left_out = [
+        (key, value)
+        for section, table in LEGACY_DEFAULTS.items()
+        for key, value in table.items()
+        if key not in given.get(section, {})
+    ]
     assert left_out and all(getattr(loaded.config, key) == value for key, value in left_out)
 
 

@@ -61,9 +61,13 @@ def test_info_text_names_the_run(small_run):
     assert "iterations done: 2" in result.stdout and "Swimmer-v5" in result.stdout
     assert "winners over time (iterations: most frequent winner): 1: rank 0, 2: rank 0" in result.stdout
     assert "0: alpha " in result.stdout and "2 wins" in result.stdout
-    assert "[run]" not in result.stdout and f"mpiswim info {small_run} --config" in result.stdout  # a summary, not the config
+    assert (
+        "[run]" not in result.stdout and f"mpiswim info {small_run} --config" in result.stdout
+    )  # a summary, not the config
     stored = run("info", str(small_run), "--config", cwd=small_run.parent)
-    assert tomllib.loads(stored.stdout) == tomllib.loads(json.loads(run("info", str(small_run), "--json", cwd=small_run.parent).stdout)["config_toml"])
+    assert tomllib.loads(stored.stdout) == tomllib.loads(
+        json.loads(run("info", str(small_run), "--json", cwd=small_run.parent).stdout)["config_toml"]
+    )
 
 
 def test_winners_over_time_is_a_short_line_for_a_long_run():
@@ -71,7 +75,9 @@ def test_winners_over_time_is_a_short_line_for_a_long_run():
 
     assert winners_over_time([0, -1, 2]) == "1: rank 0, 2: none, 3: rank 2"
     line = winners_over_time([3] * 30 + [1, 1, 2] * 10)
-    assert line.startswith("1-6: rank 3 (6 of 6)") and line.endswith("55-60: rank 1 (4 of 6)") and line.count("rank") == 10
+    assert (
+        line.startswith("1-6: rank 3 (6 of 6)") and line.endswith("55-60: rank 1 (4 of 6)") and line.count("rank") == 10
+    )
 
 
 def test_evaluate_reports_mean_and_spread_of_the_best_agent(small_run):
@@ -85,7 +91,10 @@ def test_evaluate_reports_mean_and_spread_of_the_best_agent(small_run):
 
 def test_evaluate_with_another_episode_length(small_run):
     """--T evaluates on longer episodes than the run trained on (e.g. full-length Swimmer-v5)."""
-    short, long = (json.loads(run("evaluate", str(small_run), "--episodes", "2", "--T", T, "--json", cwd=small_run.parent).stdout) for T in ("30", "200"))
+    short, long = (
+        json.loads(run("evaluate", str(small_run), "--episodes", "2", "--T", T, "--json", cwd=small_run.parent).stdout)
+        for T in ("30", "200")
+    )
     assert (short["T"], long["T"]) == (30, 200)
     assert long["mean"] != short["mean"]
     result = run("evaluate", str(small_run), "--T", "0", cwd=small_run.parent)
@@ -97,7 +106,23 @@ def test_evaluate_with_the_mean_action(small_run):
     from mpiswim.checkpoint import load_checkpoint
     from mpiswim.env import make_task, run_episode
 
-    sampled, mean = (json.loads(run("evaluate", str(small_run), "--episodes", "3", "--T", "50", "--action", action, "--json", cwd=small_run.parent).stdout) for action in ("sample", "mean"))
+    sampled, mean = (
+        json.loads(
+            run(
+                "evaluate",
+                str(small_run),
+                "--episodes",
+                "3",
+                "--T",
+                "50",
+                "--action",
+                action,
+                "--json",
+                cwd=small_run.parent,
+            ).stdout
+        )
+        for action in ("sample", "mean")
+    )
     assert (sampled["action"], mean["action"]) == ("sample", "mean")
     assert sampled["returns"] != mean["returns"]
     checkpoint = load_checkpoint(small_run)
@@ -113,7 +138,9 @@ def test_evaluate_names_the_action_it_used(small_run):
     assert summary["action"] == "mean"
     first_line = run("evaluate", str(small_run), "--episodes", "1", cwd=small_run.parent).stdout.splitlines()[0]
     assert "with the Beta mean" in first_line
-    first_line = run("evaluate", str(small_run), "--episodes", "1", "--action", "sample", cwd=small_run.parent).stdout.splitlines()[0]
+    first_line = run(
+        "evaluate", str(small_run), "--episodes", "1", "--action", "sample", cwd=small_run.parent
+    ).stdout.splitlines()[0]
     assert "with Beta draws" in first_line
 
 
@@ -141,14 +168,21 @@ def test_a_directory_or_a_missing_file_gives_one_plain_line(tmp_path, command):
     for given, problem in ((tmp_path, "is a directory"), (tmp_path / "missing.h5", "no such file")):
         result = run(command, str(given), cwd=tmp_path)
         assert result.returncode == 2 and result.stdout == ""
-        assert result.stderr.count("\n") == 1 and str(given) in result.stderr and problem in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1 and str(given) in result.stderr and problem in result.stderr, (
+            result.stderr
+        )
         assert "truncated" not in result.stderr and "HDF5" not in result.stderr
 
 
 @pytest.mark.parametrize("command", ["analyze", "render"])
 def test_an_empty_out_is_refused(small_run, tmp_path, command):
     result = run(command, str(small_run), "--out", "", cwd=tmp_path)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--out is empty" in result.stderr and "Fix:" in result.stderr, result.stderr
+    assert (
+        result.returncode == 2
+        and result.stderr.count("\n") == 1
+        and "--out is empty" in result.stderr
+        and "Fix:" in result.stderr
+    ), result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -191,14 +225,24 @@ def test_the_already_exists_hint_works_as_printed(small_run, tmp_path):
     command = fix_command(asked.stderr)
     assert command == "mpirun -n 1 mpiswim train --resume 'my runs/run one.h5' --iterations 3"
     venv_bin = os.path.dirname(sys.executable)  # mpirun and mpiswim of this venv
-    resumed = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=dict(os.environ, PATH=f"{venv_bin}:{os.environ['PATH']}"))
+    resumed = subprocess.run(
+        command,
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        env=dict(os.environ, PATH=f"{venv_bin}:{os.environ['PATH']}"),
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(run("info", "my runs/run one.h5", "--json", cwd=tmp_path).stdout)["iterations_done"] == 3
 
 
 @pytest.fixture
 def run_without_winner(tmp_path) -> Path:
-    """Two iterations in which every branch was degenerate: no branch ever won (e.g. Humanoid without observation scaling)."""
+    """Two iterations in which every branch was degenerate: no branch ever won (e.g. Humanoid without observation
+    scaling).
+    """
     from mpiswim.checkpoint import save_checkpoint
     from mpiswim.config import DEFAULT_CONFIG
     from mpiswim.policy import initial_agent
@@ -210,7 +254,13 @@ def run_without_winner(tmp_path) -> Path:
     cfg = parse_config(text, 1)
     agent = initial_agent(8, 2, "signed", cfg.time_feature)
     degenerate = IterationRecord(
-        scores=np.array([-np.inf]), winner=-1, train_returns=np.zeros((1, cfg.iterate_episodes)), timings=np.zeros((1, 4)), degenerate=np.array([True]), fell_back=False, best_score=-np.inf
+        scores=np.array([-np.inf]),
+        winner=-1,
+        train_returns=np.zeros((1, cfg.iterate_episodes)),
+        timings=np.zeros((1, 4)),
+        degenerate=np.array([True]),
+        fell_back=False,
+        best_score=-np.inf,
     )
     state = PoolState(2, agent, agent, -np.inf, -1, 0, 2)
     save_checkpoint(tmp_path / "stuck.h5", cfg, state, [degenerate, degenerate])
@@ -228,7 +278,10 @@ def test_a_run_without_a_winner_says_so(run_without_winner):
     evaluated = run("evaluate", str(run_without_winner), "--episodes", "1", cwd=folder)
     assert evaluated.returncode == 0, evaluated.stderr
     assert evaluated.stdout.startswith("initial agent (no branch has won yet)")
-    assert json.loads(run("evaluate", str(run_without_winner), "--episodes", "1", "--json", cwd=folder).stdout)["agent"] == "initial"
+    assert (
+        json.loads(run("evaluate", str(run_without_winner), "--episodes", "1", "--json", cwd=folder).stdout)["agent"]
+        == "initial"
+    )
 
 
 def test_trainings_progress_line_without_a_winner_says_so():
@@ -239,26 +292,44 @@ def test_trainings_progress_line_without_a_winner_says_so():
 
     cfg = parse_config(DEFAULT_CONFIG, 2)
     agent = initial_agent(8, 2, cfg.features, cfg.time_feature)
-    record = IterationRecord(np.full(2, -np.inf), -1, np.zeros((2, 1)), np.zeros((2, 4)), np.array([True, True]), False, -np.inf)
+    record = IterationRecord(
+        np.full(2, -np.inf), -1, np.zeros((2, 1)), np.zeros((2, 4)), np.array([True, True]), False, -np.inf
+    )
     line = progress_line(cfg, PoolState(1, agent, agent, -np.inf, -1, 0, 1), record, elapsed=3.0, eta=None)
     assert "every branch degenerate" in line and "no winner yet" in line and "-inf" not in line
-    won = progress_line(cfg, PoolState(2, agent, agent, 5.0, 1, 0, 0), IterationRecord(np.array([5.0, 1.0]), 0, np.zeros((2, 1)), np.zeros((2, 4)), np.array([False, False]), False, 5.0), 4.0, None)
+    won = progress_line(
+        cfg,
+        PoolState(2, agent, agent, 5.0, 1, 0, 0),
+        IterationRecord(
+            np.array([5.0, 1.0]), 0, np.zeros((2, 1)), np.zeros((2, 4)), np.array([False, False]), False, 5.0
+        ),
+        4.0,
+        None,
+    )
     assert "best 5.00 (it 2)" in won
 
 
 def test_the_default_config_leaves_out_to_the_runs_name():
     from mpiswim.config import DEFAULT_CONFIG, default_out, file_name_for
 
-    assert "out" not in tomllib.loads(DEFAULT_CONFIG)["run"] and "# out = " in DEFAULT_CONFIG  # a commented line says the default
+    assert (
+        "out" not in tomllib.loads(DEFAULT_CONFIG)["run"] and "# out = " in DEFAULT_CONFIG
+    )  # a commented line says the default
     assert parse_config(DEFAULT_CONFIG, 2).out == "runs/swimmer-default.h5"
-    assert file_name_for("my run/2: final") == "my-run-2-final" and file_name_for("../..") == "run" and file_name_for(".hidden") == "hidden"
+    assert (
+        file_name_for("my run/2: final") == "my-run-2-final"
+        and file_name_for("../..") == "run"
+        and file_name_for(".hidden") == "hidden"
+    )
     assert default_out("Schwimmer ü") == "runs/Schwimmer.h5"
     given = DEFAULT_CONFIG.replace("[run]\n", '[run]\nout = "elsewhere.h5"\n')
     assert parse_config(given, 2).out == "elsewhere.h5"
 
 
 def test_a_config_without_out_writes_runs_name_h5(tmp_path):
-    """The newcomer's path: after `make run` (runs/default.h5), `mpiswim config > my.toml` and train it: no collision."""
+    """The newcomer's path: after `make run` (runs/default.h5), `mpiswim config > my.toml` and train it: no
+    collision.
+    """
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "default.h5").write_bytes(b"make run's checkpoint")  # left alone
     config = run("config", cwd=tmp_path).stdout
@@ -272,7 +343,10 @@ def test_a_config_without_out_writes_runs_name_h5(tmp_path):
     assert "checkpoint runs/my-first-run.h5" in result.stdout
 
     again = run("train", "--config", "my.toml", cwd=tmp_path)  # the same name twice: the hint continues that run
-    assert again.returncode == 2 and fix_command(again.stderr) == "mpirun -n 1 mpiswim train --resume runs/my-first-run.h5 --iterations 2", again.stderr
+    assert (
+        again.returncode == 2
+        and fix_command(again.stderr) == "mpirun -n 1 mpiswim train --resume runs/my-first-run.h5 --iterations 2"
+    ), again.stderr
 
 
 def test_nothing_to_do_hint_is_a_command(small_run, tmp_path):
@@ -284,7 +358,9 @@ def test_nothing_to_do_hint_is_a_command(small_run, tmp_path):
 
 
 def test_a_damaged_checkpoint_at_out_is_not_offered_a_resume(small_run, tmp_path):
-    """A file that is a checkpoint by its format mark but cannot be read: the fix is `mpiswim check`, not a resume that would fail."""
+    """A file that is a checkpoint by its format mark but cannot be read: the fix is `mpiswim check`, not a resume that
+    would fail.
+    """
     import h5py
 
     from mpiswim.train import InputError, check_out_path
@@ -300,16 +376,29 @@ def test_a_damaged_checkpoint_at_out_is_not_offered_a_resume(small_run, tmp_path
 
 
 def run_with_closed_stdout(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run mpiswim with a stdout whose reader has gone away before the first byte (as `| head -3` once head has its lines)."""
+    """Run mpiswim with a stdout whose reader has gone away before the first byte (as `| head -3` once head has its
+    lines).
+    """
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        return subprocess.run([*MPISWIM, *args], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=240, cwd=cwd)
+        return subprocess.run(
+            [*MPISWIM, *args], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=240, cwd=cwd
+        )
     finally:
         os.close(write_end)
 
 
-@pytest.mark.parametrize("args", [["config"], ["info", "{run}"], ["info", "{run}", "--json"], ["check", "{run}"], ["evaluate", "{run}", "--episodes", "1"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["config"],
+        ["info", "{run}"],
+        ["info", "{run}", "--json"],
+        ["check", "{run}"],
+        ["evaluate", "{run}", "--episodes", "1"],
+    ],
+)
 def test_a_closed_stdout_ends_the_command_quietly(small_run, args):
     result = run_with_closed_stdout(*(a.format(run=small_run) for a in args), cwd=small_run.parent)
     assert result.returncode == 141 and result.stderr == "", result.stderr
@@ -323,8 +412,10 @@ def test_train_whose_stdout_reader_has_gone_trains_on_to_the_end(tmp_path):
     """
     config = tmp_path / "tiny.toml"
     config.write_text(
-        '[run]\nname = "pipe"\niterations = 3\n[env]\nid = "Swimmer-v5"\nT = 30\n[pool]\niterate_episodes = 1\nevaluate_episodes = 1\ncommon_evaluation = false\n'
-        'evaluation_action = "sample"\n[policy]\nfeatures = "signed"\nupdate = "unit-density"\nbaseline = "state"\n[ranks]\nalpha = 1e-4\neta = 1e-3\n'
+        '[run]\nname = "pipe"\niterations = 3\n[env]\nid = "Swimmer-v5"\nT = 30\n[pool]\niterate_episodes = '
+        "1\nevaluate_episodes = 1\ncommon_evaluation = false\n"
+        'evaluation_action = "sample"\n[policy]\nfeatures = "signed"\nupdate = "unit-density"\nbaseline = '
+        '"state"\n[ranks]\nalpha = 1e-4\neta = 1e-3\n'
     )
     result = run_with_closed_stdout("train", "--config", str(config), "--out", "run.h5", cwd=tmp_path)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
@@ -333,8 +424,12 @@ def test_train_whose_stdout_reader_has_gone_trains_on_to_the_end(tmp_path):
 
 
 def test_info_piped_into_head_prints_no_traceback(small_run):
-    """The issue's own command through a shell: whether head exits before or after mpiswim writes, no traceback, no message."""
-    command = f"set -o pipefail; {shlex.quote(sys.executable)} -m mpiswim.cli info {shlex.quote(str(small_run))} | head -3"
+    """The issue's own command through a shell: whether head exits before or after mpiswim writes, no traceback, no
+    message.
+    """
+    command = (
+        f"set -o pipefail; {shlex.quote(sys.executable)} -m mpiswim.cli info {shlex.quote(str(small_run))} | head -3"
+    )
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=240)
     assert result.returncode in (0, 141) and len(result.stdout.splitlines()) == 3 and result.stderr == "", result.stderr
 

@@ -71,7 +71,9 @@ def test_the_embedded_default_is_valid_for_any_pool_size():
         cfg = parse_config(DEFAULT_CONFIG, world_size)
         assert len(cfg.alpha) == len(cfg.eta) == world_size
         assert cfg.env_id == "Swimmer-v5" and cfg.features == "linear" and cfg.baseline == "state-time"
-        assert cfg.update == "tanh-density" and cfg.common_evaluation is True  # the best setting found (docs/results.md)
+        assert (
+            cfg.update == "tanh-density" and cfg.common_evaluation is True
+        )  # the best setting found (docs/results.md)
         assert cfg.evaluation_action == "mean"
         assert min(cfg.alpha) >= 1e-6 and max(cfg.alpha) <= 1e-4  # the spread of configs/improved-swimmer.toml
 
@@ -83,7 +85,12 @@ def test_a_minimal_config_gets_the_documented_defaults():
     assert cfg.baseline == "state-time" and cfg.time_feature
     assert cfg.evaluation_action == "mean"
     assert cfg.common_evaluation is True
-    assert parse_config(MINIMAL.replace("evaluate_episodes = 2", "evaluate_episodes = 2\ncommon_evaluation = false"), 2).common_evaluation is False
+    assert (
+        parse_config(
+            MINIMAL.replace("evaluate_episodes = 2", "evaluate_episodes = 2\ncommon_evaluation = false"), 2
+        ).common_evaluation
+        is False
+    )
     assert cfg.alpha == (1e-4, 1e-4) and cfg.eta == (1e-3, 1e-3)
     assert (cfg.name, cfg.out) == ("mpiswim", "runs/mpiswim.h5")
 
@@ -102,51 +109,83 @@ def test_a_key_left_out_means_the_embedded_defaults_value():
     full = parse_config(DEFAULT_CONFIG, 4)
     bare_text = without_defaults(DEFAULT_CONFIG)
     required = {(section, key) for section, keys in SCHEMA.items() for key, (_, needed) in keys.items() if needed}
-    assert {(section, key) for section, table in tomllib.loads(bare_text).items() for key in table} == required | {("ranks", "alpha"), ("ranks", "eta")}
+    assert {(section, key) for section, table in tomllib.loads(bare_text).items() for key in table} == required | {
+        ("ranks", "alpha"),
+        ("ranks", "eta"),
+    }
     left_out = parse_config(bare_text, 4)
     assert dataclasses.replace(left_out, name=full.name, out=full.out, toml_text=full.toml_text) == full
     shown = tomllib.loads(DEFAULT_CONFIG)
-    assert [(section, key) for section, keys in UNSHOWN_DEFAULTS.items() for key in keys if key in shown.get(section, {})] == [("run", "name")]
+    assert [
+        (section, key) for section, keys in UNSHOWN_DEFAULTS.items() for key in keys if key in shown.get(section, {})
+    ] == [("run", "name")]
 
 
 def test_validating_a_config_imports_no_environment():
     """No import loop: mpiswim.config needs nothing from mpiswim.env (which imports it)."""
-    code = "import sys, mpiswim.config; sys.exit(sorted(m for m in sys.modules if m.startswith(('mpiswim.', 'gymnasium', 'numpy'))) != ['mpiswim.config'])"
+    code = (
+        "import sys, mpiswim.config; sys.exit(sorted(m for m in sys.modules if m.startswith(('mpiswim.', "
+        "'gymnasium', 'numpy'))) != ['mpiswim.config'])"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-STORED = MINIMAL.replace("[ranks]", "[policy]\nobservation_scale = 1.0\n[ranks]")  # [pool] without the five keys, [policy] without them
+STORED = MINIMAL.replace(
+    "[ranks]", "[policy]\nobservation_scale = 1.0\n[ranks]"
+)  # [pool] without the five keys, [policy] without them
 
 
 @pytest.mark.parametrize("written_by", [None, "", "0.1.0", "0.1.7", "not a version"])
 def test_a_config_stored_before_0_2_0_keeps_the_old_meaning_of_left_out_keys(written_by):
     cfg = parse_stored_config(STORED, 2, None, written_by)
     old = {key: value for keys in LEGACY_DEFAULTS.values() for key, value in keys.items()}
-    assert {key: getattr(cfg, key) for key in old} == old == {
-        "common_evaluation": False,
-        "evaluation_action": "sample",
-        "features": "signed",
-        "update": "unit-density",
-        "baseline": "state",
-    }
+    assert (
+        {key: getattr(cfg, key) for key in old}
+        == old
+        == {
+            "common_evaluation": False,
+            "evaluation_action": "sample",
+            "features": "signed",
+            "update": "unit-density",
+            "baseline": "state",
+        }
+    )
     assert cfg.toml_text.count("made explicit") == 5 and cfg.toml_text.startswith(STORED.split("[pool]")[0])
     assert parse_config(cfg.toml_text, 2) == cfg  # a resumed run stores the explicit text: it keeps the meaning
-    assert parse_stored_config(STORED, 2, {"alpha": (1e-5, 1e-4), "eta": (1e-3, 1e-3)}, written_by).alpha == (1e-5, 1e-4)
+    assert parse_stored_config(STORED, 2, {"alpha": (1e-5, 1e-4), "eta": (1e-3, 1e-3)}, written_by).alpha == (
+        1e-5,
+        1e-4,
+    )
 
 
 @pytest.mark.parametrize("written_by", ["0.2.0", "0.2.1.dev3", "1.0"])
 def test_a_config_stored_since_0_2_0_means_the_new_defaults(written_by):
     cfg = parse_stored_config(STORED, 2, None, written_by)
     assert cfg == parse_config(STORED, 2) and cfg.toml_text == STORED
-    assert (cfg.common_evaluation, cfg.evaluation_action, cfg.features, cfg.update, cfg.baseline) == (True, "mean", "linear", "tanh-density", "state-time")
+    assert (cfg.common_evaluation, cfg.evaluation_action, cfg.features, cfg.update, cfg.baseline) == (
+        True,
+        "mean",
+        "linear",
+        "tanh-density",
+        "state-time",
+    )
 
 
 def test_stored_keys_that_are_given_stay_as_they_are():
-    given = MINIMAL.replace("evaluate_episodes = 2", 'evaluate_episodes = 2\nevaluation_action = "mean"').replace("[ranks]", '[policy]\nfeatures = "linear"\n[ranks]')
+    given = MINIMAL.replace("evaluate_episodes = 2", 'evaluate_episodes = 2\nevaluation_action = "mean"').replace(
+        "[ranks]", '[policy]\nfeatures = "linear"\n[ranks]'
+    )
     cfg = parse_stored_config(given, 2, None, "0.1.0")
-    assert (cfg.evaluation_action, cfg.features, cfg.update, cfg.common_evaluation) == ("mean", "linear", "unit-density", False)
+    assert (cfg.evaluation_action, cfg.features, cfg.update, cfg.common_evaluation) == (
+        "mean",
+        "linear",
+        "unit-density",
+        False,
+    )
     assert cfg.toml_text.count("made explicit") == 3
-    assert parse_stored_config(DEFAULT_CONFIG, 2, None, "0.1.0").toml_text == DEFAULT_CONFIG  # nothing left out: unchanged
+    assert (
+        parse_stored_config(DEFAULT_CONFIG, 2, None, "0.1.0").toml_text == DEFAULT_CONFIG
+    )  # nothing left out: unchanged
     with pytest.raises(ConfigError, match="not valid TOML"):
         parse_stored_config("[pool\n", 2, None, "0.1.0")
 
@@ -166,9 +205,17 @@ def test_every_shipped_config_is_valid_for_its_pool(path):
 
 
 def test_the_best_config_is_the_improved_one_scored_on_the_beta_mean():
-    improved, best = load_config("configs/improved-swimmer.toml", 10), load_config("configs/improved-mean-eval.toml", 10)
+    improved, best = (
+        load_config("configs/improved-swimmer.toml", 10),
+        load_config("configs/improved-mean-eval.toml", 10),
+    )
     assert (improved.evaluation_action, best.evaluation_action) == ("sample", "mean")
-    assert dataclasses.replace(best, name=improved.name, out=improved.out, evaluation_action="sample", toml_text=improved.toml_text) == improved
+    assert (
+        dataclasses.replace(
+            best, name=improved.name, out=improved.out, evaluation_action="sample", toml_text=improved.toml_text
+        )
+        == improved
+    )
 
 
 def test_malformed_toml():
@@ -270,30 +317,51 @@ def test_stall_timeout_is_0_or_at_least_a_second(value):
 
 
 def test_stall_timeout_defaults_to_ten_minutes_and_0_turns_the_watch_off():
-    assert parse_config(MINIMAL, 2).stall_timeout == parse_config(DEFAULT_CONFIG, 2).stall_timeout == DEFAULT_STALL_TIMEOUT == 600
+    assert (
+        parse_config(MINIMAL, 2).stall_timeout
+        == parse_config(DEFAULT_CONFIG, 2).stall_timeout
+        == DEFAULT_STALL_TIMEOUT
+        == 600
+    )
     assert parse_config(MINIMAL.replace("iterations = 3", "iterations = 3\nstall_timeout = 0"), 2).stall_timeout == 0
-    assert parse_config(MINIMAL.replace("iterations = 3", "iterations = 3\nstall_timeout = 2.5"), 2).stall_timeout == 2.5
+    assert (
+        parse_config(MINIMAL.replace("iterations = 3", "iterations = 3\nstall_timeout = 2.5"), 2).stall_timeout == 2.5
+    )
     with pytest.raises(ConfigError, match="--stall-timeout = -3"):
         check_stall_timeout("--stall-timeout", -3.0)
-    assert set_up_stall_timeout(None) == set_up_stall_timeout(-3.0) == DEFAULT_STALL_TIMEOUT and set_up_stall_timeout(0.0) == 0
+    assert (
+        set_up_stall_timeout(None) == set_up_stall_timeout(-3.0) == DEFAULT_STALL_TIMEOUT
+        and set_up_stall_timeout(0.0) == 0
+    )
 
 
 def test_unknown_environment_id():
-    assert parse_config(MINIMAL.replace("Swimmer-v5", "Swimmmer-v5"), 2).env_id == "Swimmmer-v5"  # the text alone is fine
+    assert (
+        parse_config(MINIMAL.replace("Swimmer-v5", "Swimmmer-v5"), 2).env_id == "Swimmmer-v5"
+    )  # the text alone is fine
     message = problem(MINIMAL.replace("Swimmer-v5", "Swimmmer-v5"), task=True)
     assert "[env] id" in message and "Swimmmer-v5" in message
 
 
 def test_unbounded_action_space():
-    message = problem(MINIMAL.replace("Swimmer-v5", "MpiswimTest/Unbounded-v0").replace("[ranks]", "[policy]\nfeatures = 'linear'\n[ranks]"), task=True)
+    message = problem(
+        MINIMAL.replace("Swimmer-v5", "MpiswimTest/Unbounded-v0").replace(
+            "[ranks]", "[policy]\nfeatures = 'linear'\n[ranks]"
+        ),
+        task=True,
+    )
     assert "unbounded" in message and "MpiswimTest/Unbounded-v0" in message
 
 
 def test_signed_coding_too_large_for_the_observation_size():
-    signed = MINIMAL.replace("Swimmer-v5", "HalfCheetah-v5").replace("[ranks]", "[policy]\nfeatures = 'signed'\n[ranks]")
+    signed = MINIMAL.replace("Swimmer-v5", "HalfCheetah-v5").replace(
+        "[ranks]", "[policy]\nfeatures = 'signed'\n[ranks]"
+    )
     message = problem(signed, task=True)
     assert "[policy] features" in message and "2^17" in message and 'features = "linear"' in message
-    linear = MINIMAL.replace("Swimmer-v5", "HalfCheetah-v5").replace("[ranks]", "[policy]\nfeatures = 'linear'\n[ranks]")
+    linear = MINIMAL.replace("Swimmer-v5", "HalfCheetah-v5").replace(
+        "[ranks]", "[policy]\nfeatures = 'linear'\n[ranks]"
+    )
     assert check_task(parse_config(linear, 2)) == (17, 6)
 
 
@@ -364,7 +432,14 @@ def test_config_text_is_kept_verbatim():
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("0", "positive"), ("-2.0", "positive"), ("nan", "positive"), ("[]", "empty"), ('"big"', "expected"), ("[1.0, 2.0]", "2 entries but Swimmer-v5 has 8")],
+    [
+        ("0", "positive"),
+        ("-2.0", "positive"),
+        ("nan", "positive"),
+        ("[]", "empty"),
+        ('"big"', "expected"),
+        ("[1.0, 2.0]", "2 entries but Swimmer-v5 has 8"),
+    ],
 )
 def test_observation_scale_must_be_positive_and_fit_the_task(value, expected):
     message = problem(MINIMAL + f"[policy]\nobservation_scale = {value}\n", task=True)
@@ -375,7 +450,9 @@ def test_observation_scale_as_a_number_or_one_entry_per_observation_value():
     assert parse_config(MINIMAL, 2).observation_scale == 1.0
     assert parse_config(MINIMAL + "[policy]\nobservation_scale = 2\n", 2).observation_scale == 2.0
     scales = [0.5, 1, 1, 1, 2, 2, 3, 3]
-    assert parse_config(MINIMAL + f"[policy]\nobservation_scale = {scales}\n", 2).observation_scale == tuple(float(s) for s in scales)
+    assert parse_config(MINIMAL + f"[policy]\nobservation_scale = {scales}\n", 2).observation_scale == tuple(
+        float(s) for s in scales
+    )
 
 
 # --- the seed-faithful options and train --set ---
@@ -391,7 +468,10 @@ def test_observation_scale_as_a_number_or_one_entry_per_observation_value():
         ('[policy]\neta_travels = "yes"', "[policy] eta_travels"),
         ("[normalisation]\nhorizon = 1000", "[normalisation]"),  # without normalisation = "running"
         ('[policy]\nnormalisation = "running"\n[normalisation]\nrefit_every = 0', "[normalisation] refit_every"),
-        ('[policy]\nnormalisation = "running"\n[normalisation]\nrefit_every = 300\nhorizon = 1000', "[normalisation] horizon"),
+        (
+            '[policy]\nnormalisation = "running"\n[normalisation]\nrefit_every = 300\nhorizon = 1000',
+            "[normalisation] horizon",
+        ),
         ('[policy]\nnormalisation = "running"\n[normalisation]\nrecency = 1.5', "[normalisation] recency"),
         ('[policy]\nnormalisation = "running"\nobservation_scale = 2.0', "[policy] observation_scale"),
     ],
@@ -401,13 +481,21 @@ def test_bad_seed_faithful_options_name_the_field(addition, field):
 
 
 def test_seed_faithful_options_belong_to_reinforce_branches():
-    search = MINIMAL.replace("iterate_episodes = 2", 'iterate_episodes = 2\nlearner = "random-search"\nevaluation_action = "mean"')
+    search = MINIMAL.replace(
+        "iterate_episodes = 2", 'iterate_episodes = 2\nlearner = "random-search"\nevaluation_action = "mean"'
+    )
     assert "[policy] intercept" in problem(search.replace("[ranks]", '[policy]\nintercept = "shared"\n[ranks]'))
 
 
 def test_the_seed_faithful_config_turns_every_option_on():
     cfg = load_config("configs/seed-faithful.toml", 10)
-    assert (cfg.intercept, cfg.normalisation, cfg.baseline_target, cfg.precision, cfg.eta_travels) == ("shared", "running", "after-update", "float32", True)
+    assert (cfg.intercept, cfg.normalisation, cfg.baseline_target, cfg.precision, cfg.eta_travels) == (
+        "shared",
+        "running",
+        "after-update",
+        "float32",
+        True,
+    )
     assert cfg.scaler == (2000, 100_000) and cfg.recency == 0.99999
     assert (cfg.evaluation_action, cfg.common_evaluation, cfg.patience) == ("sample", False, 0)
     plain = parse_config(MINIMAL, 1)
@@ -417,8 +505,26 @@ def test_the_seed_faithful_config_turns_every_option_on():
 def test_set_overrides_keep_the_config_text_and_validate_like_it(tmp_path):
     path = tmp_path / "my.toml"
     path.write_text("# my notes\n" + MINIMAL.replace("T = 50", "T = 50  # short"))
-    cfg = load_config(path, 1, ["run.seed=4", "env.id=Hopper-v5", "env.T=80", "policy.features=linear", 'run.name="a b"', "ranks.alpha=[2e-4]"])
-    assert (cfg.seed, cfg.env_id, cfg.T, cfg.features, cfg.name, cfg.alpha) == (4, "Hopper-v5", 80, "linear", "a b", (2e-4,))
+    cfg = load_config(
+        path,
+        1,
+        [
+            "run.seed=4",
+            "env.id=Hopper-v5",
+            "env.T=80",
+            "policy.features=linear",
+            'run.name="a b"',
+            "ranks.alpha=[2e-4]",
+        ],
+    )
+    assert (cfg.seed, cfg.env_id, cfg.T, cfg.features, cfg.name, cfg.alpha) == (
+        4,
+        "Hopper-v5",
+        80,
+        "linear",
+        "a b",
+        (2e-4,),
+    )
     assert cfg.toml_text.startswith("# my notes\n") and "T = 80  # short" in cfg.toml_text  # what the checkpoint stores
     assert parse_config(cfg.toml_text, 1) == cfg
 

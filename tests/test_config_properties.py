@@ -98,13 +98,23 @@ scalars = st.one_of(
     st.floats(),
     st.sampled_from([0.0, 1e-4, 0.5, 1.0, 1.5, -1e-4]),
     st.text(max_size=12),
-    st.sampled_from(list(FEATURE_MAPS + UPDATE_RULES + BASELINES + EVALUATION_ACTIONS + LEARNERS) + ["Swimmer-v5", "", "run.h5"]),
-    st.builds(lambda low, high: {"min": low, "max": high}, st.sampled_from([1e-6, 1e-4, 0.0, -1.0, "x"]), st.sampled_from([1e-4, 1e-6, math.inf])),
+    st.sampled_from(
+        list(FEATURE_MAPS + UPDATE_RULES + BASELINES + EVALUATION_ACTIONS + LEARNERS) + ["Swimmer-v5", "", "run.h5"]
+    ),
+    st.builds(
+        lambda low, high: {"min": low, "max": high},
+        st.sampled_from([1e-6, 1e-4, 0.0, -1.0, "x"]),
+        st.sampled_from([1e-4, 1e-6, math.inf]),
+    ),
     st.datetimes(),
     st.dates(),
     st.times(),
 )
-toml_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+toml_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 # --- the oracle: what docs/config.md says is valid ---------------------------------------------
@@ -123,7 +133,13 @@ def is_step(value) -> bool:
 
 
 def is_spread(value) -> bool:
-    return isinstance(value, dict) and set(value) == {"min", "max"} and is_step(value["min"]) and is_step(value["max"]) and value["min"] <= value["max"]
+    return (
+        isinstance(value, dict)
+        and set(value) == {"min", "max"}
+        and is_step(value["min"])
+        and is_step(value["max"])
+        and value["min"] <= value["max"]
+    )
 
 
 def is_text(value) -> bool:
@@ -138,7 +154,9 @@ VALID = {
     ("run", "stall_timeout"): lambda v: is_number(v) and (v == 0 or (math.isfinite(v) and v >= 1)),
     ("run", "target"): lambda v: is_number(v) and math.isfinite(v),
     ("run", "target_episodes"): lambda v: is_int(v) and 1 <= v <= MAX_EPISODES,
-    ("env", "id"): lambda v: isinstance(v, str) and v.isprintable(),  # whether Gymnasium knows it: mpiswim.env.check_task
+    ("env", "id"): lambda v: (
+        isinstance(v, str) and v.isprintable()
+    ),  # whether Gymnasium knows it: mpiswim.env.check_task
     ("env", "T"): lambda v: is_int(v) and 1 <= v <= MAX_T,
     ("env", "gamma"): lambda v: is_number(v) and 0 <= v <= 1,
     ("pool", "iterate_episodes"): lambda v: is_int(v) and 1 <= v <= MAX_EPISODES,
@@ -152,9 +170,15 @@ VALID = {
     ("policy", "features"): lambda v: v in FEATURE_MAPS,
     ("policy", "update"): lambda v: v in UPDATE_RULES,
     # a list's length is checked against the task by mpiswim.env.check_task, which these tests leave out
-    ("policy", "observation_scale"): lambda v: is_step(v) or (isinstance(v, list) and len(v) > 0 and all(is_step(x) for x in v)),
-    ("ranks", "alpha"): lambda v: is_step(v) or is_spread(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
-    ("ranks", "eta"): lambda v: is_step(v) or is_spread(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v))),
+    ("policy", "observation_scale"): lambda v: (
+        is_step(v) or (isinstance(v, list) and len(v) > 0 and all(is_step(x) for x in v))
+    ),
+    ("ranks", "alpha"): lambda v: (
+        is_step(v) or is_spread(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v)))
+    ),
+    ("ranks", "eta"): lambda v: (
+        is_step(v) or is_spread(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v)))
+    ),
     ("ranks", "hyperparameters"): lambda v: False,  # BASE gives alpha and eta too: "not both"
     ("policy", "intercept"): lambda v: v in INTERCEPTS,
     ("policy", "normalisation"): lambda v: v in NORMALISATIONS,
@@ -174,7 +198,9 @@ FIELDS = sorted(VALID)
 
 
 def validate(text: str, world_size: int = P, check_task: bool = False, **kwargs) -> Config | None:
-    """parse_config's verdict (and check_task's): a Config, or None after checking the ConfigError is one clean message."""
+    """parse_config's verdict (and check_task's): a Config, or None after checking the ConfigError is one clean
+    message.
+    """
     try:
         cfg = parse_config(text, world_size, **kwargs)
         if check_task:
@@ -239,7 +265,9 @@ def test_unknown_keys_and_sections_are_refused(section, key, value):
 
 
 @SETTINGS
-@given(st.sampled_from(["alpha", "eta"]), st.lists(st.floats(1e-6, 1e-2), max_size=8).filter(lambda steps: len(steps) != P))
+@given(
+    st.sampled_from(["alpha", "eta"]), st.lists(st.floats(1e-6, 1e-2), max_size=8).filter(lambda steps: len(steps) != P)
+)
 def test_step_size_lists_must_have_one_entry_per_rank(name, steps):
     document = copy.deepcopy(BASE)
     document["ranks"][name] = steps
@@ -253,7 +281,12 @@ def test_step_size_lists_must_have_one_entry_per_rank(name, steps):
 
 @pytest.mark.filterwarnings("ignore:.*latest versioned environment")  # Gymnasium's note on "Swimmer" without a version
 @settings(max_examples=40, deadline=None)
-@given(st.sampled_from(["Swimmer-v5", "Hopper-v5", "CartPole-v1", "Humanoid-v5", "Pendulum-v1", "NoSuchTask-v0", "", "Swimmer"]) | st.text(max_size=15))
+@given(
+    st.sampled_from(
+        ["Swimmer-v5", "Hopper-v5", "CartPole-v1", "Humanoid-v5", "Pendulum-v1", "NoSuchTask-v0", "", "Swimmer"]
+    )
+    | st.text(max_size=15)
+)
 def test_environment_ids_are_checked_without_tracebacks(env_id):
     document = copy.deepcopy(BASE)
     document["env"]["id"] = env_id
@@ -263,7 +296,9 @@ def test_environment_ids_are_checked_without_tracebacks(env_id):
 # --- HDF5 hyperparameter files -----------------------------------------------------------
 
 dtypes = st.sampled_from([np.float64, np.float32, np.int64, np.int8, np.uint16, np.bool_, np.complex128, "S4"])
-datasets = hnp.arrays(dtypes, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)) | hnp.arrays(np.float64, st.sampled_from([(P,), (P - 1,), (P, 1)]), elements=st.floats(-1, 1e-2))
+datasets = hnp.arrays(dtypes, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)) | hnp.arrays(
+    np.float64, st.sampled_from([(P,), (P - 1,), (P, 1)]), elements=st.floats(-1, 1e-2)
+)
 
 
 def valid_dataset(data: np.ndarray | None) -> bool:
@@ -290,7 +325,11 @@ def test_hyperparameter_files_of_any_shape_and_type(contents, garbage):
                     else:
                         f.create_dataset(name, data=data)
         cfg = validate(to_toml(document), base_dir=Path(folder))
-    expected = not garbage and set(contents) == {"alpha", "eta"} and all(valid_dataset(contents[name]) for name in ("alpha", "eta"))
+    expected = (
+        not garbage
+        and set(contents) == {"alpha", "eta"}
+        and all(valid_dataset(contents[name]) for name in ("alpha", "eta"))
+    )
     assert (cfg is not None) == expected, contents
     if cfg is not None:
         assert cfg.alpha == tuple(float(v) for v in contents["alpha"]) and len(cfg.eta) == P

@@ -25,7 +25,9 @@ def test_episode_length_is_T_and_actions_stay_in_bounds():
 def test_terminating_task_ends_the_episode_early():
     task = make_task("Hopper-v5", "linear")
     trajectory = Trajectory.empty(1000, task.obs_dim, task.action_dim)
-    _, degenerate = run_episode(task, initial_agent(task.obs_dim, task.action_dim, "linear"), np.random.default_rng(0), 1000, trajectory)
+    _, degenerate = run_episode(
+        task, initial_agent(task.obs_dim, task.action_dim, "linear"), np.random.default_rng(0), 1000, trajectory
+    )
     assert not degenerate and trajectory.length < 1000  # a uniform-random hopper falls over
 
 
@@ -48,11 +50,20 @@ def test_a_shared_noise_stream_gives_two_ranks_the_same_draws_from_their_own_sta
     records = []
     for rank in (0, 1):
         trajectory = Trajectory.empty(30, 8, 2)
-        run_episode(task, initial_agent(8, 2, "signed"), np.random.default_rng([0, 0, rank]), 30, trajectory, noise=np.random.default_rng(99))
+        run_episode(
+            task,
+            initial_agent(8, 2, "signed"),
+            np.random.default_rng([0, 0, rank]),
+            30,
+            trajectory,
+            noise=np.random.default_rng(99),
+        )
         records.append(trajectory)
     np.testing.assert_array_equal(records[0].xs, records[1].xs)
     assert not np.array_equal(records[0].observations[0], records[1].observations[0])
     alone = Trajectory.empty(30, 8, 2)
-    run_episode(task, initial_agent(8, 2, "signed"), np.random.default_rng([0, 0, 0]), 30, alone)  # without noise: the rank's stream
+    run_episode(
+        task, initial_agent(8, 2, "signed"), np.random.default_rng([0, 0, 0]), 30, alone
+    )  # without noise: the rank's stream
     assert not np.array_equal(alone.xs, records[0].xs)
     np.testing.assert_array_equal(alone.observations[0], records[0].observations[0])

@@ -31,7 +31,17 @@ import pytest
 from synthetic import write_synthetic_checkpoint
 from test_mpi import DRIVER, TINY_CONFIG, exit_codes, mpiexec, read_pool
 
-from mpiswim.checkpoint import CHECKSUM, CheckpointError, CheckpointWriter, check_checkpoint, checkpoint_summary, file_size, load_checkpoint, read_raw, save_checkpoint
+from mpiswim.checkpoint import (
+    CHECKSUM,
+    CheckpointError,
+    CheckpointWriter,
+    check_checkpoint,
+    checkpoint_summary,
+    file_size,
+    load_checkpoint,
+    read_raw,
+    save_checkpoint,
+)
 from mpiswim.config import parse_config
 from mpiswim.policy import pack_agent
 from mpiswim.train import InputError, prepare, write_checkpoint
@@ -45,7 +55,9 @@ TIMEOUT = 240  # a generous limit for a whole job on a loaded machine; reaching 
 # --- launching and watching jobs ----------------------------------------------
 
 
-def write_config(folder: Path, alpha: str = "1e-4", iterations: int = ITERATIONS, name: str = "tiny.toml", **changes: str) -> Path:
+def write_config(
+    folder: Path, alpha: str = "1e-4", iterations: int = ITERATIONS, name: str = "tiny.toml", **changes: str
+) -> Path:
     """The tiny config of tests/test_mpi.py; `changes` replace whole lines, e.g. T="T = 50"."""
     text = TINY_CONFIG.format(alpha=alpha).replace("iterations = 3", f"iterations = {iterations}")
     for key, line in changes.items():
@@ -61,7 +73,16 @@ def start(ranks: int, mode: str, folder: Path, *args: str, env: dict[str, str] |
     """Start the test driver under mpiexec in its own session (so a hung job can be killed whole)."""
     command = [mpiexec(), "-n", str(ranks), sys.executable, str(DRIVER), mode, str(folder), *args]
     environment = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", **(env or {}))
-    return subprocess.Popen(command, cwd=folder, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        command,
+        cwd=folder,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def finish(job: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[int, str]:
@@ -129,7 +150,9 @@ def small_disk(tmp_path) -> Path:
     """A 2 MB tmpfs (needs root, as on the development machines; skipped elsewhere)."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.strip()}")
     yield disk
@@ -151,7 +174,17 @@ def fill(disk: Path) -> None:
 
 def test_kill_9_of_a_rank_mid_iteration_ends_the_job_and_keeps_the_checkpoint(tmp_path):
     config = write_config(tmp_path)
-    job = start(RANKS, "fault", tmp_path, "train", "--config", str(config), "--out", "run.h5", env={"FAULT": "pause", "FAULT_RANK": "1"})
+    job = start(
+        RANKS,
+        "fault",
+        tmp_path,
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        "run.h5",
+        env={"FAULT": "pause", "FAULT_RANK": "1"},
+    )
     paused = tmp_path / "paused.1"
     wait_for(paused.exists, job, "rank 1 to reach the middle of iteration 2")
     killed = time.monotonic()
@@ -165,7 +198,8 @@ def test_kill_9_of_a_rank_mid_iteration_ends_the_job_and_keeps_the_checkpoint(tm
 
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.13])
 def test_kill_9_of_rank_0_at_any_moment_keeps_the_last_complete_iteration(tmp_path, reference, delay):
-    """Rank 0 killed at an arbitrary moment after its first write (maybe inside a write): the file holds whole iterations and resumes exactly.
+    """Rank 0 killed at an arbitrary moment after its first write (maybe inside a write): the file holds whole
+    iterations and resumes exactly.
 
     Every instant inside a write (each prefix of its pwrites, and torn ones) is covered in-process by
     tests/test_integrity.py::test_a_crash_at_any_point_of_a_write_leaves_a_complete_iteration.
@@ -173,7 +207,11 @@ def test_kill_9_of_rank_0_at_any_moment_keeps_the_last_complete_iteration(tmp_pa
     config = write_config(tmp_path, iterations=40)
     out = tmp_path / "run.h5"
     job = start(RANKS, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5")
-    wait_for(lambda: out.exists() and len(rank_pids(tmp_path)) == RANKS and read_raw(out)["attrs"]["iterations_done"] >= 1, job, "the first iteration on disk")
+    wait_for(
+        lambda: out.exists() and len(rank_pids(tmp_path)) == RANKS and read_raw(out)["attrs"]["iterations_done"] >= 1,
+        job,
+        "the first iteration on disk",
+    )
     time.sleep(delay)
     killed = time.monotonic()
     os.kill(rank_pids(tmp_path)[0], signal.SIGKILL)
@@ -184,7 +222,11 @@ def test_kill_9_of_rank_0_at_any_moment_keeps_the_last_complete_iteration(tmp_pa
     assert 1 <= done < 40
     assert not list(tmp_path.glob(".run.h5.*"))  # writes go into the file itself: nothing to clean up
 
-    code, output = run(RANKS, "cli", tmp_path, "train", "--resume", "run.h5", "--iterations", str(ITERATIONS)) if done < ITERATIONS else (0, "")
+    code, output = (
+        run(RANKS, "cli", tmp_path, "train", "--resume", "run.h5", "--iterations", str(ITERATIONS))
+        if done < ITERATIONS
+        else (0, "")
+    )
     assert code == 0, output
     reference_pool = read_pool(reference)
     resumed = read_pool(out)
@@ -194,7 +236,9 @@ def test_kill_9_of_rank_0_at_any_moment_keeps_the_last_complete_iteration(tmp_pa
 
 
 @pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_signal_to_the_launcher_finishes_the_iteration_then_stops_with_its_exit_code(tmp_path, reference, signum, expected):
+def test_signal_to_the_launcher_finishes_the_iteration_then_stops_with_its_exit_code(
+    tmp_path, reference, signum, expected
+):
     config = write_config(tmp_path)
     # As a SLURM job runs it: --resume-if-exists starts fresh here (no file yet) and resumes below.
     train = ("train", "--config", str(config), "--out", "run.h5", "--resume-if-exists")
@@ -220,14 +264,29 @@ def test_signal_to_the_launcher_finishes_the_iteration_then_stops_with_its_exit_
 
 def test_exception_in_one_ranks_episode_loop_ends_every_rank_with_one_message(tmp_path):
     config = write_config(tmp_path)
-    job = start(RANKS, "fault", tmp_path, "train", "--config", str(config), "--out", "run.h5", env={"FAULT": "raise", "FAULT_RANK": "1"})
+    job = start(
+        RANKS,
+        "fault",
+        tmp_path,
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        "run.h5",
+        env={"FAULT": "raise", "FAULT_RANK": "1"},
+    )
     raised = tmp_path / "raised.1"
     wait_for(raised.exists, job, "rank 1 to raise in iteration 2")
     failed = time.monotonic()
     code, output = finish(job)
     assert_job_ended(tmp_path, failed, output)
     assert code != 0
-    assert output.count("mpiswim: rank 1 failed: RuntimeError: injected failure inside rank 1's episode loop; aborting every rank") == 1
+    assert (
+        output.count(
+            "mpiswim: rank 1 failed: RuntimeError: injected failure inside rank 1's episode loop; aborting every rank"
+        )
+        == 1
+    )
     assert check_checkpoint(tmp_path / "run.h5").state.iteration == 1  # it failed in iteration 2
 
 
@@ -268,16 +327,32 @@ def test_unwritable_or_full_output_is_refused_before_training(tmp_path, small_di
     fill(small_disk)
     code, output = run(RANKS, "cli", tmp_path, "train", "--config", str(config), "--out", str(small_disk / "run.h5"))
     assert exit_codes(tmp_path, RANKS) == [2] * RANKS, output
-    assert output.count("cannot write the output file") == 1 and "No space left on device" in output and "free space" in output
+    assert (
+        output.count("cannot write the output file") == 1
+        and "No space left on device" in output
+        and "free space" in output
+    )
     assert "iteration " not in output  # refused before any training
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]  # no checkpoint, no temporary file left behind
 
 
 def test_a_full_disk_during_the_run_costs_nothing_the_rows_are_preallocated(tmp_path, small_disk, reference):
-    """The file's rows exist from the start (here all 4 planned), so a disk that fills up during the run does not stop it."""
+    """The file's rows exist from the start (here all 4 planned), so a disk that fills up during the run does not stop
+    it.
+    """
     config = write_config(tmp_path)
     out = small_disk / "run.h5"
-    job = start(RANKS, "fault", tmp_path, "train", "--config", str(config), "--out", str(out), env={"FAULT": "pause", "FAULT_RANK": "1", "FAULT_SECONDS": "2"})
+    job = start(
+        RANKS,
+        "fault",
+        tmp_path,
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        env={"FAULT": "pause", "FAULT_RANK": "1", "FAULT_SECONDS": "2"},
+    )
     wait_for((tmp_path / "paused.1").exists, job, "rank 1 to reach the middle of iteration 2")
     fill(small_disk)
     code, output = finish(job)
@@ -288,8 +363,12 @@ def test_a_full_disk_during_the_run_costs_nothing_the_rows_are_preallocated(tmp_
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "run.h5"]
 
 
-def test_a_failed_write_says_what_the_file_holds_and_advises_on_space_only_for_space(tmp_path, small_disk, reference, capsys):
-    """When a write does fail (the file has to grow on a full disk; an I/O error), rank 0 says what is really at the path."""
+def test_a_failed_write_says_what_the_file_holds_and_advises_on_space_only_for_space(
+    tmp_path, small_disk, reference, capsys
+):
+    """When a write does fail (the file has to grow on a full disk; an I/O error), rank 0 says what is really at the
+    path.
+    """
     one, two = (load_checkpoint(write_synthetic_checkpoint(tmp_path / f"{rows}.h5", rows=rows)) for rows in (1, 2))
     cfg = parse_config(one.config_toml, one.world_size)
     out = small_disk / "run.h5"
@@ -298,7 +377,9 @@ def test_a_failed_write_says_what_the_file_holds_and_advises_on_space_only_for_s
     state = two.state
     assert not write_checkpoint(writer, cfg, state, two.records)  # needs a bigger file: no room
     message = capsys.readouterr().err
-    assert "No space left on device" in message and f"'{out}' holds iterations 1..1" in message and "free space" in message, message
+    assert (
+        "No space left on device" in message and f"'{out}' holds iterations 1..1" in message and "free space" in message
+    ), message
     assert check_checkpoint(out).state.iteration == 1
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "run.h5"]  # the failed bigger copy was removed
 
@@ -308,7 +389,9 @@ def test_a_failed_write_says_what_the_file_holds_and_advises_on_space_only_for_s
     writer.append = broken_disk
     assert not write_checkpoint(writer, cfg, state, two.records)
     message = capsys.readouterr().err
-    assert "Input/output error" in message and "holds iterations 1..1" in message and "free space" not in message, message
+    assert "Input/output error" in message and "holds iterations 1..1" in message and "free space" not in message, (
+        message
+    )
     writer.close()
 
 
@@ -319,10 +402,22 @@ def test_resume_from_a_truncated_or_corrupted_checkpoint_is_refused_and_the_file
         offset = f["pool/scores"].id.get_offset() + 8
     corrupted.write_bytes(good[:offset] + b"\xa5" * 8 + good[offset + 8 :])
     before = sha256(corrupted)
-    code, output = run(RANKS, "cli", tmp_path, "train", "--config", str(write_config(tmp_path)), "--out", corrupted.name, "--resume-if-exists")
+    code, output = run(
+        RANKS,
+        "cli",
+        tmp_path,
+        "train",
+        "--config",
+        str(write_config(tmp_path)),
+        "--out",
+        corrupted.name,
+        "--resume-if-exists",
+    )
     assert exit_codes(tmp_path, RANKS) == [2] * RANKS, output
     assert output.count("mpiswim:") == 1 and "Traceback" not in output
-    assert "corrupted.h5" in output and "do not match the commit record's digest" in output and "Fix:" in output  # only the checksums show this change
+    assert (
+        "corrupted.h5" in output and "do not match the commit record's digest" in output and "Fix:" in output
+    )  # only the checksums show this change
     assert sha256(corrupted) == before
 
     truncated = tmp_path / "truncated.h5"  # the same refusal, on rank 0 alone (prepare), for a truncated file
@@ -343,25 +438,37 @@ def test_any_damaged_byte_range_is_refused_or_harmless(tmp_path, reference):
         except CheckpointError:
             continue
         assert np.array_equal(pack_agent(loaded.state.agent), pack_agent(original.state.agent)), offset
-        assert loaded.config_toml == original.config_toml and [r.winner for r in loaded.records] == [r.winner for r in original.records], offset
+        assert loaded.config_toml == original.config_toml and [r.winner for r in loaded.records] == [
+            r.winner for r in original.records
+        ], offset
 
 
 def test_resume_with_another_config_is_refused_saying_what_differs(tmp_path, reference):
     shutil.copy(reference, tmp_path / "run.h5")
     before = sha256(tmp_path / "run.h5")
     changed = write_config(tmp_path, alpha="[1e-4, 1e-3]", name="changed.toml", T="T = 50")
-    code, output = run(RANKS, "cli", tmp_path, "train", "--config", str(changed), "--out", "run.h5", "--resume-if-exists")
+    code, output = run(
+        RANKS, "cli", tmp_path, "train", "--config", str(changed), "--out", "run.h5", "--resume-if-exists"
+    )
     assert exit_codes(tmp_path, RANKS) == [2] * RANKS, output
     assert output.count("mpiswim:") == 1 and "Traceback" not in output
     assert "[env] T is 40 in the checkpoint but 50 in the config" in output and "[ranks] alpha" in output
     assert sha256(tmp_path / "run.h5") == before
-    # (a different number of ranks: tests/test_mpi.py::test_existing_output_is_not_overwritten_and_resume_needs_same_ranks)
+    # (a different number of ranks:
+    # tests/test_mpi.py::test_existing_output_is_not_overwritten_and_resume_needs_same_ranks)
 
 
 def test_only_the_iteration_count_may_change_on_resume(tmp_path, reference):
     shutil.copy(reference, tmp_path / "run.h5")
     longer = write_config(tmp_path, iterations=ITERATIONS + 3, name="longer.toml")
-    args = Namespace(config=str(longer), out=str(tmp_path / "run.h5"), resume=None, resume_if_exists=True, iterations=None, force=False)
+    args = Namespace(
+        config=str(longer),
+        out=str(tmp_path / "run.h5"),
+        resume=None,
+        resume_if_exists=True,
+        iterations=None,
+        force=False,
+    )
     setup, records, writer = prepare(args, RANKS)
     writer.close()
     assert setup.cfg.iterations == ITERATIONS + 3 and setup.state.iteration == len(records) == ITERATIONS
@@ -378,7 +485,10 @@ def test_check_command_prints_one_ok_line_or_names_the_problem(tmp_path, referen
     result = subprocess.run([*command, str(reference)], capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK: ") and result.stdout.count("\n") == 1
-    assert f"{RANKS} ranks, {ITERATIONS} of {ITERATIONS} iterations" in result.stdout and "checksum verified" in result.stdout
+    assert (
+        f"{RANKS} ranks, {ITERATIONS} of {ITERATIONS} iterations" in result.stdout
+        and "checksum verified" in result.stdout
+    )
 
     broken = tmp_path / "broken.h5"  # a file with valid checksums whose iteration 2 names the wrong winner
     checkpoint = load_checkpoint(reference)
@@ -390,11 +500,16 @@ def test_check_command_prints_one_ok_line_or_names_the_problem(tmp_path, referen
     assert "/pool/winner[1]" in result.stderr and "Fix:" in result.stderr and result.stderr.count("\n") == 1
 
 
-OLD_RESULT = Path(__file__).parents[1] / "results" / "default-mean-0.h5"  # format_version 1 (4 ranks, 120 iterations), written 2026-11-25
+OLD_RESULT = (
+    Path(__file__).parents[1] / "results" / "default-mean-0.h5"
+)  # format_version 1 (4 ranks, 120 iterations), written 2026-11-25
 
 
 def test_format_version_1_files_still_load_with_or_without_their_checksum(tmp_path):
-    """The committed results (format_version 1, rewritten whole every iteration) read as before, also those from before the checksum."""
+    """The committed results (format_version 1, rewritten whole every iteration) read as before, also those from before
+    the
+    checksum.
+    """
     assert h5py.File(OLD_RESULT, "r", locking=False).attrs["format_version"] == 1
     old = check_checkpoint(OLD_RESULT)
     assert old.state.iteration == len(old.records) > 0 and "checksum verified" in checkpoint_summary(OLD_RESULT, old)
@@ -410,7 +525,9 @@ def test_a_resumed_version_1_file_becomes_version_2_with_the_same_numbers(tmp_pa
     copy = tmp_path / "old.h5"
     shutil.copy(OLD_RESULT, copy)
     old = load_checkpoint(OLD_RESULT)
-    code, output = run(old.world_size, "cli", tmp_path, "train", "--resume", str(copy), "--iterations", str(old.state.iteration + 1))
+    code, output = run(
+        old.world_size, "cli", tmp_path, "train", "--resume", str(copy), "--iterations", str(old.state.iteration + 1)
+    )
     assert code == 0, output
     new = check_checkpoint(copy)
     assert new.attrs["format_version"] == 2 and new.state.iteration == old.state.iteration + 1

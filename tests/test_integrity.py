@@ -52,7 +52,9 @@ def test_a_second_job_on_the_same_out_exits_2_naming_the_holder_and_the_first_ru
         folder.mkdir()
         started = time.monotonic()
         code, output = run(RANKS, "cli", folder, "train", *second_args)
-        print(f"second job {second_args[-1]}: exit {code} after {time.monotonic() - started:.1f} s")  # shown by pytest -s
+        print(
+            f"second job {second_args[-1]}: exit {code} after {time.monotonic() - started:.1f} s"
+        )  # shown by pytest -s
         assert time.monotonic() - started < 30, output
         assert exit_codes(folder, RANKS) == [2] * RANKS, output
         assert output.count("is being written by a job on host") == 1 and f"PID {holder_pid}, started" in output, output
@@ -72,7 +74,11 @@ def test_a_link_planted_at_the_old_temporary_name_is_never_followed(tmp_path):
     for name in (".run.h5.tmp", ".run.h5.probe"):
         (tmp_path / name).symlink_to(victim)
     config = write_config(tmp_path)
-    for args in (("--out", "run.h5"), ("--out", "run.h5", "--force"), ("--out", "run.h5", "--resume-if-exists", "--iterations", "6")):
+    for args in (
+        ("--out", "run.h5"),
+        ("--out", "run.h5", "--force"),
+        ("--out", "run.h5", "--resume-if-exists", "--iterations", "6"),
+    ):
         code, output = run(RANKS, "cli", tmp_path, "train", "--config", str(config), *args)
         assert code == 0, output
     assert victim.read_text() == "precious" and (tmp_path / ".run.h5.tmp").resolve() == victim
@@ -98,11 +104,15 @@ def test_a_huge_iteration_count_preallocates_a_bounded_file(tmp_path):
     config = write_config(tmp_path)
     for iterations in (10_000_000, 1_000_000_000):
         out = tmp_path / f"huge-{iterations}.h5"
-        args = Namespace(config=str(config), out=str(out), resume=None, iterations=iterations, force=False, resume_if_exists=False)
+        args = Namespace(
+            config=str(config), out=str(out), resume=None, iterations=iterations, force=False, resume_if_exists=False
+        )
         setup, records, writer = prepare(args, RANKS)
         writer.close()
         print(f"--iterations {iterations}: a file of {out.stat().st_size / 1e6:.1f} MB")  # shown by pytest -s
-        assert out.stat().st_size < INITIAL_BYTES + 2_000_000, out.stat().st_size  # rows for a part of the run, not all of it
+        assert out.stat().st_size < INITIAL_BYTES + 2_000_000, (
+            out.stat().st_size
+        )  # rows for a part of the run, not all of it
         assert read_raw(out)["attrs"]["iterations_planned"] == iterations
 
 
@@ -128,7 +138,9 @@ def test_a_bad_out_is_refused_before_training_naming_it(tmp_path):
     config = write_config(tmp_path)
     for kind, (out, words, force) in bad_outs(tmp_path).items():
         before = {p: sha256(p) for p in tmp_path.iterdir() if p.is_file() and not p.is_symlink()}
-        args = Namespace(config=str(config), out=str(out), resume=None, iterations=None, force=force, resume_if_exists=False)
+        args = Namespace(
+            config=str(config), out=str(out), resume=None, iterations=None, force=force, resume_if_exists=False
+        )
         with pytest.raises(InputError, match=words) as refused:
             prepare(args, RANKS)
         assert str(out) in str(refused.value) and "Fix:" in str(refused.value), kind
@@ -137,7 +149,9 @@ def test_a_bad_out_is_refused_before_training_naming_it(tmp_path):
 
 def test_an_existing_directory_as_out_exits_2_on_every_rank_before_training(tmp_path):
     (tmp_path / "a-folder").mkdir()
-    code, output = run(RANKS, "cli", tmp_path, "train", "--config", str(write_config(tmp_path)), "--out", "a-folder", "--force")
+    code, output = run(
+        RANKS, "cli", tmp_path, "train", "--config", str(write_config(tmp_path)), "--out", "a-folder", "--force"
+    )
     assert exit_codes(tmp_path, RANKS) == [2] * RANKS, output
     assert output.count("is a directory") == 1 and "iteration" not in output and "free space" not in output
 
@@ -146,14 +160,22 @@ def test_resume_into_another_file_continues_there_and_leaves_the_source_untouche
     source = tmp_path / "source.h5"
     source.write_bytes(reference.read_bytes())
     before = sha256(source)
-    code, output = run(RANKS, "cli", tmp_path, "train", "--resume", str(source), "--out", "branch.h5", "--iterations", "6")
+    code, output = run(
+        RANKS, "cli", tmp_path, "train", "--resume", str(source), "--out", "branch.h5", "--iterations", "6"
+    )
     assert code == 0, output
     assert sha256(source) == before
     branch = check_checkpoint(tmp_path / "branch.h5")
     assert branch.state.iteration == 6 and branch.iterations_planned == 6
-    np.testing.assert_array_equal(read_pool(tmp_path / "branch.h5")["pool/scores"][:4], read_pool(reference)["pool/scores"])
-    code, output = run(RANKS, "cli", tmp_path, "train", "--resume", str(source), "--out", "branch.h5", "--iterations", "8")
-    assert exit_codes(tmp_path, RANKS) == [2] * RANKS and "already exists" in output, output  # the branch is not replaced without --force
+    np.testing.assert_array_equal(
+        read_pool(tmp_path / "branch.h5")["pool/scores"][:4], read_pool(reference)["pool/scores"]
+    )
+    code, output = run(
+        RANKS, "cli", tmp_path, "train", "--resume", str(source), "--out", "branch.h5", "--iterations", "8"
+    )
+    assert exit_codes(tmp_path, RANKS) == [2] * RANKS and "already exists" in output, (
+        output
+    )  # the branch is not replaced without --force
 
 
 # --- 7. a write interrupted anywhere; the cost of a write ------------------------------
@@ -240,7 +262,18 @@ def test_the_bytes_written_per_iteration_do_not_grow_with_the_run(tmp_path, monk
 
 def test_planned_work_a_week_warning_and_the_first_ctrl_c_are_told(tmp_path):
     out = tmp_path / "run.h5"
-    job = start(RANKS, "cli", tmp_path, "train", "--config", str(write_config(tmp_path)), "--out", str(out), "--iterations", "1000000000")
+    job = start(
+        RANKS,
+        "cli",
+        tmp_path,
+        "train",
+        "--config",
+        str(write_config(tmp_path)),
+        "--out",
+        str(out),
+        "--iterations",
+        "1000000000",
+    )
     wait_for(lambda: out.exists() and read_raw(out)["attrs"]["iterations_done"] >= 3, job, "three iterations")
     job.send_signal(signal.SIGINT)
     code, output = finish(job)

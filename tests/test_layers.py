@@ -35,7 +35,9 @@ LAYERS = (
 
 
 def imported_modules(path: Path) -> set[str]:
-    """The mpiswim modules a file imports anywhere in it (`from mpiswim.x import`, `from mpiswim import x`, `import mpiswim.x`)."""
+    """The mpiswim modules a file imports anywhere in it (`from mpiswim.x import`, `from mpiswim import x`, `import
+    mpiswim.x`).
+    """
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mpiswim"):
@@ -50,7 +52,9 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_every_module_has_a_layer():
     modules = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
-    assert modules == set(LAYERS), f"add {sorted(modules - set(LAYERS))} to LAYERS, or remove {sorted(set(LAYERS) - modules)}"
+    assert modules == set(LAYERS), (
+        f"add {sorted(modules - set(LAYERS))} to LAYERS, or remove {sorted(set(LAYERS) - modules)}"
+    )
 
 
 def test_no_module_imports_one_above_it():
@@ -64,5 +68,7 @@ def test_no_module_imports_one_above_it():
 
 def test_the_check_sees_lazy_imports(tmp_path):
     sample = tmp_path / "sample.py"
-    sample.write_text("import mpiswim.pool\n\ndef f():\n    from mpiswim import train\n    from mpiswim.cli import main\n")
+    sample.write_text(
+        "import mpiswim.pool\n\ndef f():\n    from mpiswim import train\n    from mpiswim.cli import main\n"
+    )
     assert imported_modules(sample) == {"pool", "train", "cli"}

@@ -29,7 +29,9 @@ def beta_log_pdf(x: float, a: float, b: float) -> float:
     return (a - 1) * math.log(x) + (b - 1) * math.log(1 - x) + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
 
 
-def reference_direction(theta_block: np.ndarray, phi: np.ndarray, x: np.ndarray, rule: str, eps: float = 1e-6) -> np.ndarray:
+def reference_direction(
+    theta_block: np.ndarray, phi: np.ndarray, x: np.ndarray, rule: str, eps: float = 1e-6
+) -> np.ndarray:
     """(2, A, F) direction by central finite differences, one weight at a time."""
 
     def per_dimension(theta: np.ndarray) -> np.ndarray:
@@ -56,15 +58,21 @@ def random_episode(rng: np.random.Generator, length: int) -> Trajectory:
     trajectory.phis[:] = np.column_stack([np.ones(T), observations])
     trajectory.blocks[:] = [active_block(obs, sign_weights(OBS_DIM)) for obs in observations]
     trajectory.blocks[:length:2] = trajectory.blocks[0]  # revisit a block, so updates accumulate
-    trajectory.phis[:length:2, 1:] = np.where(observations[:1] > 0, np.abs(observations[:length:2]), -np.abs(observations[:length:2]))
+    trajectory.phis[:length:2, 1:] = np.where(
+        observations[:1] > 0, np.abs(observations[:length:2]), -np.abs(observations[:length:2])
+    )
     trajectory.xs[:] = rng.uniform(0.05, 0.95, size=(T, ACTION_DIM))
     trajectory.rewards[:] = rng.normal(size=T)
     trajectory.length = length
     return trajectory
 
 
-def reference_update(agent: Agent, trajectory: Trajectory, alpha: float, eta: float, gamma: float, rule: str, time_feature: bool = False) -> Agent:
-    """The seed run's update as docs/design.md describes it, step by step; time_feature appends (T - t) / T to the baseline's inputs."""
+def reference_update(
+    agent: Agent, trajectory: Trajectory, alpha: float, eta: float, gamma: float, rule: str, time_feature: bool = False
+) -> Agent:
+    """The seed run's update as docs/design.md describes it, step by step; time_feature appends (T - t) / T to the
+    baseline's inputs.
+    """
     n = trajectory.length
     blocks, phis, xs, rewards = trajectory.blocks[:n], trajectory.phis[:n], trajectory.xs[:n], trajectory.rewards[:n]
     if time_feature:
@@ -96,9 +104,20 @@ def random_agent(rng: np.random.Generator, time_feature: bool = False) -> Agent:
 BASE_CONFIG = parse_config(DEFAULT_CONFIG, 1)
 
 
-def update_agent(agent: Agent, trajectory: Trajectory, alpha: float, eta: float, gamma: float, rule: str, time_feature: bool = False, **options) -> Agent:
+def update_agent(
+    agent: Agent,
+    trajectory: Trajectory,
+    alpha: float,
+    eta: float,
+    gamma: float,
+    rule: str,
+    time_feature: bool = False,
+    **options,
+) -> Agent:
     """mpiswim's update with the config that holds these settings (options: other Config fields)."""
-    cfg = dataclasses.replace(BASE_CONFIG, gamma=gamma, update=rule, baseline="state-time" if time_feature else "state", **options)
+    cfg = dataclasses.replace(
+        BASE_CONFIG, gamma=gamma, update=rule, baseline="state-time" if time_feature else "state", **options
+    )
     return learn_update_agent(agent, trajectory, alpha, eta, cfg)
 
 
@@ -121,7 +140,9 @@ def test_tanh_density_steps_stay_finite_for_huge_shapes():
     zero gradient element, NaN, and every branch of the pool broke. That element now takes no step."""
     log_shapes = np.array([[33.64013918163503, 44.034467914233545], [49.64266794789168, 47.940094743819806]])
     x = np.array([1.1225094783957707e-07, 0.01973117777180852])
-    direction = np.asarray(jitted_direction(jnp.asarray(log_shapes[:, :, None]), jnp.ones(1), jnp.asarray(x), "tanh-density"))
+    direction = np.asarray(
+        jitted_direction(jnp.asarray(log_shapes[:, :, None]), jnp.ones(1), jnp.asarray(x), "tanh-density")
+    )
     assert np.isfinite(direction).all()
     assert np.all(np.abs(direction) <= 1.0)
 
@@ -130,7 +151,9 @@ def test_unit_density_rows_have_unit_length():
     rng = np.random.default_rng(1)
     theta = rng.normal(size=(2, ACTION_DIM, OBS_DIM + 1))
     phi = np.concatenate([[1.0], rng.normal(size=OBS_DIM)])
-    direction = np.asarray(jitted_direction(jnp.asarray(theta), jnp.asarray(phi), jnp.asarray([0.3, 0.8]), "unit-density"))
+    direction = np.asarray(
+        jitted_direction(jnp.asarray(theta), jnp.asarray(phi), jnp.asarray([0.3, 0.8]), "unit-density")
+    )
     np.testing.assert_allclose(np.linalg.norm(direction, axis=-1), 1.0)
 
 
@@ -155,7 +178,9 @@ def test_time_baseline_sees_the_fraction_of_steps_left(length):
     assert agent.baseline.shape == (2**OBS_DIM, OBS_DIM + 2)
     trajectory = random_episode(rng, length=length)
     updated = update_agent(agent, trajectory, alpha=1e-2, eta=1e-2, gamma=1.0, rule="log-density", time_feature=True)
-    expected = reference_update(agent, trajectory, alpha=1e-2, eta=1e-2, gamma=1.0, rule="log-density", time_feature=True)
+    expected = reference_update(
+        agent, trajectory, alpha=1e-2, eta=1e-2, gamma=1.0, rule="log-density", time_feature=True
+    )
     np.testing.assert_allclose(updated.policy, expected.policy, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(updated.baseline, expected.baseline, rtol=1e-12, atol=1e-12)
     assert not np.array_equal(updated.baseline[:, -1], agent.baseline[:, -1])  # the time weight learns
@@ -165,7 +190,9 @@ def test_padding_beyond_the_episode_length_is_ignored():
     rng = np.random.default_rng(3)
     agent = random_agent(rng)
     short = random_episode(rng, length=7)
-    garbage = Trajectory(short.blocks.copy(), short.phis.copy(), short.observations.copy(), short.xs.copy(), short.rewards.copy(), 7)
+    garbage = Trajectory(
+        short.blocks.copy(), short.phis.copy(), short.observations.copy(), short.xs.copy(), short.rewards.copy(), 7
+    )
     garbage.rewards[7:] = 1e6
     garbage.phis[7:] = 99.0
     a = update_agent(agent, short, 1e-2, 1e-2, 1.0, "unit-density")
@@ -208,7 +235,9 @@ def test_the_update_compiles_once_for_every_episode_length():
 
 @pytest.mark.parametrize("rule", ["unit-density", "log-density"])
 def test_near_deterministic_policies_still_get_finite_steps(rule):
-    """Regression: the seed config reached log shapes near -75 by iteration 58; jax.scipy's betaln gives NaN gradients there."""
+    """Regression: the seed config reached log shapes near -75 by iteration 58; jax.scipy's betaln gives NaN gradients
+    there.
+    """
     theta = np.zeros((2, ACTION_DIM, OBS_DIM + 1))
     theta[..., 0] = [[-71.06, -74.84], [-76.07, -71.64]]  # bias weights: the log shapes at this phi
     phi = np.array([1.0, 0.5, -0.3, 0.2])
@@ -217,13 +246,20 @@ def test_near_deterministic_policies_still_get_finite_steps(rule):
     assert np.isfinite(direction).all()
     if rule == "unit-density":
         np.testing.assert_allclose(np.linalg.norm(direction, axis=-1), 1.0)
-        np.testing.assert_allclose(direction, reference_direction(theta, phi, x, "log-density") / np.linalg.norm(reference_direction(theta, phi, x, "log-density"), axis=-1, keepdims=True), rtol=1e-5)
+        np.testing.assert_allclose(
+            direction,
+            reference_direction(theta, phi, x, "log-density")
+            / np.linalg.norm(reference_direction(theta, phi, x, "log-density"), axis=-1, keepdims=True),
+            rtol=1e-5,
+        )
 
 
 # --- the seed-faithful options ([policy] intercept, baseline_target, precision, normalisation, eta_travels) ---
 
 
-def seed_reference_update(agent: Agent, phis: np.ndarray, baseline_phis: np.ndarray, trajectory: Trajectory, alpha: float, eta: float) -> Agent:
+def seed_reference_update(
+    agent: Agent, phis: np.ndarray, baseline_phis: np.ndarray, trajectory: Trajectory, alpha: float, eta: float
+) -> Agent:
     """The seed library's REINFORCE step written out: one shared intercept (block 0's column 0), walking the episode
     backwards, the baseline's SGD step on (s_t, G_t) first and the target G_t minus the UPDATED estimate; every policy
     gradient at the pre-episode parameters, tanh of the density gradient (gamma = 1)."""
@@ -245,7 +281,11 @@ def seed_reference_update(agent: Agent, phis: np.ndarray, baseline_phis: np.ndar
         future += rewards[t]
         add(baseline, blocks[t], eta * (future - row(baseline, blocks[t]) @ baseline_phis[t]) * baseline_phis[t])
         target = future - row(baseline, blocks[t]) @ baseline_phis[t]
-        add(policy, blocks[t], alpha * target * reference_direction(row(agent.policy, blocks[t]), phis[t], xs[t], "tanh-density"))
+        add(
+            policy,
+            blocks[t],
+            alpha * target * reference_direction(row(agent.policy, blocks[t]), phis[t], xs[t], "tanh-density"),
+        )
     return Agent(policy, baseline)
 
 
@@ -291,7 +331,9 @@ def test_running_normalisation_recomputes_the_policy_features_and_walks_the_base
     agent.policy[:, ..., 1:] = rng.normal(scale=0.3, size=agent.policy[:, ..., 1:].shape)
     trajectory = random_episode(rng, length=9)
     trajectory.observations[:] = rng.normal(size=trajectory.observations.shape) * 3 + 1
-    observe_rows(agent.policy_scaler, rng.normal(size=(6, OBS_DIM)), refit_every, recency)  # the scaler as acting left it
+    observe_rows(
+        agent.policy_scaler, rng.normal(size=(6, OBS_DIM)), refit_every, recency
+    )  # the scaler as acting left it
     options = dict(SEED_OPTIONS, normalisation="running", refit_every=refit_every, horizon=horizon, recency=recency)
     updated = update_agent(agent, trajectory, 1e-2, 1e-2, 1.0, "tanh-density", **options)
 

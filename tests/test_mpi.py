@@ -76,7 +76,9 @@ def read_pool(path: Path) -> dict[str, np.ndarray]:
     raw = read_raw(path)
     data = {f"pool/{name}": values for name, values in raw["pool"].items()}
     for which in ("current", "best"):
-        for part, values in raw[which]._asdict().items():  # with the running scalers and a travelling eta when the config has them
+        for part, values in (
+            raw[which]._asdict().items()
+        ):  # with the running scalers and a travelling eta when the config has them
             data[f"agent/{which}/{part}"] = values
     data["iterations_done"] = raw["attrs"]["iterations_done"]
     return data
@@ -97,7 +99,8 @@ SEED_FAITHFUL = (
     TINY_CONFIG.replace("eta = 1e-3", "eta = [1e-3, 1e-2, 1e-1]")
     .replace(
         'update = "unit-density"\n',
-        'update = "tanh-density"\nintercept = "shared"\nnormalisation = "running"\nbaseline_target = "after-update"\nprecision = "float32"\neta_travels = true\n',
+        'update = "tanh-density"\nintercept = "shared"\nnormalisation = "running"\nbaseline_target = '
+        '"after-update"\nprecision = "float32"\neta_travels = true\n',
     )
     .replace("[ranks]", "[normalisation]\nrefit_every = 30\nhorizon = 90\n\n[ranks]")
 )
@@ -105,7 +108,9 @@ SEED_FAITHFUL = (
 
 @pytest.mark.parametrize("config", [TINY_CONFIG, SEED_FAITHFUL], ids=["default", "seed-faithful"])
 def test_pool_iteration_picks_argmax_and_replaces_every_agent(tmp_path, config):
-    """The winner's whole agent reaches every rank: parameters, and with the seed-faithful options its scalers and eta."""
+    """The winner's whole agent reaches every rank: parameters, and with the seed-faithful options its scalers and
+    eta.
+    """
     (tmp_path / "config.toml").write_text(config.format(alpha="[1e-5, 1e-4, 1e-3]"))
     result = launch(3, "pool", tmp_path)
     assert result.returncode == 0, result.stderr
@@ -114,7 +119,10 @@ def test_pool_iteration_picks_argmax_and_replaces_every_agent(tmp_path, config):
 
 SEARCH_CONFIG = (
     TINY_CONFIG.replace("iterate_episodes = 2", 'learner = "random-search"\niterate_episodes = 4')
-    .replace('common_evaluation = false\nevaluation_action = "sample"', 'evaluation_action = "mean"\ncommon_evaluation = true')
+    .replace(
+        'common_evaluation = false\nevaluation_action = "sample"',
+        'evaluation_action = "mean"\ncommon_evaluation = true',
+    )
     .replace("eta = 1e-3", "[search]\nnoise = 0.1")
 )
 
@@ -192,15 +200,27 @@ def test_resumed_seed_faithful_run_equals_uninterrupted_run(tmp_path):
     The config differences come from --set, which the checkpoint stores in its config."""
     config = tmp_path / "seed.toml"
     config.write_text(SEED_FAITHFUL.format(alpha="[1e-4, 1e-3]").replace("[1e-3, 1e-2, 1e-1]", "[1e-3, 1e-2]"))
-    changes = ["--set", "run.iterations=4", "--set", "normalisation.refit_every=25", "--set", "normalisation.horizon=100"]
+    changes = [
+        "--set",
+        "run.iterations=4",
+        "--set",
+        "normalisation.refit_every=25",
+        "--set",
+        "normalisation.horizon=100",
+    ]
     straight = launch(2, "cli", tmp_path, "train", "--config", str(config), *changes, "--out", "straight.h5")
     assert straight.returncode == 0, straight.stderr
-    first = launch(2, "cli", tmp_path, "train", "--config", str(config), *changes, "--out", "resumed.h5", "--iterations", "2")
+    first = launch(
+        2, "cli", tmp_path, "train", "--config", str(config), *changes, "--out", "resumed.h5", "--iterations", "2"
+    )
     second = launch(2, "cli", tmp_path, "train", "--resume", "resumed.h5", "--iterations", "4")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     expected, actual = read_pool(tmp_path / "straight.h5"), read_pool(tmp_path / "resumed.h5")
     assert actual["iterations_done"] == 4
-    assert expected["agent/current/policy_scaler"].shape == (5, 18) and expected["agent/current/policy_scaler"][0, 0] == 4 * 4 * 40
+    assert (
+        expected["agent/current/policy_scaler"].shape == (5, 18)
+        and expected["agent/current/policy_scaler"][0, 0] == 4 * 4 * 40
+    )
     assert expected["agent/current/baseline_eta"][0] in (1e-3, 1e-2)
     for name, values in expected.items():
         if name != "pool/timings":
@@ -254,12 +274,24 @@ def test_existing_output_is_not_overwritten_and_resume_needs_same_ranks(tmp_path
     ],
 )
 def test_a_usage_error_under_mpiexec_is_printed_once(tmp_path, options, message):
-    """Every process finds the error before MPI starts; rank 0 (from the launcher's variables) says it, every process exits 2."""
+    """Every process finds the error before MPI starts; rank 0 (from the launcher's variables) says it, every process
+    exits
+    2.
+    """
     command = f"{shlex.quote(sys.executable)} -m mpiswim.cli train {shlex.join(options)}; echo $? > rc.$PMI_RANK"
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    result = subprocess.run([mpiexec(), "-n", "3", "sh", "-c", command], capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=tmp_path)
+    result = subprocess.run(
+        [mpiexec(), "-n", "3", "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+        cwd=tmp_path,
+    )
     assert exit_codes(tmp_path, 3) == [2, 2, 2], result.stderr
-    assert result.stderr.count(message) == 1 and result.stderr.count("mpiswim") <= 2, result.stderr  # argparse adds one usage line
+    assert result.stderr.count(message) == 1 and result.stderr.count("mpiswim") <= 2, (
+        result.stderr
+    )  # argparse adds one usage line
 
 
 def test_a_checkpoint_written_before_the_new_defaults_resumes_with_its_own_meaning(tmp_path, monkeypatch):
@@ -278,7 +310,11 @@ def test_a_checkpoint_written_before_the_new_defaults_resumes_with_its_own_meani
     assert straight.returncode == 0, straight.stderr
 
     # The old file: the same run before its first iteration, its stored text without the five keys.
-    left_out = [line for line in explicit.read_text().splitlines() if line.split(" = ")[0] not in {key for table in LEGACY_DEFAULTS.values() for key in table}]
+    left_out = [
+        line
+        for line in explicit.read_text().splitlines()
+        if line.split(" = ")[0] not in {key for table in LEGACY_DEFAULTS.values() for key in table}
+    ]
     cfg = parse_config(explicit.read_text(), 2)
     cfg = replace(cfg, toml_text="\n".join(left_out) + "\n")
     monkeypatch.setattr(checkpoint, "package_versions", lambda: {"mpiswim": "0.1.0"})
@@ -294,4 +330,10 @@ def test_a_checkpoint_written_before_the_new_defaults_resumes_with_its_own_meani
         if name != "pool/timings":
             np.testing.assert_array_equal(actual[name], values, err_msg=name)
     stored = checkpoint.load_checkpoint(tmp_path / "old.h5").config
-    assert (stored.features, stored.update, stored.baseline, stored.evaluation_action, stored.common_evaluation) == ("signed", "unit-density", "state", "sample", False)
+    assert (stored.features, stored.update, stored.baseline, stored.evaluation_action, stored.common_evaluation) == (
+        "signed",
+        "unit-density",
+        "state",
+        "sample",
+        False,
+    )

@@ -14,7 +14,9 @@ from mpiswim.normalise import COUNT, RUNNING, WEIGHT, new_scaler, observe, obser
 
 
 class LiteralScaler:
-    """RLAI's scaler: a history of rows, a weighted refit every refit_every rows, an unweighted partial fit in between."""
+    """RLAI's scaler: a history of rows, a weighted refit every refit_every rows, an unweighted partial fit in
+    between.
+    """
 
     def __init__(self, refit_every: int, horizon: int, recency: float):
         self.refit_every, self.horizon, self.recency = refit_every, horizon, recency
@@ -42,7 +44,9 @@ class LiteralScaler:
             self.var = (self.var * n + n / (n + 1) * (self.mean - x) ** 2) / (n + 1)
             self.weight, self.mean = n + 1, mean
         eps = np.finfo(float).eps  # scikit-learn's test for a constant feature, then for a tiny scale
-        std = np.where(self.var > self.weight * eps * self.var + (self.weight * self.mean * eps) ** 2, np.sqrt(self.var), 0.0)
+        std = np.where(
+            self.var > self.weight * eps * self.var + (self.weight * self.mean * eps) ** 2, np.sqrt(self.var), 0.0
+        )
         std[std < 10 * eps] = 1.0
         return (x - self.mean) / std
 
@@ -59,7 +63,11 @@ def drifting_observations(n: int, d: int, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize(("refit_every", "horizon", "recency"), [(50, 400, 0.99), (7, 7, 0.9), (100, 300, 1.0)])
 def test_the_scaler_scales_every_observation_as_the_seeds_library_did(refit_every, horizon, recency):
     observations = drifting_observations(2000, 4)
-    literal, state, scaled = LiteralScaler(refit_every, horizon, recency), new_scaler(4, refit_every, horizon), np.empty(4)
+    literal, state, scaled = (
+        LiteralScaler(refit_every, horizon, recency),
+        new_scaler(4, refit_every, horizon),
+        np.empty(4),
+    )
     for t, x in enumerate(observations):
         observe(state, x, refit_every, recency)
         transform(state, x, scaled)

@@ -88,7 +88,9 @@ def test_advance_keeps_the_best_winner_and_counts_without_mpi():
     state, fell_back = advance(state, np.array([1.0, 5.0]), 1, _agent(1.0), patience=0)
     assert (state.iteration, state.best_score, state.best_iteration, fell_back) == (1, 5.0, 0, False)
     assert np.all(state.agent.policy == 1.0) and np.all(state.best_agent.policy == 1.0)
-    state, _ = advance(state, np.array([4.0, 2.0]), 0, _agent(2.0), patience=0)  # a worse winner is promoted, not kept as best
+    state, _ = advance(
+        state, np.array([4.0, 2.0]), 0, _agent(2.0), patience=0
+    )  # a worse winner is promoted, not kept as best
     assert np.all(state.agent.policy == 2.0) and np.all(state.best_agent.policy == 1.0) and state.since_improvement == 1
     state, _ = advance(state, np.array([-np.inf, -np.inf]), None, state.agent, patience=0)
     assert state.degenerate_streak == 1 and state.best_score == 5.0 and np.all(state.agent.policy == 2.0)

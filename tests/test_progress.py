@@ -39,4 +39,6 @@ def test_a_terminal_gets_a_bar_redrawn_in_place(monkeypatch):
     monkeypatch.setattr(progress, "BAR_DELAY", 0.0)
     text = count(Terminal(), 5)
     assert text.startswith("\rrender run.gif:   0%|") and "0/5 [" in text  # tqdm's bar ...
-    assert text.endswith("\r") and text.split("\r")[-2].strip() == ""  # ... cleared at the end: the command's summary line follows
+    assert (
+        text.endswith("\r") and text.split("\r")[-2].strip() == ""
+    )  # ... cleared at the end: the command's summary line follows

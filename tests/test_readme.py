@@ -67,7 +67,9 @@ def make_run_instead(workdir: Path) -> str:
     shown = re.sub(r"\S*/(?=mpiexec |mpiswim )", "", train[0])  # .venv/bin/mpiexec -> mpiexec
     said = re.search(r"runs\s+`(mpiexec -n 4 mpiswim train --out\s+runs/default\.h5)`", README.read_text())
     assert said, "the README no longer says which command `make run` runs"
-    assert shown == " ".join(said.group(1).split()) + " --force", f"`make run` runs `{shown}`, the README says `{said.group(1)}`"
+    assert shown == " ".join(said.group(1).split()) + " --force", (
+        f"`make run` runs `{shown}`, the README says `{said.group(1)}`"
+    )
     result = bash(train[0] + " --iterations 2", workdir)
     assert (workdir / "runs/default.h5").is_file(), result.stdout
     return result.stdout
@@ -83,7 +85,9 @@ def cluster_job_instead(workdir: Path) -> str:
     """
     script = REPO / "slurm/pool.sbatch"
     bash(f"bash -n {shlex.quote(str(script))}", workdir, whose="the test's syntax check of slurm/pool.sbatch,")
-    submitted = re.findall(r'sbatch [^\n]*"\$repo/slurm/pool\.sbatch" \S+\.toml "\S+\.h5"', (REPO / "slurm/test_slurm.sh").read_text())
+    submitted = re.findall(
+        r'sbatch [^\n]*"\$repo/slurm/pool\.sbatch" \S+\.toml "\S+\.h5"', (REPO / "slurm/test_slurm.sh").read_text()
+    )
     assert submitted, "slurm/test_slurm.sh no longer submits slurm/pool.sbatch with a config and a checkpoint path"
     return ""
 
@@ -94,7 +98,8 @@ INSTEAD: dict[str, Callable[[Path], str] | str] = {
     "make run": make_run_instead,
     "make test": "CI itself: .ci/run runs `make test`, which runs this file",
     "module load openmpi": "no module system in CI; the site's MPI is the cluster's own",
-    "make venv EXTRAS=test,analysis MPI4PY_FROM_SOURCE=1": "a second 1.3 GB install; CI installs with the same `make venv` rule (through `make test`), with the MPI wheel",
+    "make venv EXTRAS=test,analysis MPI4PY_FROM_SOURCE=1": "a second 1.3 GB install; CI installs with the same `make "
+    "venv` rule (through `make test`), with the MPI wheel",
     "sbatch --ntasks=10 --time=8:00:00 slurm/pool.sbatch my.toml runs/my.h5": cluster_job_instead,
 }
 
@@ -146,7 +151,10 @@ def variants(command: str) -> list[str]:
     out = ["".join(texts)]
     for i, group in enumerate(groups):
         for alternative in group.split(" | "):
-            out.append("".join(text + (alternative.removesuffix("...") if j == i else "") for j, text in enumerate(texts[:-1])) + texts[-1])
+            out.append(
+                "".join(text + (alternative.removesuffix("...") if j == i else "") for j, text in enumerate(texts[:-1]))
+                + texts[-1]
+            )
     return [" ".join(c.split()) for c in out]
 
 
@@ -156,7 +164,11 @@ def readme_steps() -> list[tuple[str, str]]:
     for language, body in fenced_blocks(README.read_text()):
         if language in SHELL_LANGUAGES:
             for command in commands(body):
-                steps += [("shell", variant) for variant in variants(command)] if command not in INSTEAD else [("shell", command)]
+                steps += (
+                    [("shell", variant) for variant in variants(command)]
+                    if command not in INSTEAD
+                    else [("shell", command)]
+                )
         elif language == "python":
             steps.append(("python", body))
     return steps
@@ -168,11 +180,22 @@ STEPS = readme_steps()
 # --- running ------------------------------------------------------------------------------
 
 
-def bash(command: str, workdir: Path, check: bool = True, whose: str = "the README's", **extra: str) -> subprocess.CompletedProcess:
+def bash(
+    command: str, workdir: Path, check: bool = True, whose: str = "the README's", **extra: str
+) -> subprocess.CompletedProcess:
     """Run `command` with bash in `workdir` (its own session: killed whole at the timeout)."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", **extra)
     env.pop("VIRTUAL_ENV", None)
-    job = subprocess.Popen(["bash", "-c", command], cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    job = subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = job.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -183,13 +206,20 @@ def bash(command: str, workdir: Path, check: bool = True, whose: str = "the READ
     if check and job.returncode != 0:
         pytest.fail(
             f"{whose} `{command}` exits with code {job.returncode} in {workdir}:\n{output}\n"
-            "Fix the README or the command; if CI cannot run it, add it to INSTEAD in tests/test_readme.py with what CI runs instead."
+            "Fix the README or the command; if CI cannot run it, add it to INSTEAD in tests/test_readme.py with what "
+            "CI runs instead."
         )
     return result
 
 
 def info(path: Path) -> dict:
-    return json.loads(bash(f"{VENV}/bin/mpiswim info {shlex.quote(str(path))} --json", path.parent, whose="the test's own look at the run,").stdout)
+    return json.loads(
+        bash(
+            f"{VENV}/bin/mpiswim info {shlex.quote(str(path))} --json",
+            path.parent,
+            whose="the test's own look at the run,",
+        ).stdout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +228,11 @@ def project(tmp_path_factory) -> dict:
     workdir = tmp_path_factory.mktemp("newcomer")
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy2(REPO / name, workdir / name)  # keeps the time stamp, so make sees the venv as up to date
-    for name in ("configs", "analysis", "slurm"):  # what the README's commands name: configs, analysis/two_runs.py, slurm/
+    for name in (
+        "configs",
+        "analysis",
+        "slurm",
+    ):  # what the README's commands name: configs, analysis/two_runs.py, slurm/
         shutil.copytree(REPO / name, workdir / name)
     (workdir / ".venv").symlink_to(VENV)
     return {"dir": workdir, "prelude": ""}
@@ -276,7 +310,9 @@ def plots(folder: str, *names: str) -> Callable:
 
 
 def film(workdir: Path, output: str, before: dict) -> None:
-    """`--steps 300` into a .gif keeps every 2nd step: the start and 150 steps, as many frames as render says it wrote."""
+    """`--steps 300` into a .gif keeps every 2nd step: the start and 150 steps, as many frames as render says it
+    wrote.
+    """
     from PIL import Image
 
     said = re.search(r"(\d+) frames", output)
@@ -297,7 +333,10 @@ CHECKS: list[tuple[str, Callable]] = [
     (r"mpiswim evaluate runs/default\.h5 .*", text_says("mean return")),
     (r"mpiswim analyze runs/default\.h5 --out plots", plots("plots", "learning_curve.png", "wins.png", "timings.png")),
     (r"mpiswim render runs/default\.h5 --out swimmer\.gif --steps 300", film),
-    (r"python analysis/two_runs\.py runs/default\.h5 runs/swimmer-default\.h5 --out two_runs\.png", plots(".", "two_runs.png")),
+    (
+        r"python analysis/two_runs\.py runs/default\.h5 runs/swimmer-default\.h5 --out two_runs\.png",
+        plots(".", "two_runs.png"),
+    ),
 ]
 
 
@@ -307,7 +346,11 @@ CHECKS: list[tuple[str, Callable]] = [
 def test_every_fenced_block_says_what_it_is():
     """An untagged block would escape the test: its commands would be neither run nor listed."""
     blocks = fenced_blocks(README.read_text())
-    untagged = [body.splitlines()[0] for language, body in blocks if language not in SHELL_LANGUAGES | NOT_RUN_LANGUAGES | {"python"}]
+    untagged = [
+        body.splitlines()[0]
+        for language, body in blocks
+        if language not in SHELL_LANGUAGES | NOT_RUN_LANGUAGES | {"python"}
+    ]
     assert not untagged, f"README blocks without a known language tag (bash, python or toml): {untagged}"
     assert sum(kind == "shell" for kind, _ in STEPS) >= 10, STEPS
 
@@ -327,7 +370,9 @@ def test_readme_step(project, kind, text):
         if importlib.util.find_spec("pandas") is None:
             (workdir / "standin").mkdir(exist_ok=True)
             (workdir / "standin/pandas.py").write_text(PANDAS_STANDIN)
-            extra["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workdir / "standin"), os.environ.get("PYTHONPATH")]))
+            extra["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(workdir / "standin"), os.environ.get("PYTHONPATH")])
+            )
         bash(f"{project['prelude']}python readme_block.py", workdir, **extra)
         return
     instead = INSTEAD.get(text)

@@ -23,15 +23,27 @@ def synthetic(tmp_path_factory) -> Path:
 def test_iteration_selects_a_stored_agent_and_refuses_the_others(synthetic):
     best = render.load_agent(synthetic)
     assert (best.iteration, best.kind, best.score) == (BEST_ROW + 1, "best", BEST[-1])
-    assert np.all(best.agent.policy == BEST_MARK) and (best.env_id, best.features, best.T) == ("Swimmer-v5", "signed", 500)
+    assert np.all(best.agent.policy == BEST_MARK) and (best.env_id, best.features, best.T) == (
+        "Swimmer-v5",
+        "signed",
+        500,
+    )
     last = render.load_agent(synthetic, 6)
     assert last.kind == "last" and np.all(last.agent.policy == CURRENT_MARK) and last.score == 4.0
     initial = render.load_agent(synthetic, 0)
-    assert initial.kind == "initial" and not initial.agent.policy.any() and initial.agent.policy.shape == best.agent.policy.shape
-    with pytest.raises(AnalysisError, match=r"does not store the agent of iteration 3.*Fix: use --iteration 0 or 5 or 6"):
+    assert (
+        initial.kind == "initial"
+        and not initial.agent.policy.any()
+        and initial.agent.policy.shape == best.agent.policy.shape
+    )
+    with pytest.raises(
+        AnalysisError, match=r"does not store the agent of iteration 3.*Fix: use --iteration 0 or 5 or 6"
+    ):
         render.load_agent(synthetic, 3)
     for k in (7, -1):
-        with pytest.raises(AnalysisError, match=rf"--iteration {k} is out of range: '.*synthetic.h5' has iterations 1..6"):
+        with pytest.raises(
+            AnalysisError, match=rf"--iteration {k} is out of range: '.*synthetic.h5' has iterations 1..6"
+        ):
             render.load_agent(synthetic, k)
 
 
@@ -62,9 +74,13 @@ def test_frames_are_not_blank_and_the_body_moves():
         assert frame.std() > 20 and len(np.unique(frame.reshape(-1, 3), axis=0)) > 50  # not blank, not one colour
         assert is_body(frame).sum() > 100  # the swimmer is in the picture
     masks = [is_body(f) for f in frames]
-    assert all((a ^ b).sum() > 20 for a, b in zip(masks, masks[1:], strict=False))  # its shape on screen changes every frame
+    assert all(
+        (a ^ b).sum() > 20 for a, b in zip(masks, masks[1:], strict=False)
+    )  # its shape on screen changes every frame
     assert len({tuple(np.round(p, 6)) for p in positions}) == len(frames)  # and its centre of mass moves
-    assert np.array_equal(film.start, positions[0]) and film.distance == pytest.approx(np.linalg.norm(positions[-1] - positions[0]))
+    assert np.array_equal(film.start, positions[0]) and film.distance == pytest.approx(
+        np.linalg.norm(positions[-1] - positions[0])
+    )
 
 
 # imageio-ffmpeg starts ffmpeg with fork + exec; JAX (imported by other tests) warns about any fork.
@@ -75,16 +91,38 @@ def test_render_writes_a_gif_and_an_mp4(synthetic, tmp_path, capsys):
     gif = tmp_path / "swimmer.gif"
     assert main(["render", str(synthetic), "--out", str(gif), "--steps", "8", "--size", "96x64"]) == 0
     with Image.open(gif) as image:
-        assert image.size == (96, 64) and image.n_frames == 5 and image.info["duration"] == 80  # every 2nd step of 0.04 s
+        assert (
+            image.size == (96, 64) and image.n_frames == 5 and image.info["duration"] == 80
+        )  # every 2nd step of 0.04 s
         image.seek(4)
         assert np.asarray(image.convert("RGB")).std() > 20
     printed = capsys.readouterr().out
-    assert "the best agent (after iteration 5, score 7.00 in the run)" in printed and "sample actions" in printed  # as the run evaluated
+    assert (
+        "the best agent (after iteration 5, score 7.00 in the run)" in printed and "sample actions" in printed
+    )  # as the run evaluated
 
     import imageio_ffmpeg
 
     mp4 = tmp_path / "swimmer.mp4"
-    assert main(["render", str(synthetic), "--out", str(mp4), "--iteration", "0", "--steps", "6", "--size", "96x64", "--action", "mean"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(synthetic),
+                "--out",
+                str(mp4),
+                "--iteration",
+                "0",
+                "--steps",
+                "6",
+                "--size",
+                "96x64",
+                "--action",
+                "mean",
+            ]
+        )
+        == 0
+    )
     reader = imageio_ffmpeg.read_frames(str(mp4))
     meta = next(reader)
     frames = [np.frombuffer(f, np.uint8).reshape(64, 96, 3) for f in reader]
@@ -162,7 +200,9 @@ def test_render_shows_its_progress_in_a_log(synthetic, tmp_path, capsys, monkeyp
     from mpiswim import progress
 
     monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)  # a line at every update, as a long render gives one every 10 s
-    assert main(["render", str(synthetic), "--out", str(tmp_path / "swimmer.gif"), "--steps", "8", "--size", "48x32"]) == 0
+    assert (
+        main(["render", str(synthetic), "--out", str(tmp_path / "swimmer.gif"), "--steps", "8", "--size", "48x32"]) == 0
+    )
     lines = capsys.readouterr().err.splitlines()
     assert lines[-1].startswith("render swimmer.gif: 8/8 steps (100%)"), lines
     assert all(line.startswith("render swimmer.gif: ") and "\r" not in line for line in lines)

@@ -60,10 +60,14 @@ def test_nudge_moves_the_mean_action_and_keeps_the_concentration():
     agent = Agent(rng.normal(size=(1, 2, 2, 9)), rng.normal(size=(1, 10)))
     delta = rng.normal(size=direction_shape(agent))
     moved = nudge(agent, delta, 0.5)
-    np.testing.assert_allclose(moved.policy[:, 0] + moved.policy[:, 1], agent.policy[:, 0] + agent.policy[:, 1])  # log a + log b
+    np.testing.assert_allclose(
+        moved.policy[:, 0] + moved.policy[:, 1], agent.policy[:, 0] + agent.policy[:, 1]
+    )  # log a + log b
     np.testing.assert_allclose(moved.policy[:, 0] - agent.policy[:, 0], 0.5 * delta)
     phi = np.concatenate([[1.0], rng.normal(size=8)])
-    assert not np.allclose(beta_mean(moved.policy[0].reshape(4, 9) @ phi), beta_mean(agent.policy[0].reshape(4, 9) @ phi))
+    assert not np.allclose(
+        beta_mean(moved.policy[0].reshape(4, 9) @ phi), beta_mean(agent.policy[0].reshape(4, 9) @ phi)
+    )
     np.testing.assert_array_equal(agent.policy, nudge(agent, delta, 0.0).policy)
     assert moved.baseline is agent.baseline  # random search leaves the baseline alone
 
@@ -106,7 +110,9 @@ def test_both_sides_of_a_direction_meet_the_same_start_state():
     returns = explore(agent, task, np.random.default_rng(0), cfg, zero, trajectory)
     assert returns[0] == returns[1] and returns[2] == returns[3]  # a zero direction: the two sides are one policy
     assert returns[0] != returns[2]  # two directions, two start states
-    moved = explore(agent, task, np.random.default_rng(0), cfg, directions(cfg, 0, direction_shape(agent))[0], trajectory)
+    moved = explore(
+        agent, task, np.random.default_rng(0), cfg, directions(cfg, 0, direction_shape(agent))[0], trajectory
+    )
     assert moved[0] != moved[1]
 
 
@@ -114,7 +120,10 @@ def test_both_sides_of_a_direction_meet_the_same_start_state():
     ("edit", "field"),
     [
         (lambda t: t.replace("iterate_episodes = 4", "iterate_episodes = 3"), "[pool] iterate_episodes = 3"),
-        (lambda t: t.replace('evaluation_action = "mean"', 'evaluation_action = "sample"'), "[pool] evaluation_action = 'sample'"),
+        (
+            lambda t: t.replace('evaluation_action = "mean"', 'evaluation_action = "sample"'),
+            "[pool] evaluation_action = 'sample'",
+        ),
         (lambda t: t.replace("noise = 0.1", "noise = -0.1"), "[search] noise = -0.1"),
         (lambda t: t.replace("noise = 0.1", "noise = 0.1\ntop = 5"), "[search] top = 5"),
         (lambda t: t.replace('learner = "random-search"', ""), "[search] = "),

@@ -33,7 +33,9 @@ from mpiswim.stall import START_UP_TIMEOUT, STOP, StallWatch, checkpoint_note, s
 from mpiswim.train import EXIT_STALLED, config_differences
 
 STALL_TIMEOUT = 5.0  # seconds, the --stall-timeout of these jobs
-MARGIN = 15.0  # from the stop to the end of every rank, beyond the reported timeout (judging, the abort, a loaded machine)
+MARGIN = (
+    15.0  # from the stop to the end of every rank, beyond the reported timeout (judging, the abort, a loaded machine)
+)
 ITERATIONS = 5
 STOP_EPISODE = 14  # 2 + 2 episodes per iteration: episode 14 is the second training episode of iteration 4
 TIMEOUT = 240  # a limit for a whole job; reaching it fails the test
@@ -83,7 +85,9 @@ def assert_every_rank_gone(pids: list[int], since: float, bound: float) -> float
     while any(alive(pid) for pid in pids) and time.monotonic() - since < bound:
         time.sleep(0.05)
     elapsed = time.monotonic() - since
-    assert not any(alive(pid) for pid in pids), f"ranks {[p for p in pids if alive(p)]} still running {elapsed:.1f} s after the stop"
+    assert not any(alive(pid) for pid in pids), (
+        f"ranks {[p for p in pids if alive(p)]} still running {elapsed:.1f} s after the stop"
+    )
     return elapsed
 
 
@@ -98,7 +102,12 @@ def stall_line(output: str) -> tuple[str, float]:
 
 def mpiswim_check(path: Path) -> str:
     """`mpiswim check PATH` must pass; its one line."""
-    result = subprocess.run([str(Path(sys.executable).with_name("mpiswim")), "check", str(path)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("mpiswim")), "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("OK:"), result.stdout
     return result.stdout
@@ -111,7 +120,9 @@ def assert_same_run(path: Path, reference: Path) -> None:
     for k, (mine, theirs) in enumerate(zip(run.records, ref.records, strict=True)):
         np.testing.assert_array_equal(mine.scores, theirs.scores, err_msg=f"scores of iteration {k + 1}")
         assert mine.winner == theirs.winner, f"winner of iteration {k + 1}"
-        np.testing.assert_array_equal(mine.train_returns, theirs.train_returns, err_msg=f"training returns of iteration {k + 1}")
+        np.testing.assert_array_equal(
+            mine.train_returns, theirs.train_returns, err_msg=f"training returns of iteration {k + 1}"
+        )
         np.testing.assert_array_equal(mine.degenerate, theirs.degenerate)
     for which in ("agent", "best_agent"):
         assert pack_agent(getattr(run.state, which)).tobytes() == pack_agent(getattr(ref.state, which)).tobytes(), which
@@ -135,24 +146,40 @@ def test_a_stopped_rank_ends_the_job_naming_it_and_the_checkpoint_resumes(tmp_pa
     config = write_config(tmp_path)
     train = ("train", "--config", str(config), "--out", "run.h5", "--stall-timeout", str(STALL_TIMEOUT))
     # The victim stops in the middle of its iteration-4 training, its pid in paused.<rank>; then SIGSTOP.
-    job = start(2, "fault", tmp_path, *train, env={"FAULT": "pause", "FAULT_RANK": str(victim), "FAULT_EPISODE": str(STOP_EPISODE)})
+    job = start(
+        2,
+        "fault",
+        tmp_path,
+        *train,
+        env={"FAULT": "pause", "FAULT_RANK": str(victim), "FAULT_EPISODE": str(STOP_EPISODE)},
+    )
     paused = tmp_path / f"paused.{victim}"
     wait_for(paused.exists, job, f"rank {victim} to reach iteration 4")
     since = stop(int(paused.read_text()), stopped)
     code, output = finish(job)
     line, limit = stall_line(output)
-    elapsed = assert_every_rank_gone([int((tmp_path / f"pid.{r}").read_text()) for r in range(2)], since, limit + MARGIN)
-    print(f"rank {victim} stopped: every rank ended {elapsed:.1f} s after the stop (stall timeout {limit:.1f} s)\n{line}")  # pytest -s
+    elapsed = assert_every_rank_gone(
+        [int((tmp_path / f"pid.{r}").read_text()) for r in range(2)], since, limit + MARGIN
+    )
+    print(
+        f"rank {victim} stopped: every rank ended {elapsed:.1f} s after the stop (stall timeout {limit:.1f} s)\n{line}"
+    )  # pytest -s
 
     assert code == EXIT_STALLED, output
     assert limit <= 60, line  # 5 s, or 20 x the slowest of iterations 2-3 (about 0.1 s each)
-    assert f"rank {victim} (" in line and f"pid {paused.read_text()}" in line and f"rank {1 - victim} (" not in line.split("(rank")[0]
+    assert (
+        f"rank {victim} (" in line
+        and f"pid {paused.read_text()}" in line
+        and f"rank {1 - victim} (" not in line.split("(rank")[0]
+    )
     assert "of iteration 4" in line and "The last completed iteration is 3" in line
     assert "mpirun -n 2 mpiswim train --resume run.h5" in line
     assert check_checkpoint(tmp_path / "run.h5").state.iteration == 3
     assert "3 of 5 iterations" in mpiswim_check(tmp_path / "run.h5")
 
-    code, output = finish(start(2, "cli", tmp_path, "train", "--resume", "run.h5", "--stall-timeout", str(STALL_TIMEOUT)))
+    code, output = finish(
+        start(2, "cli", tmp_path, "train", "--resume", "run.h5", "--stall-timeout", str(STALL_TIMEOUT))
+    )
     assert code == 0, output
     assert_same_run(tmp_path / "run.h5", reference)
 
@@ -188,9 +215,31 @@ def test_a_rank_stopped_inside_a_collective_is_named_and_the_ranks_it_holds_up_a
     heartbeats any more and is named; rank 3, still sending them, is not."""
     config = write_config(tmp_path, iterations=5000)
     (tmp_path / "driver.py").write_text(SLOW_WRITER)
-    command = [mpiexec(), "-n", "4", sys.executable, "driver.py", "train", "--config", str(config), "--out", "run.h5", "--stall-timeout", str(STALL_TIMEOUT)]
+    command = [
+        mpiexec(),
+        "-n",
+        "4",
+        sys.executable,
+        "driver.py",
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        "run.h5",
+        "--stall-timeout",
+        str(STALL_TIMEOUT),
+    ]
     environment = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    job = subprocess.Popen(command, cwd=tmp_path, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    job = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
     def iterations_done() -> int:
         try:
@@ -219,7 +268,16 @@ def test_a_rank_stopped_inside_a_collective_is_named_and_the_ranks_it_holds_up_a
 
 def test_a_bad_stall_timeout_is_refused_before_anything_is_written(tmp_path):
     config = write_config(tmp_path)
-    command = [str(Path(sys.executable).with_name("mpiswim")), "train", "--config", str(config), "--out", "run.h5", "--stall-timeout", "-1"]
+    command = [
+        str(Path(sys.executable).with_name("mpiswim")),
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        "run.h5",
+        "--stall-timeout",
+        "-1",
+    ]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "--stall-timeout = -1.0" in result.stderr and "Fix:" in result.stderr
@@ -268,19 +326,32 @@ def test_the_message_says_who_where_what_the_checkpoint_holds_and_the_fix():
     watch.progress[:] = [61, 60, 59, 59]  # rank 1 reached the stop check and went quiet; ranks 2 and 3 never came
     watch.who[1:] = ["n1, pid 11", "n2, pid 22", ""]
     message = stall_message(watch, [1, 2, 3], limit=8.0, now=20.0)
-    assert message.startswith("mpiswim: stalled: rank 2 (n2, pid 22), rank 3 (never heard from) have not reached the stop check of iteration 7 within 8.0 s")
+    assert message.startswith(
+        "mpiswim: stalled: rank 2 (n2, pid 22), rank 3 (never heard from) have not reached the stop check of iteration "
+        "7 within 8.0 s"
+    )
     assert "rank 1 (n1, pid 11) reached the stop check of iteration 7 but then stopped answering" in message
-    assert "exit code 5" in message and "The last completed iteration is 6: 'runs/my run.h5' holds iterations 1..6." in message
+    assert (
+        "exit code 5" in message
+        and "The last completed iteration is 6: 'runs/my run.h5' holds iterations 1..6." in message
+    )
     assert "resume with `mpirun -n 4 mpiswim train --resume 'runs/my run.h5'`" in message
     assert "20 x the slowest iteration so far, 0.40 s" in message and "\n" not in message
 
     other = StallWatch(OneRank(rank=2, size=4), timeout=5.0)  # another rank knows only what rank 0 did before
     other.start_run(5.0, "run.h5", written=6)
     other.iteration, other.first, other.stage = 7, 1, STOP
-    assert checkpoint_note(other)[0].startswith("The last completed iteration is 6 or 7: 'run.h5' holds iterations 1..6, or 1..7 if rank 0 finished")
+    assert checkpoint_note(other)[0].startswith(
+        "The last completed iteration is 6 or 7: 'run.h5' holds iterations 1..6, or 1..7 if rank 0 finished"
+    )
     other.stage = "the allgather of scores"
-    assert checkpoint_note(other) == ("The last completed iteration is 6: 'run.h5' holds iterations 1..6.", "resume with `mpirun -n 4 mpiswim train --resume run.h5`")
-    other.start_run(5.0, "run.h5", written=6, resume_iterations=50)  # a resumed run that asked beyond the checkpoint's plan
+    assert checkpoint_note(other) == (
+        "The last completed iteration is 6: 'run.h5' holds iterations 1..6.",
+        "resume with `mpirun -n 4 mpiswim train --resume run.h5`",
+    )
+    other.start_run(
+        5.0, "run.h5", written=6, resume_iterations=50
+    )  # a resumed run that asked beyond the checkpoint's plan
     assert checkpoint_note(other)[1] == "resume with `mpirun -n 4 mpiswim train --resume run.h5 --iterations 50`"
     assert "Training had not started" in checkpoint_note(StallWatch(OneRank()))[0]
 

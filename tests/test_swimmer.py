@@ -1,4 +1,4 @@
-"""The compiled Swimmer episode: Gymnasium's numbers for the same actions, the Python loop's numbers for the same policy."""
+"""The compiled Swimmer episode: Gymnasium's numbers for the same actions, the Python loop's for the same policy."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ def test_observations_and_rewards_equal_gymnasium_bit_for_bit():
     assert not degenerate and trajectory.length == T
 
     reference = gym.make("Swimmer-v5", max_episode_steps=T)
-    observation, _ = reference.reset(seed=int(np.random.default_rng(11).integers(2**31)))  # the episode's own reset seed
+    observation, _ = reference.reset(
+        seed=int(np.random.default_rng(11).integers(2**31))
+    )  # the episode's own reset seed
     rewards = []
     for t in range(T):
         np.testing.assert_array_equal(trajectory.phis[t, 1:], observation, err_msg=f"step {t}")
@@ -52,9 +54,14 @@ def test_observations_and_rewards_equal_gymnasium_bit_for_bit():
     assert total == sum(trajectory.rewards[:T].tolist())
 
 
-@pytest.mark.parametrize(("features", "scale"), [("signed", 1.0), ("signed", (0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0)), ("linear", 1.0)])
+@pytest.mark.parametrize(
+    ("features", "scale"), [("signed", 1.0), ("signed", (0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0)), ("linear", 1.0)]
+)
 def test_compiled_and_python_loops_run_the_same_episode(features, scale):
-    """Same policy, same random stream: same blocks and draws; the only difference is the summation order of a 9-term dot product."""
+    """Same policy, same random stream: same blocks and draws; the only difference is the summation order of a 9-term
+    dot
+    product.
+    """
     agent = trained_looking_agent(1, features)
     results = []
     for fast in (True, False):
@@ -72,7 +79,9 @@ def test_compiled_and_python_loops_run_the_same_episode(features, scale):
 
 
 def test_the_seed_faithful_episode_is_the_same_compiled_and_in_python():
-    """Shared intercept and a running scaler refit within the episode: the same features, draws and scaler state both ways."""
+    """Shared intercept and a running scaler refit within the episode: the same features, draws and scaler state both
+    ways.
+    """
     agent = trained_looking_agent(2)
     agent.policy[1:, :, :, 0] = 0.0
     agent = agent._replace(policy_scaler=new_scaler(8, 64, 256))
@@ -93,7 +102,9 @@ def test_the_seed_faithful_episode_is_the_same_compiled_and_in_python():
     np.testing.assert_allclose(fast_scaler, slow_scaler, rtol=1e-9, atol=1e-9)
     assert fast_scaler[0, 0] == T  # the scaler saw every observation the policy acted on
     # The features are the observations as scaled when each was seen (refit before scaling, as the seed's library did).
-    np.testing.assert_allclose(fast.phis[:T, 1:], observe_rows(new_scaler(8, 64, 256), fast.observations[:T], 64, 0.99), atol=1e-12)
+    np.testing.assert_allclose(
+        fast.phis[:T, 1:], observe_rows(new_scaler(8, 64, 256), fast.observations[:T], 64, 0.99), atol=1e-12
+    )
     np.testing.assert_array_equal(agent.policy_scaler, 0.0)  # the copy acted, not the original
 
 
@@ -104,7 +115,9 @@ def test_observation_scale_divides_the_features_but_keeps_the_blocks():
     for observation_scale in (1.0, tuple(scale)):
         task = make_task("Swimmer-v5", "signed", observation_scale=observation_scale)
         trajectory = Trajectory.empty(T, 8, 2)
-        run_episode(task, initial_agent(8, 2, "signed"), np.random.default_rng(3), T, trajectory)  # uniform actions: the same episode
+        run_episode(
+            task, initial_agent(8, 2, "signed"), np.random.default_rng(3), T, trajectory
+        )  # uniform actions: the same episode
         records.append(trajectory)
     plain, scaled = records
     np.testing.assert_array_equal(plain.blocks, scaled.blocks)
@@ -135,7 +148,9 @@ def test_episodes_are_cut_at_T():
 @pytest.mark.parametrize("log_scale", [1.0, 30.0, 300.0])
 def test_beta_draws_equal_numpys_even_for_vanishing_shapes(log_scale):
     """numba's own Generator.beta never returns for shapes below ~1e-30; ours must, with numpy's numbers."""
-    shapes = np.exp(-np.minimum(np.abs(np.random.default_rng(0).normal(0.0, log_scale, size=(300, 2))), 690.0))  # the loop refuses log shapes beyond -700
+    shapes = np.exp(
+        -np.minimum(np.abs(np.random.default_rng(0).normal(0.0, log_scale, size=(300, 2))), 690.0)
+    )  # the loop refuses log shapes beyond -700
     shapes[::7] = np.exp(np.random.default_rng(1).normal(0.0, 1.0, size=shapes[::7].shape))  # some above 1 too
     ours, numpys = np.random.default_rng(9), np.random.default_rng(9)
     drawn = [swimmer.beta_draw(ours, a, b) for a, b in shapes]
@@ -169,15 +184,20 @@ def test_mean_actions_follow_the_policy_mean_in_both_loops(features):
         reference = np.random.default_rng(9)
         reference.integers(2**31)
         assert rng.integers(2**62) == reference.integers(2**62)  # no action draws
-        log_shapes = np.einsum("tkf,tf->tk", agent.policy.reshape(len(agent.policy), 4, 9)[trajectory.blocks], trajectory.phis)
-        np.testing.assert_allclose(trajectory.xs, 1.0 / (1.0 + np.exp(log_shapes[:, 2:] - log_shapes[:, :2])), rtol=1e-12)
+        log_shapes = np.einsum(
+            "tkf,tf->tk", agent.policy.reshape(len(agent.policy), 4, 9)[trajectory.blocks], trajectory.phis
+        )
+        np.testing.assert_allclose(
+            trajectory.xs, 1.0 / (1.0 + np.exp(log_shapes[:, 2:] - log_shapes[:, :2])), rtol=1e-12
+        )
         episodes.append((total, trajectory))
     (fast_total, fast), (slow_total, slow) = episodes
     np.testing.assert_allclose(fast.rewards, slow.rewards, rtol=0, atol=1e-9)
     assert fast_total == pytest.approx(slow_total, abs=1e-9)
 
 
-# --- the guard: swimmer.usable(env), the one gate to the compiled path -------------------------------------------------
+# --- the guard: swimmer.usable(env), the one gate to the compiled path
+# -------------------------------------------------
 
 
 @pytest.fixture
@@ -222,12 +242,16 @@ def _renamed_ctrl_cost_weight(monkeypatch):
         self._control_weight = self.__dict__.pop("_ctrl_cost_weight")
 
     monkeypatch.setattr(SwimmerEnv, "__init__", init)
-    monkeypatch.setattr(SwimmerEnv, "control_cost", lambda self, action: self._control_weight * np.sum(np.square(action)))
+    monkeypatch.setattr(
+        SwimmerEnv, "control_cost", lambda self, action: self._control_weight * np.sum(np.square(action))
+    )
     return "Swimmer-v5", "env._ctrl_cost_weight is missing"
 
 
 def _float32_weight(monkeypatch):
-    """A release that keeps the forward weight as a numpy float32: present, but not the float the compiled code takes."""
+    """A release that keeps the forward weight as a numpy float32: present, but not the float the compiled code
+    takes.
+    """
     from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
 
     original_init = SwimmerEnv.__init__
@@ -246,7 +270,11 @@ def _another_class(monkeypatch):
     from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv as Gymnasiums
 
     SwimmerEnv = type("SwimmerEnv", (Gymnasiums,), {"__module__": "fork.swimmer"})
-    monkeypatch.setitem(gymnasium.envs.registration.registry, "SwimmerFork-v5", gymnasium.envs.registration.EnvSpec("SwimmerFork-v5", entry_point=SwimmerEnv))
+    monkeypatch.setitem(
+        gymnasium.envs.registration.registry,
+        "SwimmerFork-v5",
+        gymnasium.envs.registration.EnvSpec("SwimmerFork-v5", entry_point=SwimmerEnv),
+    )
     return "SwimmerFork-v5", "the env is fork.swimmer.SwimmerEnv, not Gymnasium's swimmer_v5.SwimmerEnv"
 
 
@@ -254,17 +282,24 @@ def _another_reward(monkeypatch):
     """A release whose Swimmer-v5 reward changes (the same names, another formula): only the self-check can see it."""
     from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
 
-    monkeypatch.setattr(SwimmerEnv, "control_cost", lambda self, action: 2.0 * self._ctrl_cost_weight * np.sum(np.square(action)))
+    monkeypatch.setattr(
+        SwimmerEnv, "control_cost", lambda self, action: 2.0 * self._ctrl_cost_weight * np.sum(np.square(action))
+    )
     return "Swimmer-v5", "self-check against Gymnasium's step failed: reward of step 0: compiled"
 
 
 def _another_observation(monkeypatch):
-    """A release whose observation lays the same numbers out in another order (the reset's too: the first step shows it)."""
+    """A release whose observation lays the same numbers out in another order (the reset's too: the first step shows
+    it).
+    """
     from gymnasium.envs.mujoco.swimmer_v5 import SwimmerEnv
 
     original = SwimmerEnv._get_obs
     monkeypatch.setattr(SwimmerEnv, "_get_obs", lambda self: original(self)[::-1].copy())
-    return "Swimmer-v5", "self-check against Gymnasium's step failed: observation 1: compiled and Gymnasium's differ by up to"
+    return (
+        "Swimmer-v5",
+        "self-check against Gymnasium's step failed: observation 1: compiled and Gymnasium's differ by up to",
+    )
 
 
 def _no_library(monkeypatch):
@@ -278,13 +313,18 @@ def _small_config():
     from mpiswim.config import parse_config
 
     text = (
-        '[run]\niterations = 2\n[env]\nid = "Swimmer-v5"\nT = 30\n[pool]\niterate_episodes = 2\nevaluate_episodes = 1\ncommon_evaluation = false\nevaluation_action = "sample"\n'
-        '[policy]\nfeatures = "signed"\nupdate = "unit-density"\nbaseline = "state"\n[ranks]\nalpha = 1e-4\neta = 1e-3\n'
+        '[run]\niterations = 2\n[env]\nid = "Swimmer-v5"\nT = 30\n[pool]\niterate_episodes = 2\nevaluate_episodes = '
+        '1\ncommon_evaluation = false\nevaluation_action = "sample"\n'
+        '[policy]\nfeatures = "signed"\nupdate = "unit-density"\nbaseline = "state"\n[ranks]\nalpha = 1e-4\neta = '
+        "1e-3\n"
     )
     return parse_config(text, 1)
 
 
-@pytest.mark.parametrize("failure", [_renamed_ctrl_cost_weight, _float32_weight, _another_class, _another_reward, _another_observation, _no_library])
+@pytest.mark.parametrize(
+    "failure",
+    [_renamed_ctrl_cost_weight, _float32_weight, _another_class, _another_reward, _another_observation, _no_library],
+)
 def test_each_guard_failure_warns_once_and_training_runs_the_python_loop(failure, fresh_guard, monkeypatch, capsys):
     from mpiswim.pool import evaluate_branch, improve_branch
 
@@ -320,13 +360,17 @@ def test_only_rank_0_warns(fresh_guard, monkeypatch, capsys):
 
 
 def test_the_gl_back_end_falls_back_to_the_environment(monkeypatch):
-    """render reads MuJoCo's private record of MUJOCO_GL if it is there, else the variable; the error stays clear either way."""
+    """render reads MuJoCo's private record of MUJOCO_GL if it is there, else the variable; the error stays clear either
+    way.
+    """
     import mujoco
 
     from mpiswim import render
     from mpiswim.analysis import AnalysisError
 
-    gl_module = getattr(sys.modules.get(mujoco.Renderer.__module__), "gl_context", None) or sys.modules.get("mujoco.rendering.classic.gl_context")
+    gl_module = getattr(sys.modules.get(mujoco.Renderer.__module__), "gl_context", None) or sys.modules.get(
+        "mujoco.rendering.classic.gl_context"
+    )
     monkeypatch.setenv("MUJOCO_GL", " EGL ")
     monkeypatch.setattr(gl_module, "_MUJOCO_GL", "osmesa", raising=False)
     assert render.mujoco_gl() == "osmesa"
@@ -335,7 +379,10 @@ def test_the_gl_back_end_falls_back_to_the_environment(monkeypatch):
         raise RuntimeError("no display")
 
     monkeypatch.setattr(mujoco, "Renderer", broken)
-    with pytest.raises(AnalysisError, match=r"MUJOCO_GL=' EGL ' \(MuJoCo was imported with MUJOCO_GL='osmesa'.*RuntimeError: no display.*Fix: "):
+    with pytest.raises(
+        AnalysisError,
+        match=r"MUJOCO_GL=' EGL ' \(MuJoCo was imported with MUJOCO_GL='osmesa'.*RuntimeError: no display.*Fix: ",
+    ):
         render.make_renderer(make_task("Swimmer-v5", "signed", fast=False).env.model, 32, 24)
     for module in (gl_module, sys.modules.get("mujoco.gl_context")):
         if hasattr(module, "_MUJOCO_GL"):
