@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mpiswim.analysis import config_group, read_run
-from mpiswim.cli import evaluation_returns
+from mpiswim.report import evaluation_returns
 
 
 def evaluation_table(

@@ -228,7 +228,7 @@ def run_sb3(tool: str, seed: int, cpu_cap: float, interval: int) -> None:
 
 
 def run_mpiswim(tool: str, seed_index: int, cpu_cap: float, max_iterations: int) -> None:
-    from mpiswim.cli import evaluation_returns
+    from mpiswim.report import evaluation_returns
 
     config_file, ranks, per_segment, base_seed = MPISWIM_CONFIGS[tool]
     seed = base_seed + seed_index

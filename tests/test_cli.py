@@ -71,7 +71,7 @@ def test_info_text_names_the_run(small_run):
 
 
 def test_winners_over_time_is_a_short_line_for_a_long_run():
-    from mpiswim.cli import winners_over_time
+    from mpiswim.report import winners_over_time
 
     assert winners_over_time([0, -1, 2]) == "1: rank 0, 2: none, 3: rank 2"
     line = winners_over_time([3] * 30 + [1, 1, 2] * 10)

@@ -3,7 +3,7 @@
 From the bottom: what a policy is, the running scaler, MPI launcher checks and
 progress display, the config, the pool's state, the environment loop, the
 learning update, random search, the stall watch, the pool protocol, the
-checkpoint file, reading runs, rendering, training, benchmarking, and the CLI
+checkpoint file, reading runs, rendering, what a run says (info, evaluate), training, benchmarking, and the CLI
 on top. Imports inside functions count too: a lazy import is still a
 dependency.
 """
@@ -28,6 +28,7 @@ LAYERS = (
     "checkpoint",
     "analysis",
     "render",
+    "report",
     "train",
     "bench",
     "cli",

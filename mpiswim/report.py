@@ -1,0 +1,125 @@
+"""What a checkpoint says, for people and scripts: `mpiswim info`'s summary, and a stored agent on fresh episodes.
+
+The CLI prints these (mpiswim/cli.py); analysis scripts and notebooks call
+them directly, e.g. `evaluate_agent("runs/default.h5", episodes=20).returns`.
+Reading a checkpoint imports neither JAX nor numba; evaluating an agent
+builds its environment (MuJoCo through Gymnasium).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mpiswim.checkpoint import Checkpoint, load_checkpoint
+from mpiswim.progress import progress_bar
+from mpiswim.state import PHASES
+
+
+@dataclass
+class Evaluation:
+    """What `mpiswim evaluate` ran and what it got."""
+
+    returns: np.ndarray  # one per episode; NaN for a degenerate episode
+    env_id: str
+    T: int
+    action: str  # "mean" or "sample": the one used
+    agent: str  # "best", "current", or "initial": the best agent of a run where no branch has won yet
+
+
+def evaluation_returns(
+    path: str, episodes: int, seed: int = 0, agent: str = "best", T: int | None = None, action: str | None = None
+) -> tuple[np.ndarray, str, int, str]:
+    """evaluate_agent's (returns, env id, T, action used), for scripts (analysis/)."""
+    evaluation = evaluate_agent(path, episodes, seed, agent, T, action)
+    return evaluation.returns, evaluation.env_id, evaluation.T, evaluation.action
+
+
+def evaluate_agent(
+    path: str, episodes: int, seed: int = 0, agent: str = "best", T: int | None = None, action: str | None = None
+) -> Evaluation:
+    """Returns of `episodes` no-update episodes of a checkpoint's best (or current) agent.
+
+    The episodes draw from numpy's generator seeded with `seed`, independent of
+    the run's own streams; T defaults to the run's, and action ("sample" or
+    "mean") to the run's evaluation_action. A degenerate episode gives NaN.
+    """
+    from mpiswim.env import run_episode, task_for
+
+    checkpoint = load_checkpoint(path)
+    cfg = checkpoint.config
+    task = task_for(cfg)
+    chosen = checkpoint.state.best_agent if agent == "best" else checkpoint.state.agent
+    if agent == "best" and checkpoint.state.best_iteration < 0:
+        agent = "initial"  # no branch has won yet: the best agent is still the one the run started from
+    rng = np.random.default_rng(seed)
+    T = T or cfg.T
+    action = action or cfg.evaluation_action
+    returns = []
+    with progress_bar(episodes, f"evaluate {Path(path).name}", "episode") as bar:
+        for _ in range(episodes):
+            episode_return, degenerate = run_episode(task, chosen, rng, T, mean_action=action == "mean")
+            returns.append(np.nan if degenerate else episode_return)
+            bar.update(1)
+    return Evaluation(np.array(returns), cfg.env_id, T, action, agent)
+
+
+def info_summary(checkpoint: Checkpoint) -> dict:
+    """Everything `mpiswim info` shows (and its --json holds) about a loaded checkpoint."""
+    records, state = checkpoint.records, checkpoint.state
+    wins = np.bincount([r.winner for r in records if r.winner >= 0], minlength=checkpoint.world_size)
+    timings = np.array([r.timings for r in records]) if records else np.zeros((0, checkpoint.world_size, len(PHASES)))
+    return {
+        "run_name": str(checkpoint.attrs.get("run_name", "")),
+        "env_id": str(checkpoint.attrs.get("env_id", "")),
+        "world_size": checkpoint.world_size,
+        "iterations_done": state.iteration,
+        "iterations_planned": checkpoint.iterations_planned,
+        "best_score": state.best_score
+        if state.best_iteration >= 0
+        else None,  # None: no winner yet (and -inf is not JSON)
+        "best_iteration": state.best_iteration if state.best_iteration >= 0 else None,  # 0-based
+        "last_winner_score": float(records[-1].scores[records[-1].winner])
+        if records and records[-1].winner >= 0
+        else None,
+        "wins_per_rank": wins.tolist(),
+        "winners": [r.winner for r in records],
+        "degenerate_branches": int(sum(r.degenerate.sum() for r in records)),
+        "fallbacks": int(sum(r.fell_back for r in records)),
+        "alpha": checkpoint.hyperparameters["alpha"].tolist(),
+        "eta": checkpoint.hyperparameters["eta"].tolist(),
+        "seconds_per_phase": {  # the slowest rank's; checkpoint: rank 0's, the only rank that writes
+            phase: float(
+                timings[:, 0, column].sum() if phase == "checkpoint" else timings[:, :, column].max(axis=1).sum()
+            )
+            for column, phase in enumerate(PHASES)
+        },
+        "versions": json.loads(checkpoint.attrs.get("versions", "{}")),
+        "config_toml": checkpoint.config_toml,
+    }
+
+
+WINDOWS = 10  # `info` shows the winners over time in at most this many windows; --json has every winner
+
+
+def winners_over_time(winners: list[int]) -> str:
+    """The winners in at most WINDOWS windows, each with its most frequent winner: "1-40: rank 2 (9 of 40), ..."
+
+    Up to WINDOWS iterations, each iteration's own winner. -1 (every branch degenerate) shows as "none".
+    """
+
+    def name(rank: int) -> str:
+        return "none" if rank < 0 else f"rank {rank}"
+
+    if len(winners) <= WINDOWS:
+        return ", ".join(f"{k + 1}: {name(w)}" for k, w in enumerate(winners))
+    edges = np.linspace(0, len(winners), WINDOWS + 1).round().astype(int)
+    parts = []
+    for start, stop in zip(edges[:-1], edges[1:], strict=True):
+        ranks, counts = np.unique(winners[start:stop], return_counts=True)
+        leader = int(np.argmax(counts))  # ties: the lowest rank
+        parts.append(f"{start + 1}-{stop}: {name(int(ranks[leader]))} ({counts[leader]} of {stop - start})")
+    return ", ".join(parts)
