@@ -1000,22 +1000,10 @@ def _draw_share_against(ax, run: Run, name: str, rows: list[RankWins]) -> None:
     values = run.alpha if name == "alpha" else run.eta
     groups = [v for v in win_share_by_hyperparameter(run) if v.name == name]
     ax.scatter(values, [r.share for r in rows], color="C0", s=18, label="one rank")
-    ax.scatter(
-        [g.value for g in groups],
-        [g.share for g in groups],
-        marker="D",
-        color="C3",
-        s=40,
-        label="all ranks with this value",
-    )
-    ax.scatter(
-        [g.value for g in groups],
-        [g.rank_share for g in groups],
-        marker="_",
-        color="k",
-        s=300,
-        label="expected if it made no difference",
-    )
+    shares = {"all ranks with this value": ([g.share for g in groups], "D", "C3", 40)}
+    shares["expected if it made no difference"] = ([g.rank_share for g in groups], "_", "k", 300)
+    for label, (share, marker, color, size) in shares.items():
+        ax.scatter([g.value for g in groups], share, marker=marker, color=color, s=size, label=label)
     if values.min() > 0:
         ax.set_xscale("log")
     ax.set(xlabel=name, ylabel="win share", title=f"win share against {name}", ylim=(0, 1.05))
