@@ -248,19 +248,21 @@ def pool_iteration(
     # Greedy result and patience: every rank takes the same decisions from the same scores.
     next_state, fell_back = advance(state, scores, winner, next_agent, cfg.patience)
 
-    # 5. Record: rank 0 collects what every rank saw and timed.
-    row = np.concatenate([[degenerate, trained - started, evaluated - trained, merged - evaluated], train_returns])
-    table = gather_rows(comm, row, watch)
+    # 5. Record: rank 0 collects what every rank saw and timed, one float row per rank:
+    #    [degenerate, seconds training, evaluating, merging, the training returns...].
+    seconds = [trained - started, evaluated - trained, merged - evaluated]
+    table = gather_rows(comm, np.concatenate([[degenerate], seconds, train_returns]), watch)
     record = None
     if table is not None:
-        timings = np.zeros((comm.Get_size(), len(PHASES)))
-        timings[:, :3] = table[:, 1:4]
+        degenerate_column, seconds_columns, returns_columns = table[:, 0], table[:, 1:4], table[:, 4:]
+        timings = np.zeros((comm.Get_size(), len(PHASES)))  # the checkpoint column: rank 0 fills it in after writing
+        timings[:, :3] = seconds_columns
         record = IterationRecord(
             scores=scores,
             winner=-1 if winner is None else winner,
-            train_returns=table[:, 4:],
+            train_returns=returns_columns,
             timings=timings,
-            degenerate=table[:, 0].astype(bool),
+            degenerate=degenerate_column.astype(bool),
             fell_back=fell_back,
             best_score=next_state.best_score,
         )
