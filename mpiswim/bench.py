@@ -6,7 +6,7 @@ interleaved, so a shared, noisy machine slows both alike:
   task's frame skip, nothing else;
 - train: `improve_branch` (episodes with recording plus the JAX update);
 - evaluate: `evaluate_branch` (no-update episodes).
-The pool part runs real `mpiexec -n P` jobs (P = 1, 2, 4) of the seed's
+The pool part runs real `mpiexec -n P` jobs (P = 1, 2, 4) of the seed run's
 iteration shape and reports iteration time, pure collective time (Allgather +
 Bcast after a barrier), checkpoint time and peak memory per rank. Start-up
 (imports plus JIT compilation) is timed in a fresh process.
@@ -33,7 +33,7 @@ BENCH_EPISODES = 10
 
 
 def bench_config(iterations: int, world_size: int, T: int = BENCH_T, episodes: int = BENCH_EPISODES) -> str:
-    """The default config reshaped to the seed's iteration: T = 500, 10 + 10 episodes."""
+    """The default config reshaped to the seed run's iteration: T = 500, 10 + 10 episodes."""
     text = apply_overrides(
         DEFAULT_CONFIG,
         [
@@ -219,7 +219,7 @@ def measure_checkpoint_writes(
 ) -> list[dict]:
     """Seconds to write iteration k into the checkpoint of a run that already holds k - 1 iterations.
 
-    The seed's pool shape (P = 10, 10 + 10 episodes) on the stock default
+    The seed run's pool shape (P = 10, 10 + 10 episodes) on the stock default
     config. `append`: mpiswim's write (the row, the agents, the commit record,
     two fsyncs). `rewrite`: the reference, writing the whole file anew as
     format 1 did every iteration (build in memory, temporary file, fsync,

@@ -17,15 +17,15 @@ tanh-density, which learned faster than unit-density, docs/results.md):
   training reaches, and its gradient with it.
 - "log-density": the ordinary score-function rule, alpha * (G_t - v(s_t)) *
   grad log pi(x_t | s_t).
-- "tanh-density": what an earlier version of RLAI (the library of the seed's
-  run) did, see docs/results.md: the density gradient squashed element by element with
+- "tanh-density": what an earlier version of RLAI (the library the seed run
+  was made with) did, see docs/results.md: the density gradient squashed element by element with
   tanh, alpha * (G_t - v(s_t)) * tanh(grad p_i). Unlike unit-density, the
   step shrinks where the density is small and its gradient flat, and it is
   bounded by alpha * |target| per parameter rather than per row.
 The discount factor gamma^t of the textbook form is left out, as most
-implementations do (with the seed's gamma = 1 it is 1).
+implementations do (with the seed run's gamma = 1 it is 1).
 
-The baseline (`[policy] baseline`): "state" is the seed's v(s) = w . phi(s).
+The baseline (`[policy] baseline`): "state" is the seed run's v(s) = w . phi(s).
 "state-time" adds one weight for the fraction of the T steps still to come,
 v(s, t) = w . [phi(s), (T - t) / T]. With gamma = 1 the return G_t grows
 with the steps left, which a state-only value cannot see; the policy targets
@@ -79,7 +79,7 @@ def beta_log_density(theta_block: jax.Array, phi: jax.Array, x: jax.Array) -> ja
 
     Written out with gammaln: jax.scipy's Beta logpdf goes through betaln,
     whose gradient is NaN for shapes below about 1e-30, and trained Swimmer
-    policies get there (log shapes of -75 within 60 iterations of the seed's run).
+    policies get there (log shapes of -75 within 60 iterations of the seed run).
     """
     log_a, log_b = theta_block @ phi
     a, b = jnp.exp(log_a), jnp.exp(log_b)
@@ -151,8 +151,8 @@ def episode_update(
 
     baseline_phis are the baseline's features (the policy's phis unless it has its own scaler).
     target_after_update: the policy's target is G_t minus the baseline's value just after
-    its SGD step on (s_t, G_t) (the seed's order); otherwise minus the value before the episode's steps.
-    float32: the step directions are computed in float32 (as the seed's JAX did).
+    its SGD step on (s_t, G_t) (the seed run's order); otherwise minus the value before the episode's steps.
+    float32: the step directions are computed in float32 (as the seed run's JAX did).
     """
     steps = jnp.arange(rewards.shape[0])
     valid = steps < length
@@ -188,7 +188,7 @@ def episode_update(
 def update_agent(agent: Agent, trajectory, alpha: float, eta: float, cfg: Config) -> Agent:
     """Apply one episode's update; returns new arrays (the inputs are untouched).
 
-    With running normalisation, as the seed did: the policy's features are
+    With running normalisation, as the seed run did: the policy's features are
     recomputed from the episode's observations with its scaler as it stands
     at the end of the episode, and the baseline's own scaler sees the
     episode's observations walking backwards, one before each SGD step.

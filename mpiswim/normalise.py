@@ -2,7 +2,7 @@
 
 With `[policy] normalisation = "running"` the features hold (s - mean) / std
 instead of s / observation_scale, where mean and std follow the observations
-the agent has met. This is the scaler of the seed's library (RLAI's
+the agent has met. This is the scaler of the seed run's library (RLAI's
 NonstationaryFeatureScaler):
 - every observation first updates a running mean and variance (unweighted,
   Chan's pairwise update: scikit-learn's StandardScaler.partial_fit);

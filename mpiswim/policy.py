@@ -8,7 +8,7 @@ An agent is two arrays. For a feature map with B blocks of F = d + 1 features:
 
 phi = [1, s_1, ..., s_d] is the only non-zero block of the full feature vector,
 so a step touches one block: `policy[block]` is a contiguous (2, A, F) slice.
-With a shared intercept (`[policy] intercept = "shared"`, the seed's map) one
+With a shared intercept (`[policy] intercept = "shared"`, the seed run's map) one
 weight serves every block: block 0's column 0 holds it (`policy[0, :, :, 0]`,
 `baseline[0, 0]`) and column 0 of the other blocks stays 0.
 

@@ -158,7 +158,7 @@ def evaluate_branch(
     """Mean return of cfg.evaluate_episodes (or `episodes`) no-update episodes; (-inf, True) if the policy breaks.
 
     No update, but with running normalisation the agent's policy scaler goes on
-    seeing observations (in place), as the seed's did: the winner carries it on.
+    seeing observations (in place), as the seed run's agent did: the winner carries it on.
     """
     returns = np.empty(episodes or cfg.evaluate_episodes)
     for episode in range(returns.size):
@@ -206,7 +206,7 @@ def pool_iteration(
     if watch is not None:
         watch.begin_iteration(state.iteration + 1)
     rng = np.random.default_rng([cfg.seed, state.iteration, rank])
-    # The seed's library drew every rank's actions from one generator carried with the agent: one shared stream,
+    # The seed run's library drew every rank's actions from one generator carried with the agent: one shared stream,
     # continued
     # from the update episodes into the evaluation ones (the start states stay the rank's own).
     noise = shared_stream(cfg.seed, state.iteration, ACTION_NOISE_STREAM) if cfg.common_action_noise else None
