@@ -84,6 +84,13 @@ def read_pool(path: Path) -> dict[str, np.ndarray]:
     return data
 
 
+def assert_same_numbers(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    """Two runs' read_pool data agree bit for bit, timings aside."""
+    for name, values in expected.items():
+        if name != "pool/timings":
+            np.testing.assert_array_equal(actual[name], values, err_msg=name)
+
+
 def exit_codes(outdir: Path, ranks: int) -> list[int]:
     return [int((outdir / f"rc.{r}").read_text()) for r in range(ranks)]
 
@@ -145,9 +152,7 @@ def test_resumed_random_search_run_equals_uninterrupted_run(tmp_path):
     expected, actual = read_pool(tmp_path / "straight.h5"), read_pool(tmp_path / "resumed.h5")
     assert actual["iterations_done"] == 4
     assert np.all(np.isfinite(expected["pool/train_returns"]))  # 4 exploration returns per rank and iteration
-    for name, values in expected.items():
-        if name != "pool/timings":
-            np.testing.assert_array_equal(actual[name], values, err_msg=name)
+    assert_same_numbers(actual, expected)
 
 
 def test_a_reached_target_ends_the_run_cleanly(tmp_path):
@@ -190,9 +195,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 
     expected, actual = read_pool(tmp_path / "straight.h5"), read_pool(tmp_path / "resumed.h5")
     assert actual["iterations_done"] == 4
-    for name, values in expected.items():
-        if name != "pool/timings":
-            np.testing.assert_array_equal(actual[name], values, err_msg=name)
+    assert_same_numbers(actual, expected)
 
 
 def test_resumed_seed_faithful_run_equals_uninterrupted_run(tmp_path):
@@ -222,9 +225,7 @@ def test_resumed_seed_faithful_run_equals_uninterrupted_run(tmp_path):
         and expected["agent/current/policy_scaler"][0, 0] == 4 * 4 * 40
     )
     assert expected["agent/current/baseline_eta"][0] in (1e-3, 1e-2)
-    for name, values in expected.items():
-        if name != "pool/timings":
-            np.testing.assert_array_equal(actual[name], values, err_msg=name)
+    assert_same_numbers(actual, expected)
     stored = launch(1, "cli", tmp_path, "info", "straight.h5", "--config")
     assert "refit_every = 25" in stored.stdout and "horizon = 100" in stored.stdout
 
@@ -326,9 +327,7 @@ def test_a_checkpoint_written_before_the_new_defaults_resumes_with_its_own_meani
     assert resumed.returncode == 0, resumed.stderr
     expected, actual = read_pool(tmp_path / "straight.h5"), read_pool(tmp_path / "old.h5")
     assert actual["iterations_done"] == 2
-    for name, values in expected.items():
-        if name != "pool/timings":
-            np.testing.assert_array_equal(actual[name], values, err_msg=name)
+    assert_same_numbers(actual, expected)
     stored = checkpoint.load_checkpoint(tmp_path / "old.h5").config
     assert (stored.features, stored.update, stored.baseline, stored.evaluation_action, stored.common_evaluation) == (
         "signed",
