@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from jobs import environment
 from synthetic import ALPHA, BEST, BEST_ROW, SCORES, WINNERS, write_synthetic_checkpoint
 
 from mpiswim import analysis, checkpoint
@@ -427,7 +428,7 @@ def test_reading_while_a_real_run_writes_neither_fails_nor_disturbs_it(tmp_path)
         "--out",
         str(out),
     ]
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env = environment()
     job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen, reads, held = [], 0, 0
     try:

@@ -28,6 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from jobs import environment, finish_job, start_job
 from synthetic import write_synthetic_checkpoint
 from test_mpi import DRIVER, TINY_CONFIG, exit_codes, mpiexec, read_pool
 
@@ -72,28 +73,12 @@ def write_config(
 def start(ranks: int, mode: str, folder: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start the test driver under mpiexec in its own session (so a hung job can be killed whole)."""
     command = [mpiexec(), "-n", str(ranks), sys.executable, str(DRIVER), mode, str(folder), *args]
-    environment = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", **(env or {}))
-    return subprocess.Popen(
-        command,
-        cwd=folder,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return start_job(command, folder, environment(**(env or {})))
 
 
 def finish(job: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[int, str]:
     """Wait for the job; return (exit code, stdout + stderr). Kill it and fail if it outlives the timeout."""
-    try:
-        out, err = job.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        out, err = job.communicate()
-        pytest.fail(f"MPI job did not finish within {timeout} s (a rank hung?):\n{out}\n{err}")
-    return job.returncode, out + err
+    return finish_job(job, timeout, "MPI job (a rank hung?)")
 
 
 def run(ranks: int, mode: str, folder: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

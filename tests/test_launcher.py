@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from jobs import MPI_AS_ROOT
 from synthetic import write_synthetic_checkpoint
 from test_mpi import TINY_CONFIG, mpiexec
 
@@ -218,7 +219,7 @@ def clean_environment(**variables: str) -> dict[str, str]:
     """
     prefixes = ("OMPI_", "PMI_", "PMIX_", "SLURM_", "MPI_LOCAL", "HYDI_", "HYDRA_")
     env = {name: value for name, value in os.environ.items() if not name.startswith(prefixes)}
-    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env.update(MPI_AS_ROOT)
     return {**env, **variables}
 
 

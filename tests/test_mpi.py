@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jobs import environment
 
 from mpiswim.checkpoint import read_raw
 
@@ -57,7 +57,7 @@ def mpiexec() -> str:
 def launch(ranks: int, mode: str, outdir: Path, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     """Run the test driver on `ranks` ranks; fail (never hang) if it outlives the timeout."""
     command = [mpiexec(), "-n", str(ranks), sys.executable, str(DRIVER), mode, str(outdir), *args]
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env = environment()
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=outdir)
     except subprocess.TimeoutExpired as error:
@@ -280,7 +280,7 @@ def test_a_usage_error_under_mpiexec_is_printed_once(tmp_path, options, message)
     2.
     """
     command = f"{shlex.quote(sys.executable)} -m mpiswim.cli train {shlex.join(options)}; echo $? > rc.$PMI_RANK"
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env = environment()
     result = subprocess.run(
         [mpiexec(), "-n", "3", "sh", "-c", command],
         capture_output=True,

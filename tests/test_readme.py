@@ -33,7 +33,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tomllib
@@ -41,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from jobs import environment, finish_job, start_job
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -184,28 +184,14 @@ def bash(
     command: str, workdir: Path, check: bool = True, whose: str = "the README's", **extra: str
 ) -> subprocess.CompletedProcess:
     """Run `command` with bash in `workdir` (its own session: killed whole at the timeout)."""
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", **extra)
+    env = environment(**extra)
     env.pop("VIRTUAL_ENV", None)
-    job = subprocess.Popen(
-        ["bash", "-c", command],
-        cwd=workdir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = job.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        output, _ = job.communicate()
-        pytest.fail(f"`{command}` did not finish within {TIMEOUT} s:\n{output}")
-    result = subprocess.CompletedProcess(command, job.returncode, output, "")
-    if check and job.returncode != 0:
+    job = start_job(["bash", "-c", command], workdir, env, merge_output=True)
+    code, output = finish_job(job, TIMEOUT, f"`{command}`")
+    result = subprocess.CompletedProcess(command, code, output, "")
+    if check and code != 0:
         pytest.fail(
-            f"{whose} `{command}` exits with code {job.returncode} in {workdir}:\n{output}\n"
+            f"{whose} `{command}` exits with code {code} in {workdir}:\n{output}\n"
             "Fix the README or the command; if CI cannot run it, add it to INSTEAD in tests/test_readme.py with what "
             "CI runs instead."
         )

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jobs import environment, start_job
 from test_faults import finish, start, wait_for
 from test_mpi import TINY_CONFIG, mpiexec
 
@@ -229,17 +230,7 @@ def test_a_rank_stopped_inside_a_collective_is_named_and_the_ranks_it_holds_up_a
         "--stall-timeout",
         str(STALL_TIMEOUT),
     ]
-    environment = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    job = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    job = start_job(command, tmp_path, environment())
 
     def iterations_done() -> int:
         try:
