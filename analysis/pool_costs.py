@@ -117,11 +117,11 @@ def checkpoint_cost(size: int, repeats: int) -> tuple[int, float, float]:
     """
     from dataclasses import replace
 
-    from mpiswim.bench import bench_config
+    from mpiswim.bench import bench_config, random_record
     from mpiswim.checkpoint import CheckpointWriter, row_bytes
     from mpiswim.config import parse_config
     from mpiswim.policy import initial_agent
-    from mpiswim.state import PHASES, IterationRecord, initial_state
+    from mpiswim.state import initial_state
 
     cfg = parse_config(bench_config(repeats + 2, size), size)
     state = initial_state(initial_agent(8, 2, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels))
@@ -130,19 +130,7 @@ def checkpoint_cost(size: int, repeats: int) -> tuple[int, float, float]:
     with tempfile.TemporaryDirectory(dir=ROOT) as folder:  # the disk a run writes to, not a RAM /tmp
         writer = CheckpointWriter.create(Path(folder) / "costs.h5", cfg, state, [])
         for _ in range(repeats):
-            scores = rng.normal(100, 10, size)
-            timings = rng.uniform(0, 1, (size, len(PHASES)))
-            records.append(
-                IterationRecord(
-                    scores,
-                    int(np.argmax(scores)),
-                    rng.normal(100, 10, (size, cfg.iterate_episodes)),
-                    timings,
-                    np.zeros(size, bool),
-                    False,
-                    float(scores.max()),
-                )
-            )
+            records.append(random_record(rng, size, cfg.iterate_episodes))
             seconds.append(writer.append(replace(state, iteration=len(records)), records))
         writer.close()
     return row_bytes(size, cfg.iterate_episodes), float(np.median(seconds)), float(np.max(seconds))

@@ -214,6 +214,22 @@ def pool_part(outdir: str, iterations: int) -> None:
         print("BENCH " + json.dumps(result), flush=True)
 
 
+def random_record(rng: np.random.Generator, world_size: int, episodes: int):
+    """An iteration record of plausible random numbers, to time checkpoint writes without training."""
+    from mpiswim.state import PHASES, IterationRecord
+
+    scores = rng.normal(100, 10, world_size)
+    return IterationRecord(
+        scores,
+        int(np.argmax(scores)),
+        rng.normal(100, 10, (world_size, episodes)),
+        rng.uniform(0, 1, (world_size, len(PHASES))),
+        np.zeros(world_size, bool),
+        False,
+        float(scores.max()),
+    )
+
+
 def measure_checkpoint_writes(
     at: tuple[int, ...] = (100, 10_000), world_size: int = 10, repeats: int = 7
 ) -> list[dict]:
@@ -227,35 +243,22 @@ def measure_checkpoint_writes(
     """
     from mpiswim.checkpoint import CheckpointWriter, save_checkpoint
     from mpiswim.policy import initial_agent
-    from mpiswim.state import IterationRecord, initial_state
+    from mpiswim.state import initial_state
 
     cfg = parse_config(bench_config(max(at) + repeats + 1, world_size), world_size)
     rng = np.random.default_rng(0)
     state = initial_state(initial_agent(8, 2, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels))
 
-    def record() -> IterationRecord:
-        scores = rng.normal(100, 10, world_size)
-        timings = rng.uniform(0, 1, (world_size, 4))
-        return IterationRecord(
-            scores,
-            int(np.argmax(scores)),
-            rng.normal(100, 10, (world_size, cfg.iterate_episodes)),
-            timings,
-            np.zeros(world_size, bool),
-            False,
-            float(scores.max()),
-        )
-
     results = []
     with tempfile.TemporaryDirectory(dir=".") as folder:  # on the disk a run would write to, not a RAM /tmp
         for k in at:
-            records = [record() for _ in range(k - 1)]
+            records = [random_record(rng, world_size, cfg.iterate_episodes) for _ in range(k - 1)]
             writer = CheckpointWriter.create(
                 Path(folder) / f"append-{k}.h5", cfg, replace(state, iteration=k - 1), records
             )
             append, rewrite = [], []
             for _ in range(repeats):
-                records.append(record())
+                records.append(random_record(rng, world_size, cfg.iterate_episodes))
                 done = replace(state, iteration=len(records))
                 append.append(writer.append(done, records))
                 started = time.perf_counter()
