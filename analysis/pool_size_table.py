@@ -70,6 +70,11 @@ def _cell(values: list, digits: int = 0) -> str:
     return f"{np.median(values):,.{digits}f} ({shown})"
 
 
+def to_target(runs: list[dict], key: str) -> list:
+    """Each run's `key` if it stopped at its target, else None (it never got there)."""
+    return [row[key] if row["target_reached"] else None for row in runs]
+
+
 def table(rows: list[dict], threshold: float) -> str:
     header = [
         "P",
@@ -84,11 +89,6 @@ def table(rows: list[dict], threshold: float) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for ranks in sorted({row["ranks"] for row in rows}):
         runs = [row for row in rows if row["ranks"] == ranks]
-        stopped = [row if row["target_reached"] else None for row in runs]
-
-        def when_reached(key: str, selected: list[dict | None] = stopped) -> list:
-            return [None if row is None else row[key] for row in selected]
-
         steps = [None if row["recorded_steps"] is None else row["recorded_steps"] / 1e6 for row in runs]
         lines.append(
             "| "
@@ -98,9 +98,9 @@ def table(rows: list[dict], threshold: float) -> str:
                     _cell([row["recorded_iteration"] for row in runs]),
                     _cell(steps, 1),
                     f"{sum(row['target_reached'] for row in runs)} of {len(runs)}",
-                    _cell(when_reached("iterations")),
-                    _cell(when_reached("cpu_s")),
-                    _cell(when_reached("wall_s")),
+                    _cell(to_target(runs, "iterations")),
+                    _cell(to_target(runs, "cpu_s")),
+                    _cell(to_target(runs, "wall_s")),
                     _cell([row["recorded_best"] - row["fresh"] for row in runs], 1),
                 ]
             )
