@@ -41,3 +41,8 @@ def finish_job(job: subprocess.Popen, timeout: float, what: str) -> tuple[int, s
         out, err = job.communicate()
         pytest.fail(f"{what} did not finish within {timeout} s:\n{out}\n{err or ''}")
     return job.returncode, out + (err or "")
+
+
+def train_args(config: object, out: object) -> tuple[str, ...]:
+    """The arguments of `mpiswim train --config CONFIG --out OUT`."""
+    return ("train", "--config", str(config), "--out", str(out))

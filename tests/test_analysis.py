@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from jobs import environment
+from jobs import environment, train_args
 from synthetic import ALPHA, BEST, BEST_ROW, SCORES, WINNERS, write_synthetic_checkpoint
 
 from mpiswim import analysis, checkpoint
@@ -422,11 +422,7 @@ def test_reading_while_a_real_run_writes_neither_fails_nor_disturbs_it(tmp_path)
         sys.executable,
         "-m",
         "mpiswim.cli",
-        "train",
-        "--config",
-        "live.toml",
-        "--out",
-        str(out),
+        *train_args("live.toml", out),
     ]
     env = environment()
     job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

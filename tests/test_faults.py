@@ -28,7 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from jobs import environment, finish_job, start_job
+from jobs import environment, finish_job, start_job, train_args
 from synthetic import write_synthetic_checkpoint
 from test_mpi import DRIVER, TINY_CONFIG, exit_codes, mpiexec, read_pool
 
@@ -163,11 +163,7 @@ def test_kill_9_of_a_rank_mid_iteration_ends_the_job_and_keeps_the_checkpoint(tm
         RANKS,
         "fault",
         tmp_path,
-        "train",
-        "--config",
-        str(config),
-        "--out",
-        "run.h5",
+        *train_args(config, "run.h5"),
         env={"FAULT": "pause", "FAULT_RANK": "1"},
     )
     paused = tmp_path / "paused.1"
@@ -253,11 +249,7 @@ def test_exception_in_one_ranks_episode_loop_ends_every_rank_with_one_message(tm
         RANKS,
         "fault",
         tmp_path,
-        "train",
-        "--config",
-        str(config),
-        "--out",
-        "run.h5",
+        *train_args(config, "run.h5"),
         env={"FAULT": "raise", "FAULT_RANK": "1"},
     )
     raised = tmp_path / "raised.1"
@@ -331,11 +323,7 @@ def test_a_full_disk_during_the_run_costs_nothing_the_rows_are_preallocated(tmp_
         RANKS,
         "fault",
         tmp_path,
-        "train",
-        "--config",
-        str(config),
-        "--out",
-        str(out),
+        *train_args(config, out),
         env={"FAULT": "pause", "FAULT_RANK": "1", "FAULT_SECONDS": "2"},
     )
     wait_for((tmp_path / "paused.1").exists, job, "rank 1 to reach the middle of iteration 2")
@@ -391,11 +379,7 @@ def test_resume_from_a_truncated_or_corrupted_checkpoint_is_refused_and_the_file
         RANKS,
         "cli",
         tmp_path,
-        "train",
-        "--config",
-        str(write_config(tmp_path)),
-        "--out",
-        corrupted.name,
+        *train_args(write_config(tmp_path), corrupted.name),
         "--resume-if-exists",
     )
     assert exit_codes(tmp_path, RANKS) == [2] * RANKS, output

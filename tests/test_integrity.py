@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jobs import train_args
 from synthetic import write_synthetic_checkpoint
 from test_faults import RANKS, assert_same_run, exit_codes, finish, rank_pids, run, start, wait_for, write_config
 from test_mpi import read_pool
@@ -266,11 +267,7 @@ def test_planned_work_a_week_warning_and_the_first_ctrl_c_are_told(tmp_path):
         RANKS,
         "cli",
         tmp_path,
-        "train",
-        "--config",
-        str(write_config(tmp_path)),
-        "--out",
-        str(out),
+        *train_args(write_config(tmp_path), out),
         "--iterations",
         "1000000000",
     )

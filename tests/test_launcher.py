@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from jobs import MPI_AS_ROOT
+from jobs import MPI_AS_ROOT, train_args
 from synthetic import write_synthetic_checkpoint
 from test_mpi import TINY_CONFIG, mpiexec
 
@@ -327,11 +327,7 @@ def test_real_open_mpi_mpirun_gets_the_hint_on_every_process(tmp_path):
         sys.executable,
         "-m",
         "mpiswim.cli",
-        "train",
-        "--config",
-        "tiny.toml",
-        "--out",
-        "run.h5",
+        *train_args("tiny.toml", "run.h5"),
     ]
     result = subprocess.run(
         command, cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=TIMEOUT
@@ -354,11 +350,7 @@ def test_the_venvs_mpiexec_still_trains(tmp_path):
         sys.executable,
         "-m",
         "mpiswim.cli",
-        "train",
-        "--config",
-        "tiny.toml",
-        "--out",
-        "run.h5",
+        *train_args("tiny.toml", "run.h5"),
     ]
     result = subprocess.run(
         command, cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=TIMEOUT

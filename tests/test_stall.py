@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from jobs import environment, start_job
+from jobs import environment, start_job, train_args
 from test_faults import finish, start, wait_for
 from test_mpi import TINY_CONFIG, mpiexec
 
@@ -222,11 +222,7 @@ def test_a_rank_stopped_inside_a_collective_is_named_and_the_ranks_it_holds_up_a
         "4",
         sys.executable,
         "driver.py",
-        "train",
-        "--config",
-        str(config),
-        "--out",
-        "run.h5",
+        *train_args(config, "run.h5"),
         "--stall-timeout",
         str(STALL_TIMEOUT),
     ]
@@ -261,11 +257,7 @@ def test_a_bad_stall_timeout_is_refused_before_anything_is_written(tmp_path):
     config = write_config(tmp_path)
     command = [
         str(Path(sys.executable).with_name("mpiswim")),
-        "train",
-        "--config",
-        str(config),
-        "--out",
-        "run.h5",
+        *train_args(config, "run.h5"),
         "--stall-timeout",
         "-1",
     ]
