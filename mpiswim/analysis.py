@@ -115,8 +115,8 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
         raise AnalysisError(
-            f"'{path}' {what}. Fix: give the path of a checkpoint file written by `mpiswim train` (`make run` writes "
-            "runs/default.h5)."
+            f"'{path}' {what}. Fix: give the path of a checkpoint file written by `mpiswim train` "
+            "(`make run` writes runs/default.h5)."
         )
     try:
         return read_raw(path)
@@ -182,14 +182,14 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
             )
     if pool["timings"].shape[2] != len(phases):
         raise AnalysisError(
-            f"'{path}': /pool/timings has {pool['timings'].shape[2]} phase columns but {len(phases)} phase names. Fix: "
-            "use an intact checkpoint."
+            f"'{path}': /pool/timings has {pool['timings'].shape[2]} phase columns but {len(phases)} phase names. "
+            "Fix: use an intact checkpoint."
         )
     for name, data in steps.items():
         if data.shape != (world_size,):
             raise AnalysisError(
-                f"'{path}': /hyperparameters/{name} has shape {data.shape}, expected ({world_size},). Fix: use an "
-                "intact checkpoint."
+                f"'{path}': /hyperparameters/{name} has shape {data.shape}, expected ({world_size},). "
+                "Fix: use an intact checkpoint."
             )
     config_toml = str(attrs["config_toml"])
     try:
@@ -740,8 +740,8 @@ def wins_markdown(run: Run) -> str:
     """The win tables (per rank, per hyperparameter value) as markdown, with a one-line reading guide."""
     decided = int((run.winner >= 0).sum())
     text = (
-        f"# Who wins: {run.label} ({run.env_id}, {run.world_size} ranks, {run.iterations} iterations, {decided} "
-        "with a winner)\n\n"
+        f"# Who wins: {run.label} ({run.env_id}, {run.world_size} ranks, {run.iterations} iterations, "
+        f"{decided} with a winner)\n\n"
     )
     text += "Share = wins / iterations with a winner. New bests = wins that raised the best-ever score.\n\n"
     text += _markdown(
@@ -789,8 +789,8 @@ def timings_markdown(run: Run) -> str:
     rows = timing_table(run)
     total = sum(r.seconds for r in rows)
     text = (
-        f"# Where time goes: {run.label} ({run.world_size} ranks, {run.iterations} iterations, {total:.1f} s in "
-        "all)\n\n"
+        f"# Where time goes: {run.label} ({run.world_size} ranks, {run.iterations} iterations, "
+        f"{total:.1f} s in all)\n\n"
     )
     text += (
         "Seconds summed over iterations; train, evaluate and communicate are means over the ranks (communicate "
@@ -1178,8 +1178,8 @@ def write_analysis(runs: Sequence[Run], out: str | Path, reference: Reference | 
     for run in runs:
         if run.iterations == 0:
             raise AnalysisError(
-                f"'{run.path}' has no completed iteration yet. Fix: wait until `mpiswim train` has written its first "
-                "iteration."
+                f"'{run.path}' has no completed iteration yet. "
+                "Fix: wait until `mpiswim train` has written its first iteration."
             )
     out = Path(out)
     try:
