@@ -67,10 +67,11 @@ def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_
     """Single-process steps/s of bare MuJoCo, the training and the evaluation phase (Swimmer-v5, which never ends
     early).
     """
-    from mpiswim.env import Trajectory, check_task, task_for
+    from mpiswim.env import Trajectory, task_for
     from mpiswim.learn import update_agent, use_compilation_cache
     from mpiswim.policy import initial_agent
     from mpiswim.pool import evaluate_branch, improve_branch
+    from mpiswim.tasks import check_task
 
     use_compilation_cache()
 

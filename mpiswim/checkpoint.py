@@ -64,7 +64,8 @@ import h5py
 import numpy as np
 
 from mpiswim import __version__
-from mpiswim.config import Config, ConfigError, parse_stored_config
+from mpiswim.config import Config, ConfigError, parse_stored_config, quote
+from mpiswim.plain_hdf5 import UnplainData, read_plain, refuse_unplain
 from mpiswim.policy import Agent, feature_blocks, scaler_shape
 from mpiswim.state import (
     CHECKPOINT_SECONDS,
@@ -448,8 +449,9 @@ def read_writer(path: Path) -> dict | None:
     """/writer: host, PID and start time of the job that last opened the file for writing; None if unreadable."""
     try:
         with h5py.File(path, "r", locking=False) as f:
-            return json.loads(bytes(f["writer"][()]).rstrip(b"\0"))
-    except Exception:  # no such dataset (format 1), not HDF5, not JSON
+            writer = read_plain(f, "writer", (WRITER_BYTES,), "u")
+        return json.loads(bytes(writer).rstrip(b"\0"))
+    except Exception:  # no such dataset (format 1), not plain, not HDF5, not JSON
         return None
 
 
@@ -488,7 +490,7 @@ def finished_cleanly(path: Path) -> bool:
     """
     try:
         with h5py.File(path, "r", locking=False) as f:
-            done = [int(record["iterations_done"]) for record in f["commit"][()]]
+            done = [int(record["iterations_done"]) for record in read_plain(f, "commit", (SLOTS,), "V")]
             return len(set(done)) == 1 and int(f.attrs["capacity"]) == max(done[0], 1)
     except Exception:  # a format_version 1 file has neither; anything odd means "cannot tell"
         return False
@@ -871,6 +873,13 @@ def _read_once(path: Path) -> dict:
         ) from None
     with handle as f:
         try:
+            refuse_unplain(f, all_bytes_in_file=True)
+        except UnplainData as error:
+            raise CheckpointError(
+                f"'{path}' holds data mpiswim will not read: {error}. The file was left untouched. Fix: give the path "
+                "of a checkpoint written by `mpiswim train`."
+            ) from None
+        try:
             if f.attrs.get("format") != FORMAT:
                 raise CheckpointError(
                     f"'{path}' is HDF5 but not an mpiswim checkpoint (attribute format = {f.attrs.get('format')!r}). "
@@ -1090,11 +1099,37 @@ def _to_checkpoint(raw: dict, cfg: Config) -> Checkpoint:
     )
 
 
+def _check_task(raw: dict, cfg: Config, path: Path) -> None:
+    """The stored [env] id must be a registered MuJoCo task (mpiswim.tasks.make_env) whose spaces fit the stored
+    agent.
+    """
+    from mpiswim.tasks import check_task
+
+    try:
+        obs_dim, action_dim = check_task(cfg)
+    except ConfigError as error:
+        raise CheckpointError(
+            f"'{path}': its stored config cannot run here: {str(error).removeprefix('config error: ')} "
+            "The file was left untouched."
+        ) from None
+    stored = raw["current"].policy.shape  # (blocks, 2, actions, 1 + observation values)
+    if stored[2:] != (action_dim, obs_dim + 1):
+        raise _damaged(
+            path,
+            f"its agent is for {stored[2]} actions and {stored[3] - 1} observation values, but its task "
+            f"{quote(cfg.env_id)} has {action_dim} and {obs_dim}",
+        )
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint; raise CheckpointError naming the problem if it is unreadable, damaged or malformed."""
+    """Read a checkpoint; raise CheckpointError naming the problem if it is unreadable, damaged, malformed, or its
+    task cannot be made here or does not fit its agent.
+    """
     path = Path(path)
     raw = read_raw(path)
-    return _to_checkpoint(raw, _check_layout(raw, path))
+    cfg = _check_layout(raw, path)
+    _check_task(raw, cfg, path)
+    return _to_checkpoint(raw, cfg)
 
 
 def check_checkpoint(path: str | Path) -> Checkpoint:
@@ -1103,6 +1138,7 @@ def check_checkpoint(path: str | Path) -> Checkpoint:
     raw = read_raw(path)
     cfg = _check_layout(raw, path)
     _check_values(raw, path)
+    _check_task(raw, cfg, path)
     return _to_checkpoint(raw, cfg)
 
 

@@ -5,7 +5,8 @@ shared with the other ranks. Every problem is reported as one `ConfigError`
 whose message names the field, the value that was given and how to fix it.
 A key left out means its value in DEFAULTS, which is built from the embedded
 default. Only the text is checked here: whether the task exists and fits the
-config is mpiswim.env.check_task's question (this module imports no other).
+config is mpiswim.tasks.check_task's question (this module imports only
+mpiswim.plain_hdf5, to read a hyperparameter file).
 """
 
 from __future__ import annotations
@@ -253,8 +254,16 @@ class Config:
         return self.baseline == "state-time"
 
 
+def quote(value: Any, limit: int = 80) -> str:
+    """repr(value), shortened for a one-line message: a long list shows its first and last entries and its length."""
+    if isinstance(value, (list, tuple)) and len(value) > 6:
+        return f"[{', '.join(quote(v, 20) for v in value[:3])}, ..., {quote(value[-1], 20)}] ({len(value)} entries)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
 def _fail(field: str, value: Any, problem: str, fix: str) -> ConfigError:
-    return ConfigError(f"config error: {field} = {value!r}: {problem}. Fix: {fix}.")
+    return ConfigError(f"config error: {field} = {quote(value)}: {problem}. Fix: {fix}.")
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
@@ -375,7 +384,7 @@ def _spread(field: str, value: dict, world_size: int) -> list[float]:
             raise _fail(
                 field,
                 value,
-                f"entry {v!r} is not a positive finite step size",
+                f"entry {quote(v)} is not a positive finite step size",
                 "use positive numbers such as {min = 1e-6, max = 1e-4}",
             )
     if low > high:
@@ -402,16 +411,16 @@ def _step_sizes(name: str, value: Any, world_size: int) -> tuple[float, ...]:
         values = [value] * world_size
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise _fail(field, value, f"entry {v!r} is not a number", "use numbers such as 1e-4")
+            raise _fail(field, value, f"entry {quote(v)} is not a number", "use numbers such as 1e-4")
         if not (math.isfinite(v) and v > 0):
             raise _fail(
-                field, value, f"entry {v!r} is not a positive finite step size", "use positive numbers such as 1e-4"
+                field, value, f"entry {quote(v)} is not a positive finite step size", "use positive numbers like 1e-4"
             )
     return tuple(float(v) for v in values)
 
 
 def _observation_scale(value: Any) -> tuple[float, ...] | float:
-    """A positive number, or a list of them (its length is checked against the task in mpiswim.env.check_task)."""
+    """A positive number, or a list of them (its length is checked against the task in mpiswim.tasks.check_task)."""
     field = "[policy] observation_scale"
     values = value if isinstance(value, list) else [value]
     if not values:
@@ -419,7 +428,7 @@ def _observation_scale(value: Any) -> tuple[float, ...] | float:
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
             raise _fail(
-                field, value, f"entry {v!r} is not a positive finite number", "use positive numbers such as 1.0 or 2.5"
+                field, value, f"entry {quote(v)} is not a positive finite number", "use positive numbers like 1.0"
             )
     return tuple(float(v) for v in values) if isinstance(value, list) else float(value)
 
@@ -547,7 +556,8 @@ def _seed_options(doc: dict, learner: str, observation_scale: tuple[float, ...] 
 def read_hyperparameter_file(path: Path, world_size: int) -> dict[str, tuple[float, ...]]:
     """Per-rank hyperparameters from an HDF5 file: one dataset of length P per name."""
     import h5py
-    import numpy as np
+
+    from mpiswim.plain_hdf5 import UnplainData, read_plain, refuse_unplain
 
     field = "[ranks] hyperparameters"
     wanted = (
@@ -567,26 +577,19 @@ def read_hyperparameter_file(path: Path, world_size: int) -> dict[str, tuple[flo
         raise _fail(field, str(path), f"cannot be read as HDF5 ({reason})", wanted) from None
     values = {}
     with handle:
-        for key in handle:
-            if key not in HYPERPARAMETERS:
-                raise _fail(
-                    field, str(path), f"contains unknown dataset '{key}'", f"keep only {', '.join(HYPERPARAMETERS)}"
-                )
-        for key in HYPERPARAMETERS:
-            if key not in handle or not isinstance(handle[key], h5py.Dataset):
-                raise _fail(
-                    field, str(path), f"has no dataset '{key}'", f"add a float dataset '{key}' of length {world_size}"
-                )
-            data = handle[key]
-            if data.dtype.kind not in "fiu" or data.ndim != 1:
-                raise _fail(
-                    field,
-                    str(path),
-                    f"dataset '{key}' has shape {data.shape} and type {data.dtype}",
-                    f"store '{key}' as a 1-D float array of length {world_size}",
-                )
+        try:
+            refuse_unplain(handle)
+            for key in handle:
+                if key not in HYPERPARAMETERS:
+                    keep = f"keep only {', '.join(HYPERPARAMETERS)}"
+                    raise _fail(field, str(path), f"contains unknown dataset {quote(key)}", keep)
+            arrays = {key: read_plain(handle, key, (world_size,)) for key in HYPERPARAMETERS}
+        except UnplainData as error:
+            fix = f"store {' and '.join(HYPERPARAMETERS)} as plain float datasets of length {world_size} in the file"
+            raise _fail(field, str(path), str(error), fix) from None
+        for key, data in arrays.items():
             try:
-                values[key] = _step_sizes(key, [float(v) for v in np.asarray(data)], world_size)
+                values[key] = _step_sizes(key, [float(v) for v in data], world_size)
             except ConfigError as error:  # _step_sizes names '[ranks] alpha'; say that the values came from this file
                 raise ConfigError(
                     str(error).replace("config error: ", f"config error: hyperparameter file '{path}' ({field}): ", 1)
@@ -602,7 +605,7 @@ def parse_config(
 ) -> Config:
     """Validate TOML text for a pool of `world_size` ranks; raise ConfigError on any problem.
 
-    Only the text is checked: whether Gymnasium can make the task is mpiswim.env.check_task's
+    Only the text is checked: whether Gymnasium can make the task is mpiswim.tasks.check_task's
     question. `stored_step_sizes` (alpha/eta per rank) replaces the [ranks] values: a resumed
     run takes them from its checkpoint, not from a file that may have moved.
     """
@@ -682,6 +685,13 @@ def parse_config(
     env_id = _get(doc, "env", "id")
     if not env_id.isprintable():
         raise _fail("[env] id", env_id, "contains control characters", "use a Gymnasium id such as 'Swimmer-v5'")
+    if ":" in env_id:  # Gymnasium's make would import the module named before the ':'
+        raise _fail(
+            "[env] id",
+            env_id,
+            "names a Python module to import (the part before ':'), and mpiswim never imports code a config names",
+            "use a registered Gymnasium MuJoCo id such as 'Swimmer-v5', without a module",
+        )
 
     name = _text("[run] name", _get(doc, "run", "name"))
     out = _get(doc, "run", "out")

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpiswim import normalise, swimmer
-from mpiswim.config import MAX_SIGNED_OBS_DIM, Config, ConfigError
+from mpiswim.config import Config
 from mpiswim.policy import Agent, active_block, beta_mean, draw_beta, flat_policy, sign_weights
+from mpiswim.tasks import make_env
 
 
 @dataclass
@@ -61,61 +62,6 @@ class Task:
     normalisation: tuple[int, float] | None = None  # (refit_every, recency): phi = [1, running-scaled s]
 
 
-def check_task(cfg: Config) -> tuple[int, int]:
-    """Check that Gymnasium can make the config's task and that the config fits it; return (obs_dim, action_dim).
-
-    The task must be known, with a bounded 1-D Box action space and a 1-D Box observation
-    space; the signed coding must fit its observation size and a list observation_scale
-    must have one entry per observation value. Any problem is a ConfigError.
-    """
-    import gymnasium as gym
-
-    env_id, features, scale = cfg.env_id, cfg.features, cfg.observation_scale
-
-    try:
-        env = gym.make(env_id)
-    except Exception as error:  # gymnasium raises several types for unknown ids
-        raise ConfigError(
-            f"config error: [env] id = {env_id!r}: Gymnasium cannot make it ({error.__class__.__name__}: {error}). "
-            "Fix: use a registered MuJoCo id such as 'Swimmer-v5', 'Hopper-v5' or 'HalfCheetah-v5'."
-        ) from None
-    try:
-        action_space, observation_space = env.action_space, env.observation_space
-    finally:
-        env.close()
-    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
-        raise ConfigError(
-            f"config error: [env] id = {env_id!r}: action space {action_space} is not a 1-D Box. Fix: use a task with "
-            "continuous actions."
-        )
-    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-        raise ConfigError(
-            f"config error: [env] id = {env_id!r}: action space {action_space} is unbounded, but Beta actions need "
-            "finite bounds. "
-            "Fix: use a task with bounded actions (all Gymnasium MuJoCo tasks have them)."
-        )
-    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-        raise ConfigError(
-            f"config error: [env] id = {env_id!r}: observation space {observation_space} is not a 1-D Box. Fix: use a "
-            "task with vector observations."
-        )
-    obs_dim = observation_space.shape[0]
-    if features == "signed" and obs_dim > MAX_SIGNED_OBS_DIM:
-        raise ConfigError(
-            f"config error: [policy] features = 'signed': {env_id} has {obs_dim} observation values, so the signed "
-            "coding "
-            f'would need 2^{obs_dim} blocks (at most 2^{MAX_SIGNED_OBS_DIM} allowed). Fix: set features = "linear" in '
-            "[policy]."
-        )
-    if isinstance(scale, tuple) and len(scale) != obs_dim:
-        raise ConfigError(
-            f"config error: [policy] observation_scale = {list(scale)!r}: has {len(scale)} entries but {env_id} has "
-            f"{obs_dim} observation values. "
-            f"Fix: give exactly {obs_dim} numbers, or a single number for all."
-        )
-    return obs_dim, action_space.shape[0]
-
-
 def gymnasium_step(env) -> Callable:
     """The environment's own step, reduced to (observation, reward, terminated)."""
 
@@ -140,9 +86,7 @@ def make_task(
     are s / observation_scale. normalisation: (refit_every, recency) of the
     running scaler the agent carries ([policy] normalisation = "running").
     """
-    import gymnasium as gym
-
-    env = gym.make(env_id).unwrapped
+    env = make_env(env_id).unwrapped
     obs_dim = env.observation_space.shape[0]
     return Task(
         env=env,

@@ -49,13 +49,14 @@ from mpiswim.config import (
     parse_config,
     set_up_stall_timeout,
 )
-from mpiswim.env import Task, Trajectory, check_task, task_for
+from mpiswim.env import Task, Trajectory, task_for
 from mpiswim.launcher import resume_command
 from mpiswim.learn import use_compilation_cache
 from mpiswim.policy import initial_agent
 from mpiswim.pool import broadcast_object, combine_stops, end_of_run, fresh_score, pool_iteration
 from mpiswim.stall import StallWatch, abort_every_rank
 from mpiswim.state import IterationRecord, PoolState, initial_state
+from mpiswim.tasks import check_task
 
 # Exit codes (docs/faults.md). 130 and 143 are what shells report for a process
 # killed by SIGINT and SIGTERM (128 + signal number); here they mean "stopped
@@ -247,7 +248,6 @@ def resume(
         cfg = (
             checkpoint.config
         )  # as the run was written: its stored step sizes, and the defaults of the mpiswim that wrote it
-        check_task(cfg)  # the task may no longer be there (another Gymnasium)
         if given is not None:
             differences = config_differences(cfg, given)
             if differences:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from mpiswim.config import (
     parse_stored_config,
     set_up_stall_timeout,
 )
-from mpiswim.env import check_task
+from mpiswim.tasks import check_task
 
 MINIMAL = """\
 [run]
@@ -343,7 +344,8 @@ def test_unknown_environment_id():
     assert "[env] id" in message and "Swimmmer-v5" in message
 
 
-def test_unbounded_action_space():
+def test_unbounded_action_space(monkeypatch):
+    monkeypatch.setattr("mpiswim.tasks.mujoco_ids", lambda: ["Swimmer-v5", "MpiswimTest/Unbounded-v0"])
     message = problem(
         MINIMAL.replace("Swimmer-v5", "MpiswimTest/Unbounded-v0").replace(
             "[ranks]", "[policy]\nfeatures = 'linear'\n[ranks]"
@@ -394,7 +396,7 @@ def test_hyperparameters_from_an_hdf5_file(tmp_path):
 @pytest.mark.parametrize(
     ("datasets", "expected"),
     [
-        ({"alpha": np.ones(3) * 1e-4, "eta": np.ones(2) * 1e-3}, "3 entries"),
+        ({"alpha": np.ones(3) * 1e-4, "eta": np.ones(2) * 1e-3}, "shape (3,)"),
         ({"alpha": np.ones((2, 2)) * 1e-4, "eta": np.ones(2) * 1e-3}, "shape (2, 2)"),
         ({"alpha": np.array([b"a", b"b"]), "eta": np.ones(2) * 1e-3}, "type"),
         ({"eta": np.ones(2) * 1e-3}, "no dataset 'alpha'"),
@@ -406,6 +408,58 @@ def test_bad_hyperparameter_files(tmp_path, datasets, expected):
     write_hyperparameters(tmp_path / "steps.h5", **datasets)
     message = problem(FROM_FILE, base_dir=tmp_path)
     assert expected in message and "[ranks]" in message and "steps.h5" in message
+
+
+def _external_storage(f, secret):
+    f.create_dataset("alpha", shape=(2,), dtype="<f8", external=[(str(secret), 0, 16)])
+
+
+def _virtual(f, secret):
+    layout = h5py.VirtualLayout(shape=(2,), dtype="<f8")
+    layout[:] = h5py.VirtualSource(str(secret.with_suffix(".h5")), "alpha", shape=(2,))
+    f.create_virtual_dataset("alpha", layout)
+
+
+def _soft_link(f, secret):
+    f.create_dataset("hidden", data=np.ones(2) * 1e-4)
+    f["alpha"] = h5py.SoftLink("/hidden")
+
+
+def _external_link(f, secret):
+    f["alpha"] = h5py.ExternalLink(str(secret.with_suffix(".h5")), "alpha")
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (_external_storage, "external raw storage"),
+        (_virtual, "virtual dataset"),
+        (_soft_link, "soft link"),
+        (_external_link, "external link"),
+    ],
+)
+def test_hyperparameter_file_reads_no_other_file(tmp_path, make, expected):
+    """A dataset whose values live in another file (a password file, say) is refused, naming it; nothing is read."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(np.array([1e-4, 2e-4]).tobytes())  # bytes that would pass as step sizes
+    write_hyperparameters(secret.with_suffix(".h5"), alpha=np.array([1e-4, 2e-4]))
+    with h5py.File(tmp_path / "steps.h5", "w") as f:
+        make(f, secret)
+        f.create_dataset("eta", data=np.ones(2) * 1e-3)
+    message = problem(FROM_FILE, base_dir=tmp_path)
+    assert expected in message and "'/alpha'" in message and "steps.h5" in message and "in the file" in message
+
+
+def test_hyperparameter_file_declaring_huge_data_is_refused_before_reading(tmp_path):
+    """10^9 compressed elements in a 2 KB file: refused from the declared shape, quickly, in one short line."""
+    with h5py.File(tmp_path / "steps.h5", "w") as f:
+        f.create_dataset("alpha", shape=(10**9,), dtype="<f8", chunks=(10**6,), compression="gzip", fillvalue=1e-4)
+        f.create_dataset("eta", data=np.ones(2) * 1e-3)
+    assert (tmp_path / "steps.h5").stat().st_size < 10_000
+    started = time.perf_counter()
+    message = problem(FROM_FILE, base_dir=tmp_path)
+    assert time.perf_counter() - started < 5  # reading it would take minutes and 8 GB
+    assert "shape (1000000000,)" in message and len(message) < 400
 
 
 def test_hyperparameter_file_that_is_not_hdf5_or_missing(tmp_path):

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mpiswim import env
+from mpiswim import tasks
 from mpiswim.config import (
     BASELINE_TARGETS,
     BASELINES,
@@ -156,7 +156,7 @@ VALID = {
     ("run", "target_episodes"): lambda v: is_int(v) and 1 <= v <= MAX_EPISODES,
     ("env", "id"): lambda v: (
         isinstance(v, str) and v.isprintable()
-    ),  # whether Gymnasium knows it: mpiswim.env.check_task
+    ),  # whether Gymnasium knows it: mpiswim.tasks.check_task
     ("env", "T"): lambda v: is_int(v) and 1 <= v <= MAX_T,
     ("env", "gamma"): lambda v: is_number(v) and 0 <= v <= 1,
     ("pool", "iterate_episodes"): lambda v: is_int(v) and 1 <= v <= MAX_EPISODES,
@@ -169,7 +169,7 @@ VALID = {
     ("policy", "baseline"): lambda v: v in BASELINES,
     ("policy", "features"): lambda v: v in FEATURE_MAPS,
     ("policy", "update"): lambda v: v in UPDATE_RULES,
-    # a list's length is checked against the task by mpiswim.env.check_task, which these tests leave out
+    # a list's length is checked against the task by mpiswim.tasks.check_task, which these tests leave out
     ("policy", "observation_scale"): lambda v: (
         is_step(v) or (isinstance(v, list) and len(v) > 0 and all(is_step(x) for x in v))
     ),
@@ -204,7 +204,7 @@ def validate(text: str, world_size: int = P, check_task: bool = False, **kwargs)
     try:
         cfg = parse_config(text, world_size, **kwargs)
         if check_task:
-            env.check_task(cfg)
+            tasks.check_task(cfg)
         return cfg
     except ConfigError as error:
         message = str(error)

@@ -1,10 +1,11 @@
 """The package's modules form layers: each imports only modules below it (no import loop).
 
 From the bottom: what a policy is, the running scaler, MPI launcher checks and
-progress display, the config, the pool's state, the environment loop, the
-learning update, random search, the stall watch, the pool protocol, the
-checkpoint file, reading runs, rendering, what a run says (info, evaluate), training, benchmarking, and the CLI
-on top. Imports inside functions count too: a lazy import is still a
+progress display, reading HDF5 input as plain data, the config, the tasks
+mpiswim makes, the pool's state, the environment loop, the learning update,
+random search, the stall watch, the pool protocol, the checkpoint file,
+reading runs, rendering, what a run says (info, evaluate), training,
+benchmarking, and the CLI on top. Imports inside functions count too: a lazy import is still a
 dependency.
 """
 
@@ -17,7 +18,9 @@ LAYERS = (
     "normalise",
     "launcher",
     "progress",
+    "plain_hdf5",
     "config",
+    "tasks",
     "state",
     "swimmer",
     "env",

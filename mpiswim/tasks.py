@@ -1,0 +1,99 @@
+"""Which tasks mpiswim makes, making one, and whether a config fits it.
+
+Only Gymnasium's registered MuJoCo tasks are made, and an id is looked up in
+Gymnasium's registry before `gymnasium.make` sees it: `make` imports the module
+of an id written 'module:name', and an id can come from a file someone else
+wrote (a config, the stored config of a checkpoint). Importing this module
+loads neither MuJoCo nor numba; making a task loads MuJoCo.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+
+from mpiswim.config import MAX_SIGNED_OBS_DIM, Config, ConfigError, quote
+
+MUJOCO_ENTRY_POINT = "gymnasium.envs.mujoco."
+
+
+def mujoco_ids() -> list[str]:
+    """The ids of Gymnasium's MuJoCo tasks, as its registry lists them."""
+    from gymnasium.envs.registration import registry
+
+    return [env_id for env_id, spec in registry.items() if str(spec.entry_point).startswith(MUJOCO_ENTRY_POINT)]
+
+
+def make_env(env_id: str):
+    """gymnasium.make(env_id) for an id in Gymnasium's registry of MuJoCo tasks, else a ConfigError.
+
+    The id is looked up before `make` is called: `make` would import the module of an
+    id of the form 'module:name', so an id from a file someone hands us (a config, a
+    stored config) could otherwise run code.
+    """
+    import gymnasium as gym
+
+    if env_id not in mujoco_ids():
+        close = difflib.get_close_matches(env_id, mujoco_ids(), n=1)
+        example = f"'{close[0]}'" if close else "'Swimmer-v5', 'Hopper-v5' or 'HalfCheetah-v5'"
+        raise ConfigError(
+            f"config error: [env] id = {quote(env_id)}: not one of Gymnasium's registered MuJoCo tasks "
+            f"(mpiswim makes only those, and imports nothing an id names). Fix: use a registered id such as {example}."
+        )
+    try:
+        return gym.make(env_id)
+    except Exception as error:  # e.g. a MuJoCo that cannot load the model
+        raise ConfigError(
+            f"config error: [env] id = {env_id!r}: Gymnasium cannot make it ({error.__class__.__name__}: "
+            f"{quote(str(error), 200)}). Fix: check that gymnasium[mujoco] is installed and works."
+        ) from None
+
+
+def check_task(cfg: Config) -> tuple[int, int]:
+    """Check that Gymnasium can make the config's task and that the config fits it; return (obs_dim, action_dim).
+
+    The task must be one of Gymnasium's registered MuJoCo tasks (make_env), with a bounded
+    1-D Box action space and a 1-D Box observation space; the signed coding must fit its
+    observation size and a list observation_scale must have one entry per observation value.
+    Any problem is a ConfigError.
+    """
+    import gymnasium as gym
+
+    env_id, features, scale = cfg.env_id, cfg.features, cfg.observation_scale
+    env = make_env(env_id)
+    try:
+        action_space, observation_space = env.action_space, env.observation_space
+    finally:
+        env.close()
+    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+        raise ConfigError(
+            f"config error: [env] id = {env_id!r}: action space {action_space} is not a 1-D Box. Fix: use a task with "
+            "continuous actions."
+        )
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise ConfigError(
+            f"config error: [env] id = {env_id!r}: action space {action_space} is unbounded, but Beta actions need "
+            "finite bounds. "
+            "Fix: use a task with bounded actions (all Gymnasium MuJoCo tasks have them)."
+        )
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise ConfigError(
+            f"config error: [env] id = {env_id!r}: observation space {observation_space} is not a 1-D Box. Fix: use a "
+            "task with vector observations."
+        )
+    obs_dim = observation_space.shape[0]
+    if features == "signed" and obs_dim > MAX_SIGNED_OBS_DIM:
+        raise ConfigError(
+            f"config error: [policy] features = 'signed': {env_id} has {obs_dim} observation values, so the signed "
+            "coding "
+            f'would need 2^{obs_dim} blocks (at most 2^{MAX_SIGNED_OBS_DIM} allowed). Fix: set features = "linear" in '
+            "[policy]."
+        )
+    if isinstance(scale, tuple) and len(scale) != obs_dim:
+        raise ConfigError(
+            f"config error: [policy] observation_scale = {list(scale)!r}: has {len(scale)} entries but {env_id} has "
+            f"{obs_dim} observation values. "
+            f"Fix: give exactly {obs_dim} numbers, or a single number for all."
+        )
+    return obs_dim, action_space.shape[0]
