@@ -619,6 +619,8 @@ def place_image(path: Path, image: FileImage, existing_fd: int | None) -> int:
 def check_space(directory: Path, needed: int) -> None:
     """OSError(ENOSPC) if the file system (as statvfs reports it to this user) has less than `needed` bytes free."""
     stats = os.statvfs(directory)
+    if stats.f_blocks == 0:  # a file system without blocks (/proc, /sys): the write itself will say what is wrong
+        return
     if stats.f_bavail * stats.f_frsize < needed:
         raise OSError(
             errno.ENOSPC,
@@ -636,6 +638,7 @@ class CheckpointWriter:
         self.header, self.rows_digest = image.header, image.rows_digest
         self.layout = row_layout(cfg.world_size, cfg.iterate_episodes)
         self.last_commit: np.ndarray | None = None  # the newest commit record this writer wrote
+        self.size = len(image.data) or os.fstat(fd).st_size  # the file's size: appends write inside it
 
     @classmethod
     def create(
@@ -712,17 +715,72 @@ class CheckpointWriter:
             _write_all(self.fd, self.last_commit.tobytes(), self.offsets["commit"] + spare * COMMIT_DTYPE.itemsize)
             os.fsync(self.fd)
 
-    def _rebuild(self, state: PoolState, records: list[IterationRecord], capacity: int) -> None:
+    def _rebuild(self, state: PoolState, records: list[IterationRecord], capacity: int, replace: bool = True) -> None:
+        """A new image of the run at `path`: renamed over this writer's file (replace), or put where it was deleted."""
         image = build_image(self.cfg, state, records, capacity, writer_identity())
         check_space(self.path.parent, len(image.data))
-        self.fd = place_image(self.path, image, self.fd)
+        old = self.fd
+        self.fd = place_image(self.path, image, old if replace else None)
+        if not replace:
+            os.close(old)  # the deleted file, and its lock
         self.offsets, self.capacity, self.header, self.rows_digest = (
             image.offsets,
             image.capacity,
             image.header,
             image.rows_digest,
         )
-        self.last_commit = None
+        self.size, self.last_commit = len(image.data), None
+
+    def lost(self) -> str | None:
+        """None while `path` names the file this writer writes, at its size; else what happened to it, in words.
+
+        A clean-up script, a scratch purge or a careless `mv` can delete, truncate or
+        replace the file while the run goes on; the writer would then write on into a
+        file nobody can open.
+        """
+        try:
+            at_path = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return "deleted" if self.path.parent.is_dir() else "deleted with its folder"
+        except OSError as error:
+            return f"out of reach ({error.strerror or error})"
+        ours = os.fstat(self.fd)
+        if (at_path.st_dev, at_path.st_ino) != (ours.st_dev, ours.st_ino):
+            return "replaced by another file"
+        if ours.st_size != self.size:
+            return f"cut to {ours.st_size} bytes (it had {self.size})"
+        return None
+
+    def write_again(self, state: PoolState, records: list[IterationRecord]) -> None:
+        """Write the whole run from memory at `path` again, after lost() said it was deleted or damaged.
+
+        A file someone else put at `path` is never replaced: CheckpointBusy. OSError if
+        the file cannot be written there (its folder is gone, say).
+        """
+        problem = self.lost()
+        if problem == "replaced by another file":
+            raise CheckpointBusy(f"'{self.path}' is now another file, which is not this run's to replace")
+        deleted = problem is not None and problem.startswith("deleted")
+        self._rebuild(state, records, max(self.capacity, state.iteration, 1), replace=not deleted)
+
+    def rescue(self, state: PoolState, records: list[IterationRecord]) -> tuple[Path | None, str]:
+        """Write the whole run to a new file beside `path`, or else in the current folder; (where, or None, and why
+        not).
+
+        The file is created exclusively under a new name: nothing there is replaced.
+        """
+        image = build_image(self.cfg, state, records, max(state.iteration, 1), writer_identity())
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        reasons = []
+        for folder in dict.fromkeys((self.path.parent, Path.cwd())):
+            candidate = folder / f"{self.path.stem}.rescued-{stamp}.h5"
+            try:
+                check_space(folder, len(image.data))
+                os.close(place_image(candidate, image, None))
+                return candidate, ""
+            except (OSError, CheckpointError) as error:
+                reasons.append(f"{folder}: {getattr(error, 'strerror', None) or error}")
+        return None, "; ".join(reasons)
 
     def close(self) -> None:
         """Release the lock (closing the file)."""
@@ -1099,7 +1157,7 @@ def _to_checkpoint(raw: dict, cfg: Config) -> Checkpoint:
     )
 
 
-def _check_task(raw: dict, cfg: Config, path: Path) -> None:
+def check_task_fits(raw: dict, cfg: Config, path: Path) -> None:
     """The stored [env] id must be a registered MuJoCo task (mpiswim.tasks.make_env) whose spaces fit the stored
     agent.
     """
@@ -1128,7 +1186,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     raw = read_raw(path)
     cfg = _check_layout(raw, path)
-    _check_task(raw, cfg, path)
+    check_task_fits(raw, cfg, path)
     return _to_checkpoint(raw, cfg)
 
 
@@ -1138,7 +1196,7 @@ def check_checkpoint(path: str | Path) -> Checkpoint:
     raw = read_raw(path)
     cfg = _check_layout(raw, path)
     _check_values(raw, path)
-    _check_task(raw, cfg, path)
+    check_task_fits(raw, cfg, path)
     return _to_checkpoint(raw, cfg)
 
 

@@ -25,6 +25,7 @@ the numbers of an uninterrupted one.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from time import perf_counter
 
 import numpy as np
@@ -113,9 +114,11 @@ def broadcast_object(comm, obj, watch: StallWatch | None = None, root: int = 0):
     return pickle.loads(data.tobytes())
 
 
-def end_of_run(comm, watch: StallWatch | None = None) -> None:
-    """Every rank waits until every rank has finished (rank 0 its last write)."""
-    complete(watch, END, comm.Ibarrier())
+def end_of_run(comm, code: int, watch: StallWatch | None = None) -> int:
+    """Every rank waits until rank 0 has finished (its last write); returns rank 0's exit code on every rank."""
+    buffer = np.array([code], dtype=np.int64)
+    complete(watch, END, comm.Ibcast(buffer, root=0))
+    return int(buffer[0])
 
 
 # --- one rank's work ---------------------------------------------------------
@@ -170,13 +173,31 @@ def evaluate_branch(
     return float(returns.mean()), False
 
 
-def fresh_score(agent: Agent, task: Task, cfg: Config, iteration: int, trajectory: Trajectory) -> float:
+def fresh_score(
+    agent: Agent,
+    task: Task,
+    cfg: Config,
+    iteration: int,
+    trajectory: Trajectory,
+    keep_going: Callable[[], bool] = lambda: True,
+) -> float | None:
     """The agent's mean return on cfg.target_episodes fresh episodes, acting as the pool scores ([run] target's check).
 
     Fresh: a stream of their own (TARGET_STREAM) that no training or evaluation episode draws from.
+    keep_going is asked before every episode; None if it said no. The same numbers as
+    evaluate_branch on those episodes.
     """
-    stream = shared_stream(cfg.seed, iteration, TARGET_STREAM)
-    return evaluate_branch(copy_agent(agent), task, stream, cfg, trajectory, episodes=cfg.target_episodes)[0]
+    stream, agent = shared_stream(cfg.seed, iteration, TARGET_STREAM), copy_agent(agent)
+    returns = np.empty(cfg.target_episodes)
+    for episode in range(returns.size):
+        if not keep_going():
+            return None
+        returns[episode], degenerate = run_episode(
+            task, agent, stream, cfg.T, trajectory, mean_action=cfg.evaluation_action == "mean"
+        )
+        if degenerate:
+            return -np.inf
+    return float(returns.mean())
 
 
 # --- the pool iteration ------------------------------------------------------

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from mpiswim.analysis import AnalysisError, read_checkpoint
-from mpiswim.checkpoint import pool_record, stored_config
+from mpiswim.checkpoint import CheckpointError, check_task_fits, pool_record, stored_config
 from mpiswim.config import EVALUATION_ACTIONS, MAX_T, Config, ConfigError
 from mpiswim.policy import Agent, beta_mean, draw_beta, flat_policy
 from mpiswim.progress import progress_bar
@@ -99,6 +99,10 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
             f"'{path}': the stored config is not valid here ({error}). Fix: render with the mpiswim version that wrote "
             "the run."
         ) from None
+    try:
+        check_task_fits(raw, cfg, Path(path))  # as `mpiswim check` does: a registered task that fits the agent
+    except CheckpointError as error:
+        raise AnalysisError(str(error)) from None
 
     best_iteration = best_row + 1  # 1-based; 0 when no iteration has a winner yet
     stored = sorted({0, best_iteration, done})

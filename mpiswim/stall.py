@@ -93,6 +93,7 @@ class StallWatch:
         self.card = np.zeros(CARD_BYTES, dtype=np.uint8)  # what this rank sends, progress in the first 8 bytes
         self.card[8 : 8 + len(name)] = np.frombuffer(name, dtype=np.uint8)
         self.box, self.inbox, self.sends, self.entered = np.zeros(CARD_BYTES, dtype=np.uint8), None, [], 0.0
+        self.last_word = 0.0  # time.monotonic() of rank 0's last still_working message
 
     def start_run(self, timeout: float, out: str, written: int, resume_iterations: int | None = None) -> None:
         """The run is set up: its stall timeout, checkpoint and the iterations that checkpoint holds.
@@ -117,6 +118,16 @@ class StallWatch:
         if self.iteration is None or self.iteration == self.first:
             return max(self.timeout, START_UP_TIMEOUT)
         return max(self.timeout, STALL_FACTOR * (self.slowest or self.first_seconds))
+
+    def still_working(self) -> None:
+        """Rank 0, busy outside any collective while the others wait (the target check): tell them it is alive.
+
+        At most every half heartbeat; a waiting rank judges rank 0 silent only after two.
+        """
+        now = time.monotonic()
+        if self.timeout and self.size > 1 and now - self.last_word > min(self.limit() / 4, MAX_HEARTBEAT) / 2:
+            self._say(2 * self.stage_id + 1)  # "left the last collective": true, and it keeps the others' verdict
+            self.last_word = now
 
     def wait(self, requests: list, stage: str) -> None:
         """Complete this rank's requests of one collective, or end the job if a rank stays silent too long."""

@@ -10,6 +10,7 @@ loads neither MuJoCo nor numba; making a task loads MuJoCo.
 from __future__ import annotations
 
 import difflib
+import os
 
 import numpy as np
 
@@ -43,11 +44,21 @@ def make_env(env_id: str):
         )
     try:
         return gym.make(env_id)
-    except Exception as error:  # e.g. a MuJoCo that cannot load the model
-        raise ConfigError(
-            f"config error: [env] id = {env_id!r}: Gymnasium cannot make it ({error.__class__.__name__}: "
-            f"{quote(str(error), 200)}). Fix: check that gymnasium[mujoco] is installed and works."
-        ) from None
+    except Exception as error:  # e.g. a MuJoCo that cannot load the model, or MuJoCo's OpenGL back-end
+        raise ConfigError(cannot_make(env_id, error)) from None
+
+
+def cannot_make(env_id: str, error: Exception) -> str:
+    """The message for a registered task that Gymnasium failed to make: MUJOCO_GL named when it is set."""
+    cause = f"Gymnasium cannot make it ({error.__class__.__name__}: {quote(str(error), 200)})"
+    gl = os.environ.get("MUJOCO_GL")
+    if gl is None:
+        return f"config error: [env] id = {env_id!r}: {cause}. Fix: check that gymnasium[mujoco] installed and works."
+    return (
+        f"config error: [env] id = {env_id!r}: {cause}; the environment variable MUJOCO_GL = {quote(gl)} is the likely "
+        "cause (MuJoCo loads that OpenGL back-end when Gymnasium's MuJoCo tasks are imported). Fix: unset MUJOCO_GL, "
+        "or set MUJOCO_GL=egl (MUJOCO_GL=osmesa needs the libosmesa6 package)."
+    )
 
 
 def check_task(cfg: Config) -> tuple[int, int]:

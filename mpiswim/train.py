@@ -7,8 +7,8 @@ exit code 2 and one message. Any other exception on any rank aborts the whole
 MPI job at once (MPI_Abort), so no rank is ever left waiting in a collective;
 the checkpoint on disk is then the last complete iteration.
 
-SIGINT and SIGTERM (forwarded to every rank by mpiexec, or sent by SLURM) only
-set a flag. After each iteration the ranks agree in one allreduce whether any
+SIGINT, SIGTERM and SIGUSR1 (forwarded to every rank by mpiexec, or sent by
+SLURM) only set a flag. After each iteration the ranks agree in one allreduce whether any
 of them was signalled, or rank 0 failed to write the checkpoint; then they all
 stop together with the same exit code. docs/faults.md lists every exit code.
 """
@@ -66,11 +66,26 @@ EXIT_BAD_INPUT = 2
 EXIT_DEGENERATE = 3
 EXIT_WRITE_FAILED = 4
 EXIT_STALLED = 5  # a rank did not reach a collective within the stall timeout (mpiswim.stall.StallWatch): MPI_Abort
+EXIT_CHECKPOINT_LOST = 6  # --out no longer names the run's file and it cannot be written there again
 EXIT_SIGINT = 130
+EXIT_SIGUSR1 = 138
 EXIT_SIGTERM = 143
 
 # Reasons to stop early, one bit each, combined over the ranks with a bitwise-OR allreduce.
-STOP_SIGINT, STOP_SIGTERM, STOP_WRITE_FAILED, STOP_TARGET = 1, 2, 4, 8
+STOP_SIGINT, STOP_SIGTERM, STOP_WRITE_FAILED, STOP_TARGET, STOP_CHECKPOINT_LOST, STOP_SIGUSR1 = 1, 2, 4, 8, 16, 32
+SIGNAL_STOPS = {"SIGINT": STOP_SIGINT, "SIGTERM": STOP_SIGTERM, "SIGUSR1": STOP_SIGUSR1}
+
+# Why a run ends (train.stop_reason) and the exit code every rank then returns.
+EXIT_CODES = {
+    "done": 0,
+    "target": 0,
+    "degenerate": EXIT_DEGENERATE,
+    "write failed": EXIT_WRITE_FAILED,
+    "checkpoint lost": EXIT_CHECKPOINT_LOST,
+    "SIGINT": EXIT_SIGINT,
+    "SIGTERM": EXIT_SIGTERM,
+    "SIGUSR1": EXIT_SIGUSR1,
+}
 
 
 class StopRequests:
@@ -80,12 +95,14 @@ class StopRequests:
     the job is aborted), as a second Ctrl-C to MPICH's mpiexec does.
     """
 
-    BITS = {signal.SIGINT: STOP_SIGINT, signal.SIGTERM: STOP_SIGTERM}
+    BITS = {signal.SIGINT: STOP_SIGINT, signal.SIGTERM: STOP_SIGTERM, signal.SIGUSR1: STOP_SIGUSR1}
 
     MESSAGES = {
         signal.SIGINT: b"mpiswim: Ctrl-C: finishing the iteration in progress and writing it, then stopping; "
         b"Ctrl-C again aborts at once.\n",
         signal.SIGTERM: b"mpiswim: SIGTERM: finishing the iteration in progress and writing it, then stopping.\n",
+        signal.SIGUSR1: b"mpiswim: SIGUSR1 (e.g. sbatch --signal=USR1): finishing the iteration in progress and "
+        b"writing it, then stopping.\n",
     }
 
     def __init__(self) -> None:
@@ -380,13 +397,26 @@ def progress_line(cfg: Config, state: PoolState, record: IterationRecord, elapse
     )
 
 
-def target_reached(cfg: Config, state: PoolState, task: Task, trajectory: Trajectory) -> bool:
+def target_reached(
+    cfg: Config, state: PoolState, task: Task, trajectory: Trajectory, watch: StallWatch, stops: StopRequests | None
+) -> bool:
     """Rank 0, after an iteration that found a new best agent: does it score [run] target on fresh episodes? Prints the
     check.
+
+    The other ranks wait at the stop check meanwhile: between episodes rank 0 tells them it is
+    still working (so a long check is no stall), and a signal ends the check at once.
     """
     if cfg.target is None or state.best_iteration != state.iteration - 1:
         return False
-    score = fresh_score(state.best_agent, task, cfg, state.iteration, trajectory)
+
+    def keep_going() -> bool:
+        watch.still_working()
+        return not (stops and stops.bits)
+
+    score = fresh_score(state.best_agent, task, cfg, state.iteration, trajectory, keep_going)
+    if score is None:
+        say("mpiswim: target check: interrupted by a signal; the run stops without it")
+        return False
     reached = score >= cfg.target
     say(
         f"mpiswim: target check: the new best agent scores {score:.2f} on {cfg.target_episodes} fresh episodes (target "
@@ -405,16 +435,70 @@ def describe_file(path: Path) -> str:
     return f"'{path}' holds iterations 1..{done}" if done else f"'{path}' holds no iteration yet"
 
 
-def write_checkpoint(
+def keep_checkpoint_at_out(
     writer: CheckpointWriter,
     cfg: Config,
     state: PoolState,
     records: list[IterationRecord],
     resume_iterations: int | None = None,
 ) -> bool:
-    """Rank 0: append the iteration to the checkpoint; on failure say what the file holds and how to resume, and return
-    False.
+    """Rank 0: check that `--out` still names this run's checkpoint, whole; if it was deleted or cut short, write the
+    whole run there again from memory (a warning) and return True.
+
+    If it cannot be written there (its folder is gone, another file was moved over it),
+    write the run to a rescue file beside it or in the current folder, say where, and
+    return False: the run stops with EXIT_CHECKPOINT_LOST.
     """
+    problem = writer.lost()
+    if problem is None:
+        return True
+    k, path = state.iteration, writer.path
+    try:
+        writer.write_again(state, records)
+    except (OSError, CheckpointError) as error:
+        rescue, why = writer.rescue(state, records)
+        writer.close()
+        if rescue is None:
+            where = (
+                f"No file holds the {k} completed iterations now: they could not be written anywhere ({why}). "
+                "Fix: give --out a folder that stays, and start the run again."
+            )
+        else:
+            where = (
+                f"The {k} completed iterations are in '{rescue}'. Fix: continue them with "
+                f"`{resume_command(cfg.world_size, rescue, resume_iterations)}`."
+            )
+        print(
+            f"mpiswim: the checkpoint '{path}' was {problem} while the run went on, and the run cannot be written "
+            f"there again ({getattr(error, 'strerror', None) or error}); every rank stops (exit code "
+            f"{EXIT_CHECKPOINT_LOST}). {where}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    print(
+        f"mpiswim: warning: the checkpoint '{path}' was {problem} while the run went on; the whole run ({k} "
+        "iterations) is written there again, and the run goes on.",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True
+
+
+def write_checkpoint(
+    writer: CheckpointWriter,
+    cfg: Config,
+    state: PoolState,
+    records: list[IterationRecord],
+    resume_iterations: int | None = None,
+) -> int:
+    """Rank 0: append the iteration to the checkpoint; return 0, or the stop bit of what went wrong (said on stderr).
+
+    A failed write says what the file holds and how to resume (STOP_WRITE_FAILED); a
+    checkpoint gone from `--out` is written again or rescued (keep_checkpoint_at_out).
+    """
+    if writer.lost() is not None:  # before the append: it would go into a file nobody can open
+        return 0 if keep_checkpoint_at_out(writer, cfg, state, records, resume_iterations) else STOP_CHECKPOINT_LOST
     try:
         writer.append(state, records)
     except OSError as error:
@@ -433,12 +517,22 @@ def write_checkpoint(
             file=sys.stderr,
             flush=True,
         )
-        return False
-    return True
+        return STOP_WRITE_FAILED
+    return 0
 
 
-def finish_file(writer: CheckpointWriter, state: PoolState, records: list[IterationRecord]) -> None:
-    """Rank 0 at a clean stop: compact the file to the rows it holds (a failure only costs the compaction)."""
+def finish_file(
+    writer: CheckpointWriter,
+    cfg: Config,
+    state: PoolState,
+    records: list[IterationRecord],
+    resume_iterations: int | None = None,
+) -> bool:
+    """Rank 0 at a clean stop: compact the file to the rows it holds (a failure only costs the compaction); False if
+    `--out` no longer holds the run (said on stderr).
+    """
+    if not keep_checkpoint_at_out(writer, cfg, state, records, resume_iterations):
+        return False  # checked first: compacting renames a new file over whatever is at --out
     try:
         writer.compact(state, records)
     except OSError as error:
@@ -448,7 +542,71 @@ def finish_file(writer: CheckpointWriter, state: PoolState, records: list[Iterat
             file=sys.stderr,
             flush=True,
         )
+    kept = keep_checkpoint_at_out(writer, cfg, state, records, resume_iterations)  # "done" only if --out holds it
     writer.close()
+    return kept
+
+
+def stop_reason(stop: int, state: PoolState, cfg: Config) -> str | None:
+    """Why the run stops after this iteration (a key of EXIT_CODES), from every rank's stop bits; None: go on."""
+    if stop & STOP_WRITE_FAILED:
+        return "write failed"
+    if stop & STOP_CHECKPOINT_LOST:
+        return "checkpoint lost"
+    if stop & STOP_TARGET:
+        return "target"
+    if state.degenerate_streak >= cfg.max_degenerate_iterations:
+        return "degenerate"
+    if state.iteration >= cfg.iterations:
+        return "done"
+    signalled = [name for name, bit in SIGNAL_STOPS.items() if stop & bit]
+    return signalled[0] if signalled else None
+
+
+def finish(
+    comm,
+    setup: Setup,
+    state: PoolState,
+    records: list[IterationRecord],
+    writer: CheckpointWriter | None,
+    watch: StallWatch,
+    reason: str,
+    seconds: float,
+) -> int:
+    """End the run for `reason` on every rank: rank 0 closes the checkpoint and says why; return the exit code.
+
+    Every rank exits with rank 0's code, which a checkpoint lost at the very end changes.
+    """
+    code = EXIT_CODES[reason]
+    if comm.Get_rank() == 0 and reason not in ("write failed", "checkpoint lost"):  # those were said when they happened
+        if not finish_file(writer, setup.cfg, state, records, setup.resume_iterations):
+            code = EXIT_CHECKPOINT_LOST
+        elif reason in ("done", "target"):
+            wins = np.bincount([r.winner for r in records if r.winner >= 0], minlength=comm.Get_size())
+            say(
+                f"mpiswim: done{' (target reached)' if reason == 'target' else ''}: {state.iteration} "
+                f"iterations in {format_seconds(seconds)}; "
+                f"{best_so_far(state, 'best score {score} at iteration {iteration}')}; wins per rank {wins.tolist()}; "
+                f"checkpoint {setup.out}"
+            )
+        elif reason == "degenerate":
+            print(
+                "mpiswim: stopped: every branch was degenerate (Beta shapes overflowed or underflowed) in the last "
+                f"{state.degenerate_streak} iterations (exit code {code}). Fix: start a new run with smaller step "
+                f"sizes ([ranks] alpha, eta); a resume would keep this run's. '{setup.out}' holds the "
+                f"{state.iteration} completed iterations.",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            print(
+                f"mpiswim: stopped by {reason} after iteration {state.iteration} of {setup.cfg.iterations} (exit code "
+                f"{code}): '{setup.out}' holds the {state.iteration} completed iterations. "
+                f"Resume with `{resume_command(comm.Get_size(), setup.out, setup.resume_iterations)}`.",
+                file=sys.stderr,
+                flush=True,
+            )
+    return end_of_run(comm, code, watch)  # the others wait for rank 0's last write, under the deadline
 
 
 def run_loop(
@@ -480,12 +638,14 @@ def run_loop(
         )
         say(planned_work(cfg, comm.Get_size(), state.iteration))
     started, first, first_iteration, warned = time.perf_counter(), state.iteration, 0.0, False
-    while state.iteration < cfg.iterations:
+    reason = "done" if state.iteration >= cfg.iterations else None
+    while reason is None:
         state, record = pool_iteration(comm, cfg, task, state, trajectory, watch)
         stop = 0
         if rank == 0:
             records.append(record)
-            if write_checkpoint(writer, cfg, state, records, setup.resume_iterations):
+            stop = write_checkpoint(writer, cfg, state, records, setup.resume_iterations)
+            if not stop:
                 watch.written = state.iteration
                 elapsed, done_here = time.perf_counter() - started, state.iteration - first
                 first_iteration = elapsed if done_here == 1 else first_iteration
@@ -501,58 +661,12 @@ def run_loop(
                         file=sys.stderr,
                         flush=True,
                     )
-                if target_reached(cfg, state, task, trajectory):
+                if target_reached(cfg, state, task, trajectory, watch, stops):
                     stop |= STOP_TARGET
-            else:
-                stop |= STOP_WRITE_FAILED
         # One small collective per iteration: does any rank have a reason to stop (a signal, a failed write, the
         # target)?
-        stop = combine_stops(comm, stop | (stops.bits if stops else 0), watch)
-        if stop & STOP_WRITE_FAILED:
-            return EXIT_WRITE_FAILED
-        if stop & STOP_TARGET:
-            break
-        if state.degenerate_streak >= cfg.max_degenerate_iterations:
-            if rank == 0:
-                finish_file(writer, state, records)
-                print(
-                    "mpiswim: stopped: every branch was degenerate (Beta shapes overflowed or underflowed) in the "
-                    "last "
-                    f"{state.degenerate_streak} iterations (exit code {EXIT_DEGENERATE}). Fix: start a new run with "
-                    "smaller step sizes "
-                    f"([ranks] alpha, eta); a resume would keep this run's. '{setup.out}' holds the {state.iteration} "
-                    "completed iterations.",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            end_of_run(comm, watch)  # the others wait for rank 0's last write, under the deadline
-            return EXIT_DEGENERATE
-        if stop and state.iteration < cfg.iterations:
-            code, name = (EXIT_SIGTERM, "SIGTERM") if stop & STOP_SIGTERM else (EXIT_SIGINT, "SIGINT")
-            if rank == 0:
-                finish_file(writer, state, records)
-                print(
-                    f"mpiswim: stopped by {name} after iteration {state.iteration} of {cfg.iterations} (exit code "
-                    f"{code}): "
-                    f"'{setup.out}' holds the {state.iteration} completed iterations. "
-                    f"Resume with `{resume_command(comm.Get_size(), setup.out, setup.resume_iterations)}`.",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            end_of_run(comm, watch)
-            return code
-
-    if rank == 0:
-        finish_file(writer, state, records)
-        wins = np.bincount([r.winner for r in records if r.winner >= 0], minlength=comm.Get_size())
-        say(
-            f"mpiswim: done{' (target reached)' if state.iteration < cfg.iterations else ''}: {state.iteration} "
-            f"iterations in {format_seconds(time.perf_counter() - started)}; "
-            f"{best_so_far(state, 'best score {score} at iteration {iteration}')}; wins per rank {wins.tolist()}; "
-            f"checkpoint {setup.out}"
-        )
-    end_of_run(comm, watch)  # a rank 0 stuck in its last write is found too
-    return 0
+        reason = stop_reason(combine_stops(comm, stop | (stops.bits if stops else 0), watch), state, cfg)
+    return finish(comm, setup, state, records, writer, watch, reason, time.perf_counter() - started)
 
 
 def train_command(args) -> int:

@@ -45,7 +45,7 @@ from mpiswim.checkpoint import (
 )
 from mpiswim.config import parse_config
 from mpiswim.policy import pack_agent
-from mpiswim.train import InputError, prepare, write_checkpoint
+from mpiswim.train import STOP_WRITE_FAILED, InputError, prepare, write_checkpoint
 
 RANKS = 2
 ITERATIONS = 4
@@ -348,7 +348,7 @@ def test_a_failed_write_says_what_the_file_holds_and_advises_on_space_only_for_s
     writer = CheckpointWriter.create(out, cfg, one.state, one.records, capacity=1)  # full after one iteration
     fill(small_disk)
     state = two.state
-    assert not write_checkpoint(writer, cfg, state, two.records)  # needs a bigger file: no room
+    assert write_checkpoint(writer, cfg, state, two.records) == STOP_WRITE_FAILED  # needs a bigger file: no room
     message = capsys.readouterr().err
     assert (
         "No space left on device" in message and f"'{out}' holds iterations 1..1" in message and "free space" in message
@@ -360,7 +360,7 @@ def test_a_failed_write_says_what_the_file_holds_and_advises_on_space_only_for_s
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     writer.append = broken_disk
-    assert not write_checkpoint(writer, cfg, state, two.records)
+    assert write_checkpoint(writer, cfg, state, two.records) == STOP_WRITE_FAILED
     message = capsys.readouterr().err
     assert "Input/output error" in message and "holds iterations 1..1" in message and "free space" not in message, (
         message
