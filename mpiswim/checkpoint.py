@@ -911,6 +911,11 @@ def read_raw(path: str | Path, attempts: int = 3) -> dict:
 
 
 def _read_once(path: Path) -> dict:
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would block the read; a device never ends
+        raise CheckpointError(
+            f"'{path}' is not a regular file (a pipe or a device). Fix: give the path of a checkpoint written by "
+            "`mpiswim train`."
+        )
     try:
         handle = h5py.File(path, "r", locking=False)
     except Exception as error:  # h5py raises OSError for missing/truncated files, others for odd ones

@@ -365,6 +365,11 @@ def run_command(argv: list[str] | None = None) -> int:
             from mpiswim.train import EMPTY_OUT
 
             return usage_error(EMPTY_OUT)
+        if args.out is not None and not args.out.isprintable():
+            return usage_error(
+                f"--out {args.out!r} contains a control character (a newline would split the log's lines). Fix: give "
+                "a file name without one."
+            )
         if args.resume_if_exists and (args.resume or args.force):
             return usage_error(
                 "--resume-if-exists goes with --config/--out, not with --resume or --force. Fix: drop one of them."

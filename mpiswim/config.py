@@ -337,8 +337,8 @@ def _at_most(field: str, value: int, maximum: int) -> int:
 
 
 def _text(field: str, value: str) -> str:
-    if "\x00" in value:
-        raise _fail(field, value, "contains a NUL character", "remove it")
+    if not value.isprintable():  # a NUL, or a newline that would split the run's log lines
+        raise _fail(field, value, "contains a control character (a newline, a tab, a NUL)", "remove it")
     return value
 
 
@@ -568,6 +568,8 @@ def read_hyperparameter_file(path: Path, world_size: int) -> dict[str, tuple[flo
         raise _fail(field, str(path), "no such file", wanted)
     if path.is_dir():
         raise _fail(field, str(path), "is a directory", wanted)
+    if not path.is_file():  # a FIFO would block the read until someone writes to it; a device has no end
+        raise _fail(field, str(path), "is not a regular file (a pipe or a device)", wanted)
     try:
         handle = h5py.File(path, "r")
     except (OSError, ValueError) as error:

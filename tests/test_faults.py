@@ -216,7 +216,11 @@ def test_kill_9_of_rank_0_at_any_moment_keeps_the_last_complete_iteration(tmp_pa
             np.testing.assert_array_equal(resumed[name][:ITERATIONS], values, err_msg=name)
 
 
-@pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "signum, expected",
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGUSR1, 138)],
+    ids=["SIGINT", "SIGTERM", "SIGUSR1"],
+)
 def test_signal_to_the_launcher_finishes_the_iteration_then_stops_with_its_exit_code(
     tmp_path, reference, signum, expected
 ):

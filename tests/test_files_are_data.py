@@ -137,6 +137,28 @@ def test_a_broken_mujoco_gl_is_named_as_the_cause(tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
+@pytest.mark.parametrize("where", ["--out", "[run] out"])
+def test_an_out_with_a_newline_is_refused(tmp_path, where):
+    config = tmp_path / "run.toml"
+    text = TINY_CONFIG.format(alpha="1e-4")
+    config.write_text(text.replace('name = "tiny"', 'name = "tiny"\nout = "a\\nb.h5"') if where != "--out" else text)
+    args = ["train", "--config", "run.toml"] + (["--out", "a\nb.h5"] if where == "--out" else [])
+    code, output = run_command(args, tmp_path, ranks=2)
+    one_line_refusal(code, output, "control character", "Fix:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.toml"]
+
+
+def test_a_pipe_given_as_a_checkpoint_or_hyperparameter_file_is_refused_without_waiting(tmp_path):
+    os.mkfifo(tmp_path / "pipe.h5")
+    code, output = run_command(["check", "pipe.h5"], tmp_path)
+    one_line_refusal(code, output, "not a regular file")
+    config = tmp_path / "run.toml"
+    text = TINY_CONFIG.format(alpha="1e-4").replace("alpha = 1e-4\neta = 1e-3", 'hyperparameters = "pipe.h5"')
+    config.write_text(text)
+    code, output = run_command(["train", "--config", "run.toml", "--out", "x.h5"], tmp_path, ranks=2)
+    one_line_refusal(code, output, "[ranks] hyperparameters", "not a regular file")
+
+
 # --- checkpoints are read as plain data ----------------------------------------------
 
 
