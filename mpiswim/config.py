@@ -1,28 +1,38 @@
-"""Run configuration: the TOML schema, its validation, and the embedded default.
+"""Run configuration: every key declared once, its validation, and the embedded default.
+
+`KEYS` declares each key of the TOML file once: its section, type, default,
+bounds or choices, the sentence that documents it, whether a resume may change
+it and whether `analyze` compares it. The template `mpiswim config` prints
+(DEFAULT_CONFIG), the schema, the defaults, the `Config` dataclass, the table
+in docs/config.md (`keys_markdown`), train's resume rule and analyze's
+comparison all come from it; rules that tie several keys together are a few
+named functions below.
 
 A config is read and validated once (on rank 0) and the resulting `Config` is
 shared with the other ranks. Every problem is reported as one `ConfigError`
 whose message names the field, the value that was given and how to fix it.
-A key left out means its value in DEFAULTS, which is built from the embedded
-default. Only the text is checked here: whether the task exists and fits the
-config is mpiswim.tasks.check_task's question (this module imports only
+Only the text is checked here: whether the task exists and fits the config is
+mpiswim.tasks.check_task's question (this module imports only
 mpiswim.plain_hdf5, to read a hyperparameter file).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
+import textwrap
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FEATURE_MAPS = ("signed", "linear")
-UPDATE_RULES = ("unit-density", "log-density", "tanh-density")
-BASELINES = ("state", "state-time")
-EVALUATION_ACTIONS = ("sample", "mean")
+FEATURE_MAPS = ("linear", "signed")
+UPDATE_RULES = ("tanh-density", "unit-density", "log-density")
+BASELINES = ("state-time", "state")
+EVALUATION_ACTIONS = ("mean", "sample")
 LEARNERS = ("reinforce", "random-search")
 INTERCEPTS = ("per-block", "shared")
 NORMALISATIONS = ("none", "running")
@@ -41,157 +51,8 @@ MAX_EPISODES = 10_000
 # taken as hung (mpiswim.stall.StallWatch); 0 turns the watch off. Shorter than a second is refused.
 MIN_STALL_TIMEOUT = 1.0
 
-# The embedded default: printed by `mpiswim config`, run by `mpiswim train` without --config.
-# Its values are also what a key left out of any config means (DEFAULTS below).
-DEFAULT_CONFIG = """\
-# mpiswim run configuration (TOML). Print this again with `mpiswim config`.
-# Every rank of `mpirun -n P mpiswim train --config FILE` is one pool member.
-# A key left out means the value shown here (docs/config.md lists every key).
-
-[run]
-name = "swimmer-default"   # free text, stored in the checkpoint; also names it when out is left out
-seed = 0                   # base seed; rank r in iteration k uses the stream (seed, k, r)
-iterations = 120           # pool iterations to run (train --iterations overrides)
-# out = "runs/my-run.h5"   # HDF5 checkpoint, written after every iteration; left out: runs/<name>.h5
-                           # (here runs/swimmer-default.h5). train --out overrides both.
-stall_timeout = 600        # seconds a rank may keep the others waiting at one of the pool's collectives
-                           # before it is taken as hung (at least 20 x the slowest iteration so far;
-                           # set-up and the first iteration get at least 600 s): the job ends naming it
-                           # (exit code 5), checkpoint intact. 0 = never (plain blocking MPI waits).
-                           # May change on resume; train --stall-timeout overrides it.
-# target = 150             # stop once the best agent scores this on target_episodes (default 5) fresh
-                           # episodes (checked after each new best); left out: run all iterations
-
-[env]
-id = "Swimmer-v5"          # any Gymnasium MuJoCo id with a bounded Box action space
-T = 500                    # steps per episode at most (the episode also ends on termination)
-gamma = 1.0                # discount of the return, in [0, 1]
-
-[pool]
-learner = "reinforce"      # how a rank improves its branch: "reinforce" (REINFORCE episodes) or
-                           # "random-search" (a step along a direction pooled from every rank's random
-                           # tries, with a [search] table: see configs/fast-swimmer.toml)
-iterate_episodes = 5       # REINFORCE episodes each rank spends improving its branch
-evaluate_episodes = 5      # no-update episodes whose mean return is the branch's score
-patience = 0               # fall back to the best-ever agent after this many
-                           # iterations without a new best; 0 = never fall back
-max_degenerate_iterations = 10  # stop if every branch breaks this many iterations in a row
-common_evaluation = true   # true: every rank evaluates on the same start states and action noise, so
-                           # branches are compared on equal terms (common random numbers);
-                           # false: each rank draws its own
-evaluation_action = "mean" # "mean": score a branch by acting with its Beta mean a/(a+b), a deterministic
-                           #   controller (the update episodes still draw actions);
-                           # "sample": score it with Beta draws, as training acts
-
-[policy]
-features = "linear"        # "linear": one block [1, s];
-                           # "signed": one block [1, s] per sign pattern of s (2^d blocks)
-update = "tanh-density"    # the policy's step per parameter: "tanh-density" (tanh of the density gradient),
-                           # "unit-density" (the density gradient scaled to unit length) or
-                           # "log-density" (the ordinary score-function rule)
-baseline = "state-time"    # "state-time": v(s, t) = w . [phi(s), (T - t) / T], which sees the steps left
-                           # that the gamma = 1 return grows with; "state": v(s) = w . phi(s)
-observation_scale = 1.0    # the features hold s / observation_scale (the block still follows
-                           # the signs of s): a number, or a list with one entry per observation value
-
-[ranks]
-# A number applies to every rank; a list needs exactly one entry per rank; a table
-# {min = a, max = b} spaces P values evenly in log from a (rank 0) to b (the last rank;
-# a single rank gets the middle, sqrt(a * b)).
-# Instead of alpha/eta, `hyperparameters = "file.h5"` reads datasets of length P.
-alpha = {min = 1e-6, max = 1e-4}  # policy step sizes: the pool picks the one that works at each stage
-eta = 1e-3                 # baseline step size
-"""
-
-# section -> key -> (type, required); the type is what TOML must give.
-SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
-    "run": {
-        "name": (str, False),
-        "seed": (int, False),
-        "iterations": (int, True),
-        "out": (str, False),
-        "stall_timeout": ((int, float), False),
-        "target": ((int, float), False),
-        "target_episodes": (int, False),
-    },
-    "env": {"id": (str, True), "T": (int, True), "gamma": ((int, float), False)},
-    "pool": {
-        "iterate_episodes": (int, True),
-        "evaluate_episodes": (int, True),
-        "patience": (int, False),
-        "max_degenerate_iterations": (int, False),
-        "common_evaluation": (bool, False),
-        "common_action_noise": (bool, False),
-        "evaluation_action": (str, False),
-        "learner": (str, False),
-    },
-    "policy": {
-        "features": (str, False),
-        "update": (str, False),
-        "baseline": (str, False),
-        "observation_scale": ((int, float, list), False),
-        "intercept": (str, False),
-        "normalisation": (str, False),
-        "baseline_target": (str, False),
-        "precision": (str, False),
-        "eta_travels": (bool, False),
-    },
-    "normalisation": {"refit_every": (int, False), "horizon": (int, False), "recency": ((int, float), False)},
-    "ranks": {
-        "alpha": ((int, float, list, dict), False),
-        "eta": ((int, float, list, dict), False),
-        "hyperparameters": (str, False),
-    },
-    "search": {"noise": ((int, float), False), "top": (int, False), "intercept": (bool, False)},
-}
-
-# The defaults of the keys the embedded default does not show. [run] name is here too: the
-# embedded default names its own run "swimmer-default", a config without a name is "mpiswim".
-UNSHOWN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "run": {"name": "mpiswim", "target_episodes": 5},
-    "pool": {"common_action_noise": False},
-    "policy": {
-        "intercept": "per-block",
-        "normalisation": "none",
-        "baseline_target": "before-update",
-        "precision": "float64",
-        "eta_travels": False,
-    },
-    # the running scaler: refit every 2,000 observations from the last 100,000, weight 0.99999 per observation
-    "normalisation": {"refit_every": 2000, "horizon": 100_000, "recency": 0.99999},
-    "search": {"noise": 0.01, "top": 0, "intercept": False},  # noise: ARS's for Swimmer (Mania et al. 2018)
-}
-
-
-def _defaults() -> dict[str, dict[str, Any]]:
-    """What each optional key left out means: its value in DEFAULT_CONFIG, else in UNSHOWN_DEFAULTS.
-
-    Required keys and the step sizes of [ranks] have none.
-    """
-    shown = tomllib.loads(DEFAULT_CONFIG)
-    defaults = {section: dict(UNSHOWN_DEFAULTS.get(section, {})) for section in SCHEMA}
-    for section, table in shown.items():
-        if section != "ranks":
-            defaults[section] |= {
-                key: value
-                for key, value in table.items()
-                if not SCHEMA[section][key][1] and (section, key) != ("run", "name")
-            }
-    return defaults
-
-
-# section -> key -> the value a key left out means: the one home of every default.
-DEFAULTS = _defaults()
-DEFAULT_STALL_TIMEOUT = float(DEFAULTS["run"]["stall_timeout"])
-
-# What five keys meant when left out before mpiswim 0.2.0, which made the embedded default's values
-# the defaults. parse_stored_config writes them into the config text of an older checkpoint, so it
-# keeps its meaning (docs/config.md, "Defaults changed in 0.2.0").
-LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "pool": {"common_evaluation": False, "evaluation_action": "sample"},
-    "policy": {"features": "signed", "update": "unit-density", "baseline": "state"},
-}
-NEW_DEFAULTS_SINCE = (0, 2)  # the mpiswim version from which a left-out key means DEFAULTS' value
+REQUIRED = "required"  # the default of a key that a config must give
+HIDDEN = "hidden"  # the embedded default does not show the key
 
 
 class ConfigError(Exception):
@@ -199,59 +60,35 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
-class Config:
-    """A validated run configuration for a pool of `world_size` ranks."""
+class Key:
+    """One key of the config file, and everything mpiswim knows about it."""
 
+    section: str
     name: str
-    seed: int
-    iterations: int
-    out: str
-    env_id: str
-    T: int
-    gamma: float
-    iterate_episodes: int
-    evaluate_episodes: int
-    patience: int
-    max_degenerate_iterations: int
-    common_evaluation: bool
-    evaluation_action: str
-    features: str
-    update: str
-    baseline: str
-    observation_scale: tuple[float, ...] | float
-    alpha: tuple[float, ...]
-    eta: tuple[float, ...]
-    world_size: int
-    toml_text: str
-    stall_timeout: float  # seconds; 0 = no stall watch (not part of the run: may change on resume)
-    learner: (
-        str  # how a rank improves its branch: REINFORCE episodes, or a step along the pooled random-search direction
-    )
-    search_noise: float  # random-search: standard deviation of the parameter perturbations
-    search_top: int  # random-search: directions kept for the step (the best by their better side); 0 = all
-    search_intercept: bool  # random-search: the directions move the intercept weights too
-    target: float | None  # stop once the best agent scores this on fresh episodes; None = no target
-    target_episodes: int  # fresh episodes behind the target check
-    # The seed-faithful options (docs/config.md, "Seed-faithful options"):
-    intercept: str  # "shared": one intercept weight for every sign block
-    normalisation: str  # "running": features are observations standardised by a running scaler (mpiswim.normalise)
-    refit_every: int  # running scaler: refit from its horizon every this many observations
-    horizon: int  # running scaler: observations a refit looks back over
-    recency: float  # running scaler: weight of an observation relative to the next newer one
-    baseline_target: str  # "after-update": the policy's target is G_t minus the baseline after its SGD step
-    precision: str  # "float32": the policy's step directions are computed in float32
-    eta_travels: bool  # the baseline's eta is the winner's, carried with the promoted agent
-    common_action_noise: bool  # every rank's Beta draws come from one stream per iteration (start states stay per rank)
+    types: type | tuple[type, ...]  # what TOML must give
+    default: Any  # what the key left out means; REQUIRED: it must be given; None: "not set"
+    doc: str  # what it does: the template's comment and docs/config.md's table
+    field: str | None = ""  # the Config field it fills ("" = its name; None = none, e.g. [ranks] hyperparameters)
+    choices: tuple[str, ...] = ()  # the allowed strings, the default first
+    what: str = ""  # what the choices are, for "unknown feature map"
+    minimum: int | None = None
+    maximum: int | None = None
+    check: Callable[[str, Any], Any] | None = None  # check(label, value) -> the value as the Config holds it
+    shown: Any = None  # the value the embedded default shows (None: the default; HIDDEN: not shown)
+    commented: bool = False  # shown commented out (a key whose default is "not set")
+    resumable: bool = False  # a resumed run may change it
+    compared: bool = True  # `analyze` compares it across runs (seeds and lengths are not the config's run)
 
     @property
-    def scaler(self) -> tuple[int, int] | None:
-        """(refit_every, horizon) of the running scalers, or None without normalisation."""
-        return (self.refit_every, self.horizon) if self.normalisation == "running" else None
+    def label(self) -> str:
+        return f"[{self.section}] {self.name}"
 
     @property
-    def time_feature(self) -> bool:
-        """The baseline also sees the fraction of steps left ([policy] baseline = "state-time")."""
-        return self.baseline == "state-time"
+    def attribute(self) -> str | None:
+        return self.name if self.field == "" else self.field
+
+
+# --- value checks that belong to one key -------------------------------------------------
 
 
 def quote(value: Any, limit: int = 80) -> str:
@@ -266,17 +103,317 @@ def _fail(field: str, value: Any, problem: str, fix: str) -> ConfigError:
     return ConfigError(f"config error: {field} = {quote(value)}: {problem}. Fix: {fix}.")
 
 
+def _text(field: str, value: str) -> str:
+    if not value.isprintable():  # a NUL, or a newline that would split the run's log lines
+        raise _fail(field, value, "contains a control character (a newline, a tab, a NUL)", "remove it")
+    return value
+
+
+def _env_id(field: str, value: str) -> str:
+    if not value.isprintable():
+        raise _fail(field, value, "contains control characters", "use a Gymnasium id such as 'Swimmer-v5'")
+    if ":" in value:  # Gymnasium's make would import the module named before the ':'
+        raise _fail(
+            field,
+            value,
+            "names a Python module to import (the part before ':'), and mpiswim never imports code a config names",
+            "use a registered Gymnasium MuJoCo id such as 'Swimmer-v5', without a module",
+        )
+    return value
+
+
+def _unit_interval(field: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise _fail(field, value, "must lie in [0, 1]", "use a discount such as 1.0 or 0.99")
+    return float(value)
+
+
+def _finite(field: str, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise _fail(field, value, "is not a finite number", "give a score such as 150, or leave it out (no target)")
+    return None if value is None else float(value)
+
+
+def _recency(field: str, value: float) -> float:
+    if not 0.0 < value <= 1.0:
+        raise _fail(
+            field, value, "must lie in (0, 1] (1 weighs every observation of the horizon alike)", "use e.g. 0.99999"
+        )
+    return float(value)
+
+
+def _noise(field: str, value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise _fail(field, value, "must be a positive finite number", "use a standard deviation such as 0.01")
+    return float(value)
+
+
+def check_stall_timeout(field: str, value: Any) -> float:
+    """Seconds for the stall watch: 0 (off), or a finite number of at least MIN_STALL_TIMEOUT.
+
+    `field` names where the value came from: "[run] stall_timeout" or "--stall-timeout".
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value == 0 or (math.isfinite(value) and value >= MIN_STALL_TIMEOUT))
+    ):
+        raise _fail(
+            field,
+            value,
+            f"must be 0 (no stall watch) or a finite number of seconds of at least {MIN_STALL_TIMEOUT:g}",
+            f"give seconds such as {DEFAULT_STALL_TIMEOUT:g} (the default), or 0 to wait for a stalled rank forever",
+        )
+    return float(value)
+
+
+def _observation_scale(field: str, value: Any) -> tuple[float, ...] | float:
+    """A positive number, or a list of them (its length is checked against the task in mpiswim.tasks.check_task)."""
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise _fail(field, value, "is an empty list", "give one number for every observation value, or a single number")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise _fail(
+                field, value, f"entry {quote(v)} is not a positive finite number", "use positive numbers like 1.0"
+            )
+    return tuple(float(v) for v in values) if isinstance(value, list) else float(value)
+
+
+NUMBER, STEP_SIZES = (int, float), (int, float, list, dict)
+
+# Every key, in the order of the embedded default.
+# fmt: off
+KEYS: tuple[Key, ...] = (
+    Key("run", "name", str, "mpiswim", "free text, stored in the checkpoint; also names it when out is left out",
+        check=_text, shown="swimmer-default", compared=False),
+    Key("run", "seed", int, 0, "base seed; rank r in iteration k uses the stream (seed, k, r)", minimum=0,
+        compared=False),
+    Key("run", "iterations", int, REQUIRED, "pool iterations to run (train --iterations overrides)", minimum=1,
+        shown=120, resumable=True, compared=False),
+    Key("run", "out", str, None, "HDF5 checkpoint, written after every iteration; left out: runs/<name>.h5 (here "
+        "runs/swimmer-default.h5). train --out overrides both.", check=_text, shown="runs/my-run.h5", commented=True,
+        resumable=True, compared=False),
+    Key("run", "stall_timeout", NUMBER, 600, "seconds a rank may keep the others waiting at one of the pool's "
+        "collectives before it is taken as hung (at least 20 x the slowest iteration so far; set-up and the first "
+        "iteration get at least 600 s): the job ends naming it (exit code 5), checkpoint intact. 0 = never (plain "
+        "blocking MPI waits). May change on resume; train --stall-timeout overrides it.",
+        check=check_stall_timeout, resumable=True, compared=False),
+    Key("run", "target", NUMBER, None, "stop once the best agent scores this on target_episodes (default 5) fresh "
+        "episodes (checked after each new best); left out: run all iterations", check=_finite, shown=150,
+        commented=True),
+    Key("run", "target_episodes", int, 5, "fresh episodes behind the target check", minimum=1,
+        maximum=MAX_EPISODES, shown=HIDDEN),
+    Key("env", "id", str, REQUIRED, "any Gymnasium MuJoCo id with a bounded Box action space", field="env_id",
+        check=_env_id, shown="Swimmer-v5"),
+    Key("env", "T", int, REQUIRED, "steps per episode at most (the episode also ends on termination)", minimum=1,
+        maximum=MAX_T, shown=500),
+    Key("env", "gamma", NUMBER, 1.0, "discount of the return, in [0, 1]", check=_unit_interval),
+    Key("pool", "learner", str, "reinforce", 'how a rank improves its branch: "reinforce" (REINFORCE episodes) or '
+        '"random-search" (a step along a direction pooled from every rank\'s random tries, with a [search] table: see '
+        "configs/fast-swimmer.toml)", choices=LEARNERS, what="learner"),
+    Key("pool", "iterate_episodes", int, REQUIRED, "REINFORCE episodes each rank spends improving its branch",
+        minimum=1, maximum=MAX_EPISODES, shown=5),
+    Key("pool", "evaluate_episodes", int, REQUIRED, "no-update episodes whose mean return is the branch's score",
+        minimum=1, maximum=MAX_EPISODES, shown=5),
+    Key("pool", "patience", int, 0, "fall back to the best-ever agent after this many iterations without a new best; "
+        "0 = never fall back", minimum=0),
+    Key("pool", "max_degenerate_iterations", int, 10, "stop if every branch breaks this many iterations in a row",
+        minimum=1),
+    Key("pool", "common_evaluation", bool, True, "true: every rank evaluates on the same start states and action "
+        "noise, so branches are compared on equal terms (common random numbers); false: each rank draws its own"),
+    Key("pool", "evaluation_action", str, "mean", '"mean": score a branch by acting with its Beta mean a/(a+b), a '
+        'deterministic controller (the update episodes still draw actions); "sample": score it with Beta draws, as '
+        "training acts", choices=EVALUATION_ACTIONS, what="evaluation action"),
+    Key("pool", "common_action_noise", bool, False, "seed-faithful: every rank draws its actions from one stream per "
+        "iteration (start states stay per rank)", shown=HIDDEN),
+    Key("policy", "features", str, "linear", '"linear": one block [1, s]; "signed": one block [1, s] per sign '
+        "pattern of s (2^d blocks)", choices=FEATURE_MAPS, what="feature map"),
+    Key("policy", "update", str, "tanh-density", 'the policy\'s step per parameter: "tanh-density" (tanh of the '
+        'density gradient), "unit-density" (the density gradient scaled to unit length) or "log-density" (the '
+        "ordinary score-function rule)", choices=UPDATE_RULES, what="update rule"),
+    Key("policy", "baseline", str, "state-time", '"state-time": v(s, t) = w . [phi(s), (T - t) / T], which sees the '
+        'steps left that the gamma = 1 return grows with; "state": v(s) = w . phi(s)', choices=BASELINES,
+        what="baseline"),
+    Key("policy", "observation_scale", (int, float, list), 1.0, "the features hold s / observation_scale (the block "
+        "still follows the signs of s): a number, or a list with one entry per observation value",
+        check=_observation_scale),
+    Key("policy", "intercept", str, "per-block", 'seed-faithful: "shared" gives every sign block one intercept '
+        "weight", choices=INTERCEPTS, what="intercept", shown=HIDDEN),
+    Key("policy", "normalisation", str, "none", 'seed-faithful: "running" standardises the observation with a '
+        "running scaler ([normalisation])", choices=NORMALISATIONS, what="normalisation", shown=HIDDEN),
+    Key("policy", "baseline_target", str, "before-update", 'seed-faithful: "after-update" takes the policy\'s '
+        "target after the baseline's SGD step", choices=BASELINE_TARGETS, what="baseline target", shown=HIDDEN),
+    Key("policy", "precision", str, "float64", 'seed-faithful: "float32" computes the policy\'s step directions in '
+        "float32", choices=PRECISIONS, what="precision", shown=HIDDEN),
+    Key("policy", "eta_travels", bool, False, "seed-faithful: the baseline's step size travels with the agent",
+        shown=HIDDEN),
+    Key("normalisation", "refit_every", int, 2000, "running scaler: refit from its horizon every this many "
+        "observations", minimum=1, shown=HIDDEN),
+    Key("normalisation", "horizon", int, 100_000, "running scaler: observations a refit looks back over (a multiple "
+        "of refit_every)", shown=HIDDEN),
+    Key("normalisation", "recency", NUMBER, 0.99999, "running scaler: weight of an observation relative to the next "
+        "newer one, in (0, 1]", check=_recency, shown=HIDDEN),
+    Key("ranks", "alpha", STEP_SIZES, None, "policy step sizes: the pool picks the one that works at each stage",
+        shown={"min": 1e-6, "max": 1e-4}),
+    Key("ranks", "eta", STEP_SIZES, None, "baseline step size", shown=1e-3),
+    Key("ranks", "hyperparameters", str, None, "an HDF5 file (path relative to the config) with datasets alpha and "
+        "eta of length P, instead of alpha and eta", field=None, shown=HIDDEN),
+    Key("search", "noise", NUMBER, 0.01, "random-search: standard deviation of the parameter perturbations (ARS's "
+        "for Swimmer, Mania et al. 2018)", field="search_noise", check=_noise, shown=HIDDEN),
+    Key("search", "top", int, 0, "random-search: directions kept for the step (the best by their better side); 0 = "
+        "all", field="search_top", minimum=0, shown=HIDDEN),
+    Key("search", "intercept", bool, False, "random-search: the directions move the intercept weights too",
+        field="search_intercept", shown=HIDDEN),
+)
+# fmt: on
+
+
+# --- what comes from the declarations ----------------------------------------------------
+
+SECTIONS = tuple(dict.fromkeys(key.section for key in KEYS))
+# section -> key -> (type, required): what TOML must give.
+SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+    section: {key.name: (key.types, key.default == REQUIRED) for key in KEYS if key.section == section}
+    for section in SECTIONS
+}
+# section -> key -> the value a key left out means (keys that must be given, or are "not set", have none).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    section: {key.name: key.default for key in KEYS if key.section == section and key.default not in (REQUIRED, None)}
+    for section in SECTIONS
+}
+DEFAULT_STALL_TIMEOUT = float(DEFAULTS["run"]["stall_timeout"])
+# Config fields a resumed run may change, and those `analyze` does not compare across runs.
+RESUMABLE = (*(key.attribute for key in KEYS if key.resumable), "toml_text")
+NOT_COMPARED = (*(key.attribute for key in KEYS if not key.compared), "toml_text", "world_size")
+
+# What five keys meant when left out before mpiswim 0.2.0, which made the embedded default's values
+# the defaults. parse_stored_config writes them into the config text of an older checkpoint, so it
+# keeps its meaning (docs/config.md, "Defaults changed in 0.2.0").
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pool": {"common_evaluation": False, "evaluation_action": "sample"},
+    "policy": {"features": "signed", "update": "unit-density", "baseline": "state"},
+}
+NEW_DEFAULTS_SINCE = (0, 2)  # the mpiswim version from which a left-out key means DEFAULTS' value
+
+
+def field_label(attribute: str) -> str:
+    """How a message names a Config field: '[search] noise' for search_noise, 'number of ranks' for world_size."""
+    labels = {key.attribute: key.label for key in KEYS} | {"world_size": "number of ranks", "toml_text": "config text"}
+    return labels.get(attribute, attribute)
+
+
+def _annotation(key: Key) -> Any:
+    if key.name in HYPERPARAMETERS:
+        return tuple[float, ...]
+    if key.types == NUMBER:
+        return float | None if key.default is None else float
+    return key.types if isinstance(key.types, type) else Any
+
+
+def _scaler(self) -> tuple[int, int] | None:
+    """(refit_every, horizon) of the running scalers, or None without normalisation."""
+    return (self.refit_every, self.horizon) if self.normalisation == "running" else None
+
+
+def _time_feature(self) -> bool:
+    """The baseline also sees the fraction of steps left ([policy] baseline = "state-time")."""
+    return self.baseline == "state-time"
+
+
+# A validated run configuration for a pool of `world_size` ranks: one field per key of KEYS (named by
+# Key.attribute, e.g. env_id for [env] id), the per-rank step sizes alpha and eta, and the config text.
+Config = dataclasses.make_dataclass(
+    "Config",
+    [(key.attribute, _annotation(key)) for key in KEYS if key.attribute] + [("world_size", int), ("toml_text", str)],
+    frozen=True,
+    namespace={"scaler": property(_scaler), "time_feature": property(_time_feature), "__module__": __name__},
+)
+Config.__doc__ = "A validated run configuration for a pool of `world_size` ranks (fields: mpiswim.config.KEYS)."
+
+
+# --- the embedded default and the reference table ----------------------------------------
+
+TEMPLATE_HEAD = """\
+# mpiswim run configuration (TOML). Print this again with `mpiswim config`.
+# Every rank of `mpirun -n P mpiswim train --config FILE` is one pool member.
+# A key left out means the value shown here (docs/config.md lists every key).
+"""
+SECTION_NOTES = {
+    "ranks": "A number applies to every rank; a list needs exactly one entry per rank; a table\n"
+    "{min = a, max = b} spaces P values evenly in log from a (rank 0) to b (the last rank;\n"
+    "a single rank gets the middle, sqrt(a * b)).\n"
+    'Instead of alpha/eta, `hyperparameters = "file.h5"` reads datasets of length P.',
+}
+COMMENT_COLUMN, COMMENT_WIDTH = 27, 110
+
+
+def toml_value(value: Any) -> str:
+    """`value` as a TOML value: 1e-4 rather than 0.0001, a table as {min = ..., max = ...}."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{name} = {toml_value(v)}" for name, v in value.items()) + "}"
+    if isinstance(value, float) and value != 0 and abs(math.log10(abs(value))) >= 3:
+        return re.sub(r"e([+-])0*(\d)", lambda m: f"e{m[1].replace('+', '')}{m[2]}", f"{value:.0e}")
+    return repr(value)
+
+
+def render_template() -> str:
+    """The embedded default: every shown key with its value and its declaration's sentence as a comment."""
+    lines = [TEMPLATE_HEAD.rstrip("\n")]
+    for section in SECTIONS:
+        keys = [key for key in KEYS if key.section == section and key.shown != HIDDEN]
+        if not keys:
+            continue
+        lines += ["", f"[{section}]", *(f"# {line}" for line in SECTION_NOTES.get(section, "").splitlines())]
+        for key in keys:
+            shown = key.default if key.shown is None else key.shown
+            assignment = f"{'# ' if key.commented else ''}{key.name} = {toml_value(shown)}"
+            comment = textwrap.wrap(key.doc, COMMENT_WIDTH - COMMENT_COLUMN, break_on_hyphens=False)
+            gap = " " if len(assignment) < COMMENT_COLUMN - 1 else "  "
+            lines.append(f"{assignment.ljust(COMMENT_COLUMN - 1)}{gap}# {comment[0]}")
+            lines += [f"{' ' * COMMENT_COLUMN}# {line}" for line in comment[1:]]
+    return "\n".join(lines) + "\n"
+
+
+# The embedded default: printed by `mpiswim config`, run by `mpiswim train` without --config.
+DEFAULT_CONFIG = render_template()
+
+
+def keys_markdown() -> str:
+    """docs/config.md's table of every key (tests/test_config.py fails if the page drifts from it)."""
+    rows = ["| key | type | default | what it does |", "|---|---|---|---|"]
+    for key in KEYS:
+        kinds = key.types if isinstance(key.types, tuple) else (key.types,)
+        kind = " or ".join(dict.fromkeys(_TYPE_NAMES[k] for k in kinds))
+        if key.choices:
+            kind = " \\| ".join(f'`"{choice}"`' for choice in key.choices)
+        default = {REQUIRED: "required", None: "not set"}.get(key.default) if key.default in (REQUIRED, None) else None
+        default = default or f"`{toml_value(key.default)}`"
+        notes = [note for flag, note in ((key.resumable, "may change on resume"),) if flag]
+        rows.append(f"| `{key.label}` | {kind} | {default} | {key.doc}{''.join(f' ({n})' for n in notes)} |")
+    return "\n".join(rows) + "\n"
+
+
+# --- reading and checking a config ------------------------------------------------------
+
+
+_TYPE_NAMES = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    bool: "true or false",
+    dict: "a table {min = ..., max = ...}",
+}
+
+
 def _type_name(expected: type | tuple[type, ...]) -> str:
-    names = {
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        bool: "true or false",
-        dict: "a table {min = ..., max = ...}",
-    }
     kinds = expected if isinstance(expected, tuple) else (expected,)
-    return " or ".join(dict.fromkeys(names[k] for k in kinds))
+    return " or ".join(dict.fromkeys(_TYPE_NAMES[k] for k in kinds))
 
 
 def _check_keys(table: dict, allowed: dict, where: str) -> None:
@@ -316,14 +453,6 @@ def _get(doc: dict, section: str, key: str) -> Any:
     return value
 
 
-def _one_of(doc: dict, section: str, key: str, choices: tuple[str, ...], what: str) -> str:
-    """A string key that must be one of `choices`."""
-    value = _get(doc, section, key)
-    if value not in choices:
-        raise _fail(f"[{section}] {key}", value, f"unknown {what}", f"use one of {', '.join(choices)}")
-    return value
-
-
 def _at_least(field: str, value: int, minimum: int) -> int:
     if value < minimum:
         raise _fail(field, value, f"must be at least {minimum}", f"set it to {minimum} or more")
@@ -334,31 +463,6 @@ def _at_most(field: str, value: int, maximum: int) -> int:
     if value > maximum:
         raise _fail(field, value, f"must be at most {maximum}", f"set it to {maximum} or less")
     return value
-
-
-def _text(field: str, value: str) -> str:
-    if not value.isprintable():  # a NUL, or a newline that would split the run's log lines
-        raise _fail(field, value, "contains a control character (a newline, a tab, a NUL)", "remove it")
-    return value
-
-
-def check_stall_timeout(field: str, value: Any) -> float:
-    """Seconds for the stall watch: 0 (off), or a finite number of at least MIN_STALL_TIMEOUT.
-
-    `field` names where the value came from: "[run] stall_timeout" or "--stall-timeout".
-    """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (value == 0 or (math.isfinite(value) and value >= MIN_STALL_TIMEOUT))
-    ):
-        raise _fail(
-            field,
-            value,
-            f"must be 0 (no stall watch) or a finite number of seconds of at least {MIN_STALL_TIMEOUT:g}",
-            f"give seconds such as {DEFAULT_STALL_TIMEOUT:g} (the default), or 0 to wait for a stalled rank forever",
-        )
-    return float(value)
 
 
 def set_up_stall_timeout(value: float | None) -> float:
@@ -419,140 +523,6 @@ def _step_sizes(name: str, value: Any, world_size: int) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
-def _observation_scale(value: Any) -> tuple[float, ...] | float:
-    """A positive number, or a list of them (its length is checked against the task in mpiswim.tasks.check_task)."""
-    field = "[policy] observation_scale"
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise _fail(field, value, "is an empty list", "give one number for every observation value, or a single number")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-            raise _fail(
-                field, value, f"entry {quote(v)} is not a positive finite number", "use positive numbers like 1.0"
-            )
-    return tuple(float(v) for v in values) if isinstance(value, list) else float(value)
-
-
-def _search(
-    doc: dict, learner: str, iterate_episodes: int, evaluation_action: str, world_size: int
-) -> tuple[float, int, bool]:
-    """The [search] table: (noise, top, intercept). It belongs to learner = "random-search" and is refused otherwise."""
-    if learner != "random-search":
-        if "search" in doc:
-            raise _fail(
-                "[search]",
-                doc["search"],
-                'is used only by [pool] learner = "random-search"',
-                'remove the [search] table, or set learner = "random-search" in [pool]',
-            )
-        return DEFAULTS["search"]["noise"], DEFAULTS["search"]["top"], DEFAULTS["search"]["intercept"]
-    if iterate_episodes % 2:
-        raise _fail(
-            "[pool] iterate_episodes",
-            iterate_episodes,
-            'must be even with learner = "random-search" (each direction is tried as +noise and -noise, one episode '
-            "each)",
-            f"set it to {iterate_episodes + 1} or {max(2, iterate_episodes - 1)}",
-        )
-    if evaluation_action != "mean":
-        raise _fail(
-            "[pool] evaluation_action",
-            evaluation_action,
-            "random-search branches act with the Beta mean, so they must be scored with it",
-            'set evaluation_action = "mean" in [pool]',
-        )
-    noise = float(_get(doc, "search", "noise"))
-    if not (math.isfinite(noise) and noise > 0):
-        raise _fail(
-            "[search] noise",
-            noise,
-            "must be a positive finite number",
-            f"use a standard deviation such as {DEFAULTS['search']['noise']}",
-        )
-    directions = world_size * iterate_episodes // 2
-    top = _at_least("[search] top", _get(doc, "search", "top"), 0)  # 0 = all
-    if top > directions:
-        raise _fail(
-            "[search] top",
-            top,
-            f"is more than the {directions} directions of an iteration ({world_size} ranks x iterate_episodes / 2)",
-            f"keep at most {directions}, or 0 for all",
-        )
-    return noise, top, _get(doc, "search", "intercept")
-
-
-def _target(doc: dict) -> tuple[float | None, int]:
-    """[run] target and target_episodes: the fresh-episode score at which the run may stop, and its episodes."""
-    target = _get(doc, "run", "target")
-    if target is not None and not math.isfinite(target):
-        raise _fail(
-            "[run] target",
-            target,
-            "is not a finite number",
-            "give a score such as 150, or leave the key out for no target",
-        )
-    episodes = _at_most(
-        "[run] target_episodes",
-        _at_least("[run] target_episodes", _get(doc, "run", "target_episodes"), 1),
-        MAX_EPISODES,
-    )
-    return (None if target is None else float(target)), episodes
-
-
-def _seed_options(doc: dict, learner: str, observation_scale: tuple[float, ...] | float) -> dict[str, Any]:
-    """The seed-faithful [policy] keys and the [normalisation] table, as Config fields."""
-    options = {
-        "intercept": _one_of(doc, "policy", "intercept", INTERCEPTS, "intercept"),
-        "normalisation": _one_of(doc, "policy", "normalisation", NORMALISATIONS, "normalisation"),
-        "baseline_target": _one_of(doc, "policy", "baseline_target", BASELINE_TARGETS, "baseline target"),
-        "precision": _one_of(doc, "policy", "precision", PRECISIONS, "precision"),
-        "eta_travels": _get(doc, "policy", "eta_travels"),
-        "common_action_noise": _get(doc, "pool", "common_action_noise"),
-    }
-    changed = [(section, key) for key in options for section in ("policy", "pool") if key in doc.get(section, {})]
-    if learner == "random-search" and changed:
-        section, key = changed[0]
-        fix = f"remove {key} from [{section}], or set learner = 'reinforce' in [pool]"
-        raise _fail(
-            f"[{section}] {key}",
-            doc[section][key],
-            'belongs to REINFORCE branches, not to learner = "random-search"',
-            fix,
-        )
-    if options["normalisation"] != "running":
-        if "normalisation" in doc:
-            fix = 'remove the [normalisation] table, or set normalisation = "running" in [policy]'
-            raise _fail(
-                "[normalisation]", doc["normalisation"], 'is used only with [policy] normalisation = "running"', fix
-            )
-        return options | DEFAULTS["normalisation"]  # the scaler's settings, unused without it
-    if observation_scale != 1.0:
-        raise _fail(
-            "[policy] observation_scale",
-            observation_scale,
-            'has no effect with normalisation = "running" (the scaler sets the scale)',
-            "remove observation_scale from [policy]",
-        )
-    refit_every = _at_least("[normalisation] refit_every", _get(doc, "normalisation", "refit_every"), 1)
-    horizon = _at_least("[normalisation] horizon", _get(doc, "normalisation", "horizon"), refit_every)
-    if horizon % refit_every or horizon // refit_every > MAX_STORED_CHUNKS:
-        raise _fail(
-            "[normalisation] horizon",
-            horizon,
-            f"must be a multiple of refit_every ({refit_every}) and at most {MAX_STORED_CHUNKS} times it",
-            f"use e.g. {refit_every * max(1, min(MAX_STORED_CHUNKS, round(horizon / refit_every)))}",
-        )
-    recency = float(_get(doc, "normalisation", "recency"))
-    if not 0.0 < recency <= 1.0:
-        raise _fail(
-            "[normalisation] recency",
-            recency,
-            "must lie in (0, 1] (1 weighs every observation of the horizon alike)",
-            f"use e.g. {DEFAULTS['normalisation']['recency']}",
-        )
-    return dict(options, refit_every=refit_every, horizon=horizon, recency=recency)
-
-
 def read_hyperparameter_file(path: Path, world_size: int) -> dict[str, tuple[float, ...]]:
     """Per-rank hyperparameters from an HDF5 file: one dataset of length P per name."""
     import h5py
@@ -597,145 +567,6 @@ def read_hyperparameter_file(path: Path, world_size: int) -> dict[str, tuple[flo
                     str(error).replace("config error: ", f"config error: hyperparameter file '{path}' ({field}): ", 1)
                 ) from None
     return values
-
-
-def parse_config(
-    text: str,
-    world_size: int,
-    base_dir: Path = Path("."),
-    stored_step_sizes: dict[str, tuple[float, ...]] | None = None,
-) -> Config:
-    """Validate TOML text for a pool of `world_size` ranks; raise ConfigError on any problem.
-
-    Only the text is checked: whether Gymnasium can make the task is mpiswim.tasks.check_task's
-    question. `stored_step_sizes` (alpha/eta per rank) replaces the [ranks] values: a resumed
-    run takes them from its checkpoint, not from a file that may have moved.
-    """
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(
-            f"config error: the file is not valid TOML ({error}). Fix: correct the syntax; `mpiswim config` prints a "
-            "valid example."
-        ) from None
-    _check_keys(doc, SCHEMA, "")
-    for section, table in doc.items():
-        if not isinstance(table, dict):
-            raise _fail(section, table, "must be a table", f"write it as a [{section}] section")
-        _check_keys(table, SCHEMA[section], f"[{section}] ")
-
-    seed = _at_least("[run] seed", _get(doc, "run", "seed"), 0)
-    iterations = _at_least("[run] iterations", _get(doc, "run", "iterations"), 1)
-    T = _at_most("[env] T", _at_least("[env] T", _get(doc, "env", "T"), 1), MAX_T)
-    gamma = float(_get(doc, "env", "gamma"))
-    if not 0.0 <= gamma <= 1.0:
-        raise _fail("[env] gamma", gamma, "must lie in [0, 1]", "use a discount such as 1.0 or 0.99")
-    iterate_episodes = _at_most(
-        "[pool] iterate_episodes",
-        _at_least("[pool] iterate_episodes", _get(doc, "pool", "iterate_episodes"), 1),
-        MAX_EPISODES,
-    )
-    evaluate_episodes = _at_most(
-        "[pool] evaluate_episodes",
-        _at_least("[pool] evaluate_episodes", _get(doc, "pool", "evaluate_episodes"), 1),
-        MAX_EPISODES,
-    )
-    patience = _at_least("[pool] patience", _get(doc, "pool", "patience"), 0)
-    evaluation_action = _one_of(doc, "pool", "evaluation_action", EVALUATION_ACTIONS, "evaluation action")
-    learner = _one_of(doc, "pool", "learner", LEARNERS, "learner")
-    search_noise, search_top, search_intercept = _search(doc, learner, iterate_episodes, evaluation_action, world_size)
-    target, target_episodes = _target(doc)
-    max_degenerate = _at_least("[pool] max_degenerate_iterations", _get(doc, "pool", "max_degenerate_iterations"), 1)
-    features = _one_of(doc, "policy", "features", FEATURE_MAPS, "feature map")
-    update = _one_of(doc, "policy", "update", UPDATE_RULES, "update rule")
-    baseline = _one_of(doc, "policy", "baseline", BASELINES, "baseline")
-
-    observation_scale = _observation_scale(_get(doc, "policy", "observation_scale"))
-    seed_options = _seed_options(doc, learner, observation_scale)
-
-    ranks = doc.get("ranks", {})
-    file_name = _get(doc, "ranks", "hyperparameters")
-    if stored_step_sizes is not None:
-        steps = stored_step_sizes
-    elif file_name is not None:
-        given = [k for k in HYPERPARAMETERS if k in ranks]
-        if given:
-            raise _fail(
-                f"[ranks] {given[0]}",
-                ranks[given[0]],
-                "given together with 'hyperparameters'",
-                "take the step sizes either from the HDF5 file or from the config, not both",
-            )
-        steps = read_hyperparameter_file(base_dir / file_name, world_size)
-    else:
-        steps = {}
-        for key in HYPERPARAMETERS:
-            value = _get(doc, "ranks", key)
-            if value is None and key == "eta" and learner == "random-search":
-                steps[key] = (0.0,) * world_size  # random-search branches have no baseline to train
-                continue
-            if value is None:
-                raise _fail(
-                    f"[ranks] {key}",
-                    None,
-                    "missing",
-                    f"add '{key} = 1e-4' (or a list of {world_size} values) to [ranks], or 'hyperparameters = "
-                    '"file.h5"\'',
-                )
-            steps[key] = _step_sizes(key, value, world_size)
-
-    env_id = _get(doc, "env", "id")
-    if not env_id.isprintable():
-        raise _fail("[env] id", env_id, "contains control characters", "use a Gymnasium id such as 'Swimmer-v5'")
-    if ":" in env_id:  # Gymnasium's make would import the module named before the ':'
-        raise _fail(
-            "[env] id",
-            env_id,
-            "names a Python module to import (the part before ':'), and mpiswim never imports code a config names",
-            "use a registered Gymnasium MuJoCo id such as 'Swimmer-v5', without a module",
-        )
-
-    name = _text("[run] name", _get(doc, "run", "name"))
-    out = _get(doc, "run", "out")
-    out = _text("[run] out", default_out(name) if out is None else out)
-    if not out:
-        raise _fail(
-            "[run] out",
-            out,
-            "is empty",
-            f'give a file name such as "{default_out(name)}", or leave the key out for that name',
-        )
-    return Config(
-        name=name,
-        seed=seed,
-        iterations=iterations,
-        out=out,
-        env_id=env_id,
-        T=T,
-        gamma=gamma,
-        iterate_episodes=iterate_episodes,
-        evaluate_episodes=evaluate_episodes,
-        patience=patience,
-        max_degenerate_iterations=max_degenerate,
-        common_evaluation=_get(doc, "pool", "common_evaluation"),
-        evaluation_action=evaluation_action,
-        features=features,
-        update=update,
-        baseline=baseline,
-        observation_scale=observation_scale,
-        alpha=steps["alpha"],
-        eta=steps["eta"],
-        world_size=world_size,
-        toml_text=text,
-        stall_timeout=check_stall_timeout("[run] stall_timeout", _get(doc, "run", "stall_timeout")),
-        learner=learner,
-        search_noise=search_noise,
-        search_top=search_top,
-        search_intercept=search_intercept,
-        target=target,
-        target_episodes=target_episodes,
-        **seed_options,
-    )
 
 
 def file_name_for(name: str) -> str:
@@ -867,3 +698,187 @@ def parse_stored_config(
     """
     text = make_explicit(config_toml, LEGACY_DEFAULTS) if written_before_new_defaults(written_by) else config_toml
     return parse_config(text, world_size, stored_step_sizes=stored_step_sizes)
+
+
+def _value(doc: dict, key: Key) -> Any:
+    """The value of one key as the Config holds it: type, choices, bounds and its own check applied."""
+    value = _get(doc, key.section, key.name)
+    if value is None:  # a key that is "not set"
+        return None
+    if key.choices and value not in key.choices:
+        raise _fail(key.label, value, f"unknown {key.what}", f"use one of {', '.join(key.choices)}")
+    if key.minimum is not None:
+        _at_least(key.label, value, key.minimum)
+    if key.maximum is not None:
+        _at_most(key.label, value, key.maximum)
+    if key.check is not None:
+        return key.check(key.label, value)
+    return float(value) if key.types == NUMBER else value
+
+
+# --- rules that tie several keys together ----------------------------------------------------
+
+
+def _random_search_rules(doc: dict, values: dict[str, Any], world_size: int) -> None:
+    """The [search] table belongs to learner = "random-search", which needs even iterate_episodes and mean scoring."""
+    if values["learner"] != "random-search":
+        if "search" in doc:
+            raise _fail(
+                "[search]",
+                doc["search"],
+                'is used only by [pool] learner = "random-search"',
+                'remove the [search] table, or set learner = "random-search" in [pool]',
+            )
+        return
+    iterate_episodes = values["iterate_episodes"]
+    if iterate_episodes % 2:
+        raise _fail(
+            "[pool] iterate_episodes",
+            iterate_episodes,
+            'must be even with learner = "random-search" (each direction is tried as +noise and -noise, one episode '
+            "each)",
+            f"set it to {iterate_episodes + 1} or {max(2, iterate_episodes - 1)}",
+        )
+    if values["evaluation_action"] != "mean":
+        raise _fail(
+            "[pool] evaluation_action",
+            values["evaluation_action"],
+            "random-search branches act with the Beta mean, so they must be scored with it",
+            'set evaluation_action = "mean" in [pool]',
+        )
+    directions = world_size * iterate_episodes // 2
+    if values["search_top"] > directions:
+        raise _fail(
+            "[search] top",
+            values["search_top"],
+            f"is more than the {directions} directions of an iteration ({world_size} ranks x iterate_episodes / 2)",
+            f"keep at most {directions}, or 0 for all",
+        )
+
+
+# The seed-faithful options change REINFORCE branches; random search has none of them.
+REINFORCE_ONLY = (
+    ("policy", "intercept"),
+    ("policy", "normalisation"),
+    ("policy", "baseline_target"),
+    ("policy", "precision"),
+    ("policy", "eta_travels"),
+    ("pool", "common_action_noise"),
+)
+
+
+def _seed_faithful_rules(doc: dict, values: dict[str, Any]) -> None:
+    """The seed-faithful options belong to REINFORCE; the [normalisation] table to normalisation = "running"."""
+    given = [(section, key) for section, key in REINFORCE_ONLY if key in doc.get(section, {})]
+    if values["learner"] == "random-search" and given:
+        section, key = given[0]
+        raise _fail(
+            f"[{section}] {key}",
+            doc[section][key],
+            'belongs to REINFORCE branches, not to learner = "random-search"',
+            f"remove {key} from [{section}], or set learner = 'reinforce' in [pool]",
+        )
+    if values["normalisation"] != "running":
+        if "normalisation" in doc:
+            raise _fail(
+                "[normalisation]",
+                doc["normalisation"],
+                'is used only with [policy] normalisation = "running"',
+                'remove the [normalisation] table, or set normalisation = "running" in [policy]',
+            )
+        return
+    if values["observation_scale"] != 1.0:
+        raise _fail(
+            "[policy] observation_scale",
+            values["observation_scale"],
+            'has no effect with normalisation = "running" (the scaler sets the scale)',
+            "remove observation_scale from [policy]",
+        )
+    refit_every, horizon = values["refit_every"], _at_least("[normalisation] horizon", values["horizon"], 1)
+    _at_least("[normalisation] horizon", horizon, refit_every)
+    if horizon % refit_every or horizon // refit_every > MAX_STORED_CHUNKS:
+        raise _fail(
+            "[normalisation] horizon",
+            horizon,
+            f"must be a multiple of refit_every ({refit_every}) and at most {MAX_STORED_CHUNKS} times it",
+            f"use e.g. {refit_every * max(1, min(MAX_STORED_CHUNKS, round(horizon / refit_every)))}",
+        )
+
+
+def _rank_step_sizes(
+    doc: dict,
+    learner: str,
+    world_size: int,
+    base_dir: Path,
+    stored_step_sizes: dict[str, tuple[float, ...]] | None,
+) -> dict[str, tuple[float, ...]]:
+    """alpha and eta per rank: stored in a checkpoint, from [ranks] hyperparameters' file, or from the config."""
+    if stored_step_sizes is not None:
+        return stored_step_sizes
+    ranks, file_name = doc.get("ranks", {}), _get(doc, "ranks", "hyperparameters")
+    if file_name is not None:
+        given = [k for k in HYPERPARAMETERS if k in ranks]
+        if given:
+            raise _fail(
+                f"[ranks] {given[0]}",
+                ranks[given[0]],
+                "given together with 'hyperparameters'",
+                "take the step sizes either from the HDF5 file or from the config, not both",
+            )
+        return read_hyperparameter_file(base_dir / file_name, world_size)
+    steps = {}
+    for key in HYPERPARAMETERS:
+        value = _get(doc, "ranks", key)
+        if value is None and key == "eta" and learner == "random-search":
+            steps[key] = (0.0,) * world_size  # random-search branches have no baseline to train
+            continue
+        if value is None:
+            raise _fail(
+                f"[ranks] {key}",
+                None,
+                "missing",
+                f"add '{key} = 1e-4' (or a list of {world_size} values) to [ranks], or 'hyperparameters = \"file.h5\"'",
+            )
+        steps[key] = _step_sizes(key, value, world_size)
+    return steps
+
+
+def parse_config(
+    text: str,
+    world_size: int,
+    base_dir: Path = Path("."),
+    stored_step_sizes: dict[str, tuple[float, ...]] | None = None,
+) -> Config:
+    """Validate TOML text for a pool of `world_size` ranks; raise ConfigError on any problem.
+
+    Only the text is checked: whether Gymnasium can make the task is mpiswim.tasks.check_task's
+    question. `stored_step_sizes` (alpha/eta per rank) replaces the [ranks] values: a resumed
+    run takes them from its checkpoint, not from a file that may have moved.
+    """
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(
+            f"config error: the file is not valid TOML ({error}). Fix: correct the syntax; `mpiswim config` prints a "
+            "valid example."
+        ) from None
+    _check_keys(doc, SCHEMA, "")
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise _fail(section, table, "must be a table", f"write it as a [{section}] section")
+        _check_keys(table, SCHEMA[section], f"[{section}] ")
+
+    values = {key.attribute: _value(doc, key) for key in KEYS if key.attribute and key.section != "ranks"}
+    _random_search_rules(doc, values, world_size)
+    _seed_faithful_rules(doc, values)
+    values |= _rank_step_sizes(doc, values["learner"], world_size, base_dir, stored_step_sizes)
+    if values["out"] is None:
+        values["out"] = default_out(values["name"])
+    if not values["out"]:
+        raise _fail(
+            "[run] out",
+            values["out"],
+            "is empty",
+            f'give a file name such as "{default_out(values["name"])}", or leave the key out for that name',
+        )
+    return Config(**values, world_size=world_size, toml_text=text)

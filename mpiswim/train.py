@@ -40,13 +40,15 @@ from mpiswim.checkpoint import (
 )
 from mpiswim.config import (
     DEFAULT_CONFIG,
-    SCHEMA,
+    RESUMABLE,
     Config,
     ConfigError,
     apply_overrides,
     check_stall_timeout,
+    field_label,
     load_config,
     parse_config,
+    quote,
     set_up_stall_timeout,
 )
 from mpiswim.env import Task, Trajectory, task_for
@@ -223,21 +225,17 @@ def open_writer(
         ) from None
 
 
-# Config fields that may differ between a checkpoint and the config of a resumed run.
-MAY_CHANGE_ON_RESUME = ("iterations", "out", "toml_text", "stall_timeout")
-FIELD_NAMES = {"env_id": "[env] id", "world_size": "number of ranks"}  # the others are named as in SCHEMA
-
-
 def config_differences(stored: Config, given: Config) -> list[str]:
-    """What differs between the checkpoint's config and the given one, in the config's words."""
+    """What differs between the checkpoint's config and the given one, in the config's words (mpiswim.config.KEYS
+    says which keys a resume may change).
+    """
     differences = []
     for field in dataclasses.fields(Config):
         name = field.name
-        if name not in MAY_CHANGE_ON_RESUME and getattr(stored, name) != getattr(given, name):
-            section = next((s for s, keys in SCHEMA.items() if name in keys), None)
-            label = FIELD_NAMES.get(name) or (f"[{section}] {name}" if section else name)
+        if name not in RESUMABLE and getattr(stored, name) != getattr(given, name):
             differences.append(
-                f"{label} is {getattr(stored, name)!r} in the checkpoint but {getattr(given, name)!r} in the config"
+                f"{field_label(name)} is {quote(getattr(stored, name))} in the checkpoint but "
+                f"{quote(getattr(given, name))} in the config"
             )
     return differences
 

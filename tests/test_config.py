@@ -19,11 +19,15 @@ from mpiswim.config import (
     DEFAULT_CONFIG,
     DEFAULT_STALL_TIMEOUT,
     DEFAULTS,
+    HIDDEN,
+    KEYS,
     LEGACY_DEFAULTS,
     SCHEMA,
-    UNSHOWN_DEFAULTS,
+    Config,
     ConfigError,
     check_stall_timeout,
+    field_label,
+    keys_markdown,
     load_config,
     parse_config,
     parse_stored_config,
@@ -118,8 +122,28 @@ def test_a_key_left_out_means_the_embedded_defaults_value():
     assert dataclasses.replace(left_out, name=full.name, out=full.out, toml_text=full.toml_text) == full
     shown = tomllib.loads(DEFAULT_CONFIG)
     assert [
-        (section, key) for section, keys in UNSHOWN_DEFAULTS.items() for key in keys if key in shown.get(section, {})
-    ] == [("run", "name")]
+        (section, key)
+        for section, table in shown.items()
+        for key, value in table.items()
+        if key in DEFAULTS[section] and DEFAULTS[section][key] != value
+    ] == [("run", "name")]  # the embedded default names its own run; a config without a name is "mpiswim"
+
+
+def test_every_key_is_declared_once_and_everything_comes_from_its_declaration():
+    """KEYS is the one home of a key: the schema, the defaults, Config's fields, the labels and docs/config.md."""
+    declared = [(key.section, key.name) for key in KEYS]
+    assert len(set(declared)) == len(declared)
+    assert {(section, key) for section, keys in SCHEMA.items() for key in keys} == set(declared)
+    fields = [field.name for field in dataclasses.fields(Config)]
+    assert fields == [key.attribute for key in KEYS if key.attribute] + ["world_size", "toml_text"]
+    assert field_label("search_noise") == "[search] noise" and field_label("env_id") == "[env] id"
+    page = (Path(__file__).resolve().parent.parent / "docs" / "config.md").read_text()
+    assert keys_markdown() in page, (
+        "docs/config.md's table of keys differs from mpiswim.config.KEYS: paste keys_markdown()"
+    )
+    for key in KEYS:  # every key the template shows has the sentence of its declaration beside it
+        if key.shown != HIDDEN:
+            assert " ".join(key.doc.split()[:4]) in " ".join(DEFAULT_CONFIG.split()), key.label
 
 
 def test_validating_a_config_imports_no_environment():
