@@ -68,9 +68,9 @@ def measure_throughput(rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_
     early).
     """
     from mpiswim.env import Trajectory, task_for
-    from mpiswim.learn import update_agent, use_compilation_cache
+    from mpiswim.learn import improve_branch, update_agent, use_compilation_cache
     from mpiswim.policy import initial_agent
-    from mpiswim.pool import evaluate_branch, improve_branch
+    from mpiswim.pool import evaluate_branch
     from mpiswim.tasks import check_task
 
     use_compilation_cache()

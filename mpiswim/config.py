@@ -33,7 +33,8 @@ FEATURE_MAPS = ("linear", "signed")
 UPDATE_RULES = ("tanh-density", "unit-density", "log-density")
 BASELINES = ("state-time", "state")
 EVALUATION_ACTIONS = ("mean", "sample")
-LEARNERS = ("reinforce", "random-search")
+# The learners, the one registry: [pool] learner's name -> "module:function" of a mpiswim.pool.Learner.
+LEARNERS = {"reinforce": "mpiswim.learn:reinforce_branch", "random-search": "mpiswim.search:random_search_branch"}
 INTERCEPTS = ("per-block", "shared")
 NORMALISATIONS = ("none", "running")
 BASELINE_TARGETS = ("before-update", "after-update")
@@ -69,7 +70,7 @@ class Key:
     default: Any  # what the key left out means; REQUIRED: it must be given; None: "not set"
     doc: str  # what it does: the template's comment and docs/config.md's table
     field: str | None = ""  # the Config field it fills ("" = its name; None = none, e.g. [ranks] hyperparameters)
-    choices: tuple[str, ...] = ()  # the allowed strings, the default first
+    choices: tuple[str, ...] | dict[str, str] = ()  # the allowed strings, the default first
     what: str = ""  # what the choices are, for "unknown feature map"
     minimum: int | None = None
     maximum: int | None = None

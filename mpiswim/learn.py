@@ -40,6 +40,7 @@ that baseline update.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import partial
 
 import jax
@@ -49,7 +50,8 @@ from jax.scipy.special import gammaln
 
 from mpiswim import normalise
 from mpiswim.config import Config
-from mpiswim.policy import UNTRAINED_ETA, Agent
+from mpiswim.env import Task, Trajectory, run_episode
+from mpiswim.policy import UNTRAINED_ETA, Agent, copy_agent
 
 # Every update is computed in float64. Set on import, not left to the caller:
 # without it JAX would silently round the float64 parameters to float32.
@@ -219,3 +221,46 @@ def update_agent(agent: Agent, trajectory, alpha: float, eta: float, cfg: Config
 
 def agent_is_finite(agent: Agent) -> bool:
     return all(np.isfinite(part).all() for part in agent)
+
+
+# --- the REINFORCE learner ([pool] learner = "reinforce") ---------------------------
+
+
+def improve_branch(
+    agent: Agent,
+    task: Task,
+    rng: np.random.Generator,
+    cfg: Config,
+    alpha: float,
+    eta: float,
+    trajectory: Trajectory,
+    noise: np.random.Generator | None = None,
+) -> tuple[Agent, np.ndarray, bool]:
+    """REINFORCE for cfg.iterate_episodes episodes; returns (branch, returns, degenerate). noise: see
+    env.run_episode.
+    """
+    agent = copy_agent(agent)  # the branch is this rank's own: its running scalers change as it acts
+    returns = np.full(cfg.iterate_episodes, np.nan)
+    for episode in range(cfg.iterate_episodes):
+        returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory, noise=noise)
+        if degenerate:
+            return agent, returns, True
+        agent = update_agent(agent, trajectory, alpha, eta, cfg)
+        if not agent_is_finite(agent):
+            return agent, returns, True
+    return agent, returns, False
+
+
+def reinforce_branch(
+    agent: Agent,
+    task: Task,
+    rng: np.random.Generator,
+    cfg: Config,
+    rank: int,
+    iteration: int,
+    trajectory: Trajectory,
+    noise: np.random.Generator | None,
+    share: Callable[[np.ndarray], np.ndarray],
+) -> tuple[Agent, np.ndarray, bool]:
+    """The REINFORCE learner (mpiswim.pool.Learner): improve_branch with this rank's alpha and eta; shares nothing."""
+    return improve_branch(agent, task, rng, cfg, cfg.alpha[rank], cfg.eta[rank], trajectory, noise)

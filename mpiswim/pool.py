@@ -24,18 +24,18 @@ the numbers of an uninterrupted one.
 
 from __future__ import annotations
 
+import importlib
 import pickle
 from collections.abc import Callable
 from time import perf_counter
+from typing import Protocol
 
 import numpy as np
 
-from mpiswim.config import Config
+from mpiswim.config import LEARNERS, Config
 from mpiswim.env import Task, Trajectory, run_episode
-from mpiswim.learn import agent_is_finite, update_agent
 from mpiswim.policy import Agent, copy_agent, pack_agent, unpack_agent
-from mpiswim.search import direction_shape, directions, explore, nudge, search_step
-from mpiswim.stall import END, EXPLORATION, RECORD, SCORES, SETUP, STOP, WINNER, StallWatch
+from mpiswim.stall import END, RECORD, SCORES, SETUP, SHARE, STOP, WINNER, StallWatch
 from mpiswim.state import (
     ACTION_NOISE_STREAM,
     EVALUATION_STREAM,
@@ -69,10 +69,10 @@ def allgather_scores(comm, score: float, watch: StallWatch | None = None) -> np.
 
 
 def allgather_rows(comm, row: np.ndarray, watch: StallWatch | None = None) -> np.ndarray:
-    """Every rank's float64 row, on every rank, stacked in rank order (random search's exploration returns)."""
+    """Every rank's float64 row, on every rank, stacked in rank order (a learner's share: random search's returns)."""
     mine = np.ascontiguousarray(row, dtype=np.float64)
     table = np.empty((comm.Get_size(), row.size))
-    complete(watch, EXPLORATION, comm.Iallgather(mine, table))
+    complete(watch, SHARE, comm.Iallgather(mine, table))
     return table
 
 
@@ -124,29 +124,35 @@ def end_of_run(comm, code: int, watch: StallWatch | None = None) -> int:
 # --- one rank's work ---------------------------------------------------------
 
 
-def improve_branch(
-    agent: Agent,
-    task: Task,
-    rng: np.random.Generator,
-    cfg: Config,
-    alpha: float,
-    eta: float,
-    trajectory: Trajectory,
-    noise: np.random.Generator | None = None,
-) -> tuple[Agent, np.ndarray, bool]:
-    """REINFORCE for cfg.iterate_episodes episodes; returns (branch, returns, degenerate). noise: see
-    env.run_episode.
+class Learner(Protocol):
+    """How a rank improves its branch: one function per `[pool] learner`, registered in mpiswim.config.LEARNERS.
+
+    It gets the pool's agent A_k (its own to copy, never to change), the task, this rank's
+    stream `rng`, the config, its rank and the iteration, a scratch trajectory, the shared
+    action stream `noise` (or None) and `share(row)`, which allgathers one float row per rank
+    and returns every rank's rows in rank order: the one exchange before the merge a learner
+    may make (every rank must call it, or none). It returns (branch, one training return per
+    `iterate_episodes`, degenerate). The pool does the rest: evaluation, merge, record.
     """
-    agent = copy_agent(agent)  # the branch is this rank's own: its running scalers change as it acts
-    returns = np.full(cfg.iterate_episodes, np.nan)
-    for episode in range(cfg.iterate_episodes):
-        returns[episode], degenerate = run_episode(task, agent, rng, cfg.T, trajectory, noise=noise)
-        if degenerate:
-            return agent, returns, True
-        agent = update_agent(agent, trajectory, alpha, eta, cfg)
-        if not agent_is_finite(agent):
-            return agent, returns, True
-    return agent, returns, False
+
+    def __call__(
+        self,
+        agent: Agent,
+        task: Task,
+        rng: np.random.Generator,
+        cfg: Config,
+        rank: int,
+        iteration: int,
+        trajectory: Trajectory,
+        noise: np.random.Generator | None,
+        share: Callable[[np.ndarray], np.ndarray],
+    ) -> tuple[Agent, np.ndarray, bool]: ...
+
+
+def learner(name: str) -> Learner:
+    """The learner registered as `name` in mpiswim.config.LEARNERS ("module:function")."""
+    module, function = LEARNERS[name].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def evaluate_branch(
@@ -232,20 +238,21 @@ def pool_iteration(
     # from the update episodes into the evaluation ones (the start states stay the rank's own).
     noise = shared_stream(cfg.seed, state.iteration, ACTION_NOISE_STREAM) if cfg.common_action_noise else None
 
-    # 1-2. Same start, own branch: improve a copy of A_k with this rank's step sizes.
+    # 1-2. Same start, own branch: the learner improves a copy of A_k with this rank's step sizes (REINFORCE
+    # episodes, or a step along the direction pooled from every rank's random tries, which it shares through share).
     started = perf_counter()
-    if cfg.learner == "random-search":
-        # Explore directions around A_k, pool every rank's returns, step along the pooled direction by this rank's
-        # alpha.
-        deltas = directions(cfg, state.iteration, direction_shape(state.agent))
-        train_returns = explore(state.agent, task, rng, cfg, deltas[rank], trajectory)
-        step = search_step(allgather_rows(comm, train_returns, watch), deltas, cfg.search_top)
-        branch = nudge(state.agent, step, cfg.alpha[rank])
-        degenerate = not agent_is_finite(branch)
-    else:
-        branch, train_returns, degenerate = improve_branch(
-            state.agent, task, rng, cfg, cfg.alpha[rank], cfg.eta[rank], trajectory, noise
-        )
+    improve = learner(cfg.learner)
+    branch, train_returns, degenerate = improve(
+        state.agent,
+        task,
+        rng,
+        cfg,
+        rank,
+        state.iteration,
+        trajectory,
+        noise,
+        lambda row: allgather_rows(comm, row, watch),
+    )
     trained = perf_counter()
 
     # 3. Evaluate the branch without updates; a broken branch scores -inf.

@@ -28,15 +28,18 @@ By default the directions leave the intercept (the weight of phi's constant
 it too left 1 seed in 5 stuck near 50 and slowed the others
 (docs/results.md); `[search] intercept = true` searches it.
 
-Plain numpy, no MPI: mpiswim.pool does the allgather.
+Plain numpy, no MPI: mpiswim.pool does the allgather (the learner's `share`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 from mpiswim.config import Config
 from mpiswim.env import Task, Trajectory, run_episode
+from mpiswim.learn import agent_is_finite
 from mpiswim.policy import Agent
 from mpiswim.state import DIRECTIONS_STREAM, shared_stream
 
@@ -105,3 +108,24 @@ def search_step(returns: np.ndarray, deltas: np.ndarray, top: int) -> np.ndarray
     if spread == 0.0:
         return np.zeros(deltas.shape[1:])  # no usable direction, or every return equal: no information, no step
     return np.tensordot(plus[kept] - minus[kept], deltas[kept], axes=1) / (kept.size * spread)
+
+
+def random_search_branch(
+    agent: Agent,
+    task: Task,
+    rng: np.random.Generator,
+    cfg: Config,
+    rank: int,
+    iteration: int,
+    trajectory: Trajectory,
+    noise: np.random.Generator | None,
+    share: Callable[[np.ndarray], np.ndarray],
+) -> tuple[Agent, np.ndarray, bool]:
+    """The random-search learner (mpiswim.pool.Learner): explore this rank's directions around the agent, share the
+    returns, and step along the pooled direction by this rank's alpha.
+    """
+    deltas = directions(cfg, iteration, direction_shape(agent))
+    returns = explore(agent, task, rng, cfg, deltas[rank], trajectory)
+    step = search_step(share(returns), deltas, cfg.search_top)
+    branch = nudge(agent, step, cfg.alpha[rank])
+    return branch, returns, not agent_is_finite(branch)

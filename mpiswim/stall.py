@@ -36,9 +36,9 @@ ABORT_DELAY = 0.5  # seconds between the stall message and MPI_Abort
 CARD_BYTES = 64  # a message: int64 progress, then "host, pid N" (UTF-8, zero-padded)
 
 # The collectives of a run, as the stall message names them.
-SETUP, EXPLORATION, SCORES, WINNER, RECORD, STOP, END = (
+SETUP, SHARE, SCORES, WINNER, RECORD, STOP, END = (
     "the set-up broadcast",
-    "the allgather of random search's exploration returns",
+    "the allgather of the learner's shared rows (random search's returns)",
     "the allgather of scores",
     "the broadcast of the winner's agent",
     "the gather of the iteration record",

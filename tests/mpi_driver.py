@@ -26,7 +26,7 @@ import mpiswim  # noqa: F401  (first: sets the thread limits before numpy loads)
 import numpy as np
 from mpi4py import MPI
 
-from mpiswim import pool
+from mpiswim import learn, pool, search
 from mpiswim.cli import main as cli_main
 from mpiswim.policy import initial_agent, pack_agent
 from mpiswim.state import initial_state
@@ -63,17 +63,22 @@ elif mode == "scores":
     run_cli()
 
 elif mode == "fail":
-    real_improve = pool.improve_branch
+    real_learner = pool.learner
 
-    def failing_improve(agent, *a, **k):
-        iteration = failing_improve.calls
-        failing_improve.calls += 1
-        if rank == 1 and iteration == 2:
-            raise RuntimeError("injected failure inside the episode loop")
-        return real_improve(agent, *a, **k)
+    def failing_learner(name):
+        improve = real_learner(name)
 
-    failing_improve.calls = 0
-    pool.improve_branch = failing_improve
+        def failing_improve(agent, *a, **k):
+            iteration = failing_learner.calls
+            failing_learner.calls += 1
+            if rank == 1 and iteration == 2:
+                raise RuntimeError("injected failure inside the episode loop")
+            return improve(agent, *a, **k)
+
+        return failing_improve
+
+    failing_learner.calls = 0
+    pool.learner = failing_learner
     run_cli()
 
 elif mode == "fault":
@@ -94,7 +99,8 @@ elif mode == "fault":
             time.sleep(float(os.environ.get("FAULT_SECONDS", "600")))
         return result
 
-    pool.run_episode = faulty_episode
+    for module in (pool, learn, search):  # evaluation, REINFORCE and random-search episodes alike
+        module.run_episode = faulty_episode
     run_cli()
 
 elif mode == "broadcast":
@@ -117,14 +123,19 @@ elif mode == "pool":
     cfg = parse_config((outdir / "config.toml").read_text(), comm.Get_size())
     task = task_for(cfg)
     branches = []
-    real_improve = pool.improve_branch
+    real_learner = pool.learner
 
-    def remember_branch(*a, **k):
-        result = real_improve(*a, **k)
-        branches.append(result[0])
-        return result
+    def remembering_learner(name):
+        improve = real_learner(name)
 
-    pool.improve_branch = remember_branch
+        def remember_branch(*a, **k):
+            result = improve(*a, **k)
+            branches.append(result[0])
+            return result
+
+        return remember_branch
+
+    pool.learner = remembering_learner
     state = initial_state(
         initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels)
     )
@@ -138,6 +149,24 @@ elif mode == "pool":
         assert all(d == branch_digests[winner] for d in new_digests), (winner, branch_digests, new_digests)
         (outdir / "pool.ok").write_text(f"{winner}")
 
+elif mode == "third-learner":
+    from mpiswim.config import LEARNERS, parse_config
+    from mpiswim.env import Trajectory, task_for
+
+    LEARNERS["shift"] = "third_learner:shift"  # the one registry line (tests/third_learner.py is the module)
+    cfg = parse_config((outdir / "config.toml").read_text(), comm.Get_size())
+    task = task_for(cfg)
+    start = initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_feature))
+    state, record = pool.pool_iteration(comm, cfg, task, start, Trajectory.empty(cfg.T, task.obs_dim, task.action_dim))
+    agents = comm.gather(digest(state.agent), root=0)
+    if rank == 0:
+        P = comm.Get_size()
+        assert np.all(record.train_returns == P * (P + 1) / 2), record.train_returns  # every rank saw every row
+        winner = record.winner
+        assert winner == int(np.argmax(record.scores)) and len(set(agents)) == 1, (record.scores, agents)
+        np.testing.assert_array_equal(state.agent.policy, start.agent.policy + cfg.alpha[winner])
+        (outdir / "third.ok").write_text(str(winner))
+
 elif mode == "search":
     from mpiswim.config import parse_config
     from mpiswim.env import Trajectory, make_task
@@ -145,7 +174,7 @@ elif mode == "search":
     cfg = parse_config((outdir / "config.toml").read_text(), comm.Get_size())
     task = make_task(cfg.env_id, cfg.features)
     explored, steps = [], []
-    real_explore, real_step = pool.explore, pool.search_step
+    real_explore, real_step = search.explore, search.search_step
 
     def remember_explore(*a, **k):
         explored.append(real_explore(*a, **k))
@@ -155,7 +184,7 @@ elif mode == "search":
         steps.append(real_step(*a, **k))
         return steps[-1]
 
-    pool.explore, pool.search_step = remember_explore, remember_step
+    search.explore, search.search_step = remember_explore, remember_step
     state = initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
     start = state.agent
     state, record = pool.pool_iteration(comm, cfg, task, state, Trajectory.empty(cfg.T, task.obs_dim, task.action_dim))
@@ -168,6 +197,6 @@ elif mode == "search":
         assert np.any(steps[0] != 0.0)
         winner = record.winner
         assert winner == int(np.argmax(record.scores)), (winner, record.scores)
-        branch = pool.nudge(start, steps[0], cfg.alpha[winner])
+        branch = search.nudge(start, steps[0], cfg.alpha[winner])
         assert all(d == digest(branch) for d in new_digests), "every rank must hold the winner's step"
         (outdir / "search.ok").write_text(f"{winner}")

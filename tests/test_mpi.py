@@ -336,3 +336,12 @@ def test_a_checkpoint_written_before_the_new_defaults_resumes_with_its_own_meani
         "sample",
         False,
     )
+
+
+def test_a_third_learner_is_one_function_and_one_registry_line(tmp_path):
+    """The pool runs any mpiswim.pool.Learner registered in mpiswim.config.LEARNERS: here tests/third_learner.py."""
+    config = TINY_CONFIG.format(alpha="[1e-3, 2e-3, 3e-3]").replace("[pool]\n", '[pool]\nlearner = "shift"\n')
+    (tmp_path / "config.toml").write_text(config)
+    result = launch(3, "third-learner", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "third.ok").exists()

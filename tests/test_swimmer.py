@@ -326,7 +326,8 @@ def _small_config():
     [_renamed_ctrl_cost_weight, _float32_weight, _another_class, _another_reward, _another_observation, _no_library],
 )
 def test_each_guard_failure_warns_once_and_training_runs_the_python_loop(failure, fresh_guard, monkeypatch, capsys):
-    from mpiswim.pool import evaluate_branch, improve_branch
+    from mpiswim.learn import improve_branch
+    from mpiswim.pool import evaluate_branch
 
     env_id, what = failure(monkeypatch)
     task = make_task(env_id, "signed")
