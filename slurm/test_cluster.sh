@@ -21,10 +21,13 @@
 #              to the 2 x 2 runs;
 #   lost-srun, lost-mpiexec
 #              n2 loses power a few iterations into a 2 x 2 run (its link goes down and
-#              every process in it is killed at once, slurmd included) and comes back
-#              20 s later: the job ends in bounded time, its checkpoint holds every
-#              iteration the log reported and passes `mpiswim check`, the job is
-#              requeued and resumed, and its /pool equals the uninterrupted run's.
+#              every process in it is killed at once, slurmd included) and boots again as
+#              soon as SLURM has marked it down: the job ends within 90 s of the loss, its
+#              checkpoint holds every iteration the log reported and passes `mpiswim
+#              check`, SLURM requeues the job; 3 iterations into the resumed run the step
+#              gets the stale step signal slurmctld once delivered to it (scancel
+#              --signal=TERM JOB.1), and the job must still complete with /pool equal to
+#              the uninterrupted run's.
 #
 # Whatever happens (failure, Ctrl-C, SIGTERM), it cancels its jobs, stops every process
 # it started (all carry this test's SLURM_CONF in their environment), waits until each has
@@ -319,9 +322,9 @@ hosts_line() { grep -h "ranks per host" "$1" | tail -n 1; }
 writer_host() { "$venv/bin/python" -c 'import sys; from mpiswim.checkpoint import read_writer; print((read_writer(sys.argv[1]) or {}).get("host"))' "$1" 2>/dev/null; }
 
 # One config for every pool run: the numbers of every case are compared with each other.
-iterations=30
+iterations=120
 mpiswim config --set "run.iterations=$iterations" --set env.T=100 --set run.seed=3 \
-    --set pool.iterate_episodes=2 --set pool.evaluate_episodes=2 > pool.toml
+    --set pool.iterate_episodes=2 --set pool.evaluate_episodes=2 --set run.stall_timeout=20 > pool.toml
 ranks=4
 
 # An MPI probe: 16 MB from every rank to every other one (alltoall), then sums compared.
@@ -417,6 +420,98 @@ if want placement; then
         fail "placement: job $id state $(job_state "$id"), hosts '$hosts', or the files differ"
     fi
 fi
+
+# --- lost node: n2 loses power during a 2 x 2 run, and boots again 20 s later --------------
+power_off() {  # NODE: its link goes down and every process in its namespace is killed at once
+    local node=$1 pids t
+    ip link set "mpsw-$node" down
+    for (( t = 0; t < 50; t++ )); do
+        pids=$(ip netns pids "mpsw-$node")
+        [[ -z $pids ]] && return 0
+        kill -KILL $pids 2>/dev/null || true
+        sleep 0.1
+    done
+    return 1
+}
+power_on() {  # NODE: link up, a new boot (boot_id, /dev/shm, slurmd)
+    ip link set "mpsw-$1" up
+    boot "$1"
+}
+lost_node() {  # LAUNCHER
+    local launcher=$1 id out log t0 t loss_at ended_at logged done1 how restarts
+    out=$work/lost-$launcher.h5
+    id=$(MPISWIM_LAUNCHER=$launcher sbatch --parsable --job-name="lost-$launcher" -N 2 --ntasks-per-node=2 --time=10 \
+        "$repo/slurm/pool.sbatch" pool.toml "$out")
+    log=lost-$launcher-$id.out
+    say "lost-$launcher: pool job $id, 2 nodes x 2 ranks ($launcher); n2 loses power once the log shows iteration 5"
+    for (( t = 0; t < 1200; t++ )); do
+        (( $(last_logged "$log") >= 5 )) && break
+        [[ -n $(squeue -h -j "$id" 2>/dev/null) ]] || break
+        sleep 0.1
+    done
+    logged=$(last_logged "$log")
+    if (( logged < 5 )) || (( logged >= iterations )); then
+        fail "lost-$launcher: job $id did not reach iteration 5 while running (state $(job_state "$id"), log at $logged)"
+        return
+    fi
+    power_off n2 || { fail "lost-$launcher: processes of n2 survived SIGKILL"; return; }
+    loss_at=$SECONDS
+    say "lost-$launcher: n2 powered off (link down, every process killed) at iteration $logged of the log"
+    # The first allocation ends: the job leaves RUNNING (requeued: PENDING; or FAILED, ...).
+    ended_at=
+    for (( t = 0; t < 600; t++ )); do
+        [[ -z $ended_at && $(job_state "$id") != RUNNING && $(job_state "$id") != CONFIGURING ]] && ended_at=$SECONDS
+        if [[ -z $(ip netns pids mpsw-n2) && $(node_states) == *"n2 down"* ]]; then
+            power_on n2
+            say "lost-$launcher: SLURM has marked n2 down $(( SECONDS - loss_at ))s after the loss: n2 boots again at once"
+        fi
+        [[ -n $ended_at && $(job_field "$id" Restarts) != 0 ]] && scontrol hold "$id" 2>/dev/null && break
+        [[ -n $ended_at && $(job_state "$id") =~ ^(FAILED|COMPLETED|CANCELLED|NODE_FAIL|TIMEOUT)$ ]] && break
+        sleep 0.5
+    done
+    logged=$(last_logged "$log")
+    done1=$(iterations_done "$out")
+    restarts=$(job_field "$id" Restarts)
+    how="job $id: first allocation ended $(( ${ended_at:-$SECONDS} - loss_at ))s after the loss, state $(job_state "$id") ($(job_field "$id" Reason)), restarts $restarts; log at iteration $logged, checkpoint $done1"
+    say "lost-$launcher: $how"
+    grep -h "^mpiswim job\|mpiswim: \|srun: \|error" "$log" | grep -v "ranks per host\|planned:" | tail -n 12 | sed 's/^/    /' || true
+    (( $(ip netns pids mpsw-n2 | wc -l) )) || { power_on n2; say "lost-$launcher: n2 booted again"; }
+    if [[ -z $ended_at ]] || (( ended_at - loss_at > 90 )); then
+        fail "lost-$launcher: the job did not end within 90 s of the loss ($how)"
+    elif (( done1 < logged )) || ! mpiswim check "$out" > /dev/null; then
+        fail "lost-$launcher: the checkpoint lost iterations or fails mpiswim check ($how)"
+    elif [[ $restarts != 1 ]]; then
+        fail "lost-$launcher: not requeued ($how)"
+    else
+        pass "lost-$launcher: ended $(( ended_at - loss_at ))s after the loss, requeued; the checkpoint holds all $done1 iterations the log reported and passes mpiswim check"
+    fi
+    scontrol release "$id" 2>/dev/null || true
+    wait_nodes 60 || say "lost-$launcher: nodes not idle: $(node_states)"
+    # What slurmctld did in a first try when n2 came back: a step-signal RPC it had queued
+    # for the dead node, delivered to the requeued job's step with the same ids (JOB.1).
+    # The same signal, sent on purpose once the resumed run is 3 iterations in: the batch
+    # script must carry on (a new step) and the run still end equal to the uninterrupted one.
+    for (( t = 0; t < 1200; t++ )); do
+        (( $(last_logged "$log") >= done1 + 3 )) && grep -q "restart 1," "$log" && break
+        [[ -n $(squeue -h -j "$id" 2>/dev/null) ]] || break
+        sleep 0.1
+    done
+    if [[ $(job_state "$id") == RUNNING ]] && scancel --signal=TERM "$id.1"; then
+        say "lost-$launcher: the resumed run at iteration $(last_logged "$log"): scancel --signal=TERM $id.1 (the stale step signal)"
+    else
+        say "lost-$launcher: could not send the stale step signal: job $id $(job_state "$id"), log at iteration $(last_logged "$log")"
+    fi
+    if wait_job "$id" 300 && [[ $(job_state "$id") == COMPLETED ]] \
+        && check complete "$out" --iterations "$iterations" --ranks "$ranks" && check same "$out" pool-srun.h5; then
+        pass "lost-$launcher: the resumed job $id completed (after the stale step signal too); its /pool and agents equal the uninterrupted run's"
+        grep -h "stale signal\|launching again" "$log" | sed 's/^/    /' || true
+    else
+        fail "lost-$launcher: the resumed job $id ended $(job_state "$id") (restarts $(job_field "$id" Restarts)); see $log"
+        tail -n 15 "$log" | sed 's/^/    /'
+    fi
+}
+want lost-srun && lost_node srun
+want lost-mpiexec && lost_node mpiexec
 
 say "$passed passed, $failed failed; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 (( failed == 0 ))
