@@ -1,6 +1,7 @@
 # mpiswim: the two commands of the README are `make run` and `make test`.
-# On a cluster, use the site MPI instead of the MPI wheel:
-#   make venv EXTRAS=test MPI4PY_FROM_SOURCE=1 MPIEXEC=mpirun   (see README)
+# On a cluster, use the site MPI instead of the MPI wheel (README "On a cluster"):
+#   make venv EXTRAS=test,analysis MPI4PY_FROM_SOURCE=1
+# (and `make run MPIEXEC=mpirun` to run with the site's launcher).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

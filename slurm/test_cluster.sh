@@ -109,6 +109,10 @@ mkdir -m 700 "$state/munge-key"
 # Exported before anything is started: every process of this test inherits it, in every
 # namespace, which is how the clean-up finds them all.
 export SLURM_CONF=$state/slurm.conf
+# The whole test within 10 minutes: at 9 minutes it stops where it is and cleans up (at
+# most about a minute); this watchdog carries SLURM_CONF, so the clean-up ends it too.
+budget=${CLUSTER_TEST_BUDGET:-540}
+( sleep "$budget"; kill -TERM $$ ) &
 
 # --- clean-up: as in slurm/test_slurm.sh --------------------------------------------------
 ours=()
@@ -192,7 +196,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'say "interrupted (SIGINT): cleaning up"; exit 130' INT
-trap 'say "terminated (SIGTERM): cleaning up"; exit 143' TERM
+trap 'say "terminated (SIGTERM: Ctrl-C, or the ${budget}s budget is spent): cleaning up"; exit 143' TERM
 
 # The bridge on the host (the controller's address), one veth per node: mpsw-NODE on the
 # host, eth0 in the node. No default route anywhere in the nodes; the host does not forward.
@@ -322,8 +326,8 @@ hosts_line() { grep -h "ranks per host" "$1" | tail -n 1; }
 writer_host() { "$venv/bin/python" -c 'import sys; from mpiswim.checkpoint import read_writer; print((read_writer(sys.argv[1]) or {}).get("host"))' "$1" 2>/dev/null; }
 
 # One config for every pool run: the numbers of every case are compared with each other.
-iterations=120
-mpiswim config --set "run.iterations=$iterations" --set env.T=100 --set run.seed=3 \
+iterations=60
+mpiswim config --set "run.iterations=$iterations" --set env.T=60 --set run.seed=3 \
     --set pool.iterate_episodes=2 --set pool.evaluate_episodes=2 --set run.stall_timeout=20 > pool.toml
 ranks=4
 
