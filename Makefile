@@ -1,6 +1,7 @@
 # mpiswim: the two commands of the README are `make run` and `make test`.
-# On a cluster, use the site MPI instead of the MPI wheel:
-#   make venv EXTRAS=test MPI4PY_FROM_SOURCE=1 MPIEXEC=mpirun   (see README)
+# On a cluster, use the site MPI instead of the MPI wheel (README "On a cluster"):
+#   make venv EXTRAS=test,analysis MPI4PY_FROM_SOURCE=1
+# (and `make run MPIEXEC=mpirun` to run with the site's launcher).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -66,3 +67,11 @@ clean:
 .PHONY: slurm-test
 slurm-test: venv
 	bash slurm/test_slurm.sh
+
+# The batch script on a real two-node SLURM cluster on this machine (nodes n1, n2 in their own
+# network, UTS and mount namespaces joined by a private bridge; needs root, installs slurm-wlm
+# and munge if missing): both launchers across the nodes, 1 x 4 against 2 x 2 placement, a
+# lost node with each launcher. Tears everything down and checks it is gone. See docs/slurm.md.
+.PHONY: cluster-test
+cluster-test: venv
+	bash slurm/test_cluster.sh

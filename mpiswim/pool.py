@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import socket
 from collections.abc import Callable
 from time import perf_counter
 from typing import Protocol
@@ -112,6 +113,33 @@ def broadcast_object(comm, obj, watch: StallWatch | None = None, root: int = 0):
     data = np.empty(int(size[0]), dtype=np.uint8) if data is None else data
     complete(watch, SETUP, comm.Ibcast(data, root=root))
     return pickle.loads(data.tobytes())
+
+
+HOST_BYTES = 64  # a host name as gather_hosts sends it (UTF-8, zero-padded, cut to this length)
+
+
+def gather_hosts(comm, watch: StallWatch | None = None) -> list[str] | None:
+    """Every rank's host name, in rank order, on rank 0 (None elsewhere): where the pool's ranks run."""
+    mine = np.zeros(HOST_BYTES, dtype=np.uint8)
+    name = socket.gethostname().encode()[:HOST_BYTES]
+    mine[: len(name)] = np.frombuffer(name, dtype=np.uint8)
+    table = np.empty((comm.Get_size(), HOST_BYTES), dtype=np.uint8) if comm.Get_rank() == 0 else None
+    complete(watch, SETUP, comm.Igather(mine, table, root=0))
+    return None if table is None else [bytes(row).rstrip(b"\0").decode(errors="replace") for row in table]
+
+
+def ranks_per_host(hosts: list[str]) -> str:
+    """'n1 0-1, n2 2-3': each host (in order of its first rank) with its ranks as runs of consecutive numbers."""
+    runs: dict[str, list[list[int]]] = {}  # host -> [[first, last], ...]
+    for rank, host in enumerate(hosts):
+        mine = runs.setdefault(host, [])
+        if mine and mine[-1][1] == rank - 1:
+            mine[-1][1] = rank
+        else:
+            mine.append([rank, rank])
+    return ", ".join(
+        f"{host} " + ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) for host, spans in runs.items()
+    )
 
 
 def end_of_run(comm, code: int, watch: StallWatch | None = None) -> int:

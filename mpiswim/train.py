@@ -55,7 +55,15 @@ from mpiswim.env import Task, Trajectory, task_for
 from mpiswim.launcher import resume_command
 from mpiswim.learn import use_compilation_cache
 from mpiswim.policy import initial_agent
-from mpiswim.pool import broadcast_object, combine_stops, end_of_run, fresh_score, pool_iteration
+from mpiswim.pool import (
+    broadcast_object,
+    combine_stops,
+    end_of_run,
+    fresh_score,
+    gather_hosts,
+    pool_iteration,
+    ranks_per_host,
+)
 from mpiswim.stall import StallWatch, abort_every_rank
 from mpiswim.state import IterationRecord, PoolState, initial_state
 from mpiswim.tasks import check_task
@@ -635,6 +643,9 @@ def run_loop(
             f"checkpoint {setup.out}"
         )
         say(planned_work(cfg, comm.Get_size(), state.iteration))
+    hosts = gather_hosts(comm, watch)  # where the ranks run: on a cluster, which nodes the pool spans
+    if rank == 0:
+        say(f"mpiswim: ranks per host: {ranks_per_host(hosts)}")
     started, first, first_iteration, warned = time.perf_counter(), state.iteration, 0.0, False
     reason = "done" if state.iteration >= cfg.iterations else None
     while reason is None:
