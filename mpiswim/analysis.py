@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpiswim.checkpoint import CheckpointError, is_being_written, read_raw, stored_config
+from mpiswim.checkpoint import CheckpointError, RawCheckpoint, is_being_written, read_raw, stored_config
 from mpiswim.config import Config, ConfigError
 from mpiswim.state import PHASES, RECORD_FIELDS
 
@@ -105,7 +105,7 @@ class Run:
 # --- 1. reading ----------------------------------------------------------------
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path) -> RawCheckpoint:
     """Everything a checkpoint holds (mpiswim.checkpoint.read_raw), or an AnalysisError naming the file and the fix.
 
     The rows are trimmed to the iterations done; a run in progress reads as its
@@ -164,12 +164,12 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
         is_being_written(path) if path.is_file() else False
     )  # asked first: a run that ends meanwhile reads as complete
     raw = read_checkpoint(path)
-    attrs = raw["attrs"]
-    done, world_size = int(attrs["iterations_done"]), int(attrs["world_size"])
-    pool = raw["pool"]
-    steps = {name: raw["hyperparameters"][name] for name in HYPERPARAMETERS}
+    attrs = raw.attrs
+    done, world_size = raw.iterations_done, int(attrs["world_size"])
+    pool = raw.pool
+    steps = {name: raw.hyperparameters[name] for name in HYPERPARAMETERS}
     phases = PHASES
-    best_iteration = raw["best_iteration"]
+    best_iteration = raw.best_iteration
     planned = int(attrs.get("iterations_planned", done))
 
     for column in RECORD_FIELDS:  # the leading dimensions: iterations, and ranks where a row has one per rank
@@ -309,10 +309,10 @@ def read_agents(path: str | Path) -> dict[str, object]:
     """
     raw = read_checkpoint(path)
     return {
-        "best": raw["best"],
-        "current": raw["current"],
-        "best_iteration": raw["best_iteration"] + 1,
-        "best_score": float(raw["best_score"]),
+        "best": raw.best,
+        "current": raw.current,
+        "best_iteration": raw.best_iteration + 1,
+        "best_score": float(raw.best_score),
     }
 
 

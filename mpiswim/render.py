@@ -89,11 +89,11 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
     (see the module docstring); any other K is refused with a message naming them.
     """
     raw = read_checkpoint(path)
-    done = int(raw["attrs"]["iterations_done"])
-    best, current = raw["best"], raw["current"]
-    best_row, best_score = raw["best_iteration"], raw["best_score"]
+    done = raw.iterations_done
+    best, current = raw.best, raw.current
+    best_row, best_score = raw.best_iteration, raw.best_score
     try:
-        cfg = stored_config(raw["attrs"], raw["hyperparameters"])
+        cfg = stored_config(raw.attrs, raw.hyperparameters)
     except ConfigError as error:
         raise AnalysisError(
             f"'{path}': the stored config is not valid here ({error}). Fix: render with the mpiswim version that wrote "
@@ -123,7 +123,7 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
         )
 
     def last_score() -> float | None:
-        last = pool_record(raw["pool"], done - 1) if done else None
+        last = pool_record(raw.pool, done - 1) if done else None
         if last is None or last.winner < 0 or last.fell_back:
             return (
                 None  # after a fallback or an all-degenerate iteration the pool's agent is not that iteration's winner

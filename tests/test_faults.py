@@ -189,7 +189,7 @@ def test_kill_9_of_rank_0_at_any_moment_keeps_the_last_complete_iteration(tmp_pa
     out = tmp_path / "run.h5"
     job = start(RANKS, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5")
     wait_for(
-        lambda: out.exists() and len(rank_pids(tmp_path)) == RANKS and read_raw(out)["attrs"]["iterations_done"] >= 1,
+        lambda: out.exists() and len(rank_pids(tmp_path)) == RANKS and read_raw(out).iterations_done >= 1,
         job,
         "the first iteration on disk",
     )

@@ -248,7 +248,7 @@ def wait_for_iterations(path: Path, job, k: int) -> None:
     deadline = time.monotonic() + TIMEOUT
     while True:
         try:
-            if int(read_raw(path)["attrs"]["iterations_done"]) >= k:
+            if int(read_raw(path).iterations_done) >= k:
                 return
         except Exception:  # not created yet
             pass
