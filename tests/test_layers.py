@@ -1,6 +1,7 @@
 """The package's modules form layers: each imports only modules below it (no import loop).
 
-From the bottom: what a policy is, the running scaler, MPI launcher checks and
+From the bottom: what a policy is, the running scaler, the
+policy's compiled step, MPI launcher checks and
 progress display, reading HDF5 input as plain data, the config, the tasks
 mpiswim makes, the pool's state, the environment loop, the learning update,
 random search, the stall watch, the pool protocol, the checkpoint file,
@@ -21,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mpiswim"
 LAYERS = (
     "policy",
     "normalise",
+    "kernels",
     "launcher",
     "progress",
     "plain_hdf5",
