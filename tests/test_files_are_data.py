@@ -85,18 +85,22 @@ def test_a_module_in_the_env_id_of_a_config_is_refused_and_never_imported(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.py", "run.toml"]
 
 
-@pytest.mark.parametrize("command", ["check", "info", "evaluate", "render", "resume"])
+# Every command that reads a checkpoint's stored config (STORED: the file).
+READERS = {
+    "check": ["check", "STORED"],
+    "info": ["info", "STORED"],
+    "evaluate": ["evaluate", "STORED", "--episodes", "1"],
+    "render": ["render", "STORED", "--out", "film.gif"],
+    "resume": ["train", "--resume", "STORED", "--out", "new.h5"],
+}
+
+
+@pytest.mark.parametrize("command", READERS)
 def test_a_checkpoint_whose_stored_env_id_names_a_module_imports_nothing(tmp_path, command):
     (tmp_path / "evil.py").write_text(EVIL)
     stored = stored_with_env(tmp_path, "evil:Swimmer-v5").name
     before = sorted(p.name for p in tmp_path.iterdir())
-    args = {
-        "check": ["check", stored],
-        "info": ["info", stored],
-        "evaluate": ["evaluate", stored, "--episodes", "1"],
-        "render": ["render", stored, "--out", "film.gif"],
-        "resume": ["train", "--resume", stored, "--out", "new.h5"],
-    }[command]
+    args = [part.replace("STORED", stored) for part in READERS[command]]
     code, output = run_command(args, tmp_path, ranks=3 if command == "resume" else None)
     one_line_refusal(code, output, stored, "evil:Swimmer-v5")
     assert not (tmp_path / "IMPORTED").exists()
@@ -107,19 +111,13 @@ def test_a_checkpoint_whose_stored_env_id_names_a_module_imports_nothing(tmp_pat
     ("env_id", "expected"),
     [("CartPole-v1", "not one of Gymnasium's registered MuJoCo tasks"), ("Hopper-v5", "its agent is for 2 actions")],
 )
-@pytest.mark.parametrize("command", ["check", "info", "evaluate", "render", "resume"])
+@pytest.mark.parametrize("command", READERS)
 def test_a_checkpoint_whose_task_does_not_fit_its_agent_is_refused_by_every_command(
     tmp_path, env_id, expected, command
 ):
     stored = stored_with_env(tmp_path, env_id).name
     before = sorted(p.name for p in tmp_path.iterdir())
-    args = {
-        "check": ["check", stored],
-        "info": ["info", stored],
-        "evaluate": ["evaluate", stored, "--episodes", "1"],
-        "render": ["render", stored, "--out", "film.gif"],
-        "resume": ["train", "--resume", stored, "--out", "new.h5"],
-    }[command]
+    args = [part.replace("STORED", stored) for part in READERS[command]]
     code, output = run_command(args, tmp_path, ranks=3 if command == "resume" else None)
     one_line_refusal(code, output, stored, env_id, expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
