@@ -6,34 +6,26 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mpiswim.analysis.plots import plot_compare, plot_learning_curve, plot_timings, plot_wins
+from mpiswim.analysis import plots, tables
 from mpiswim.analysis.reading import AnalysisError, Reference, Run, read_reference, read_runs
 from mpiswim.analysis.statistics import compare_runs, run_differences, timing_table, win_table, winner_scores
-from mpiswim.analysis.tables import (
-    _number,
-    compare_markdown,
-    learning_curve_csv,
-    timings_csv,
-    timings_markdown,
-    wins_markdown,
-    write_csv,
-)
+from mpiswim.analysis.tables import _number
 
 
 def analyze_run(run: Run, out: Path, reference: Reference | None = None) -> list[Path]:
     """Every plot and table of one run, written into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     written = [
-        plot_learning_curve(run, out / "learning_curve.png", reference),
-        learning_curve_csv(run, out / "learning_curve.csv"),
-        plot_wins(run, out / "wins.png"),
+        plots.plot_learning_curve(run, out / "learning_curve.png", reference),
+        tables.learning_curve_csv(run, out / "learning_curve.csv"),
+        plots.plot_wins(run, out / "wins.png"),
         out / "wins.md",
-        plot_timings(run, out / "timings.png"),
+        plots.plot_timings(run, out / "timings.png"),
         out / "timings.md",
-        timings_csv(run, out / "timings.csv"),
+        tables.timings_csv(run, out / "timings.csv"),
     ]
-    (out / "wins.md").write_text(wins_markdown(run))
-    (out / "timings.md").write_text(timings_markdown(run))
+    (out / "wins.md").write_text(tables.wins_markdown(run))
+    (out / "timings.md").write_text(tables.timings_markdown(run))
     return written
 
 
@@ -64,11 +56,11 @@ def write_analysis(runs: Sequence[Run], out: str | Path, reference: Reference | 
     for run in runs:
         written += analyze_run(run, out / run.label, reference)
     written += [
-        plot_compare(runs, out / "compare.png", reference),
-        write_csv(out / "compare.csv", compare_runs(runs)),
+        plots.plot_compare(runs, out / "compare.png", reference),
+        tables.write_csv(out / "compare.csv", compare_runs(runs)),
         out / "compare.md",
     ]
-    (out / "compare.md").write_text(compare_markdown(runs))
+    (out / "compare.md").write_text(tables.compare_markdown(runs))
     return written
 
 
