@@ -21,7 +21,7 @@ from synthetic import write_synthetic_checkpoint
 from test_faults import RANKS, assert_same_run, exit_codes, finish, rank_pids, run, start, wait_for, write_config
 from test_mpi import read_pool
 
-from mpiswim.checkpoint import INITIAL_BYTES, CheckpointWriter, check_checkpoint, load_checkpoint, read_raw
+from mpiswim.checkpoint import INITIAL_BYTES, CheckpointWriter, check_checkpoint, claim, load_checkpoint, read_raw
 from mpiswim.checkpoint import format as ckpt_format
 from mpiswim.checkpoint import lock as ckpt_lock
 from mpiswim.checkpoint import place as ckpt_place
@@ -29,6 +29,8 @@ from mpiswim.checkpoint import writer as ckpt_writer
 from mpiswim.config import parse_config
 from mpiswim.state import RECORD_FIELDS
 from mpiswim.train import InputError, prepare
+
+ROOT = Path(__file__).parents[1]
 
 
 def sha256(path: Path) -> str:
@@ -180,6 +182,28 @@ def test_resume_into_another_file_continues_there_and_leaves_the_source_untouche
     assert exit_codes(tmp_path, RANKS) == [2] * RANKS and "already exists" in output, (
         output
     )  # the branch is not replaced without --force
+
+
+def test_a_resume_continues_a_file_with_room_in_place_and_rebuilds_any_other(tmp_path):
+    """CheckpointWriter.continue_run: a file compacted at its end, or of format_version 1, is rebuilt with rows for
+    the planned iterations under a new name (a new inode); a format_version 2 file with rows enough is continued in
+    place. Either way the next iteration is appended and the file checks."""
+    compacted = write_synthetic_checkpoint(tmp_path / "run.h5", planned=10)  # rows for its 6 iterations only
+    old_format = tmp_path / "old.h5"
+    old_format.write_bytes((ROOT / "results" / "lin-t1000-alpha1x-12340.h5").read_bytes())  # 7 of 60, format 1
+    for path, rebuilt in ((compacted, True), (compacted, False), (old_format, True)):  # the second: 7 of 10 rows
+        checkpoint = check_checkpoint(path)
+        cfg = dataclasses.replace(checkpoint.config, iterations=checkpoint.iterations_planned)
+        inode, done = path.stat().st_ino, checkpoint.state.iteration
+        writer = CheckpointWriter.continue_run(path, claim(path), cfg, checkpoint)
+        try:
+            assert (path.stat().st_ino != inode) == rebuilt and writer.capacity == cfg.iterations, (path, rebuilt)
+            last = checkpoint.records[-1]
+            record = dataclasses.replace(last, timings=last.timings.copy())
+            writer.append(dataclasses.replace(checkpoint.state, iteration=done + 1), [*checkpoint.records, record])
+        finally:
+            writer.close()
+        assert check_checkpoint(path).state.iteration == done + 1 and read_raw(path).attrs["format_version"] == 2
 
 
 # --- 7. a write interrupted anywhere; the cost of a write ------------------------------

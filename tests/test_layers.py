@@ -46,6 +46,7 @@ LAYERS = (
 # The modules of each package, bottom to top.
 PACKAGES = {
     "checkpoint": ("format", "lock", "place", "reader", "check", "writer"),
+    "analysis": ("reading", "statistics", "tables", "plots", "command"),
 }
 
 
