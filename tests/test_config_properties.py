@@ -99,7 +99,7 @@ scalars = st.one_of(
     st.sampled_from([0.0, 1e-4, 0.5, 1.0, 1.5, -1e-4]),
     st.text(max_size=12),
     st.sampled_from(
-        list(FEATURE_MAPS + UPDATE_RULES + BASELINES + EVALUATION_ACTIONS + LEARNERS) + ["Swimmer-v5", "", "run.h5"]
+        [*FEATURE_MAPS, *UPDATE_RULES, *BASELINES, *EVALUATION_ACTIONS, *LEARNERS, "Swimmer-v5", "", "run.h5"]
     ),
     st.builds(
         lambda low, high: {"min": low, "max": high},
