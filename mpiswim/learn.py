@@ -40,6 +40,7 @@ that baseline update.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from functools import partial
 
@@ -70,6 +71,50 @@ def use_compilation_cache() -> None:
         cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         jax.config.update("jax_compilation_cache_dir", os.path.join(cache_home, "mpiswim", "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    _write_cache_entries_whole()
+
+
+def _write_cache_entries_whole() -> None:
+    """Make JAX write each compilation cache entry whole: into a file of its own, then renamed into place.
+
+    JAX's file cache (jax._src.lru_cache.LRUCache.put, without a size limit) writes an
+    entry in place with Path.write_bytes. Ranks of one job, on one node or many sharing
+    the install's file system, compile the same update at the same moment: a rank could
+    read an entry another is still writing, and a rank killed mid-write (a lost node)
+    left a truncated entry that every later start found, warned about and compiled
+    afresh, for good (put never replaces an existing entry). A rename is atomic on a
+    local or NFS/Lustre file system: readers see no entry or a whole one. numba already
+    writes its cache this way (numba.core.caching, _open_for_write). Only for the
+    unbounded local cache JAX makes by default; left alone if JAX's internals differ.
+    """
+    try:
+        from jax._src import lru_cache
+    except ImportError:
+        return
+    cache_class = getattr(lru_cache, "LRUCache", None)
+    suffix = getattr(lru_cache, "_CACHE_SUFFIX", None)
+    put = getattr(cache_class, "put", None)
+    if put is None or not isinstance(suffix, str) or getattr(put, "whole_entries", False):
+        return
+
+    def put_whole(self, key: str, value: bytes) -> None:
+        path = getattr(self, "path", None)
+        if getattr(self, "eviction_enabled", True) or not key or not isinstance(path, os.PathLike):
+            return put(self, key, value)
+        final = os.path.join(os.fspath(path), f"{key}{suffix}")
+        if "://" in final or os.path.exists(final):
+            return put(self, key, value)
+        partial_file = f"{final}.tmp.{socket.gethostname()}.{os.getpid()}"
+        try:
+            with open(partial_file, "wb") as f:
+                f.write(value)
+            os.replace(partial_file, final)
+        finally:
+            if os.path.exists(partial_file):
+                os.unlink(partial_file)
+
+    put_whole.whole_entries = True  # type: ignore[attr-defined]
+    cache_class.put = put_whole
 
 
 # Beta draws can round to exactly 0 or 1, where the log density is infinite.

@@ -315,6 +315,7 @@ wait_job() {  # ID SECONDS: until the job has left the queue
 job_field() { scontrol show job "$1" 2>/dev/null | sed -n "s/\(.* \|^\)$2=\([^ ]*\).*/\2/p" | head -n 1; }
 job_state() { job_field "$1" JobState; }
 check() { "$venv/bin/python" "$repo/slurm/check_runs.py" "$@"; }
+check_caches() { "$venv/bin/python" "$repo/slurm/check_caches.py" "$work/cache/numba" "$work/cache/jax" "$@"; }
 iterations_done() {
     [[ -f $1 ]] || { echo 0; return; }
     mpiswim info "$1" --json 2>/dev/null | "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["iterations_done"])' 2>/dev/null || echo 0
@@ -401,7 +402,7 @@ run_launcher() {  # LAUNCHER
         fail "launchers: $launcher pool job $id: state $(job_state "$id"), hosts '${hosts}', /writer host '$writer'; see pool-$launcher-$id.out"
     fi
 }
-if want launchers || want placement || want lost-srun || want lost-mpiexec; then
+if want launchers || want placement || want lost-srun || want lost-mpiexec || want partition; then
     run_launcher srun
 fi
 if want launchers; then
@@ -520,6 +521,65 @@ lost_node() {  # LAUNCHER
 }
 want lost-srun && lost_node srun
 want lost-mpiexec && lost_node mpiexec
+
+# --- cold-caches: 2 nodes x 2 ranks start at once with empty numba and JAX caches -------------
+# The caches live where a cluster's users have them, on the file system the nodes share:
+# numba's beside the install's modules (__pycache__, or NUMBA_CACHE_DIR), JAX's in
+# ~/.cache/mpiswim/jax (or JAX_COMPILATION_CACHE_DIR). Here both point into the test's
+# shared directory, emptied first, so every rank of both nodes compiles and writes the same
+# entries at the same moment. Then the same job again: it must start warm (nothing compiled,
+# no cache file written) and sooner.
+startup() {  # ID LOG: seconds from RUNNING to the first iteration in the log; "elapsed" of iteration 1
+    local id=$1 log=$2 t running=
+    for (( t = 0; t < 3000; t++ )); do
+        [[ -z $running && $(job_state "$id") == RUNNING ]] && running=$(date +%s.%N)
+        (( $(last_logged "$log") >= 1 )) && break
+        [[ -n $(squeue -h -j "$id" 2>/dev/null) ]] || break
+        sleep 0.2
+    done
+    if [[ -z $running ]] || (( $(last_logged "$log") < 1 )); then echo "- -"; return; fi
+    echo "$(awk -v a="$running" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') $(grep -m 1 -oE '^iteration +1/.*elapsed [^ ]+' "$log" | awk '{print $NF}')"
+}
+cold_caches() {
+    local cache=$work/cache id log kind before after seconds elapsed cold= warm= ok=1
+    rm -rf "$cache"; mkdir -p "$cache/numba" "$cache/jax"
+    mpiswim config --set run.iterations=4 --set env.T=60 --set run.seed=3 \
+        --set pool.iterate_episodes=2 --set pool.evaluate_episodes=2 --set run.stall_timeout=60 > cold.toml
+    for kind in cold warm; do
+        [[ $kind == warm ]] && before=$(check_caches --list)
+        id=$(NUMBA_CACHE_DIR=$cache/numba JAX_COMPILATION_CACHE_DIR=$cache/jax MPISWIM_LAUNCHER=srun \
+            sbatch --parsable --job-name="caches-$kind" -N 2 --ntasks-per-node=2 --time=10 \
+            "$repo/slurm/pool.sbatch" cold.toml "$work/caches-$kind.h5")
+        log=caches-$kind-$id.out
+        say "cold-caches: $kind start, pool job $id, 2 nodes x 2 ranks sharing $cache"
+        read -r seconds elapsed < <(startup "$id" "$log")
+        wait_job "$id" 300 || true
+        printf -v "$kind" '%s' "$seconds"
+        say "cold-caches: $kind start: first iteration ${seconds}s after the job started running (its elapsed: $elapsed); job $(job_state "$id")"
+        if [[ $(job_state "$id") != COMPLETED ]] || ! check complete "caches-$kind.h5" --iterations 4 --ranks "$ranks"; then
+            fail "cold-caches: the $kind job $id ended $(job_state "$id"); see $log"; ok=0
+        fi
+        if grep -iE "persistent compilation cache|Traceback|NumbaWarning|Segmentation fault|Fatal Python error" "$log" | grep -v "^mpiswim job" > "$work/caches-$kind.problems"; then
+            fail "cold-caches: the $kind job's log reports a problem: $(head -n 3 "$work/caches-$kind.problems" | tr '\n' ' ')"; ok=0
+        fi
+        if ! check_caches; then fail "cold-caches: a cache is broken after the $kind start"; ok=0; fi
+        if [[ ${CLUSTER_TEST_BREAK_CACHE:-0} == 1 && $kind == cold ]]; then  # to see the case fail: a truncated JAX entry
+            f=$(ls "$cache"/jax/*-cache | head -n 1); truncate -s 1000 "$f"; say "cold-caches: truncated $f (CLUSTER_TEST_BREAK_CACHE=1)"
+        fi
+    done
+    after=$(check_caches --list)
+    if [[ $before != "$after" ]]; then
+        fail "cold-caches: the warm start wrote to the caches (it compiled): $(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | head -n 4 | tr '\n' ' ')"; ok=0
+    fi
+    if [[ $cold == - || $warm == - ]] || ! awk -v c="$cold" -v w="$warm" 'BEGIN { exit !(w < c) }'; then
+        fail "cold-caches: the second start was not sooner: cold ${cold}s, warm ${warm}s"; ok=0
+    fi
+    if [[ -f caches-cold.h5 && -f caches-warm.h5 ]] && ! check same caches-warm.h5 caches-cold.h5 > /dev/null; then
+        fail "cold-caches: the cold and the warm run differ"; ok=0
+    fi
+    (( ok )) && pass "cold-caches: 4 ranks on n1 and n2 started cold from one shared cache: no rank crashed, no cache file broken ($(check_caches)); the second start compiled nothing and reached iteration 1 in ${warm}s against ${cold}s cold; same numbers"
+}
+want cold-caches && cold_caches
 
 say "$passed passed, $failed failed; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 (( failed == 0 ))
