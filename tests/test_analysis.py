@@ -167,6 +167,7 @@ def test_analyze_writes_plots_and_tables(synthetic, tmp_path, capsys):
     )
 
 
+@pytest.mark.slow  # analyze of several runs: 7-10 figures, 5-10 CPU-s
 def test_two_runs_of_different_length_are_compared_over_their_common_iterations_with_a_range(tmp_path, capsys):
     """The mean of two runs must not jump where the shorter one ends, and its band is the range of the two, not a
     t-interval.
@@ -202,6 +203,7 @@ def test_two_runs_of_different_length_are_compared_over_their_common_iterations_
     assert "range of 2 runs (winner's score)" in legend and "95% CI" not in " ".join(legend)
 
 
+@pytest.mark.slow  # analyze of several runs: 7-10 figures, 5-10 CPU-s
 def test_runs_that_differ_in_pool_size_episode_length_or_config_give_one_warning_each(tmp_path, capsys):
     a = write_synthetic_checkpoint(tmp_path / "a.h5", settings={"run.name": '"a"', "run.seed": 1})
     b = write_synthetic_checkpoint(
@@ -220,6 +222,7 @@ def test_runs_that_differ_in_pool_size_episode_length_or_config_give_one_warning
     assert analysis.run_differences([runs[0], runs[0]]) == []
 
 
+@pytest.mark.slow  # analyze of several runs: 7-10 figures, 5-10 CPU-s
 def test_analyze_several_runs_compares_them(tmp_path):
     a = write_synthetic_checkpoint(tmp_path / "a" / "run.h5")
     b = write_synthetic_checkpoint(tmp_path / "b" / "run.h5")
@@ -370,6 +373,7 @@ def test_bad_input_gives_one_message_naming_file_and_fix(synthetic, tmp_path, ca
         assert error.count("\n") == 1, error
 
 
+@pytest.mark.slow
 def test_bad_input_from_the_real_command_line_exits_2_without_traceback(tmp_path):
     path = tmp_path / "notes.h5"
     path.write_text("not HDF5")
@@ -404,6 +408,7 @@ eta = 1e-3
 """
 
 
+@pytest.mark.slow
 def test_reading_while_a_real_run_writes_neither_fails_nor_disturbs_it(tmp_path):
     """A 2-rank run rewrites its checkpoint every iteration while we read it as fast as we can,
     sometimes holding the file open across the writer's rename. Every read must succeed, see a
@@ -532,6 +537,7 @@ def test_history_frame_is_pandas_or_one_clear_error(synthetic):
         assert list(frame.index) == list(range(1, 7)) and list(frame["winner"]) == WINNERS
 
 
+@pytest.mark.slow
 def test_the_two_runs_example_plots_two_checkpoints(synthetic, tmp_path):
     other = write_synthetic_checkpoint(tmp_path / "other.h5", offset=5.0)
     script = Path(__file__).resolve().parent.parent / "analysis" / "two_runs.py"

@@ -36,6 +36,7 @@ def small_run(tmp_path_factory) -> Path:
     return folder / "small.h5"
 
 
+@pytest.mark.slow
 def test_config_prints_a_valid_commented_default():
     text = subprocess.run([*MPISWIM, "config"], capture_output=True, text=True, check=True).stdout
     assert "#" in text
@@ -153,6 +154,7 @@ def test_resume_continues_to_more_iterations(small_run, tmp_path):
     assert summary["iterations_done"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["info", "evaluate"])
 def test_not_a_checkpoint_gives_one_clear_error(tmp_path, command):
     bogus = tmp_path / "notes.h5"
@@ -162,6 +164,7 @@ def test_not_a_checkpoint_gives_one_clear_error(tmp_path, command):
     assert "notes.h5" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["info", "check", "evaluate"])
 def test_a_directory_or_a_missing_file_gives_one_plain_line(tmp_path, command):
     """No HDF5 internals, and no advice about truncated files for a file that is not there."""
@@ -186,6 +189,7 @@ def test_an_empty_out_is_refused(small_run, tmp_path, command):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
@@ -267,6 +271,7 @@ def run_without_winner(tmp_path) -> Path:
     return tmp_path / "stuck.h5"
 
 
+@pytest.mark.slow
 def test_a_run_without_a_winner_says_so(run_without_winner):
     folder = run_without_winner.parent
     text = run("info", str(run_without_winner), cwd=folder)
@@ -326,6 +331,7 @@ def test_the_default_config_leaves_out_to_the_runs_name():
     assert parse_config(given, 2).out == "elsewhere.h5"
 
 
+@pytest.mark.slow
 def test_a_config_without_out_writes_runs_name_h5(tmp_path):
     """The newcomer's path: after `make run` (runs/default.h5), `mpiswim config > my.toml` and train it: no
     collision.
@@ -404,6 +410,7 @@ def test_a_closed_stdout_ends_the_command_quietly(small_run, args):
     assert result.returncode == 141 and result.stderr == "", result.stderr
 
 
+@pytest.mark.slow
 def test_train_whose_stdout_reader_has_gone_trains_on_to_the_end(tmp_path):
     """`mpiswim train | head -1` on one process: the progress lines go nowhere, the run finishes and is intact.
 

@@ -157,6 +157,7 @@ def fill(disk: Path) -> None:
 # --- the fault matrix ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_rank_mid_iteration_ends_the_job_and_keeps_the_checkpoint(tmp_path):
     config = write_config(tmp_path)
     job = start(
@@ -247,6 +248,7 @@ def test_signal_to_the_launcher_finishes_the_iteration_then_stops_with_its_exit_
         assert_same_run(tmp_path / "run.h5", read_pool(reference))
 
 
+@pytest.mark.slow
 def test_exception_in_one_ranks_episode_loop_ends_every_rank_with_one_message(tmp_path):
     config = write_config(tmp_path)
     job = start(
@@ -271,6 +273,7 @@ def test_exception_in_one_ranks_episode_loop_ends_every_rank_with_one_message(tm
     assert check_checkpoint(tmp_path / "run.h5").state.iteration == 1  # it failed in iteration 2
 
 
+@pytest.mark.slow
 def test_branch_with_non_finite_parameters_never_wins_and_the_run_goes_on(tmp_path):
     config = write_config(tmp_path, alpha="[1e-4, 1e300]")  # rank 1's step overflows its parameters
     code, output = run(RANKS, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5")
@@ -282,6 +285,7 @@ def test_branch_with_non_finite_parameters_never_wins_and_the_run_goes_on(tmp_pa
     assert check_checkpoint(tmp_path / "run.h5").state.iteration == ITERATIONS
 
 
+@pytest.mark.slow
 def test_every_branch_degenerate_stops_with_exit_3_and_an_intact_checkpoint(tmp_path):
     config = write_config(tmp_path, alpha="1e300", max_degenerate_iterations="max_degenerate_iterations = 2")
     code, output = run(RANKS, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5")
@@ -291,6 +295,7 @@ def test_every_branch_degenerate_stops_with_exit_3_and_an_intact_checkpoint(tmp_
     assert checkpoint.state.iteration == 2 and [r.winner for r in checkpoint.records] == [-1, -1]
 
 
+@pytest.mark.slow
 def test_unwritable_or_full_output_is_refused_before_training(tmp_path, small_disk):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -494,6 +499,7 @@ def test_format_version_1_files_still_load_with_or_without_their_checksum(tmp_pa
     assert CHECKSUM not in load_checkpoint(unsummed).attrs
 
 
+@pytest.mark.slow
 def test_a_resumed_version_1_file_becomes_version_2_with_the_same_numbers(tmp_path):
     copy = tmp_path / "old.h5"
     shutil.copy(OLD_RESULT, copy)

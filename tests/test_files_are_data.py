@@ -69,6 +69,7 @@ def one_line_refusal(code: int, output: str, *expected: str) -> None:
 # --- env ids are names, not import paths ---------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["config", "set", "config command"])
 def test_a_module_in_the_env_id_of_a_config_is_refused_and_never_imported(tmp_path, how):
     (tmp_path / "evil.py").write_text(EVIL)
@@ -85,6 +86,7 @@ def test_a_module_in_the_env_id_of_a_config_is_refused_and_never_imported(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.py", "run.toml"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["check", "info", "evaluate", "render", "resume"])
 def test_a_checkpoint_whose_stored_env_id_names_a_module_imports_nothing(tmp_path, command):
     (tmp_path / "evil.py").write_text(EVIL)
@@ -103,6 +105,7 @@ def test_a_checkpoint_whose_stored_env_id_names_a_module_imports_nothing(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no film, no new.h5, no temporary file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("env_id", "expected"),
     [("CartPole-v1", "not one of Gymnasium's registered MuJoCo tasks"), ("Hopper-v5", "its agent is for 2 actions")],
@@ -125,6 +128,7 @@ def test_a_checkpoint_whose_task_does_not_fit_its_agent_is_refused_by_every_comm
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+@pytest.mark.slow
 def test_a_broken_mujoco_gl_is_named_as_the_cause(tmp_path):
     stored = write_synthetic_checkpoint(tmp_path / "run.h5").name
     for args in (["evaluate", stored, "--episodes", "1"], ["render", stored, "--out", "film.gif"]):
@@ -137,6 +141,7 @@ def test_a_broken_mujoco_gl_is_named_as_the_cause(tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["--out", "[run] out"])
 def test_an_out_with_a_newline_is_refused(tmp_path, where):
     config = tmp_path / "run.toml"
@@ -148,6 +153,7 @@ def test_an_out_with_a_newline_is_refused(tmp_path, where):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.toml"]
 
 
+@pytest.mark.slow
 def test_a_pipe_given_as_a_checkpoint_or_hyperparameter_file_is_refused_without_waiting(tmp_path):
     os.mkfifo(tmp_path / "pipe.h5")
     code, output = run_command(["check", "pipe.h5"], tmp_path)
@@ -162,6 +168,7 @@ def test_a_pipe_given_as_a_checkpoint_or_hyperparameter_file_is_refused_without_
 # --- checkpoints are read as plain data ----------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_reads_another_file_is_refused_naming_the_dataset(tmp_path):
     """An /hyperparameters dataset with external raw storage would read any file (a password file) into `info`."""
     path = write_synthetic_checkpoint(tmp_path / "run.h5")
@@ -256,6 +263,7 @@ def wait_for_iterations(path: Path, job, k: int) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_a_run_whose_checkpoint_is_deleted_writes_it_again_and_ends_with_it_whole(tmp_path):
     job = start_training(tmp_path, TINY_CONFIG.format(alpha="1e-4").replace("iterations = 3", "iterations = 40"))
     wait_for_iterations(tmp_path / "runs" / "run.h5", job, 2)
@@ -265,6 +273,7 @@ def test_a_run_whose_checkpoint_is_deleted_writes_it_again_and_ends_with_it_whol
     assert check_checkpoint(tmp_path / "runs" / "run.h5").state.iteration == 40
 
 
+@pytest.mark.slow
 def test_a_run_whose_folder_is_removed_stops_on_every_rank_and_says_where_its_iterations_are(tmp_path):
     config = TINY_CONFIG.format(alpha="1e-4").replace("iterations = 3", "iterations = 100000")
     job = start_training(tmp_path, config)
@@ -304,6 +313,7 @@ LONG_CHECK = (
 )
 
 
+@pytest.mark.slow
 def test_a_long_target_check_is_not_taken_for_a_stall(tmp_path):
     job = start_training(tmp_path, LONG_CHECK)
     code, output = finish_job(job, TIMEOUT, "the training job")
@@ -312,6 +322,7 @@ def test_a_long_target_check_is_not_taken_for_a_stall(tmp_path):
     assert len(checks) >= 2, output  # at least one check after the first iteration, where the deadline is 1 s
 
 
+@pytest.mark.slow
 def test_a_signal_during_the_target_check_is_acted_on_at_once(tmp_path):
     job = start_training(tmp_path, LONG_CHECK.replace("target_episodes = 3000", "target_episodes = 10000"))
     wait_for_iterations(tmp_path / "runs" / "run.h5", job, 1)  # rank 0 is in the check of iteration 1 (minutes)

@@ -69,6 +69,7 @@ def test_a_second_job_on_the_same_out_exits_2_naming_the_holder_and_the_first_ru
 # --- 2. no predictable names, no links followed -------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_link_planted_at_the_old_temporary_name_is_never_followed(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -148,6 +149,7 @@ def test_a_bad_out_is_refused_before_training_naming_it(tmp_path):
         assert {p: sha256(p) for p in tmp_path.iterdir() if p.is_file() and not p.is_symlink()} == before, kind
 
 
+@pytest.mark.slow
 def test_an_existing_directory_as_out_exits_2_on_every_rank_before_training(tmp_path):
     (tmp_path / "a-folder").mkdir()
     code, output = run(
@@ -261,6 +263,7 @@ def test_the_bytes_written_per_iteration_do_not_grow_with_the_run(tmp_path, monk
 # --- 8. run length told up front; the first Ctrl-C -----------------------------------
 
 
+@pytest.mark.slow
 def test_planned_work_a_week_warning_and_the_first_ctrl_c_are_told(tmp_path):
     out = tmp_path / "run.h5"
     job = start(

@@ -346,6 +346,7 @@ def test_every_command_instead_is_still_in_the_readme():
     assert not set(INSTEAD) - shown, f"INSTEAD lists commands the README no longer shows: {set(INSTEAD) - shown}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,text", STEPS, ids=[text.splitlines()[0] for _, text in STEPS])
 def test_readme_step(project, kind, text):
     workdir = project["dir"]

@@ -142,6 +142,7 @@ def reference(tmp_path_factory) -> Path:
 # --- the real thing ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("victim", [1, 0], ids=["rank 1 stopped", "rank 0 stopped"])
 def test_a_stopped_rank_ends_the_job_naming_it_and_the_checkpoint_resumes(tmp_path, reference, stopped, victim):
     config = write_config(tmp_path)
@@ -210,6 +211,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_a_rank_stopped_inside_a_collective_is_named_and_the_ranks_it_holds_up_are_not(tmp_path, stopped):
     """Four ranks. Rank 1 is stopped while it waits in the stop check, where MPICH's Iallreduce
     needs it to pass data on: rank 3 then waits behind it for ever, alive. Rank 1 sends no
@@ -253,6 +255,7 @@ def test_a_rank_stopped_inside_a_collective_is_named_and_the_ranks_it_holds_up_a
     mpiswim_check(tmp_path / "run.h5")
 
 
+@pytest.mark.slow
 def test_a_bad_stall_timeout_is_refused_before_anything_is_written(tmp_path):
     config = write_config(tmp_path)
     command = [
