@@ -45,6 +45,33 @@ def test_config_prints_a_valid_commented_default():
     assert parse_config(text, 3).alpha == pytest.approx((1e-6, 1e-5, 1e-4), rel=1e-12)
 
 
+def test_the_commands_answer_in_process(tmp_path, capsys):
+    """config, check, info and evaluate through mpiswim.cli.main in this process, on the synthetic checkpoint (the
+    fast tier's look at the command line; the other tests here run `python -m mpiswim.cli` as a user does)."""
+    from synthetic import WINNERS, write_synthetic_checkpoint
+
+    from mpiswim.cli import main
+
+    assert main(["config"]) == 0
+    assert parse_config(capsys.readouterr().out, 3).alpha == pytest.approx((1e-6, 1e-5, 1e-4), rel=1e-12)
+    stored = write_synthetic_checkpoint(tmp_path / "run.h5")
+    assert main(["check", str(stored)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("OK: ") and "3 ranks, 6 of 10 iterations" in printed and printed.count("\n") == 1
+    assert main(["info", str(stored), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["world_size"], summary["iterations_done"], summary["winners"]) == (3, 6, WINNERS)
+    assert summary["wins_per_rank"] == [2, 2, 1] and summary["best_iteration"] == 4
+    assert main(["evaluate", str(stored), "--episodes", "2", "--T", "20", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert (evaluated["agent"], evaluated["episodes"], evaluated["T"]) == ("best", 2, 20)
+    assert len(evaluated["returns"]) == 2 and evaluated["mean"] == pytest.approx(np.mean(evaluated["returns"]))
+    for command in ("info", "check", "evaluate"):
+        assert main([command, str(tmp_path / "missing.h5")]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "no such file" in error and "Traceback" not in error, error
+
+
 def test_info_json_summarises_the_checkpoint(small_run):
     result = run("info", str(small_run), "--json", cwd=small_run.parent)
     assert result.returncode == 0, result.stderr
