@@ -109,12 +109,28 @@ def test_winners_over_time_is_a_short_line_for_a_long_run():
 
 
 def test_evaluate_reports_mean_and_spread_of_the_best_agent(small_run):
+    """The returns are the best agent's on 3 fresh episodes (seed 0, the run's T and evaluation action), and the
+    mean, spread and range are theirs."""
+    from mpiswim.checkpoint import load_checkpoint
+    from mpiswim.env import run_episode, task_for
+
     result = run("evaluate", str(small_run), "--episodes", "3", "--json", cwd=small_run.parent)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["episodes"] == 3 and len(summary["returns"]) == 3
-    assert min(summary["returns"]) <= summary["mean"] <= max(summary["returns"])
-    assert summary["std"] >= 0
+    assert summary["episodes"] == 3 and summary["agent"] == "best"
+    checkpoint = load_checkpoint(small_run)
+    cfg, rng = checkpoint.config, np.random.default_rng(0)  # evaluate's default --seed 0
+    task, mean, best = task_for(cfg), cfg.evaluation_action == "mean", checkpoint.state.best_agent
+    expected = [run_episode(task, best, rng, cfg.T, mean_action=mean)[0] for _ in range(3)]
+    assert summary["returns"] == pytest.approx(expected, abs=1e-9) and len(set(summary["returns"])) == 3
+    returns = np.array(summary["returns"])
+    assert (summary["mean"], summary["std"], summary["min"], summary["max"]) == pytest.approx(
+        (returns.mean(), returns.std(), returns.min(), returns.max()), abs=1e-12
+    )
+    other = json.loads(
+        run("evaluate", str(small_run), "--episodes", "3", "--seed", "1", "--json", cwd=small_run.parent).stdout
+    )
+    assert other["returns"] != summary["returns"]  # fresh episodes: another seed, other start states
 
 
 def test_evaluate_with_another_episode_length(small_run):
