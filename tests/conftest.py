@@ -21,6 +21,14 @@ import pytest
 # does (mpiswim.env imports it). Headless EGL, as `mpiswim render` uses; see mpiswim/render.py.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+# imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp (so that a Ctrl-C at the terminal leaves ffmpeg to finish
+# the video), which makes subprocess fork and run Python in the child. In this process JAX's threads are running
+# (tests/test_learn.py and others compute updates in-process), and JAX warns at every such fork: "os.fork() was
+# called ... JAX is multithreaded, so this will likely lead to a deadlock", a real if small risk. `mpiswim render`
+# never imports JAX, so users do not meet it. Here ffmpeg is started without preexec_fn (imageio-ffmpeg's own
+# switch): subprocess then runs no Python between fork and exec, and there is neither warning nor risk.
+os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
+
 # Fixtures that start an MPI job or a training subprocess: every test using one is `slow`.
 JOB_FIXTURES = {"reference", "small_run"}
 
