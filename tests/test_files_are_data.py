@@ -265,9 +265,17 @@ def wait_for_iterations(path: Path, job, k: int) -> None:
 
 @pytest.mark.slow
 def test_a_run_whose_checkpoint_is_deleted_writes_it_again_and_ends_with_it_whole(tmp_path):
-    job = start_training(tmp_path, TINY_CONFIG.format(alpha="1e-4").replace("iterations = 3", "iterations = 40"))
-    wait_for_iterations(tmp_path / "runs" / "run.h5", job, 2)
+    """The file is deleted while rank 1 holds the run in iteration 3 (tests/mpi_driver.py's pause, its 10th
+    episode), after iteration 2 is on disk: the run cannot have ended first, however slowly this test runs."""
+    from test_faults import start, wait_for
+
+    (tmp_path / "run.toml").write_text(TINY_CONFIG.format(alpha="1e-4").replace("iterations = 3", "iterations = 40"))
+    hold = {"FAULT": "pause", "FAULT_RANK": "1", "FAULT_EPISODE": "10"}
+    job = start(2, "fault", tmp_path, *train_args("run.toml", "runs/run.h5"), env=hold)
+    wait_for((tmp_path / "paused.1").exists, job, "rank 1 to hold the run in iteration 3")
+    assert int(read_raw(tmp_path / "runs" / "run.h5")["attrs"]["iterations_done"]) == 2
     (tmp_path / "runs" / "run.h5").unlink()
+    (tmp_path / "release.1").write_text("")
     code, output = finish_job(job, TIMEOUT, "the training job")
     assert code == 0 and "was deleted" in output and "done: 40 iterations" in output, output
     assert check_checkpoint(tmp_path / "runs" / "run.h5").state.iteration == 40
