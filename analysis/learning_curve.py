@@ -2,7 +2,7 @@
 
     python analysis/learning_curve.py runs/default.h5 --out results/default
 
-writes learning_curve.png and learning_curve.csv (part of `mpiswim analyze`; the code is in mpiswim/analysis.py).
+writes learning_curve.png and learning_curve.csv (part of `mpiswim analyze`; the code is in mpiswim/analysis/).
 """
 
 import sys

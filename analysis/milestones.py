@@ -114,7 +114,7 @@ SEED_MILESTONES = ((1, 12.0), (150, 150.0), (400, 162.0))
 
 def plot_groups(paths: list[str], target: float, path: Path) -> Path:
     """Group mean of the ten-iteration mean winner score, min..max band over the group's runs."""
-    from mpiswim.analysis import _pyplot
+    from mpiswim.analysis.plots import _pyplot
 
     plt = _pyplot()
     groups: dict[str, list[np.ndarray]] = {}

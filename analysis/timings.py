@@ -2,7 +2,7 @@
 
     python analysis/timings.py runs/default.h5 --out results/default
 
-writes timings.png, timings.md and timings.csv (part of `mpiswim analyze`; the code is in mpiswim/analysis.py).
+writes timings.png, timings.md and timings.csv (part of `mpiswim analyze`; the code is in mpiswim/analysis/).
 """
 
 import sys

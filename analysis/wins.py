@@ -2,7 +2,7 @@
 
     python analysis/wins.py runs/default.h5 --out results/default
 
-writes wins.png and wins.md (part of `mpiswim analyze`; the code is in mpiswim/analysis.py).
+writes wins.png and wins.md (part of `mpiswim analyze`; the code is in mpiswim/analysis/).
 """
 
 import sys

@@ -7,14 +7,15 @@ environment and apply the T limit ourselves, so Gymnasium's own time limit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from mpiswim import normalise, swimmer
+from mpiswim import kernels, swimmer
 from mpiswim.config import Config
-from mpiswim.policy import Agent, active_block, beta_mean, draw_beta, flat_policy, sign_weights
+from mpiswim.policy import Agent, flat_policy, sign_weights
 from mpiswim.tasks import make_env
 
 
@@ -109,25 +110,28 @@ def task_for(cfg: Config, fast: bool = True) -> Task:
     return make_task(cfg.env_id, cfg.features, fast, cfg.observation_scale, cfg.intercept == "shared", normalisation)
 
 
-def policy_step(
-    task: Task, agent: Agent, policy: np.ndarray, obs: np.ndarray, phi: np.ndarray
-) -> tuple[int, np.ndarray]:
-    """The features of observation `obs` (written into phi), their block and the log Beta shapes.
+def policy_action(
+    task: Task, agent: Agent, policy: np.ndarray, obs: np.ndarray, phi: np.ndarray, x: np.ndarray, mean_action: bool,
+    rng: np.random.Generator, shapes: np.ndarray,
+) -> tuple[int, bool]:  # fmt: skip
+    """One step of the policy (mpiswim.kernels, as the compiled episode takes it): phi, its block and the action x.
 
-    policy is flat_policy(agent). With running normalisation the agent's
-    policy scaler first sees obs (in place). With a shared intercept block 0's
-    column 0 serves every block.
+    policy is flat_policy(agent); phi, x and shapes (2A log shapes) are filled in. With running
+    normalisation the agent's policy scaler first sees obs (in place). x is the Beta mean, or a
+    draw from rng. Returns (block, usable): False when a Beta shape overflowed, underflowed or is NaN.
     """
-    if task.normalisation is None:
-        phi[1:] = obs / task.scale
-    else:
-        normalise.observe(agent.policy_scaler, obs, *task.normalisation)
-        normalise.transform(agent.policy_scaler, obs, phi[1:])
-    block = active_block(obs, task.sign_weights)
-    log_shapes = policy[block].dot(phi)
-    if task.shared_intercept:
-        log_shapes += policy[0, :, 0] - policy[block, :, 0]
-    return block, log_shapes
+    refit_every, recency = task.normalisation or (1, 1.0)
+    kernels.features(obs, task.scale, agent.policy_scaler, refit_every, recency, phi)
+    block = kernels.feature_block(obs, task.sign_weights is not None)
+    kernels.log_shapes(policy, phi, block, task.shared_intercept, shapes)
+    if not kernels.usable(shapes):
+        return block, False
+    if mean_action:
+        kernels.mean_action(shapes, x)
+    else:  # kernels.act's draws, with the Generator's own beta (kernels.beta_draw is its bit-for-bit copy)
+        for i, (log_a, log_b) in enumerate(zip(shapes[: len(x)], shapes[len(x) :], strict=True)):
+            x[i] = rng.beta(math.exp(log_a), math.exp(log_b))
+    return block, True
 
 
 def run_episode(
@@ -157,14 +161,14 @@ def run_episode(
             trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
         return swimmer.run_swimmer_episode(task, agent, rng, T, mean_action, trajectory, noise or rng)
     policy = flat_policy(agent)
-    phi = np.ones(task.obs_dim + 1)
+    phi, x, shapes = np.ones(task.obs_dim + 1), np.empty(task.action_dim), np.empty(2 * task.action_dim)
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
     noise = noise or rng
     total = 0.0
     for t in range(T):
-        block, log_shapes = policy_step(task, agent, policy, obs, phi)
-        x = beta_mean(log_shapes) if mean_action else draw_beta(log_shapes.tolist(), noise)
-        if x is None:
+        obs = np.ascontiguousarray(obs, dtype=np.float64)
+        block, usable = policy_action(task, agent, policy, obs, phi, x, mean_action, noise, shapes)
+        if not usable:
             return total, True
         obs_before = obs
         obs, reward, terminated = task.step(low + x * span)

@@ -17,6 +17,7 @@ import numpy as np
 # HDF5's own filters (deflate, shuffle, fletcher32, szip, nbit, scaleoffset) and h5py's lzf: compiled in. A dataset
 # that needs any other is refused before it is read, so HDF5 never looks for a plugin (a shared library) to load.
 BUILT_IN_FILTERS = {1, 2, 3, 4, 5, 6, 32000}
+KIND_NAMES = {"fiu": "numbers", "u": "bytes", "V": "records"}  # numpy dtype kinds, as a message names them
 LAYOUTS = {h5py.h5d.COMPACT: "compact", h5py.h5d.CONTIGUOUS: "contiguous", h5py.h5d.CHUNKED: "chunked"}
 
 
@@ -87,6 +88,7 @@ def read_plain(group: h5py.Group, name: str, shape: tuple[int, ...], kinds: str 
         raise UnplainData(f"dataset '{name}' {problem}")
     if dataset.shape != shape or dataset.dtype.kind not in kinds:
         raise UnplainData(
-            f"dataset '{name}' has shape {dataset.shape} and type {dataset.dtype}, not shape {shape} of kind {kinds!r}"
+            f"dataset '{name}' has shape {dataset.shape} and type {dataset.dtype}, not shape {shape} of "
+            f"{KIND_NAMES.get(kinds, repr(kinds))}"
         )
     return dataset[()]

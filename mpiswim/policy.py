@@ -16,13 +16,12 @@ An agent also carries what travels with it when it is promoted: the running
 observation scalers of its policy and baseline (mpiswim.normalise; (0, 0)
 arrays when normalisation is off) and, with `[policy] eta_travels`, the
 baseline's step size.
-The per-step functions here are plain numpy: they run once per MuJoCo step and
-must not pay JAX's dispatch cost.
+The per-step policy (features, block, log shapes, action) is written once, as
+compiled kernels, in mpiswim.kernels.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -99,18 +98,11 @@ def sign_weights(obs_dim: int) -> np.ndarray:
     return 1 << np.arange(obs_dim)
 
 
-def active_block(obs: np.ndarray, weights: np.ndarray | None) -> int:
-    """Index of the block phi(s) lives in: bit i is set when s_i > 0 (signed coding).
-
-    `weights` is None for the linear map, which has a single block.
-    """
-    if weights is None:
-        return 0
-    return int(weights @ (obs > 0.0))
-
-
 def active_blocks(observations: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    """active_block for each row of an (n, d) array of observations."""
+    """The feature block of each row of an (n, d) array of observations (mpiswim.kernels.feature_block's, vectorised).
+
+    `weights` is sign_weights(d) for the signed coding, None for the linear map.
+    """
     if weights is None:
         return np.zeros(len(observations), dtype=np.int64)
     return (observations > 0.0) @ weights
@@ -126,31 +118,3 @@ def flat_policy(agent: Agent) -> np.ndarray:
 # powers of ten of underflowing to 0; numpy's Beta sampler then fails or
 # returns NaN. Such a branch is degenerate.
 LOG_SHAPE_LIMIT = 700.0
-
-
-def log_shapes_usable(log_shapes: np.ndarray) -> bool:
-    """False when a Beta shape exp(log_shape) would overflow, underflow or is NaN."""
-    return bool(log_shapes.max() < LOG_SHAPE_LIMIT and log_shapes.min() > -LOG_SHAPE_LIMIT)
-
-
-def draw_beta(log_shapes: list[float], rng: np.random.Generator) -> np.ndarray | None:
-    """One Beta draw per action dimension, from [log a_1..log a_A, log b_1..log b_A].
-
-    Returns None when a shape is unusable. Works on Python floats: for the
-    handful of dimensions of one step, scalar draws cost a tenth of numpy's
-    array call (which validates its arguments in Python).
-    """
-    if not all(-LOG_SHAPE_LIMIT < value < LOG_SHAPE_LIMIT for value in log_shapes):  # NaN fails too
-        return None
-    half = len(log_shapes) // 2
-    return np.array(
-        [rng.beta(math.exp(a), math.exp(b)) for a, b in zip(log_shapes[:half], log_shapes[half:], strict=True)]
-    )
-
-
-def beta_mean(log_shapes: np.ndarray) -> np.ndarray | None:
-    """a/(a+b) for each action dimension from [log a_1..log a_A, log b_1..log b_A]; None if the shapes are unusable."""
-    if not log_shapes_usable(log_shapes):
-        return None
-    half = len(log_shapes) // 2
-    return 1.0 / (1.0 + np.exp(log_shapes[half:] - log_shapes[:half]))  # = a / (a + b), without overflow

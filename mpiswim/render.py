@@ -53,7 +53,7 @@ import numpy as np
 from mpiswim.analysis import AnalysisError, read_checkpoint
 from mpiswim.checkpoint import CheckpointError, check_task_fits, pool_record, stored_config
 from mpiswim.config import EVALUATION_ACTIONS, MAX_T, Config, ConfigError
-from mpiswim.policy import Agent, beta_mean, draw_beta, flat_policy
+from mpiswim.policy import Agent, flat_policy
 from mpiswim.progress import progress_bar
 
 VIDEO_TYPES = (".mp4", ".gif")
@@ -89,11 +89,11 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
     (see the module docstring); any other K is refused with a message naming them.
     """
     raw = read_checkpoint(path)
-    done = int(raw["attrs"]["iterations_done"])
-    best, current = raw["best"], raw["current"]
-    best_row, best_score = raw["best_iteration"], raw["best_score"]
+    done = raw.iterations_done
+    best, current = raw.best, raw.current
+    best_row, best_score = raw.best_iteration, raw.best_score
     try:
-        cfg = stored_config(raw["attrs"], raw["hyperparameters"])
+        cfg = stored_config(raw.attrs, raw.hyperparameters)
     except ConfigError as error:
         raise AnalysisError(
             f"'{path}': the stored config is not valid here ({error}). Fix: render with the mpiswim version that wrote "
@@ -123,7 +123,7 @@ def load_agent(path: str | Path, iteration: int | None = None) -> StoredAgent:
         )
 
     def last_score() -> float | None:
-        last = pool_record(raw["pool"], done - 1) if done else None
+        last = pool_record(raw.pool, done - 1) if done else None
         if last is None or last.winner < 0 or last.fell_back:
             return (
                 None  # after a fallback or an all-degenerate iteration the pool's agent is not that iteration's winner
@@ -262,12 +262,12 @@ def film_episode(
     """
     import mujoco
 
-    from mpiswim.env import policy_step
+    from mpiswim.env import policy_action
 
     model, data = task.env.model, task.env.data
     low, span = task.low, task.high - task.low
     policy = flat_policy(agent)
-    phi = np.ones(task.obs_dim + 1)
+    phi, x, shapes = np.ones(task.obs_dim + 1), np.empty(task.action_dim), np.empty(2 * task.action_dim)
 
     def frame() -> np.ndarray:
         mujoco.mj_forward(model, data)  # positions of the state just reached (mj_step leaves them one substep behind)
@@ -281,9 +281,9 @@ def film_episode(
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
     yield frame()
     for t in range(steps):
-        _, log_shapes = policy_step(task, agent, policy, obs, phi)
-        x = beta_mean(log_shapes) if action == "mean" else draw_beta(log_shapes.tolist(), rng)
-        if x is None:
+        obs = np.ascontiguousarray(obs, dtype=np.float64)
+        _, usable = policy_action(task, agent, policy, obs, phi, x, action == "mean", rng, shapes)
+        if not usable:
             film.degenerate = True
             return
         obs, reward, terminated = task.step(low + x * span)

@@ -2,14 +2,11 @@
 
 One MuJoCo step of the swimmer costs about 50 µs; the Python around it
 (features, Beta draws, Gymnasium's step, bookkeeping) cost another 30-40 µs.
-Here one numba function runs a whole episode: pick the feature block, compute
-the log Beta shapes, draw the action, call MuJoCo's C `mj_step` directly, and
-compute observation and reward exactly as Gymnasium's Swimmer-v5 does
-(tests/test_swimmer.py checks them bit for bit against Gymnasium).
-
-The Beta draws use the caller's numpy Generator with numpy's own algorithm on
-the same bit generator, so the random stream is the one plain numpy would
-produce (`beta_draw`, tests/test_swimmer.py). The compiled code is
+Here one numba function runs a whole episode: the policy's step
+(mpiswim.kernels, the same functions the Python loop and render call), MuJoCo's
+C `mj_step` called directly, and observation and reward computed exactly as
+Gymnasium's Swimmer-v5 does (tests/test_swimmer.py checks them bit for bit
+against Gymnasium). The compiled code is
 cached on disk (numba `cache=True`), so only the very first run compiles.
 
 Only the stock Swimmer (Gymnasium's v5 defaults) takes this path; every other
@@ -31,11 +28,12 @@ import glob
 import math
 import os
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
-from mpiswim import normalise
-from mpiswim.policy import LOG_SHAPE_LIMIT, Agent, flat_policy
+from mpiswim import kernels
+from mpiswim.policy import Agent, flat_policy
 
 
 def _load_mj_step():
@@ -87,110 +85,111 @@ def available() -> bool:
     return mj_step is not None
 
 
-def _beta_draw(rng, a, b):
-    """One Beta(a, b) draw, numpy's algorithm on numpy's stream.
+class Physics(NamedTuple):
+    """What the compiled episode steps: MuJoCo's structs, views of their arrays, and Swimmer-v5's reward weights."""
 
-    numba's own Generator.beta ports numpy's Johnk loop for a, b <= 1 without
-    its log-space branch, and loops forever once both shapes are below about
-    1e-30 (trained swimmers get there). This is numpy's algorithm for
-    a, b <= 1 in full; other shapes go to numba's beta, which matches numpy's
-    bit for bit.
-    """
-    if a > 1.0 or b > 1.0:
-        return rng.beta(a, b)
-    if a < 3e-103 and b < 3e-103:  # as numpy: Johnk's powers would underflow, the draw is 0 or 1
-        return 1.0 if rng.random() < a / (a + b) else 0.0
-    while True:
-        u = rng.random()
-        v = rng.random()
-        x = u ** (1.0 / a)
-        y = v ** (1.0 / b)
-        if x + y <= 1.0 and u + v > 0.0:
-            if x + y > 0.0:
-                return x / (x + y)
-            log_x = math.log(u) / a  # both powers underflowed: compare in logs
-            log_y = math.log(v) / b
-            log_max = max(log_x, log_y)
-            log_x -= log_max
-            log_y -= log_max
-            return math.exp(log_x - math.log(math.exp(log_x) + math.exp(log_y)))
+    model_address: int
+    data_address: int
+    frame_skip: int
+    qpos: np.ndarray  # numpy views of MuJoCo's own data: mj_step updates them in place
+    qvel: np.ndarray
+    ctrl: np.ndarray
+    forward_weight: float
+    ctrl_weight: float
+    dt: float
 
 
-def _swimmer_episode(
-    model_address, data_address, frame_skip, qpos, qvel, ctrl, observation, scale, signed, mean_action,
-    policy, low, span, rng, T, forward_weight, ctrl_weight, dt, blocks, phis, observations, xs, rewards,
-    shared_intercept, scaler, refit_every, recency,
-):  # fmt: skip
+class Acting(NamedTuple):
+    """How the policy acts: flat_policy(agent), its features and the action bounds (mpiswim.kernels)."""
+
+    policy: np.ndarray  # (blocks, 2A, F)
+    scale: np.ndarray  # phi = [1, s / scale] without a running scaler
+    signed: bool
+    shared_intercept: bool
+    mean_action: bool
+    low: np.ndarray
+    span: np.ndarray
+
+
+class Scaler(NamedTuple):
+    """The running observation scaler the agent carries (state.size == 0: none), updated in place."""
+
+    state: np.ndarray
+    refit_every: int
+    recency: float
+
+
+class Record(NamedTuple):
+    """The trajectory's arrays, filled step by step for the learning update (mpiswim.env.Trajectory)."""
+
+    blocks: np.ndarray
+    phis: np.ndarray
+    observations: np.ndarray
+    xs: np.ndarray
+    rewards: np.ndarray
+
+
+def _swimmer_episode(physics, acting, scaler, record, observation, rng, T):
     """Run one episode from `observation`; record every step; return (total reward, steps, degenerate).
 
-    qpos, qvel and ctrl are numpy views of MuJoCo's own data, so mj_step
-    updates them in place. The expressions follow Gymnasium's Swimmer-v5:
-    reward = forward_weight * x velocity - ctrl_weight * |action|^2,
-    observation = [qpos[2:], qvel]. The features are [1, observation / scale],
-    or with a running scaler (scaler.size > 0, updated in place) [1, scaled
-    observation], in the block of the observation's signs (signed coding) or
-    in block 0 (linear map). shared_intercept: block 0's intercept serves every block.
+    The policy's step is mpiswim.kernels' (the Python loop and render use the same functions).
+    The expressions follow Gymnasium's Swimmer-v5: reward = forward_weight * x velocity -
+    ctrl_weight * |action|^2, observation = [qpos[2:], qvel]. The arguments are grouped in named
+    tuples, so a group passed in another's place does not compile.
     """
+    qpos, qvel, ctrl = physics.qpos, physics.qvel, physics.ctrl
     obs_dim, action_dim = observation.shape[0], ctrl.shape[0]
     n_positions = qpos.shape[0] - 2  # the observation leaves out the x, y position
     obs = observation.copy()
     phi = np.empty(obs_dim + 1)
     phi[0] = 1.0
+    shapes = np.empty(2 * action_dim)
     x = np.empty(action_dim)
     total = 0.0
     for t in range(T):
-        if scaler.size > 0:
-            normalise.observe(scaler, obs, refit_every, recency)
-            normalise.transform(scaler, obs, phi[1:])
-        else:
-            for i in range(obs_dim):
-                phi[1 + i] = obs[i] / scale[i]
-        # The signed coding: bit i of the block index is set when s_i > 0.
-        block = 0
-        if signed:
-            for i in range(obs_dim):
-                if obs[i] > 0.0:
-                    block += 1 << i
-        intercept_block = 0 if shared_intercept else block
-        # log a_i and log b_i are rows i and action_dim + i of the block; draw x_i ~ Beta(a_i, b_i).
-        for i in range(action_dim):
-            log_a = policy[intercept_block, i, 0]
-            log_b = policy[intercept_block, action_dim + i, 0]
-            for f in range(1, obs_dim + 1):
-                log_a += policy[block, i, f] * phi[f]
-                log_b += policy[block, action_dim + i, f] * phi[f]
-            if not (-LOG_SHAPE_LIMIT < log_a < LOG_SHAPE_LIMIT and -LOG_SHAPE_LIMIT < log_b < LOG_SHAPE_LIMIT):
-                return total, t, True  # exp() would overflow or underflow (or NaN): degenerate branch
-            if mean_action:
-                x[i] = 1.0 / (1.0 + math.exp(log_b - log_a))  # a / (a + b), without overflow
-            else:
-                x[i] = beta_draw(rng, math.exp(log_a), math.exp(log_b))
+        kernels.features(obs, acting.scale, scaler.state, scaler.refit_every, scaler.recency, phi)
+        block = kernels.feature_block(obs, acting.signed)
+        kernels.log_shapes(acting.policy, phi, block, acting.shared_intercept, shapes)
+        if not kernels.act(shapes, acting.mean_action, rng, x):
+            return total, t, True  # exp() would overflow or underflow (or NaN): degenerate branch
         control_cost = 0.0
         for i in range(action_dim):
-            action = low[i] + x[i] * span[i]
+            action = acting.low[i] + x[i] * acting.span[i]
             ctrl[i] = action
             control_cost += action * action
         x_before = qpos[0]
-        for _ in range(frame_skip):
-            mj_step(model_address, data_address)
-        reward = forward_weight * ((qpos[0] - x_before) / dt) - ctrl_weight * control_cost
+        for _ in range(physics.frame_skip):
+            mj_step(physics.model_address, physics.data_address)
+        reward = physics.forward_weight * ((qpos[0] - x_before) / physics.dt) - physics.ctrl_weight * control_cost
 
-        blocks[t] = block
-        phis[t, :] = phi
-        observations[t, :] = obs
-        xs[t, :] = x
-        rewards[t] = reward
+        record.blocks[t] = block
+        record.phis[t, :] = phi
+        record.observations[t, :] = obs
+        record.xs[t, :] = x
+        record.rewards[t] = reward
         total += reward
         obs[:n_positions] = qpos[2:]
         obs[n_positions:] = qvel
     return total, T, False
 
 
-if mj_step is not None:
-    beta_draw = numba.njit(cache=True)(_beta_draw)
-    swimmer_episode = numba.njit(cache=True)(_swimmer_episode)
-else:
-    beta_draw = swimmer_episode = None
+swimmer_episode = numba.njit(cache=True)(_swimmer_episode) if mj_step is not None else None
+
+
+def physics_of(env) -> Physics:
+    """The env's MuJoCo structs and Swimmer-v5's reward weights, grouped for the compiled episode."""
+    data = env.data
+    return Physics(
+        model_address=env.model._address,
+        data_address=data._address,
+        frame_skip=env.frame_skip,
+        qpos=data.qpos,
+        qvel=data.qvel,
+        ctrl=data.ctrl,
+        forward_weight=env._forward_reward_weight,
+        ctrl_weight=env._ctrl_cost_weight,
+        dt=env.dt,
+    )
 
 
 def run_swimmer_episode(
@@ -202,15 +201,19 @@ def run_swimmer_episode(
     """
     env = task.env
     observation, _ = env.reset(seed=int(rng.integers(2**31)))
-    data = env.data
     refit_every, recency = task.normalisation or (1, 1.0)
-    total, steps, degenerate = swimmer_episode(
-        env.model._address, data._address, env.frame_skip, data.qpos, data.qvel, data.ctrl, observation, task.scale,
-        task.sign_weights is not None, mean_action, flat_policy(agent), task.low, task.high - task.low, noise, T,
-        env._forward_reward_weight, env._ctrl_cost_weight, env.dt,
-        trajectory.blocks, trajectory.phis, trajectory.observations, trajectory.xs, trajectory.rewards,
-        task.shared_intercept, agent.policy_scaler, refit_every, recency,
-    )  # fmt: skip
+    acting = Acting(
+        policy=flat_policy(agent),
+        scale=task.scale,
+        signed=task.sign_weights is not None,
+        shared_intercept=task.shared_intercept,
+        mean_action=mean_action,
+        low=task.low,
+        span=task.high - task.low,
+    )
+    scaler = Scaler(state=agent.policy_scaler, refit_every=refit_every, recency=recency)
+    record = Record(trajectory.blocks, trajectory.phis, trajectory.observations, trajectory.xs, trajectory.rewards)
+    total, steps, degenerate = swimmer_episode(physics_of(env), acting, scaler, record, observation, noise, T)
     trajectory.length = steps
     return float(total), bool(degenerate)
 
@@ -315,13 +318,14 @@ def _self_check(env) -> str | None:
     observations, xs, rewards = np.zeros((T, obs_dim)), np.full((T, action_dim), 0.5), np.zeros(T)
     start, _ = env.reset(seed=SELF_CHECK_SEED)
     data = env.data
+    acting = Acting(
+        policy=policy, scale=np.ones(obs_dim), signed=True, shared_intercept=False, mean_action=True, low=low, span=span
+    )
+    record = Record(np.zeros(T, np.int32), np.zeros((T, features)), observations, xs, rewards)
+    no_scaler = Scaler(state=np.zeros((0, 0)), refit_every=1, recency=1.0)
     total, steps, degenerate = swimmer_episode(
-        env.model._address, data._address, env.frame_skip, data.qpos, data.qvel, data.ctrl, start, np.ones(obs_dim),
-        True, True, policy, low, span, np.random.default_rng(0), T,
-        env._forward_reward_weight, env._ctrl_cost_weight, env.dt,
-        np.zeros(T, np.int32), np.zeros((T, features)), observations, xs, rewards,
-        False, np.zeros((0, 0)), 1, 1.0,
-    )  # fmt: skip
+        physics_of(env), acting, no_scaler, record, start, np.random.default_rng(0), T
+    )
     if degenerate or steps != T:
         return f"the compiled episode stopped after {steps} of {T} steps"
     last = np.concatenate([data.qpos[2:], data.qvel])  # the compiled episode's state after its last step

@@ -15,6 +15,7 @@ stop together with the same exit code. docs/faults.md lists every exit code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
@@ -23,6 +24,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +35,6 @@ from mpiswim.checkpoint import (
     CheckpointWriter,
     check_checkpoint,
     claim,
-    initial_capacity,
     is_checkpoint,
     load_checkpoint,
     read_raw,
@@ -216,21 +217,27 @@ def continue_existing(out: Path, iterations: int | None) -> str:
     return f"{held}, a finished run. Fix: train it further with `{resume_command(ranks, out, 2 * done)}`"
 
 
-def open_writer(
-    out: Path, cfg: Config, state: PoolState, records: list[IterationRecord], existing_fd: int | None
-) -> CheckpointWriter:
-    """Create the run's checkpoint at `out` (replacing the locked file `existing_fd`, if given); InputError if it cannot
-    be
-    written.
-    """
+@contextlib.contextmanager
+def writing_output(out: Path) -> Iterator[None]:
+    """Turn an OSError of creating or reopening the run's checkpoint at `out` into an InputError naming the fix."""
     try:
-        return CheckpointWriter.create(out, cfg, state, records, existing_fd=existing_fd)
+        yield
     except OSError as error:
         space = " on a file system with free space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
         raise InputError(
             f"cannot write the output file '{out}' ({error.strerror or error}). Fix: choose a writable --out "
             f"path{space}."
         ) from None
+
+
+def open_writer(
+    out: Path, cfg: Config, state: PoolState, records: list[IterationRecord], existing_fd: int | None
+) -> CheckpointWriter:
+    """Create the run's checkpoint at `out` (replacing the locked file `existing_fd`, if given); InputError if it cannot
+    be written.
+    """
+    with writing_output(out):
+        return CheckpointWriter.create(out, cfg, state, records, existing_fd=existing_fd)
 
 
 def config_differences(stored: Config, given: Config) -> list[str]:
@@ -289,17 +296,9 @@ def resume(
         if not in_place:
             existing = claim(out) if check_out_path(out, force, iterations=iterations) else None
             return Setup(cfg, out, state, beyond_plan), records, open_writer(out, cfg, state, records, existing)
-        attrs = checkpoint.attrs
-        room = state.iteration >= cfg.iterations or int(attrs.get("capacity", 0)) >= min(
-            cfg.iterations, initial_capacity(cfg, state.iteration)
-        )
-        if int(attrs.get("format_version", 1)) >= 2 and room:
-            writer = CheckpointWriter.reopen(out, fd, cfg)  # room enough: append in place
-        else:
-            writer = open_writer(
-                out, cfg, state, records, fd
-            )  # a version-1 file, or one compacted at its end: rebuild once, bigger
-        fd = None
+        with writing_output(out):
+            writer = CheckpointWriter.continue_run(out, fd, cfg, checkpoint)  # in place, or rebuilt bigger
+        fd = None  # the writer's now
         return Setup(cfg, out, state, beyond_plan), records, writer
     finally:
         if fd is not None:
@@ -437,7 +436,7 @@ def describe_file(path: Path) -> str:
         raw = read_raw(path)
     except CheckpointError as error:
         return f"'{path}' cannot be read as a checkpoint now ({error})"
-    done = int(raw["attrs"]["iterations_done"])
+    done = raw.iterations_done
     return f"'{path}' holds iterations 1..{done}" if done else f"'{path}' holds no iteration yet"
 
 

@@ -271,7 +271,11 @@ ctld_up=1
 # (a node that comes back after a power loss has booted again) and a new /dev/shm.
 boot() {  # NODE
     local node=$1
-    cat /proc/sys/kernel/random/uuid > "$state/node/$node/boot_id"
+    if [[ ${CLUSTER_TEST_SHARED_BOOT_ID:-0} == 1 ]]; then  # to see the launchers case fail: the host's boot_id everywhere
+        cat /proc/sys/kernel/random/boot_id > "$state/node/$node/boot_id"
+    else
+        cat /proc/sys/kernel/random/uuid > "$state/node/$node/boot_id"
+    fi
     nsenter --net="/run/netns/mpsw-$node" unshare --uts --mount --propagation private \
         bash -c "set -e
             hostname $node

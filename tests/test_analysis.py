@@ -82,7 +82,7 @@ def test_a_run_is_in_progress_only_while_a_job_holds_its_file(synthetic, tmp_pat
         and not complete.stopped_early
         and analysis.plot_title(complete) == "complete: Swimmer-v5, 3 ranks, 6 iterations"
     )
-    monkeypatch.setattr(checkpoint, "lock_is_held", lambda path: None)  # a file system that cannot report locks
+    monkeypatch.setattr(checkpoint.lock, "lock_is_held", lambda path: None)  # a file system that cannot report locks
     assert checkpoint.finished_cleanly(path) and not read_run(path).in_progress  # compacted at a clean end
 
 

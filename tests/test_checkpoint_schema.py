@@ -78,7 +78,7 @@ def test_records_read_back_as_they_were_written_with_python_scalars(synthetic):
 
 def test_the_checkpoint_carries_the_config_that_stored_config_reads(synthetic):
     loaded, raw = load_checkpoint(synthetic), read_raw(synthetic)
-    assert loaded.config == stored_config(raw["attrs"], raw["hyperparameters"])
+    assert loaded.config == stored_config(raw.attrs, raw.hyperparameters)
     assert loaded.config.toml_text == loaded.config_toml and loaded.config.alpha == tuple(ALPHA)
 
 

@@ -200,7 +200,7 @@ def test_kill_9_of_rank_0_at_any_moment_keeps_the_last_complete_iteration(tmp_pa
     hold = {"FAULT": "pause", "FAULT_RANK": "1", "FAULT_EPISODE": "10"}  # 2 + 2 episodes an iteration: iteration 3
     job = start(RANKS, "fault", tmp_path, "train", "--config", str(config), "--out", "run.h5", env=hold)
     wait_for(
-        lambda: out.exists() and len(rank_pids(tmp_path)) == RANKS and read_raw(out)["attrs"]["iterations_done"] >= 1,
+        lambda: out.exists() and len(rank_pids(tmp_path)) == RANKS and read_raw(out).iterations_done >= 1,
         job,
         "the first iteration on disk",
     )

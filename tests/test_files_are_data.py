@@ -86,19 +86,23 @@ def test_a_module_in_the_env_id_of_a_config_is_refused_and_never_imported(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.py", "run.toml"]
 
 
+# Every command that reads a checkpoint's stored config (STORED: the file).
+READERS = {
+    "check": ["check", "STORED"],
+    "info": ["info", "STORED"],
+    "evaluate": ["evaluate", "STORED", "--episodes", "1"],
+    "render": ["render", "STORED", "--out", "film.gif"],
+    "resume": ["train", "--resume", "STORED", "--out", "new.h5"],
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("command", ["check", "info", "evaluate", "render", "resume"])
+@pytest.mark.parametrize("command", READERS)
 def test_a_checkpoint_whose_stored_env_id_names_a_module_imports_nothing(tmp_path, command):
     (tmp_path / "evil.py").write_text(EVIL)
     stored = stored_with_env(tmp_path, "evil:Swimmer-v5").name
     before = sorted(p.name for p in tmp_path.iterdir())
-    args = {
-        "check": ["check", stored],
-        "info": ["info", stored],
-        "evaluate": ["evaluate", stored, "--episodes", "1"],
-        "render": ["render", stored, "--out", "film.gif"],
-        "resume": ["train", "--resume", stored, "--out", "new.h5"],
-    }[command]
+    args = [part.replace("STORED", stored) for part in READERS[command]]
     code, output = run_command(args, tmp_path, ranks=3 if command == "resume" else None)
     one_line_refusal(code, output, stored, "evil:Swimmer-v5")
     assert not (tmp_path / "IMPORTED").exists()
@@ -110,19 +114,13 @@ def test_a_checkpoint_whose_stored_env_id_names_a_module_imports_nothing(tmp_pat
     ("env_id", "expected"),
     [("CartPole-v1", "not one of Gymnasium's registered MuJoCo tasks"), ("Hopper-v5", "its agent is for 2 actions")],
 )
-@pytest.mark.parametrize("command", ["check", "info", "evaluate", "render", "resume"])
+@pytest.mark.parametrize("command", READERS)
 def test_a_checkpoint_whose_task_does_not_fit_its_agent_is_refused_by_every_command(
     tmp_path, env_id, expected, command
 ):
     stored = stored_with_env(tmp_path, env_id).name
     before = sorted(p.name for p in tmp_path.iterdir())
-    args = {
-        "check": ["check", stored],
-        "info": ["info", stored],
-        "evaluate": ["evaluate", stored, "--episodes", "1"],
-        "render": ["render", stored, "--out", "film.gif"],
-        "resume": ["train", "--resume", stored, "--out", "new.h5"],
-    }[command]
+    args = [part.replace("STORED", stored) for part in READERS[command]]
     code, output = run_command(args, tmp_path, ranks=3 if command == "resume" else None)
     one_line_refusal(code, output, stored, env_id, expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
@@ -255,7 +253,7 @@ def wait_for_iterations(path: Path, job, k: int) -> None:
     deadline = time.monotonic() + TIMEOUT
     while True:
         try:
-            if int(read_raw(path)["attrs"]["iterations_done"]) >= k:
+            if int(read_raw(path).iterations_done) >= k:
                 return
         except Exception:  # not created yet
             pass
@@ -273,7 +271,7 @@ def test_a_run_whose_checkpoint_is_deleted_writes_it_again_and_ends_with_it_whol
     hold = {"FAULT": "pause", "FAULT_RANK": "1", "FAULT_EPISODE": "10"}
     job = start(2, "fault", tmp_path, *train_args("run.toml", "runs/run.h5"), env=hold)
     wait_for((tmp_path / "paused.1").exists, job, "rank 1 to hold the run in iteration 3")
-    assert int(read_raw(tmp_path / "runs" / "run.h5")["attrs"]["iterations_done"]) == 2
+    assert read_raw(tmp_path / "runs" / "run.h5").iterations_done == 2
     (tmp_path / "runs" / "run.h5").unlink()
     (tmp_path / "release.1").write_text("")
     code, output = finish_job(job, TIMEOUT, "the training job")

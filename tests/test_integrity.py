@@ -21,11 +21,16 @@ from synthetic import write_synthetic_checkpoint
 from test_faults import RANKS, assert_same_run, exit_codes, finish, rank_pids, run, start, wait_for, write_config
 from test_mpi import read_pool
 
-from mpiswim import checkpoint as ckpt
-from mpiswim.checkpoint import INITIAL_BYTES, CheckpointWriter, check_checkpoint, load_checkpoint, read_raw
+from mpiswim.checkpoint import INITIAL_BYTES, CheckpointWriter, check_checkpoint, claim, load_checkpoint, read_raw
+from mpiswim.checkpoint import format as ckpt_format
+from mpiswim.checkpoint import lock as ckpt_lock
+from mpiswim.checkpoint import place as ckpt_place
+from mpiswim.checkpoint import writer as ckpt_writer
 from mpiswim.config import parse_config
 from mpiswim.state import RECORD_FIELDS
 from mpiswim.train import InputError, prepare
+
+ROOT = Path(__file__).parents[1]
 
 
 def sha256(path: Path) -> str:
@@ -92,14 +97,14 @@ def test_a_link_planted_at_the_old_temporary_name_is_never_followed(tmp_path):
 
 def test_temporary_names_are_unpredictable_and_created_exclusively(tmp_path, monkeypatch):
     names = []
-    real_mkstemp = ckpt.tempfile.mkstemp
+    real_mkstemp = ckpt_place.tempfile.mkstemp
 
     def recording(*args, **kwargs):
         fd, name = real_mkstemp(*args, **kwargs)
         names.append(Path(name).name)
         return fd, name
 
-    monkeypatch.setattr(ckpt.tempfile, "mkstemp", recording)
+    monkeypatch.setattr(ckpt_place.tempfile, "mkstemp", recording)
     for _ in range(2):
         write_synthetic_checkpoint(tmp_path / "run.h5")
     assert len(set(names)) == 2 and all(name.startswith(".run.h5.") and name != ".run.h5.tmp" for name in names), names
@@ -118,7 +123,7 @@ def test_a_huge_iteration_count_preallocates_a_bounded_file(tmp_path):
         assert out.stat().st_size < INITIAL_BYTES + 2_000_000, (
             out.stat().st_size
         )  # rows for a part of the run, not all of it
-        assert read_raw(out)["attrs"]["iterations_planned"] == iterations
+        assert read_raw(out).attrs["iterations_planned"] == iterations
 
 
 # --- 3. --out checked before any training -------------------------------------------
@@ -184,6 +189,28 @@ def test_resume_into_another_file_continues_there_and_leaves_the_source_untouche
     )  # the branch is not replaced without --force
 
 
+def test_a_resume_continues_a_file_with_room_in_place_and_rebuilds_any_other(tmp_path):
+    """CheckpointWriter.continue_run: a file compacted at its end, or of format_version 1, is rebuilt with rows for
+    the planned iterations under a new name (a new inode); a format_version 2 file with rows enough is continued in
+    place. Either way the next iteration is appended and the file checks."""
+    compacted = write_synthetic_checkpoint(tmp_path / "run.h5", planned=10)  # rows for its 6 iterations only
+    old_format = tmp_path / "old.h5"
+    old_format.write_bytes((ROOT / "results" / "lin-t1000-alpha1x-12340.h5").read_bytes())  # 7 of 60, format 1
+    for path, rebuilt in ((compacted, True), (compacted, False), (old_format, True)):  # the second: 7 of 10 rows
+        checkpoint = check_checkpoint(path)
+        cfg = dataclasses.replace(checkpoint.config, iterations=checkpoint.iterations_planned)
+        inode, done = path.stat().st_ino, checkpoint.state.iteration
+        writer = CheckpointWriter.continue_run(path, claim(path), cfg, checkpoint)
+        try:
+            assert (path.stat().st_ino != inode) == rebuilt and writer.capacity == cfg.iterations, (path, rebuilt)
+            last = checkpoint.records[-1]
+            record = dataclasses.replace(last, timings=last.timings.copy())
+            writer.append(dataclasses.replace(checkpoint.state, iteration=done + 1), [*checkpoint.records, record])
+        finally:
+            writer.close()
+        assert check_checkpoint(path).state.iteration == done + 1 and read_raw(path).attrs["format_version"] == 2
+
+
 # --- 7. a write interrupted anywhere; the cost of a write ------------------------------
 
 
@@ -220,19 +247,19 @@ def test_a_crash_at_any_point_of_a_write_leaves_a_complete_iteration(five_then_s
     path = writer.path
     before = path.read_bytes()
     writes, syncs = [], []
-    real_write_all = ckpt._write_all
+    real_write_all = ckpt_writer._write_all
 
     def recording(fd, data, offset):
         writes.append((offset, bytes(data)))
         real_write_all(fd, data, offset)
 
-    monkeypatch.setattr(ckpt, "_write_all", recording)
-    monkeypatch.setattr(ckpt.os, "fsync", lambda fd: syncs.append(len(writes)))
+    monkeypatch.setattr(ckpt_writer, "_write_all", recording)
+    monkeypatch.setattr(ckpt_writer.os, "fsync", lambda fd: syncs.append(len(writes)))
     writer.append(six.state, six.records)
     monkeypatch.undo()
     first_sync, commit_sync = syncs[0], syncs[1]
     data_writes, commit = writes[:first_sync], writes[first_sync:commit_sync]
-    assert len(commit) == 1 and len(data_writes) == len(RECORD_FIELDS) + len(ckpt._state_agents(six.state))
+    assert len(commit) == 1 and len(data_writes) == len(RECORD_FIELDS) + len(ckpt_format._state_agents(six.state))
 
     def replay(selected) -> int:
         image = bytearray(before)
@@ -257,24 +284,24 @@ def test_the_bytes_written_per_iteration_do_not_grow_with_the_run(tmp_path, monk
     six = load_checkpoint(write_synthetic_checkpoint(tmp_path / "six.h5", planned=1000))
     cfg = parse_config(six.config_toml, six.world_size)
     record = six.records[-1]
-    monkeypatch.setattr(ckpt.os, "fsync", lambda fd: None)  # counting bytes, not timing the disk
+    monkeypatch.setattr(ckpt_writer.os, "fsync", lambda fd: None)  # counting bytes, not timing the disk
     state = six.state
     writer = CheckpointWriter.create(tmp_path / "run.h5", cfg, state, six.records)
     records, written = list(six.records), {}
-    real_write_all = ckpt._write_all
+    real_write_all = ckpt_writer._write_all
 
     def counting(fd, data, offset):
         written[state.iteration] = written.get(state.iteration, 0) + len(data)
         real_write_all(fd, data, offset)
 
-    monkeypatch.setattr(ckpt, "_write_all", counting)
+    monkeypatch.setattr(ckpt_writer, "_write_all", counting)
     for k in range(7, 1001):
         state = dataclasses.replace(state, iteration=k)
         records.append(dataclasses.replace(record, timings=record.timings.copy()))
         writer.append(state, records)
     writer.close()
     assert written[10] == written[1000] < 200_000, written
-    assert read_raw(tmp_path / "run.h5")["attrs"]["iterations_done"] == 1000
+    assert read_raw(tmp_path / "run.h5").iterations_done == 1000
 
 
 # --- 8. run length told up front; the first Ctrl-C -----------------------------------
@@ -291,7 +318,7 @@ def test_planned_work_a_week_warning_and_the_first_ctrl_c_are_told(tmp_path):
         "--iterations",
         "1000000000",
     )
-    wait_for(lambda: out.exists() and read_raw(out)["attrs"]["iterations_done"] >= 3, job, "three iterations")
+    wait_for(lambda: out.exists() and read_raw(out).iterations_done >= 3, job, "three iterations")
     job.send_signal(signal.SIGINT)
     code, output = finish(job)
     assert code == 130, output
@@ -307,8 +334,8 @@ def test_a_file_system_without_locks_gets_a_warning_not_a_refusal(tmp_path, monk
     def no_locks(*args):
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
 
-    monkeypatch.setattr(ckpt.fcntl, "fcntl", no_locks)
-    ckpt._warn_no_locks.cache_clear()
+    monkeypatch.setattr(ckpt_lock.fcntl, "fcntl", no_locks)
+    ckpt_lock._warn_no_locks.cache_clear()
     write_synthetic_checkpoint(tmp_path / "run.h5")
     write_synthetic_checkpoint(tmp_path / "run.h5")  # replaced: claim() took the (unsupported) lock without complaint
     assert capsys.readouterr().err.count("does not support file locks") == 1

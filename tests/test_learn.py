@@ -17,9 +17,10 @@ import pytest
 
 from mpiswim.config import DEFAULT_CONFIG, parse_config
 from mpiswim.env import Trajectory
+from mpiswim.kernels import feature_block, log_shapes
 from mpiswim.learn import discounted_returns, episode_update, step_direction
 from mpiswim.learn import update_agent as learn_update_agent
-from mpiswim.policy import Agent, active_block, initial_agent, sign_weights
+from mpiswim.policy import Agent, flat_policy, initial_agent
 
 OBS_DIM, ACTION_DIM = 3, 2
 T = 12  # one padded length for every test: the update compiles once per rule
@@ -56,7 +57,7 @@ def random_episode(rng: np.random.Generator, length: int) -> Trajectory:
     trajectory = Trajectory.empty(T, OBS_DIM, ACTION_DIM)
     observations = rng.normal(size=(T, OBS_DIM))
     trajectory.phis[:] = np.column_stack([np.ones(T), observations])
-    trajectory.blocks[:] = [active_block(obs, sign_weights(OBS_DIM)) for obs in observations]
+    trajectory.blocks[:] = [feature_block(np.asarray(obs, dtype=np.float64), True) for obs in observations]
     trajectory.blocks[:length:2] = trajectory.blocks[0]  # revisit a block, so updates accumulate
     trajectory.phis[:length:2, 1:] = np.where(
         observations[:1] > 0, np.abs(observations[:length:2]), -np.abs(observations[:length:2])
@@ -360,3 +361,24 @@ def test_a_travelling_eta_is_the_first_trainers_and_then_stays():
     assert second.baseline_eta.tolist() == [0.5]
     same = update_agent(first, trajectory, 1e-2, 0.5, 1.0, "tanh-density")
     np.testing.assert_array_equal(second.baseline, same.baseline)
+
+
+@pytest.mark.parametrize("shared_intercept", [False, True])
+def test_the_update_differentiates_the_log_shapes_the_episodes_act_on(shared_intercept):
+    """learn.block_rows . phi (what the JAX update differentiates) equals mpiswim.kernels.log_shapes (what acts).
+
+    To 1e-12 relative, not bit for bit: JAX's dot product may sum in another order than the kernel's loop.
+    """
+    from mpiswim.learn import block_rows
+
+    rng = np.random.default_rng(5)
+    agent = initial_agent(OBS_DIM, ACTION_DIM, "signed")
+    agent.policy[:] = rng.normal(size=agent.policy.shape)
+    for _ in range(20):
+        obs = rng.normal(size=OBS_DIM)
+        phi = np.concatenate([[1.0], obs])
+        block = feature_block(obs, True)
+        acting = np.empty(2 * ACTION_DIM)
+        log_shapes(flat_policy(agent), phi, block, shared_intercept, acting)
+        rows = block_rows(jnp.asarray(agent.policy), jnp.asarray([block]), shared_intercept)[0]  # (2, A, F)
+        np.testing.assert_allclose(np.asarray(rows @ phi).ravel(), acting, rtol=1e-12, atol=1e-12)

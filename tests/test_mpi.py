@@ -76,13 +76,13 @@ def write_config(tmp_path: Path, alpha: str = "1e-4", iterations: int = 3) -> Pa
 def read_pool(path: Path) -> dict[str, np.ndarray]:
     """The pool's rows (trimmed to the iterations done) and the current agents, as mpiswim reads them back."""
     raw = read_raw(path)
-    data = {f"pool/{name}": values for name, values in raw["pool"].items()}
+    data = {f"pool/{name}": values for name, values in raw.pool.items()}
     for which in ("current", "best"):
         for part, values in (
-            raw[which]._asdict().items()
+            raw.agent(which)._asdict().items()
         ):  # with the running scalers and a travelling eta when the config has them
             data[f"agent/{which}/{part}"] = values
-    data["iterations_done"] = raw["attrs"]["iterations_done"]
+    data["iterations_done"] = raw.iterations_done
     return data
 
 
@@ -320,7 +320,7 @@ def test_a_checkpoint_written_before_the_new_defaults_resumes_with_its_own_meani
     ]
     cfg = parse_config(explicit.read_text(), 2)
     cfg = replace(cfg, toml_text="\n".join(left_out) + "\n")
-    monkeypatch.setattr(checkpoint, "package_versions", lambda: {"mpiswim": "0.1.0"})
+    monkeypatch.setattr(checkpoint.writer, "package_versions", lambda: {"mpiswim": "0.1.0"})  # where build_image looks
     agent = initial_agent(8, 2, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels)
     checkpoint.CheckpointWriter.create(tmp_path / "old.h5", cfg, initial_state(agent), []).close()
     assert "features" not in checkpoint.load_checkpoint(tmp_path / "old.h5").config_toml

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mpiswim.kernels import act, feature_block, log_shapes
 from mpiswim.policy import (
     LOG_SHAPE_LIMIT,
-    active_block,
     active_blocks,
-    draw_beta,
     feature_blocks,
     flat_policy,
     initial_agent,
@@ -17,6 +16,15 @@ from mpiswim.policy import (
     sign_weights,
     unpack_agent,
 )
+
+
+def active_block(obs: np.ndarray, weights: np.ndarray | None) -> int:
+    return feature_block(np.asarray(obs, dtype=np.float64), weights is not None)
+
+
+def draw_beta(shapes: list[float], rng: np.random.Generator) -> np.ndarray | None:
+    x = np.empty(len(shapes) // 2)
+    return x if act(np.array(shapes, dtype=np.float64), False, rng, x) else None
 
 
 def full_signed_features(obs: np.ndarray) -> np.ndarray:
@@ -63,10 +71,12 @@ def test_block_dot_product_equals_the_full_feature_dot_product():
     phi = np.concatenate([[1.0], obs])
     full = full_signed_features(obs)
     # log a_i = theta_a[i] . phi(s) with theta_a[i] laid out as (blocks * features,)
+    shapes = np.empty(4)
+    log_shapes(flat_policy(agent), phi, block, False, shapes)
     for shape in (0, 1):
         for i in range(2):
             theta = agent.policy[:, shape, i, :].ravel()
-            assert flat_policy(agent)[block][shape * 2 + i] @ phi == pytest.approx(theta @ full)
+            assert shapes[shape * 2 + i] == pytest.approx(theta @ full)
 
 
 def test_initial_agent_draws_uniform_actions():
@@ -89,6 +99,15 @@ def test_beta_draws_follow_the_shapes():
 def test_unusable_shapes_give_no_draw(bad):
     assert draw_beta([0.0, bad], np.random.default_rng(0)) is None
     assert draw_beta([bad, 0.0], np.random.default_rng(0)) is None
+    assert not act(np.array([0.0, bad]), True, np.random.default_rng(0), np.empty(1))  # nor a mean action
+
+
+def test_the_mean_action_is_a_over_a_plus_b_without_overflow():
+    x = np.empty(2)
+    assert act(np.log(np.array([6.0, 1.0, 2.0, 3.0])), True, np.random.default_rng(0), x)
+    np.testing.assert_allclose(x, [6.0 / 8.0, 1.0 / 4.0])
+    assert act(np.array([600.0, -600.0, -600.0, 600.0]), True, np.random.default_rng(0), x)
+    np.testing.assert_array_equal(x, [1.0, 0.0])
 
 
 def test_pack_and_unpack_round_trip_policy_and_baseline():

@@ -7,7 +7,7 @@ import pytest
 
 from mpiswim.config import parse_config
 from mpiswim.env import Trajectory, make_task
-from mpiswim.policy import Agent, beta_mean, initial_agent
+from mpiswim.policy import Agent, initial_agent
 from mpiswim.search import direction_shape, directions, explore, nudge, search_step
 
 SEARCH_CONFIG = """\
@@ -65,9 +65,12 @@ def test_nudge_moves_the_mean_action_and_keeps_the_concentration():
     )  # log a + log b
     np.testing.assert_allclose(moved.policy[:, 0] - agent.policy[:, 0], 0.5 * delta)
     phi = np.concatenate([[1.0], rng.normal(size=8)])
-    assert not np.allclose(
-        beta_mean(moved.policy[0].reshape(4, 9) @ phi), beta_mean(agent.policy[0].reshape(4, 9) @ phi)
-    )
+
+    def mean_action(policy: np.ndarray) -> np.ndarray:  # a / (a + b) of each action dimension
+        a, b = np.exp(policy[0].reshape(4, 9) @ phi).reshape(2, 2)
+        return a / (a + b)
+
+    assert not np.allclose(mean_action(moved.policy), mean_action(agent.policy))
     np.testing.assert_array_equal(agent.policy, nudge(agent, delta, 0.0).policy)
     assert moved.baseline is agent.baseline  # random search leaves the baseline alone
 

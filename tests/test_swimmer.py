@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from mpiswim import swimmer
+from mpiswim import kernels, swimmer
 from mpiswim.env import Trajectory, make_task, run_episode
 from mpiswim.normalise import new_scaler, observe_rows
 from mpiswim.policy import copy_agent, initial_agent
@@ -153,7 +153,7 @@ def test_beta_draws_equal_numpys_even_for_vanishing_shapes(log_scale):
     )  # the loop refuses log shapes beyond -700
     shapes[::7] = np.exp(np.random.default_rng(1).normal(0.0, 1.0, size=shapes[::7].shape))  # some above 1 too
     ours, numpys = np.random.default_rng(9), np.random.default_rng(9)
-    drawn = [swimmer.beta_draw(ours, a, b) for a, b in shapes]
+    drawn = [kernels.beta_draw(ours, a, b) for a, b in shapes]
     expected = [numpys.beta(a, b) for a, b in shapes]
     assert drawn == expected
     assert ours.integers(2**62) == numpys.integers(2**62)
@@ -275,6 +275,8 @@ def _another_class(monkeypatch):
         "SwimmerFork-v5",
         gymnasium.envs.registration.EnvSpec("SwimmerFork-v5", entry_point=SwimmerEnv),
     )
+    # mpiswim makes Gymnasium's own MuJoCo tasks only (mpiswim.tasks); here the fork counts as one
+    monkeypatch.setattr("mpiswim.tasks.mujoco_ids", lambda: ["Swimmer-v5", "SwimmerFork-v5"])
     return "SwimmerFork-v5", "the env is fork.swimmer.SwimmerEnv, not Gymnasium's swimmer_v5.SwimmerEnv"
 
 
