@@ -337,5 +337,7 @@ def test_a_signal_during_the_target_check_is_acted_on_at_once(tmp_path):
     job.send_signal(signal.SIGTERM)
     code, output = finish_job(job, TIMEOUT, "the training job")
     assert code == 143 and "target check: interrupted by a signal" in output, output
-    assert time.monotonic() - signalled < 30, output
+    # The message shows the check was cut short; the bound is only a backstop (the check's 10,000 episodes take
+    # minutes), wide enough that a machine shared with other jobs cannot break it by scheduling alone (was 30 s).
+    assert time.monotonic() - signalled < 120, output
     assert check_checkpoint(tmp_path / "runs" / "run.h5").state.iteration == 1
