@@ -10,7 +10,7 @@ MPIEXEC ?= $(BIN)/mpiexec
 RANKS ?= 4
 OUT ?= runs/default.h5
 
-.PHONY: venv run test bench lint clean peers side-by-side
+.PHONY: venv run test test-fast bench lint clean peers side-by-side
 
 # pip runs with -q (its output is pages of "Collecting ..."), so one line says what is happening first.
 # Measured: 30 s with the wheels already on the machine; about 3 minutes from a fresh clone that downloads them.
@@ -34,6 +34,11 @@ run: venv
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+# Every module's logic in-process, without the tests marked `slow` (MPI jobs, training subprocesses): under a
+# minute on 2 cores, for an answer while working. `make test` runs these and the slow ones.
+test-fast: venv
+	$(BIN)/pytest -q -m "not slow"
 
 # Throughput against bare MuJoCo and MPI/checkpoint costs; see docs/performance.md.
 bench: venv

@@ -6,9 +6,12 @@ Modes:
   fail       as cli, but rank 1 raises inside its episode loop in iteration 2
   fault      as cli, with a fault inside rank FAULT_RANK's episode loop (environment variables):
              FAULT=raise (write OUTDIR/raised.<rank>, raise an exception) or pause (write
-             OUTDIR/paused.<rank> with its pid, then sleep FAULT_SECONDS, default 600) when
-             that rank finishes its FAULT_EPISODE-th episode (default 6; 1-based,
-             counting training and evaluation episodes); every cli-like mode writes OUTDIR/pid.<rank>
+             OUTDIR/paused.<rank> with its pid, then sleep until OUTDIR/release.<rank> exists,
+             this rank notes a stop signal (SIGINT, SIGTERM, SIGUSR1) or FAULT_SECONDS pass,
+             default 600) when that rank finishes its FAULT_EPISODE-th episode (default 6;
+             1-based, counting training and evaluation episodes); every cli-like mode writes
+             OUTDIR/pid.<rank>. A pause ends on an event the test makes or waits for, not on a
+             guess at how long the test needs on a loaded machine.
   broadcast  each rank proposes a different agent; check Bcast gives all ranks root's exact bytes
   pool       one real pool_iteration; every rank's new agent must equal the winner's branch bit for bit
   search     one random-search pool_iteration: the record holds every rank's exploration, every rank
@@ -26,7 +29,7 @@ import mpiswim  # noqa: F401  (first: sets the thread limits before numpy loads)
 import numpy as np
 from mpi4py import MPI
 
-from mpiswim import learn, pool, search
+from mpiswim import learn, pool, search, train
 from mpiswim.cli import main as cli_main
 from mpiswim.policy import initial_agent, pack_agent
 from mpiswim.state import initial_state
@@ -96,9 +99,19 @@ elif mode == "fault":
             # Written aside and renamed: a test that sees paused.<rank> must never read it half-written.
             (outdir / f".paused.{rank}").write_text(str(os.getpid()))
             os.replace(outdir / f".paused.{rank}", outdir / f"paused.{rank}")
-            time.sleep(float(os.environ.get("FAULT_SECONDS", "600")))
+            until = time.monotonic() + float(os.environ.get("FAULT_SECONDS", "600"))
+            while not (signalled or (outdir / f"release.{rank}").exists()) and time.monotonic() < until:
+                time.sleep(0.01)
         return result
 
+    signalled = []  # the stop signals this rank's handler has noted
+    real_note = train.StopRequests.note
+
+    def noting(self, signum, frame):
+        real_note(self, signum, frame)
+        signalled.append(signum)
+
+    train.StopRequests.note = noting  # before the run creates its StopRequests, which installs self.note
     for module in (pool, learn, search):  # evaluation, REINFORCE and random-search episodes alike
         module.run_episode = faulty_episode
     run_cli()

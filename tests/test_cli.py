@@ -36,12 +36,40 @@ def small_run(tmp_path_factory) -> Path:
     return folder / "small.h5"
 
 
+@pytest.mark.slow
 def test_config_prints_a_valid_commented_default():
     text = subprocess.run([*MPISWIM, "config"], capture_output=True, text=True, check=True).stdout
     assert "#" in text
     document = tomllib.loads(text)
     assert set(document) == {"run", "env", "pool", "policy", "ranks"}
     assert parse_config(text, 3).alpha == pytest.approx((1e-6, 1e-5, 1e-4), rel=1e-12)
+
+
+def test_the_commands_answer_in_process(tmp_path, capsys):
+    """config, check, info and evaluate through mpiswim.cli.main in this process, on the synthetic checkpoint (the
+    fast tier's look at the command line; the other tests here run `python -m mpiswim.cli` as a user does)."""
+    from synthetic import WINNERS, write_synthetic_checkpoint
+
+    from mpiswim.cli import main
+
+    assert main(["config"]) == 0
+    assert parse_config(capsys.readouterr().out, 3).alpha == pytest.approx((1e-6, 1e-5, 1e-4), rel=1e-12)
+    stored = write_synthetic_checkpoint(tmp_path / "run.h5")
+    assert main(["check", str(stored)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("OK: ") and "3 ranks, 6 of 10 iterations" in printed and printed.count("\n") == 1
+    assert main(["info", str(stored), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["world_size"], summary["iterations_done"], summary["winners"]) == (3, 6, WINNERS)
+    assert summary["wins_per_rank"] == [2, 2, 1] and summary["best_iteration"] == 4
+    assert main(["evaluate", str(stored), "--episodes", "2", "--T", "20", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert (evaluated["agent"], evaluated["episodes"], evaluated["T"]) == ("best", 2, 20)
+    assert len(evaluated["returns"]) == 2 and evaluated["mean"] == pytest.approx(np.mean(evaluated["returns"]))
+    for command in ("info", "check", "evaluate"):
+        assert main([command, str(tmp_path / "missing.h5")]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "no such file" in error and "Traceback" not in error, error
 
 
 def test_info_json_summarises_the_checkpoint(small_run):
@@ -81,12 +109,28 @@ def test_winners_over_time_is_a_short_line_for_a_long_run():
 
 
 def test_evaluate_reports_mean_and_spread_of_the_best_agent(small_run):
+    """The returns are the best agent's on 3 fresh episodes (seed 0, the run's T and evaluation action), and the
+    mean, spread and range are theirs."""
+    from mpiswim.checkpoint import load_checkpoint
+    from mpiswim.env import run_episode, task_for
+
     result = run("evaluate", str(small_run), "--episodes", "3", "--json", cwd=small_run.parent)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["episodes"] == 3 and len(summary["returns"]) == 3
-    assert min(summary["returns"]) <= summary["mean"] <= max(summary["returns"])
-    assert summary["std"] >= 0
+    assert summary["episodes"] == 3 and summary["agent"] == "best"
+    checkpoint = load_checkpoint(small_run)
+    cfg, rng = checkpoint.config, np.random.default_rng(0)  # evaluate's default --seed 0
+    task, mean, best = task_for(cfg), cfg.evaluation_action == "mean", checkpoint.state.best_agent
+    expected = [run_episode(task, best, rng, cfg.T, mean_action=mean)[0] for _ in range(3)]
+    assert summary["returns"] == pytest.approx(expected, abs=1e-9) and len(set(summary["returns"])) == 3
+    returns = np.array(summary["returns"])
+    assert (summary["mean"], summary["std"], summary["min"], summary["max"]) == pytest.approx(
+        (returns.mean(), returns.std(), returns.min(), returns.max()), abs=1e-12
+    )
+    other = json.loads(
+        run("evaluate", str(small_run), "--episodes", "3", "--seed", "1", "--json", cwd=small_run.parent).stdout
+    )
+    assert other["returns"] != summary["returns"]  # fresh episodes: another seed, other start states
 
 
 def test_evaluate_with_another_episode_length(small_run):
@@ -153,6 +197,7 @@ def test_resume_continues_to_more_iterations(small_run, tmp_path):
     assert summary["iterations_done"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["info", "evaluate"])
 def test_not_a_checkpoint_gives_one_clear_error(tmp_path, command):
     bogus = tmp_path / "notes.h5"
@@ -162,6 +207,7 @@ def test_not_a_checkpoint_gives_one_clear_error(tmp_path, command):
     assert "notes.h5" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["info", "check", "evaluate"])
 def test_a_directory_or_a_missing_file_gives_one_plain_line(tmp_path, command):
     """No HDF5 internals, and no advice about truncated files for a file that is not there."""
@@ -186,6 +232,7 @@ def test_an_empty_out_is_refused(small_run, tmp_path, command):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
@@ -267,6 +314,7 @@ def run_without_winner(tmp_path) -> Path:
     return tmp_path / "stuck.h5"
 
 
+@pytest.mark.slow
 def test_a_run_without_a_winner_says_so(run_without_winner):
     folder = run_without_winner.parent
     text = run("info", str(run_without_winner), cwd=folder)
@@ -326,6 +374,7 @@ def test_the_default_config_leaves_out_to_the_runs_name():
     assert parse_config(given, 2).out == "elsewhere.h5"
 
 
+@pytest.mark.slow
 def test_a_config_without_out_writes_runs_name_h5(tmp_path):
     """The newcomer's path: after `make run` (runs/default.h5), `mpiswim config > my.toml` and train it: no
     collision.
@@ -404,6 +453,7 @@ def test_a_closed_stdout_ends_the_command_quietly(small_run, args):
     assert result.returncode == 141 and result.stderr == "", result.stderr
 
 
+@pytest.mark.slow
 def test_train_whose_stdout_reader_has_gone_trains_on_to_the_end(tmp_path):
     """`mpiswim train | head -1` on one process: the progress lines go nowhere, the run finishes and is intact.
 

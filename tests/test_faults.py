@@ -49,7 +49,12 @@ from mpiswim.train import STOP_WRITE_FAILED, InputError, prepare, write_checkpoi
 
 RANKS = 2
 ITERATIONS = 4
-FAULT_BOUND = 30  # seconds from the fault to the end of every rank (issue 4, guarantee 1)
+# Seconds from the fault to the end of every rank (issue 4, guarantee 1). What the bound tells apart is the abort
+# path (a rank's death seen by mpiexec, MPI_Abort, a signal acted on after the iteration: 1-3 s on an idle 2-core
+# machine) from what ends a job otherwise: the stall watch after its 600 s start-up timeout, or nothing at all. 30 s
+# was broken by scheduling alone on a 2-core machine shared with other test runs (load 10: every process gets a
+# fifth of a core); 120 s still lies far below the stall watch's 600 s.
+FAULT_BOUND = 120
 TIMEOUT = 240  # a generous limit for a whole job on a loaded machine; reaching it fails the test
 
 
@@ -157,6 +162,7 @@ def fill(disk: Path) -> None:
 # --- the fault matrix ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_rank_mid_iteration_ends_the_job_and_keeps_the_checkpoint(tmp_path):
     config = write_config(tmp_path)
     job = start(
@@ -182,12 +188,17 @@ def test_kill_9_of_rank_0_at_any_moment_keeps_the_last_complete_iteration(tmp_pa
     """Rank 0 killed at an arbitrary moment after its first write (maybe inside a write): the file holds whole
     iterations and resumes exactly.
 
+    Rank 1 pauses in iteration 3 (its 10th episode) until it is killed, so rank 0 cannot complete
+    iteration 3: the kill always lands in iterations 1-3, before the run could end, however the
+    machine schedules the test and the job, and the resume half always runs.
+
     Every instant inside a write (each prefix of its pwrites, and torn ones) is covered in-process by
     tests/test_integrity.py::test_a_crash_at_any_point_of_a_write_leaves_a_complete_iteration.
     """
     config = write_config(tmp_path, iterations=40)
     out = tmp_path / "run.h5"
-    job = start(RANKS, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5")
+    hold = {"FAULT": "pause", "FAULT_RANK": "1", "FAULT_EPISODE": "10"}  # 2 + 2 episodes an iteration: iteration 3
+    job = start(RANKS, "fault", tmp_path, "train", "--config", str(config), "--out", "run.h5", env=hold)
     wait_for(
         lambda: out.exists() and len(rank_pids(tmp_path)) == RANKS and read_raw(out).iterations_done >= 1,
         job,
@@ -200,15 +211,12 @@ def test_kill_9_of_rank_0_at_any_moment_keeps_the_last_complete_iteration(tmp_pa
     assert_job_ended(tmp_path, killed, output)
     assert code != 0
     done = check_checkpoint(out).state.iteration
-    assert 1 <= done < 40
+    assert 1 <= done <= 2  # iteration 3 could not complete: rank 1 was held in it
     assert not list(tmp_path.glob(".run.h5.*"))  # writes go into the file itself: nothing to clean up
 
-    code, output = (
-        run(RANKS, "cli", tmp_path, "train", "--resume", "run.h5", "--iterations", str(ITERATIONS))
-        if done < ITERATIONS
-        else (0, "")
-    )
+    code, output = run(RANKS, "cli", tmp_path, "train", "--resume", "run.h5", "--iterations", str(ITERATIONS))
     assert code == 0, output
+    assert f"done: {ITERATIONS} iterations" in output and check_checkpoint(out).state.iteration == ITERATIONS
     reference_pool = read_pool(reference)
     resumed = read_pool(out)
     for name, values in reference_pool.items():
@@ -227,7 +235,9 @@ def test_signal_to_the_launcher_finishes_the_iteration_then_stops_with_its_exit_
     config = write_config(tmp_path)
     # As a SLURM job runs it: --resume-if-exists starts fresh here (no file yet) and resumes below.
     train = ("train", "--config", str(config), "--out", "run.h5", "--resume-if-exists")
-    job = start(RANKS, "fault", tmp_path, *train, env={"FAULT": "pause", "FAULT_RANK": "1", "FAULT_SECONDS": "3"})
+    # Rank 1 pauses in iteration 2 until its handler notes the signal (mpiexec passes it on to every rank), so the
+    # signal always arrives during iteration 2, however slowly the machine delivers it.
+    job = start(RANKS, "fault", tmp_path, *train, env={"FAULT": "pause", "FAULT_RANK": "1"})
     wait_for((tmp_path / "paused.1").exists, job, "rank 1 to reach the middle of iteration 2")
     signalled = time.monotonic()
     job.send_signal(signum)  # to mpiexec only; hydra passes it on to every rank
@@ -247,6 +257,7 @@ def test_signal_to_the_launcher_finishes_the_iteration_then_stops_with_its_exit_
         assert_same_run(tmp_path / "run.h5", read_pool(reference))
 
 
+@pytest.mark.slow
 def test_exception_in_one_ranks_episode_loop_ends_every_rank_with_one_message(tmp_path):
     config = write_config(tmp_path)
     job = start(
@@ -271,6 +282,7 @@ def test_exception_in_one_ranks_episode_loop_ends_every_rank_with_one_message(tm
     assert check_checkpoint(tmp_path / "run.h5").state.iteration == 1  # it failed in iteration 2
 
 
+@pytest.mark.slow
 def test_branch_with_non_finite_parameters_never_wins_and_the_run_goes_on(tmp_path):
     config = write_config(tmp_path, alpha="[1e-4, 1e300]")  # rank 1's step overflows its parameters
     code, output = run(RANKS, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5")
@@ -282,6 +294,7 @@ def test_branch_with_non_finite_parameters_never_wins_and_the_run_goes_on(tmp_pa
     assert check_checkpoint(tmp_path / "run.h5").state.iteration == ITERATIONS
 
 
+@pytest.mark.slow
 def test_every_branch_degenerate_stops_with_exit_3_and_an_intact_checkpoint(tmp_path):
     config = write_config(tmp_path, alpha="1e300", max_degenerate_iterations="max_degenerate_iterations = 2")
     code, output = run(RANKS, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5")
@@ -291,6 +304,7 @@ def test_every_branch_degenerate_stops_with_exit_3_and_an_intact_checkpoint(tmp_
     assert checkpoint.state.iteration == 2 and [r.winner for r in checkpoint.records] == [-1, -1]
 
 
+@pytest.mark.slow
 def test_unwritable_or_full_output_is_refused_before_training(tmp_path, small_disk):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -328,10 +342,11 @@ def test_a_full_disk_during_the_run_costs_nothing_the_rows_are_preallocated(tmp_
         "fault",
         tmp_path,
         *train_args(config, out),
-        env={"FAULT": "pause", "FAULT_RANK": "1", "FAULT_SECONDS": "2"},
+        env={"FAULT": "pause", "FAULT_RANK": "1"},
     )
     wait_for((tmp_path / "paused.1").exists, job, "rank 1 to reach the middle of iteration 2")
-    fill(small_disk)
+    fill(small_disk)  # while the run is held in iteration 2: the disk is full before iterations 2-4 are written
+    (tmp_path / "release.1").write_text("")
     code, output = finish(job)
     assert code == 0 and exit_codes(tmp_path, RANKS) == [0] * RANKS, output
     assert "Traceback" not in output and "cannot" not in output and "could not" not in output
@@ -494,6 +509,7 @@ def test_format_version_1_files_still_load_with_or_without_their_checksum(tmp_pa
     assert CHECKSUM not in load_checkpoint(unsummed).attrs
 
 
+@pytest.mark.slow
 def test_a_resumed_version_1_file_becomes_version_2_with_the_same_numbers(tmp_path):
     copy = tmp_path / "old.h5"
     shutil.copy(OLD_RESULT, copy)

@@ -69,6 +69,7 @@ def one_line_refusal(code: int, output: str, *expected: str) -> None:
 # --- env ids are names, not import paths ---------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["config", "set", "config command"])
 def test_a_module_in_the_env_id_of_a_config_is_refused_and_never_imported(tmp_path, how):
     (tmp_path / "evil.py").write_text(EVIL)
@@ -95,6 +96,7 @@ READERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", READERS)
 def test_a_checkpoint_whose_stored_env_id_names_a_module_imports_nothing(tmp_path, command):
     (tmp_path / "evil.py").write_text(EVIL)
@@ -107,6 +109,7 @@ def test_a_checkpoint_whose_stored_env_id_names_a_module_imports_nothing(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no film, no new.h5, no temporary file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("env_id", "expected"),
     [("CartPole-v1", "not one of Gymnasium's registered MuJoCo tasks"), ("Hopper-v5", "its agent is for 2 actions")],
@@ -123,6 +126,7 @@ def test_a_checkpoint_whose_task_does_not_fit_its_agent_is_refused_by_every_comm
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+@pytest.mark.slow
 def test_a_broken_mujoco_gl_is_named_as_the_cause(tmp_path):
     stored = write_synthetic_checkpoint(tmp_path / "run.h5").name
     for args in (["evaluate", stored, "--episodes", "1"], ["render", stored, "--out", "film.gif"]):
@@ -135,6 +139,7 @@ def test_a_broken_mujoco_gl_is_named_as_the_cause(tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["--out", "[run] out"])
 def test_an_out_with_a_newline_is_refused(tmp_path, where):
     config = tmp_path / "run.toml"
@@ -146,6 +151,7 @@ def test_an_out_with_a_newline_is_refused(tmp_path, where):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.toml"]
 
 
+@pytest.mark.slow
 def test_a_pipe_given_as_a_checkpoint_or_hyperparameter_file_is_refused_without_waiting(tmp_path):
     os.mkfifo(tmp_path / "pipe.h5")
     code, output = run_command(["check", "pipe.h5"], tmp_path)
@@ -160,6 +166,7 @@ def test_a_pipe_given_as_a_checkpoint_or_hyperparameter_file_is_refused_without_
 # --- checkpoints are read as plain data ----------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_reads_another_file_is_refused_naming_the_dataset(tmp_path):
     """An /hyperparameters dataset with external raw storage would read any file (a password file) into `info`."""
     path = write_synthetic_checkpoint(tmp_path / "run.h5")
@@ -254,15 +261,25 @@ def wait_for_iterations(path: Path, job, k: int) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_a_run_whose_checkpoint_is_deleted_writes_it_again_and_ends_with_it_whole(tmp_path):
-    job = start_training(tmp_path, TINY_CONFIG.format(alpha="1e-4").replace("iterations = 3", "iterations = 40"))
-    wait_for_iterations(tmp_path / "runs" / "run.h5", job, 2)
+    """The file is deleted while rank 1 holds the run in iteration 3 (tests/mpi_driver.py's pause, its 10th
+    episode), after iteration 2 is on disk: the run cannot have ended first, however slowly this test runs."""
+    from test_faults import start, wait_for
+
+    (tmp_path / "run.toml").write_text(TINY_CONFIG.format(alpha="1e-4").replace("iterations = 3", "iterations = 40"))
+    hold = {"FAULT": "pause", "FAULT_RANK": "1", "FAULT_EPISODE": "10"}
+    job = start(2, "fault", tmp_path, *train_args("run.toml", "runs/run.h5"), env=hold)
+    wait_for((tmp_path / "paused.1").exists, job, "rank 1 to hold the run in iteration 3")
+    assert read_raw(tmp_path / "runs" / "run.h5").iterations_done == 2
     (tmp_path / "runs" / "run.h5").unlink()
+    (tmp_path / "release.1").write_text("")
     code, output = finish_job(job, TIMEOUT, "the training job")
     assert code == 0 and "was deleted" in output and "done: 40 iterations" in output, output
     assert check_checkpoint(tmp_path / "runs" / "run.h5").state.iteration == 40
 
 
+@pytest.mark.slow
 def test_a_run_whose_folder_is_removed_stops_on_every_rank_and_says_where_its_iterations_are(tmp_path):
     config = TINY_CONFIG.format(alpha="1e-4").replace("iterations = 3", "iterations = 100000")
     job = start_training(tmp_path, config)
@@ -302,6 +319,7 @@ LONG_CHECK = (
 )
 
 
+@pytest.mark.slow
 def test_a_long_target_check_is_not_taken_for_a_stall(tmp_path):
     job = start_training(tmp_path, LONG_CHECK)
     code, output = finish_job(job, TIMEOUT, "the training job")
@@ -310,6 +328,7 @@ def test_a_long_target_check_is_not_taken_for_a_stall(tmp_path):
     assert len(checks) >= 2, output  # at least one check after the first iteration, where the deadline is 1 s
 
 
+@pytest.mark.slow
 def test_a_signal_during_the_target_check_is_acted_on_at_once(tmp_path):
     job = start_training(tmp_path, LONG_CHECK.replace("target_episodes = 3000", "target_episodes = 10000"))
     wait_for_iterations(tmp_path / "runs" / "run.h5", job, 1)  # rank 0 is in the check of iteration 1 (minutes)
@@ -318,5 +337,7 @@ def test_a_signal_during_the_target_check_is_acted_on_at_once(tmp_path):
     job.send_signal(signal.SIGTERM)
     code, output = finish_job(job, TIMEOUT, "the training job")
     assert code == 143 and "target check: interrupted by a signal" in output, output
-    assert time.monotonic() - signalled < 30, output
+    # The message shows the check was cut short; the bound is only a backstop (the check's 10,000 episodes take
+    # minutes), wide enough that a machine shared with other jobs cannot break it by scheduling alone (was 30 s).
+    assert time.monotonic() - signalled < 120, output
     assert check_checkpoint(tmp_path / "runs" / "run.h5").state.iteration == 1

@@ -243,6 +243,7 @@ def finish(process: subprocess.Popen) -> tuple[int, str, str]:
     return process.returncode, stdout, stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "launcher, variables",
     [
@@ -283,6 +284,7 @@ def test_foreign_launcher_every_process_exits_2_and_writes_nothing(tmp_path, lau
     assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.toml"]  # no checkpoint, no temporary file
 
 
+@pytest.mark.slow
 def test_pmix_launcher_gets_the_hint_where_mpich_would_abort_in_mpi_init(tmp_path):
     open_mpi = {
         **OPEN_MPI_MPIRUN,
@@ -312,6 +314,7 @@ def test_pmix_launcher_gets_the_hint_where_mpich_would_abort_in_mpi_init(tmp_pat
     assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.toml"]
 
 
+@pytest.mark.slow
 def test_real_open_mpi_mpirun_gets_the_hint_on_every_process(tmp_path):
     mpirun = shutil.which("mpirun.openmpi")
     if mpirun is None:
@@ -341,6 +344,7 @@ def test_real_open_mpi_mpirun_gets_the_hint_on_every_process(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.toml"]
 
 
+@pytest.mark.slow
 def test_the_venvs_mpiexec_still_trains(tmp_path):
     tiny_config(tmp_path)
     command = [
@@ -360,6 +364,7 @@ def test_the_venvs_mpiexec_still_trains(tmp_path):
     assert (tmp_path / "run.h5").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command",
     [

@@ -14,6 +14,8 @@ from jobs import environment
 
 from mpiswim.checkpoint import read_raw
 
+pytestmark = pytest.mark.slow  # every test here starts mpiexec
+
 DRIVER = Path(__file__).with_name("mpi_driver.py")
 TIMEOUT = 240
 

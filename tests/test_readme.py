@@ -75,6 +75,16 @@ def make_run_instead(workdir: Path) -> str:
     return result.stdout
 
 
+def make_test_fast_instead(workdir: Path) -> str:
+    """`make test-fast` is a part of `make test` (which CI runs, and which runs this file); here `make -n test-fast`
+    must show pytest leaving out the slow tests, as the README says."""
+    planned = bash("make -n test-fast", workdir).stdout
+    assert re.search(r"pytest .*-m .not slow.", planned), (
+        f"`make -n test-fast` runs no `pytest -m 'not slow'`:\n{planned}"
+    )
+    return planned
+
+
 def cluster_job_instead(workdir: Path) -> str:
     """`sbatch ... slurm/pool.sbatch my.toml runs/my.h5` needs a SLURM cluster.
 
@@ -97,6 +107,7 @@ def cluster_job_instead(workdir: Path) -> str:
 INSTEAD: dict[str, Callable[[Path], str] | str] = {
     "make run": make_run_instead,
     "make test": "CI itself: .ci/run runs `make test`, which runs this file",
+    "make test-fast": make_test_fast_instead,
     "module load openmpi": "no module system in CI; the site's MPI is the cluster's own",
     "make venv EXTRAS=test,analysis MPI4PY_FROM_SOURCE=1": "a second 1.3 GB install; CI installs with the same `make "
     "venv` rule (through `make test`), with the MPI wheel",
@@ -346,6 +357,7 @@ def test_every_command_instead_is_still_in_the_readme():
     assert not set(INSTEAD) - shown, f"INSTEAD lists commands the README no longer shows: {set(INSTEAD) - shown}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,text", STEPS, ids=[text.splitlines()[0] for _, text in STEPS])
 def test_readme_step(project, kind, text):
     workdir = project["dir"]

@@ -83,8 +83,6 @@ def test_frames_are_not_blank_and_the_body_moves():
     )
 
 
-# imageio-ffmpeg starts ffmpeg with fork + exec; JAX (imported by other tests) warns about any fork.
-@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_render_writes_a_gif_and_an_mp4(synthetic, tmp_path, capsys):
     from PIL import Image
 
@@ -169,7 +167,6 @@ def test_render_of_a_file_that_is_not_a_checkpoint_names_it(tmp_path, capsys):
     assert str(path) in error and "not a readable HDF5 file" in error
 
 
-@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 @pytest.mark.parametrize("name", ["long.gif", "long.mp4"])
 def test_frames_are_streamed_to_the_file_not_kept(tmp_path, name):
     """Memory while writing does not grow with the number of frames: 400 frames of 18 kB each would be 7 MB if kept."""
@@ -194,7 +191,6 @@ def test_frames_are_streamed_to_the_file_not_kept(tmp_path, name):
             assert image.n_frames == 400 and image.info["loop"] == 0
 
 
-@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_render_shows_its_progress_in_a_log(synthetic, tmp_path, capsys, monkeypatch):
     """stderr is not a terminal here (captured): progress comes as plain lines, the last one at 100%."""
     from mpiswim import progress
