@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 import mpiswim
-from mpiswim.config import EVALUATION_ACTIONS
+from mpiswim.config import EVALUATION_ACTIONS, has_control_character
 
 
 def is_first_process() -> bool:
@@ -365,7 +365,7 @@ def run_command(argv: list[str] | None = None) -> int:
             from mpiswim.train import EMPTY_OUT
 
             return usage_error(EMPTY_OUT)
-        if args.out is not None and not args.out.isprintable():
+        if args.out is not None and has_control_character(args.out):
             return usage_error(
                 f"--out {args.out!r} contains a control character (a newline would split the log's lines). Fix: give "
                 "a file name without one."

@@ -24,6 +24,7 @@ import math
 import re
 import textwrap
 import tomllib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,8 +105,15 @@ def _fail(field: str, value: Any, problem: str, fix: str) -> ConfigError:
     return ConfigError(f"config error: {field} = {quote(value)}: {problem}. Fix: {fix}.")
 
 
+def has_control_character(text: str) -> bool:
+    """A NUL, a newline or another control character, or a Unicode line or paragraph separator: what would split or
+    garble the run's log lines.
+    """
+    return any(unicodedata.category(character) in ("Cc", "Zl", "Zp") for character in text)
+
+
 def _text(field: str, value: str) -> str:
-    if not value.isprintable():  # a NUL, or a newline that would split the run's log lines
+    if has_control_character(value):
         raise _fail(field, value, "contains a control character (a newline, a tab, a NUL)", "remove it")
     return value
 

@@ -13,6 +13,7 @@ import copy
 import math
 import tempfile
 import tomllib
+import unicodedata
 from datetime import date, datetime, time
 from pathlib import Path
 
@@ -142,8 +143,8 @@ def is_spread(value) -> bool:
     )
 
 
-def is_text(value) -> bool:
-    return isinstance(value, str) and "\x00" not in value
+def is_text(value) -> bool:  # no control character: a NUL or a newline would split the log's lines
+    return isinstance(value, str) and not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value)
 
 
 VALID = {

@@ -111,7 +111,7 @@ INSTEAD: dict[str, Callable[[Path], str] | str] = {
     "module load openmpi": "no module system in CI; the site's MPI is the cluster's own",
     "make venv EXTRAS=test,analysis MPI4PY_FROM_SOURCE=1": "a second 1.3 GB install; CI installs with the same `make "
     "venv` rule (through `make test`), with the MPI wheel",
-    "sbatch --ntasks=10 --time=8:00:00 slurm/pool.sbatch my.toml runs/my.h5": cluster_job_instead,
+    "sbatch --ntasks=10 --time=1:00:00 slurm/pool.sbatch my.toml runs/my.h5": cluster_job_instead,
 }
 
 # The edit that makes `my.toml` a run of seconds: short episodes, few of them, and a target every
