@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpiswim.checkpoint import read_raw, stored_config
+from mpiswim.checkpoint import RawCheckpoint, read_raw, stored_config
 from mpiswim.state import PHASES, RECORD_FIELDS
 
 # What must be bit-identical between a resumed and an uninterrupted run: every record field but the wall times.
@@ -36,14 +36,14 @@ COMPARED = (
 )
 
 
-def arrays(raw: dict) -> dict[str, np.ndarray]:
+def arrays(raw: RawCheckpoint) -> dict[str, np.ndarray]:
     """A checkpoint's arrays (as read_raw gives them) by their dataset names (pool rows trimmed to the iterations
     done).
     """
-    data = {f"pool/{name}": values for name, values in raw["pool"].items()}
-    data |= {f"hyperparameters/{name}": values for name, values in raw["hyperparameters"].items()}
+    data = {f"pool/{name}": values for name, values in raw.pool.items()}
+    data |= {f"hyperparameters/{name}": values for name, values in raw.hyperparameters.items()}
     for which in ("current", "best"):
-        data |= {f"agent/{which}/{part}": values for part, values in raw[which]._asdict().items() if values.size}
+        data |= {f"agent/{which}/{part}": values for part, values in raw.agent(which)._asdict().items() if values.size}
     return data
 
 
@@ -68,7 +68,7 @@ def complete(path: str, iterations: int, ranks: int) -> None:
         if summary[key] != want:
             fail(f"{path}: {key} is {summary[key]}, expected {want}")
     raw = read_raw(path)
-    f, cfg = arrays(raw), stored_config(raw["attrs"], raw["hyperparameters"])
+    f, cfg = arrays(raw), stored_config(raw.attrs, raw.hyperparameters)
     time_weight = cfg.time_feature  # one more baseline column
     sizes = {"P": ranks, "E": cfg.iterate_episodes, "phases": len(PHASES)}
     shapes = {f"pool/{field.name}": (iterations, *field.row_shape(sizes)) for field in RECORD_FIELDS}
@@ -110,8 +110,8 @@ def distinct(paths: list[str]) -> None:
     seeds, scores = {}, {}
     for path in paths:
         raw = read_raw(path)
-        seeds[path] = stored_config(raw["attrs"], raw["hyperparameters"]).seed
-        scores[path] = raw["pool"]["scores"]
+        seeds[path] = stored_config(raw.attrs, raw.hyperparameters).seed
+        scores[path] = raw.pool["scores"]
     if len(set(seeds.values())) != len(paths):
         fail(f"the runs do not have one seed each: {seeds}")
     for a, b in itertools.combinations(paths, 2):
