@@ -44,6 +44,8 @@ from mpiswim.config import (
     parse_config,
 )
 
+pytestmark = pytest.mark.slow  # 150 generated cases a test: 10-25 s in all; make test-fast leaves them out
+
 P = 3  # pool size of the generated configs
 BASE = {
     "run": {"name": "properties", "seed": 1, "iterations": 3, "out": "run.h5"},
