@@ -203,10 +203,6 @@ class StallWatch:
             self.rank == 0 and now > self.entered + 2 * limit
         ):  # everyone talks, yet nothing moves: give up too
             self._give_up(silent, limit, now)
-        if self.rank != 0 and now > self.entered + 2 * limit and now - self.heard[0] > 2 * heartbeat:
-            # Rank 0 has left this collective and has not spoken since: it is gone or cannot be
-            # reached (this node cut off the network), so its MPI_Abort may never come here.
-            self._give_up([0], limit, now)
         return now + heartbeat
 
     def _give_up(self, silent: list[int], limit: float, now: float) -> None:
