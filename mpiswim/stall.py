@@ -12,10 +12,8 @@ holds, the fix) and calls MPI_Abort.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
-import signal
 import socket
 import sys
 import time
@@ -35,7 +33,6 @@ SPIN = (
 MAX_NAP = 0.001  # then it sleeps at most this long between two tests
 HERE_TAG = 7411  # tag of the watch's point-to-point messages (MPI guarantees tags up to 32767)
 ABORT_DELAY = 0.5  # seconds between the stall message and MPI_Abort
-ABORT_GRACE = 30  # seconds MPI_Abort may take before the rank ends itself (SIGALRM)
 CARD_BYTES = 64  # a message: int64 progress, then "host, pid N" (UTF-8, zero-padded)
 
 # The collectives of a run, as the stall message names them.
@@ -300,10 +297,4 @@ def abort_every_rank(comm, code: int) -> None:
     sys.stderr.flush()
     sys.stdout.flush()
     time.sleep(ABORT_DELAY)
-    # On a node cut off the network MPI_Abort may never return: it asks the launcher,
-    # which cannot be reached, to end the job. The rank then ends itself (SIGALRM's
-    # default action), not to run on as an orphan until the link comes back.
-    with contextlib.suppress(ValueError):  # not the main thread: SIGALRM keeps its handler (Python's is the default)
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    signal.alarm(ABORT_GRACE)
     comm.Abort(code)
