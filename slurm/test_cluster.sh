@@ -578,8 +578,120 @@ cold_caches() {
         fail "cold-caches: the cold and the warm run differ"; ok=0
     fi
     (( ok )) && pass "cold-caches: 4 ranks on n1 and n2 started cold from one shared cache: no rank crashed, no cache file broken ($(check_caches)); the second start compiled nothing and reached iteration 1 in ${warm}s against ${cold}s cold; same numbers"
+    return 0
 }
 want cold-caches && cold_caches
+
+# --- partition: n2's link goes down during a 2 x 2 run, its processes untouched ---------------
+on_node() {  # NODE COMMAND...: run a command on a node (its network, hostname and mounts)
+    local node=$1; shift
+    nsenter --target "$(cat "$state/node/$node/slurmd.pid")" --net --uts --mount "$@"
+}
+lock_probe() {  # OUT: try to take the checkpoint's write lock as a second writer would: 2 refused (naming the holder), 0 taken
+    "$venv/bin/python" -c '
+import sys
+from pathlib import Path
+from mpiswim.checkpoint import CheckpointBusy
+from mpiswim.checkpoint.lock import claim
+try:
+    claim(Path(sys.argv[1]))
+except CheckpointBusy as error:
+    print(error); sys.exit(2)
+print("the lock was free"); sys.exit(0)' "$1"
+}
+partition() {
+    since() { if [[ -n $1 ]]; then echo "$(( $1 - cut_at ))s"; else echo "(not yet)"; fi; }
+    local id out log t pid logged cut_at ended_at= down_at= gone_at= healed_at= ranks_n2 alive=0 done1 sum1 how ok=1 probe status
+    out=$work/partition.h5
+    id=$(MPISWIM_LAUNCHER=srun sbatch --parsable --job-name=partition -N 2 --ntasks-per-node=2 --time=10 \
+        "$repo/slurm/pool.sbatch" pool.toml "$out")
+    log=partition-$id.out
+    say "partition: pool job $id, 2 nodes x 2 ranks (srun); n2's link goes down once the log shows iteration 5"
+    for (( t = 0; t < 1200; t++ )); do
+        (( $(last_logged "$log") >= 5 )) && break
+        [[ -n $(squeue -h -j "$id" 2>/dev/null) ]] || break
+        sleep 0.1
+    done
+    logged=$(last_logged "$log")
+    if (( logged < 5 )) || (( logged >= iterations )); then
+        fail "partition: job $id did not reach iteration 5 while running (state $(job_state "$id"), log at $logged)"; return
+    fi
+    ranks_n2=
+    for pid in $(ip netns pids mpsw-n2); do
+        if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == mpiswim ]]; then ranks_n2+="$pid "; fi
+    done
+    ip link set mpsw-n2 down
+    cut_at=$SECONDS
+    say "partition: n2's link is down at iteration $logged of the log; n2's ranks (pids ${ranks_n2:-none}) and slurmd left running"
+    [[ -n $ranks_n2 ]] || { fail "partition: no rank of job $id found on n2"; ip link set mpsw-n2 up; return; }
+    # Until the first allocation has ended and SLURM has marked n2 down 30 s ago (or n2's
+    # ranks have exited; at most 150 s): then the link comes back.
+    for (( t = 0; t < 300; t++ )); do
+        [[ -z $ended_at && $(job_state "$id") != RUNNING && $(job_state "$id") != CONFIGURING ]] && ended_at=$SECONDS
+        [[ -z $down_at && $(node_states) == *"n2 down"* ]] && down_at=$SECONDS
+        alive=0
+        for pid in $ranks_n2; do if [[ -e /proc/$pid ]]; then alive=$(( alive + 1 )); fi; done
+        [[ -z $gone_at ]] && (( alive == 0 )) && gone_at=$SECONDS
+        [[ -n $ended_at && -n $down_at ]] && (( SECONDS - down_at >= 30 || ${gone_at:-0} > 0 )) && break
+        sleep 0.5
+    done
+    if [[ -n $ended_at && $(job_field "$id" Restarts) != 0 ]]; then scontrol hold "$id" 2>/dev/null || true; fi
+    done1=$(iterations_done "$out")
+    sum1=$(sha256sum < "$out")
+    how="job $id: first allocation ended $(( ${ended_at:-$SECONDS} - cut_at ))s after the cut (state $(job_state "$id"), $(job_field "$id" Reason), restarts $(job_field "$id" Restarts)); n2 marked down after $(since "$down_at"); n2's ranks gone after $(since "$gone_at"); log at iteration $(last_logged "$log"), checkpoint $done1"
+    say "partition: $how"
+    grep -h "^mpiswim job\|mpiswim: \|srun: \|stall\|error" "$log" | grep -v "ranks per host\|planned:" | tail -n 12 | sed 's/^/    /' || true
+    if [[ -z $ended_at ]] || (( ended_at - cut_at > 90 )); then fail "partition: the job did not end within 90 s of the cut ($how)"; ok=0; fi
+    # Known (docs/slurm.md): n2's ranks are not ended by their own stall watch; they run on until the link returns.
+    [[ -z $gone_at ]] && say "partition: n2's ranks (orphans) still running $(( SECONDS - cut_at ))s after the cut, as known"
+    if (( done1 < $(last_logged "$log") )) || ! mpiswim check "$out" > /dev/null; then
+        fail "partition: the checkpoint lost iterations or fails mpiswim check ($how)"; ok=0
+    fi
+    # The link comes back: n2's slurmd answers again, SLURM returns n2 to service and the job resumes.
+    sleep 5
+    [[ $(sha256sum < "$out") == "$sum1" ]] || { fail "partition: the checkpoint changed while no job ran (an orphan wrote it)"; ok=0; }
+    ip link set mpsw-n2 up
+    healed_at=$SECONDS
+    say "partition: n2's link is up again $(( healed_at - cut_at ))s after the cut"
+    scontrol release "$id" 2>/dev/null || true
+    # The orphans must be gone before the resumed run starts (they must not run beside it).
+    for (( t = 0; t < 1200; t++ )); do
+        if [[ -z $gone_at ]]; then
+            alive=0
+            for pid in $ranks_n2; do if [[ -e /proc/$pid ]]; then alive=$(( alive + 1 )); fi; done
+            (( alive == 0 )) && gone_at=$SECONDS
+        fi
+        if grep -q "restart 1," "$log"; then
+            if [[ -z $gone_at ]]; then fail "partition: the resumed run started while n2's orphan ranks still ran"; ok=0; fi
+            break
+        fi
+        [[ -n $(squeue -h -j "$id" 2>/dev/null) ]] || break
+        sleep 0.1
+    done
+    say "partition: n2's orphan ranks gone $(since "$gone_at") after the cut ($(( ${gone_at:-$SECONDS} - healed_at ))s after the link returned); the resumed run started $(( SECONDS - cut_at ))s after the cut"
+    wait_nodes 90 || say "partition: nodes not idle: $(node_states)"
+    for (( t = 0; t < 1200; t++ )); do
+        (( $(last_logged "$log") >= done1 + 2 )) && grep -q "restart 1," "$log" && break
+        [[ -n $(squeue -h -j "$id" 2>/dev/null) ]] || break
+        sleep 0.1
+    done
+    # A second writer from n2 while the resumed run writes: the lock holds across the nodes.
+    probe=$(on_node n2 bash -c "$(declare -f lock_probe); venv=$venv; lock_probe $out" 2>&1) && status=0 || status=$?
+    if [[ $(job_state "$id") == RUNNING && $status == 2 && $probe == *"n1"* ]]; then
+        say "partition: a writer on n2 during the resumed run is refused: $probe"
+    else
+        fail "partition: a second writer on n2 during the resumed run (job $(job_state "$id")) exited $status: $probe"; ok=0
+    fi
+    if wait_job "$id" 300 && [[ $(job_state "$id") == COMPLETED ]] \
+        && check complete "$out" --iterations "$iterations" --ranks "$ranks" && check same "$out" pool-srun.h5; then
+        (( ok )) && pass "partition: ended $(( ended_at - cut_at ))s after the cut, n2's orphan ranks gone $(( gone_at - cut_at ))s after it (before the resumed run), checkpoint untouched until the resumed run, a second writer on n2 refused, the resumed /pool and agents equal the uninterrupted run's"
+    else
+        fail "partition: the resumed job $id ended $(job_state "$id") (restarts $(job_field "$id" Restarts)); see $log"
+        tail -n 15 "$log" | sed 's/^/    /'
+    fi
+    return 0
+}
+want partition && partition
 
 say "$passed passed, $failed failed; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 (( failed == 0 ))
