@@ -22,6 +22,7 @@ from synthetic import ALPHA, BEST, BEST_ROW, SCORES, WINNERS, write_synthetic_ch
 from mpiswim import analysis, checkpoint
 from mpiswim.analysis import read_run
 from mpiswim.cli import main
+from mpiswim.config import apply_overrides
 
 
 @pytest.fixture(scope="module")
@@ -386,26 +387,13 @@ def test_bad_input_from_the_real_command_line_exits_2_without_traceback(tmp_path
     assert result.returncode == 2 and "Traceback" not in result.stderr and str(path) in result.stderr
 
 
-LIVE_CONFIG = """\
-[run]
-name = "live"
-iterations = {iterations}
-[env]
-id = "Swimmer-v5"
-T = 60
-[pool]
-iterate_episodes = 2
-evaluate_episodes = 2
-common_evaluation = false
-evaluation_action = "sample"
-[policy]
-features = "signed"
-update = "unit-density"
-baseline = "state"
-[ranks]
-alpha = 1e-4
-eta = 1e-3
-"""
+def live_config(iterations: int) -> str:
+    """The tiny config of tests/test_mpi.py, named "live", with T = 60 and `iterations` iterations."""
+    from test_mpi import TINY_CONFIG
+
+    return apply_overrides(
+        TINY_CONFIG.format(alpha="1e-4"), ['run.name="live"', f"run.iterations={iterations}", "env.T=60"]
+    )
 
 
 # Rank 0 of the live run: after writing iteration k of GATES it waits (at most 120 s) until the reader has written
@@ -441,7 +429,7 @@ def test_reading_while_a_real_run_writes_neither_fails_nor_disturbs_it(tmp_path)
     disk. At the GATES rank 0 waits for the reader (a bound on events, not on how fast either runs):
     the reader sees those stages and holds the file open while the writer goes on from each."""
     iterations = 25
-    (tmp_path / "live.toml").write_text(LIVE_CONFIG.format(iterations=iterations))
+    (tmp_path / "live.toml").write_text(live_config(iterations))
     (tmp_path / "driver.py").write_text(GATED_WRITER.format(gates=GATES))
     launcher = Path(sys.executable).with_name("mpiexec")
     launcher = str(launcher) if launcher.exists() else shutil.which("mpiexec")

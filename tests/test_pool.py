@@ -31,27 +31,15 @@ def test_negative_scores_are_compared_like_any_other():
 
 
 def small_config(common: bool):
-    from mpiswim.config import parse_config
+    """The tiny config of tests/test_mpi.py with T = 30, 1 + 3 episodes, for 4 ranks."""
+    from test_mpi import TINY_CONFIG
 
-    text = f"""
-[run]
-iterations = 2
-[env]
-id = "Swimmer-v5"
-T = 30
-[pool]
-iterate_episodes = 1
-evaluate_episodes = 3
-common_evaluation = {str(common).lower()}
-evaluation_action = "sample"
-[policy]
-features = "signed"
-update = "unit-density"
-baseline = "state"
-[ranks]
-alpha = 1e-4
-eta = 1e-3
-"""
+    from mpiswim.config import apply_overrides, parse_config
+
+    overrides = ["env.T=30", "pool.iterate_episodes=1", "pool.evaluate_episodes=3"]
+    text = apply_overrides(
+        TINY_CONFIG.format(alpha="1e-4"), [*overrides, f"pool.common_evaluation={str(common).lower()}"]
+    )
     return parse_config(text, 4)
 
 
