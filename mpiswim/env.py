@@ -61,6 +61,7 @@ class Task:
     scale: np.ndarray  # (obs_dim,): phi = [1, s / scale]
     shared_intercept: bool = False  # one intercept for every block: block 0's column 0 (mpiswim.policy)
     normalisation: tuple[int, float] | None = None  # (refit_every, recency): phi = [1, running-scaled s]
+    steps: int = 0  # environment steps run on this task so far: every episode adds its length (the pool's record)
 
 
 def gymnasium_step(env) -> Callable:
@@ -159,7 +160,9 @@ def run_episode(
     if task.compiled:
         if trajectory is None:
             trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
-        return swimmer.run_swimmer_episode(task, agent, rng, T, mean_action, trajectory, noise or rng)
+        total, degenerate = swimmer.run_swimmer_episode(task, agent, rng, T, mean_action, trajectory, noise or rng)
+        task.steps += trajectory.length
+        return total, degenerate
     policy = flat_policy(agent)
     phi, x, shapes = np.ones(task.obs_dim + 1), np.empty(task.action_dim), np.empty(2 * task.action_dim)
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
@@ -172,6 +175,7 @@ def run_episode(
             return total, True
         obs_before = obs
         obs, reward, terminated = task.step(low + x * span)
+        task.steps += 1
         if trajectory is not None:
             trajectory.blocks[t] = block
             trajectory.phis[t] = phi

@@ -67,3 +67,18 @@ def test_a_shared_noise_stream_gives_two_ranks_the_same_draws_from_their_own_sta
     )  # without noise: the rank's stream
     assert not np.array_equal(alone.xs, records[0].xs)
     np.testing.assert_array_equal(alone.observations[0], records[0].observations[0])
+
+
+@pytest.mark.parametrize("env_id", ["Swimmer-v5", "Hopper-v5"])
+def test_the_task_counts_every_environment_step_its_episodes_ran(env_id):
+    task = make_task(env_id, "linear")
+    agent = initial_agent(task.obs_dim, task.action_dim, "linear")
+    trajectory = Trajectory.empty(300, task.obs_dim, task.action_dim)
+    lengths = []
+    for seed in range(3):
+        run_episode(task, agent, np.random.default_rng(seed), 300, trajectory)
+        lengths.append(trajectory.length)
+    run_episode(task, agent, np.random.default_rng(9), 300, mean_action=True)  # no trajectory: still counted
+    assert task.steps > sum(lengths) and task.steps - sum(lengths) <= 300
+    if env_id == "Hopper-v5":
+        assert max(lengths) < 300  # the hopper falls: steps are what ran, not episodes times T
