@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpiswim import kernels, swimmer
+from mpiswim import compiled, kernels
+from mpiswim.bodies import Body
 from mpiswim.config import Config
 from mpiswim.policy import Agent, flat_policy, sign_weights
 from mpiswim.tasks import make_env
@@ -46,13 +47,14 @@ class Task:
     """A ready environment and what the policy needs to know about it.
 
     `step(action) -> (observation, reward, terminated)` is Gymnasium's step.
-    `compiled` tasks (the stock Swimmer-v5) run whole episodes in
-    `mpiswim.swimmer` instead, with the same numbers and no per-step Python.
+    Tasks with a `body` (Gymnasium's v5 Swimmer, Hopper, HalfCheetah, Walker2d,
+    Ant and Humanoid) run whole episodes in `mpiswim.compiled` instead, with the
+    same numbers and no per-step Python.
     """
 
     env: object
     step: Callable[[np.ndarray], tuple[np.ndarray, float, bool]]
-    compiled: bool
+    body: Body | None  # what the compiled episode needs to know about the body; None: the Python loop
     obs_dim: int
     action_dim: int
     low: np.ndarray
@@ -62,6 +64,11 @@ class Task:
     shared_intercept: bool = False  # one intercept for every block: block 0's column 0 (mpiswim.policy)
     normalisation: tuple[int, float] | None = None  # (refit_every, recency): phi = [1, running-scaled s]
     steps: int = 0  # environment steps run on this task so far: every episode adds its length (the pool's record)
+
+    @property
+    def compiled(self) -> bool:
+        """True when episodes run compiled (mpiswim.compiled)."""
+        return self.body is not None
 
 
 def gymnasium_step(env) -> Callable:
@@ -93,7 +100,7 @@ def make_task(
     return Task(
         env=env,
         step=gymnasium_step(env),
-        compiled=fast and swimmer.usable(env),  # the stock Swimmer-v5, checked against Gymnasium once per process
+        body=compiled.compiled_body(env) if fast else None,  # checked against Gymnasium's step once per process
         obs_dim=obs_dim,
         action_dim=env.action_space.shape[0],
         low=env.action_space.low.astype(np.float64),
@@ -160,7 +167,7 @@ def run_episode(
     if task.compiled:
         if trajectory is None:
             trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
-        total, degenerate = swimmer.run_swimmer_episode(task, agent, rng, T, mean_action, trajectory, noise or rng)
+        total, degenerate = compiled.run_compiled_episode(task, agent, rng, T, mean_action, trajectory, noise or rng)
         task.steps += trajectory.length
         return total, degenerate
     policy = flat_policy(agent)

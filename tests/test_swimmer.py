@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from mpiswim import kernels, swimmer
+from mpiswim import compiled, kernels
 from mpiswim.env import Trajectory, make_task, run_episode
 from mpiswim.normalise import new_scaler, observe_rows
 from mpiswim.policy import copy_agent, initial_agent
@@ -23,11 +23,11 @@ def trained_looking_agent(seed: int = 0, features: str = "signed"):
 
 
 def test_the_stock_swimmer_takes_the_compiled_path():
-    assert swimmer.available()
+    assert compiled.available()
     assert make_task("Swimmer-v5", "signed").compiled
     assert not make_task("Swimmer-v5", "signed", fast=False).compiled
     assert make_task("Swimmer-v5", "linear").compiled
-    assert not make_task("Hopper-v5", "linear").compiled
+    assert not make_task("InvertedPendulum-v5", "linear").compiled  # not one of the compiled bodies
 
 
 def test_observations_and_rewards_equal_gymnasium_bit_for_bit():
@@ -196,32 +196,32 @@ def test_mean_actions_follow_the_policy_mean_in_both_loops(features):
     assert fast_total == pytest.approx(slow_total, abs=1e-9)
 
 
-# --- the guard: swimmer.usable(env), the one gate to the compiled path
+# --- the guard: compiled.compiled_body(env), the one gate to the compiled path
 # -------------------------------------------------
 
 
 @pytest.fixture
 def fresh_guard(monkeypatch):
     """A process that has neither run the self-check nor warned yet (both are once per process)."""
-    monkeypatch.setattr(swimmer, "_self_check_result", {})
-    monkeypatch.setattr(swimmer, "_warned", set())
-    monkeypatch.setattr(swimmer, "_rank", lambda: 0)
+    monkeypatch.setattr(compiled, "_self_check_results", {})
+    monkeypatch.setattr(compiled, "_warned", set())
+    monkeypatch.setattr(compiled, "_rank", lambda: 0)
 
 
 def test_the_guard_passes_here_quietly_and_checks_once_per_process(fresh_guard, monkeypatch, capsys):
     import time
 
     task = make_task("Swimmer-v5", "signed")
-    assert task.compiled and swimmer.why_not(task.env) is None
-    assert swimmer._self_check_result == {"result": None}
+    assert task.compiled and compiled.why_not(task.env)[1] is None
+    assert compiled._self_check_results == {("swimmer_v5", "SwimmerEnv"): None}
     calls = []
-    real_self_check = swimmer._self_check
-    monkeypatch.setattr(swimmer, "_self_check", lambda env: calls.append(env) or real_self_check(env))
+    real_self_check = compiled._self_check
+    monkeypatch.setattr(compiled, "_self_check", lambda env, body: calls.append(env) or real_self_check(env, body))
     assert make_task("Swimmer-v5", "linear").compiled and calls == []  # cached: the second task runs no episode
-    assert not make_task("Hopper-v5", "linear").compiled  # no Swimmer: the Python loop, and nothing to warn about
+    assert not make_task("InvertedPendulum-v5", "linear").compiled  # no body: the Python loop, nothing to warn about
     assert capsys.readouterr().err == ""
     start = time.process_time()
-    assert real_self_check(task.env) is None
+    assert real_self_check(task.env, task.body) is None
     assert time.process_time() - start < 0.1  # about 3 ms of CPU: 25 steps twice
     # The self-check's episode leaves nothing behind: the next episode is the one a fresh task runs.
     episodes = []
@@ -277,7 +277,7 @@ def _another_class(monkeypatch):
     )
     # mpiswim makes Gymnasium's own MuJoCo tasks only (mpiswim.tasks); here the fork counts as one
     monkeypatch.setattr("mpiswim.tasks.mujoco_ids", lambda: ["Swimmer-v5", "SwimmerFork-v5"])
-    return "SwimmerFork-v5", "the env is fork.swimmer.SwimmerEnv, not Gymnasium's swimmer_v5.SwimmerEnv"
+    return "SwimmerFork-v5", "the env is fork.swimmer.SwimmerEnv, not one of Gymnasium's v5 bodies"
 
 
 def _another_reward(monkeypatch):
@@ -306,8 +306,8 @@ def _another_observation(monkeypatch):
 
 def _no_library(monkeypatch):
     """No loadable libmujoco (e.g. a wheel that renames it): numba has no mj_step to call."""
-    monkeypatch.setattr(swimmer, "mj_step", None)
-    monkeypatch.setattr(swimmer, "_unavailable", "expected one libmujoco.so* in /somewhere, found 0")
+    monkeypatch.setattr(compiled, "mj_step", None)
+    monkeypatch.setattr(compiled, "_unavailable", "expected one libmujoco.so* in /somewhere, found 0")
     return "Swimmer-v5", "expected one libmujoco.so* in /somewhere, found 0"
 
 
@@ -337,13 +337,13 @@ def test_each_guard_failure_warns_once_and_training_runs_the_python_loop(failure
     assert not make_task(env_id, "linear").compiled  # the same failure again: no second line
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith("mpiswim: warning: compiled Swimmer episodes are off (") and what in lines[0]
+    assert lines[0].startswith(f"mpiswim: warning: compiled {env_id} episodes are off (") and what in lines[0]
     assert lines[0].endswith("training continues on the slower Python loop.")
 
     def refuse(*args, **kwargs):
         raise AssertionError("the compiled episode ran")
 
-    monkeypatch.setattr(swimmer, "run_swimmer_episode", refuse)
+    monkeypatch.setattr(compiled, "run_compiled_episode", refuse)
     cfg = _small_config()
     agent = initial_agent(8, 2, "signed")
     trajectory = Trajectory.empty(cfg.T, 8, 2)
@@ -357,7 +357,7 @@ def test_each_guard_failure_warns_once_and_training_runs_the_python_loop(failure
 
 def test_only_rank_0_warns(fresh_guard, monkeypatch, capsys):
     _no_library(monkeypatch)
-    monkeypatch.setattr(swimmer, "_rank", lambda: 3)
+    monkeypatch.setattr(compiled, "_rank", lambda: 3)
     assert not make_task("Swimmer-v5", "signed").compiled
     assert capsys.readouterr().err == ""
 
