@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (median reported)")
     bench.add_argument("--ranks", default="1,2,4", help="pool sizes for the MPI part, comma-separated")
     bench.add_argument("--iterations", type=int, default=4, help="pool iterations per pool size")
+    bench.add_argument(
+        "--task",
+        action="append",
+        metavar="ID",
+        help="measure only the throughput of this task against bare MuJoCo (repeatable; 'all': the six bodies, "
+        "Swimmer-v5 to Humanoid-v5)",
+    )
     bench.add_argument("--json", action="store_true")
 
     check = commands.add_parser(
@@ -379,8 +386,21 @@ def run_command(argv: list[str] | None = None) -> int:
         return train_command(args)
 
     if args.command == "bench":
-        from mpiswim.bench import format_report, run_benchmark
+        from mpiswim.bench import BODIES, format_bodies, format_report, measure_bodies, run_benchmark
 
+        if args.task:
+            from mpiswim.config import ConfigError
+            from mpiswim.tasks import make_env
+
+            env_ids = tuple(BODIES if "all" in args.task else args.task)
+            try:
+                for env_id in env_ids:  # every id checked before the first is measured
+                    make_env(env_id).close()
+            except ConfigError as error:
+                return usage_error(str(error).removeprefix("config error: ").replace("[env] id", "bench --task", 1))
+            rows = measure_bodies(env_ids, args.rounds)
+            print(json.dumps(rows) if args.json else format_bodies(rows))
+            return 0
         report = run_benchmark(args.rounds, tuple(int(p) for p in args.ranks.split(",")), args.iterations)
         print(json.dumps(report) if args.json else format_report(report))
         return 0

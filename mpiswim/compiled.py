@@ -360,6 +360,23 @@ def scaler_of(task, agent: Agent) -> Scaler:
     return Scaler(state=agent.policy_scaler, refit_every=refit_every, recency=recency)
 
 
+def compiled_steps(
+    task, agent: Agent, obs: np.ndarray, T: int, mean_action: bool, trajectory, noise: np.random.Generator
+) -> tuple[float, int, bool, bool]:
+    """At most T compiled steps from the env's current state, whose observation `obs` is updated in place.
+
+    Returns (reward summed over the steps, steps run, degenerate, terminated); the steps are
+    recorded in trajectory from its first row. Render calls this between frames.
+    """
+    record = Record(trajectory.blocks, trajectory.phis, trajectory.observations, trajectory.xs, trajectory.rewards)
+    total, steps, degenerate, terminated = body_episode(
+        physics_of(task.env), task.body, acting_of(task, agent, mean_action), scaler_of(task, agent), record, obs,
+        noise, T,
+    )  # fmt: skip
+    task.steps += steps
+    return total, steps, degenerate, terminated
+
+
 def run_compiled_episode(
     task, agent: Agent, rng: np.random.Generator, T: int, mean_action: bool, trajectory, noise: np.random.Generator
 ) -> tuple[float, bool]:
@@ -368,12 +385,8 @@ def run_compiled_episode(
     mean_action: take the Beta mean a/(a+b) instead of a draw; the start state comes from rng, the draws from noise.
     """
     observation, _ = task.env.reset(seed=int(rng.integers(2**31)))
-    record = Record(trajectory.blocks, trajectory.phis, trajectory.observations, trajectory.xs, trajectory.rewards)
     obs = np.array(observation, dtype=np.float64)
-    total, steps, degenerate, _ = body_episode(
-        physics_of(task.env), task.body, acting_of(task, agent, mean_action), scaler_of(task, agent), record, obs,
-        noise, T,
-    )  # fmt: skip
+    total, steps, degenerate, _ = compiled_steps(task, agent, obs, T, mean_action, trajectory, noise)
     trajectory.length = steps
     return float(total), bool(degenerate)
 

@@ -167,9 +167,7 @@ def run_episode(
     if task.compiled:
         if trajectory is None:
             trajectory = Trajectory.empty(T, task.obs_dim, task.action_dim)
-        total, degenerate = compiled.run_compiled_episode(task, agent, rng, T, mean_action, trajectory, noise or rng)
-        task.steps += trajectory.length
-        return total, degenerate
+        return compiled.run_compiled_episode(task, agent, rng, T, mean_action, trajectory, noise or rng)
     policy = flat_policy(agent)
     phi, x, shapes = np.ones(task.obs_dim + 1), np.empty(task.action_dim), np.empty(2 * task.action_dim)
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))

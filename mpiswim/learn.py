@@ -164,12 +164,11 @@ def discounted_returns(rewards: jax.Array, gamma: float) -> jax.Array:
     return jax.lax.scan(accumulate, jnp.zeros((), rewards.dtype), rewards, reverse=True)[1]
 
 
-def baseline_features(phis: jax.Array, time_feature: bool) -> jax.Array:
-    """The baseline's inputs for T steps: phi, and with time_feature also (T - t) / T."""
+def baseline_features(phis: jax.Array, time_feature: bool, T: int) -> jax.Array:
+    """The baseline's inputs for the steps phis holds: phi, and with time_feature also (T - t) / T."""
     if not time_feature:
         return phis
-    T = phis.shape[0]
-    steps_left = (T - jnp.arange(T)) / T
+    steps_left = (T - jnp.arange(phis.shape[0])) / T
     return jnp.concatenate([phis, steps_left[:, None]], axis=1)
 
 
@@ -189,12 +188,14 @@ def add_to_blocks(params: jax.Array, blocks: jax.Array, steps: jax.Array, shared
     return params.at[0, ..., 0].add(steps[..., 0].sum(axis=0) if steps.ndim == params.ndim else steps[..., 0])
 
 
-@partial(jax.jit, static_argnames=("rule", "time_feature", "shared_intercept", "target_after_update", "float32"))
+@partial(jax.jit, static_argnames=("rule", "time_feature", "shared_intercept", "target_after_update", "float32", "T"))
 def episode_update(
     policy, baseline, blocks, phis, baseline_phis, xs, rewards, length, alpha, eta, gamma, rule,
-    time_feature=False, shared_intercept=False, target_after_update=False, float32=False,
+    time_feature=False, shared_intercept=False, target_after_update=False, float32=False, T=None,
 ):  # fmt: skip
-    """New (policy, baseline) after one episode; arrays are padded to T steps.
+    """New (policy, baseline) after one episode; arrays are padded past its length (to T, or to update_steps).
+
+    T is the episode limit the time feature counts down from (default: the arrays' length).
 
     baseline_phis are the baseline's features (the policy's phis unless it has its own scaler).
     target_after_update: the policy's target is G_t minus the baseline's value just after
@@ -205,7 +206,7 @@ def episode_update(
     valid = steps < length
     returns = discounted_returns(jnp.where(valid, rewards, 0.0), gamma)
 
-    value_inputs = baseline_features(baseline_phis, time_feature)
+    value_inputs = baseline_features(baseline_phis, time_feature, T or rewards.shape[0])
 
     def sgd_step(w, t):
         error = returns[t] - block_rows(w, blocks[t], shared_intercept) @ value_inputs[t]
@@ -232,6 +233,16 @@ def episode_update(
     return add_to_blocks(policy, blocks, steps_taken, shared_intercept), new_baseline
 
 
+def update_steps(length: int, T: int) -> int:
+    """The steps an episode of `length` is updated over: the next power of two (at least 16), at most T.
+
+    The compiled update has one shape per length it is given; padding to powers of two keeps
+    that to a few shapes, while an episode that ended early (a body that fell) costs an update of
+    its own length, not of T steps. An episode of T steps is updated over exactly T.
+    """
+    return min(T, max(16, 1 << max(length - 1, 0).bit_length()))
+
+
 def update_agent(agent: Agent, trajectory, alpha: float, eta: float, cfg: Config) -> Agent:
     """Apply one episode's update; returns new arrays (the inputs are untouched).
 
@@ -256,10 +267,11 @@ def update_agent(agent: Agent, trajectory, alpha: float, eta: float, cfg: Config
     if cfg.eta_travels:
         eta = eta if agent.baseline_eta[0] == UNTRAINED_ETA else float(agent.baseline_eta[0])
         baseline_eta = np.array([eta])
+    steps = update_steps(n, cfg.T)
     policy, baseline = episode_update(
-        agent.policy, agent.baseline, trajectory.blocks, phis, baseline_phis, trajectory.xs, trajectory.rewards, n,
-        alpha, eta, cfg.gamma, cfg.update, cfg.time_feature,
-        cfg.intercept == "shared", cfg.baseline_target == "after-update", cfg.precision == "float32",
+        agent.policy, agent.baseline, trajectory.blocks[:steps], phis[:steps], baseline_phis[:steps],
+        trajectory.xs[:steps], trajectory.rewards[:steps], n, alpha, eta, cfg.gamma, cfg.update, cfg.time_feature,
+        cfg.intercept == "shared", cfg.baseline_target == "after-update", cfg.precision == "float32", cfg.T,
     )  # fmt: skip
     return Agent(np.array(policy), np.array(baseline), agent.policy_scaler, baseline_scaler, baseline_eta)
 

@@ -262,24 +262,41 @@ def film_episode(
     """
     import mujoco
 
-    from mpiswim.env import policy_action
+    from mpiswim.compiled import compiled_steps
+    from mpiswim.env import Trajectory, policy_action
 
     model, data = task.env.model, task.env.data
     low, span = task.low, task.high - task.low
     policy = flat_policy(agent)
     phi, x, shapes = np.ones(task.obs_dim + 1), np.empty(task.action_dim), np.empty(2 * task.action_dim)
+    scene = mujoco.MjData(model)  # drawn from a copy: the episode's own data stays exactly as training steps it
 
     def frame() -> np.ndarray:
-        mujoco.mj_forward(model, data)  # positions of the state just reached (mj_step leaves them one substep behind)
-        renderer.update_scene(data, camera)
+        scene.qpos[:], scene.qvel[:] = data.qpos, data.qvel
+        mujoco.mj_forward(model, scene)  # positions of the state just reached (mj_step leaves them a substep behind)
+        renderer.update_scene(scene, camera)
         film.frames += 1
-        film.position = data.subtree_com[1, :2].copy()
+        film.position = scene.subtree_com[1, :2].copy()
         if film.start is None:
             film.start = film.position
         return renderer.render()
 
     obs, _ = task.env.reset(seed=int(rng.integers(2**31)))
     yield frame()
+    if task.compiled:  # compiled steps between frames (mpiswim.compiled): the numbers training gets
+        obs = np.array(obs, dtype=np.float64)
+        scratch = Trajectory.empty(every, task.obs_dim, task.action_dim)
+        while film.steps < steps:
+            chunk = min(every - film.steps % every, steps - film.steps)
+            total, ran, degenerate, terminated = compiled_steps(task, agent, obs, chunk, action == "mean", scratch, rng)
+            film.steps, film.episode_return = film.steps + ran, film.episode_return + float(total)
+            if degenerate:
+                film.degenerate = True
+                return
+            yield frame()
+            if terminated:
+                return
+        return
     for t in range(steps):
         obs = np.ascontiguousarray(obs, dtype=np.float64)
         _, usable = policy_action(task, agent, policy, obs, phi, x, action == "mean", rng, shapes)
@@ -390,7 +407,7 @@ def render_video(
 
     from mpiswim.env import task_for
 
-    task = task_for(stored.cfg, fast=False)  # the plain per-step loop: we draw after every step
+    task = task_for(stored.cfg)  # compiled steps between frames where the body has them
     expected = (2, task.action_dim, task.obs_dim + 1)
     if stored.agent.policy.shape[1:] != expected:
         raise AnalysisError(

@@ -202,3 +202,35 @@ def test_render_shows_its_progress_in_a_log(synthetic, tmp_path, capsys, monkeyp
     lines = capsys.readouterr().err.splitlines()
     assert lines[-1].startswith("render swimmer.gif: 8/8 steps (100%)"), lines
     assert all(line.startswith("render swimmer.gif: ") and "\r" not in line for line in lines)
+
+
+@pytest.mark.parametrize("env_id", ["Swimmer-v5", "Ant-v5"])
+def test_the_film_is_the_episode_training_runs_compiled_or_not(env_id):
+    """Compiled steps between frames draw the same frames as the per-step loop, and the filmed return is the one
+    run_episode gets for the same stream (drawing reads a copy of the state, so filming changes nothing).
+    """
+    from mpiswim.env import make_task, run_episode
+
+    films = []
+    for fast in (True, False):
+        task = make_task(env_id, "linear", fast=fast)
+        assert task.compiled == fast
+        agent = initial_agent(task.obs_dim, task.action_dim, "linear")
+        agent.policy[:] = np.random.default_rng(3).normal(0.0, 0.05, agent.policy.shape)
+        renderer = render.make_renderer(task.env.model, 48, 32)
+        film = render.Film()
+        try:
+            frames = list(
+                render.film_episode(
+                    task, agent, 60, np.random.default_rng(1), renderer, render.tracking_camera(task.env.model), film,
+                    every=7,
+                )
+            )  # fmt: skip
+        finally:
+            renderer.close()
+        episode_return, _ = run_episode(task, agent, np.random.default_rng(1), 60)
+        assert film.episode_return == pytest.approx(episode_return, rel=1e-12, abs=1e-12)
+        films.append((film.steps, film.frames, np.array(frames)))
+    (fast_steps, fast_count, fast_frames), (slow_steps, slow_count, slow_frames) = films
+    assert fast_steps == slow_steps and fast_count == slow_count == len(fast_frames)
+    np.testing.assert_array_equal(fast_frames, slow_frames)
