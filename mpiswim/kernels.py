@@ -1,6 +1,6 @@
 """One step of the Beta policy, written once as compiled kernels: features, feature block, log shapes, action.
 
-The compiled Swimmer episode (mpiswim.swimmer), the Python episode loop every
+The compiled episode (mpiswim.compiled), the Python episode loop every
 other task runs (mpiswim.env.run_episode) and `mpiswim render` all act through
 these functions, so the three cannot drift apart. The JAX update
 (mpiswim.learn) recomputes the log shapes to differentiate them;

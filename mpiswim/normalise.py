@@ -26,7 +26,7 @@ weighted mean and variance over the last `horizon` observations in a few KB
 (the library kept the observations: 100,000 x d floats per scaler).
 
 The functions are compiled with numba when it is installed, so the compiled
-Swimmer episode (mpiswim.swimmer) can call them at every step.
+episode (mpiswim.compiled) can call them at every step.
 """
 
 from __future__ import annotations
