@@ -117,7 +117,7 @@ def update_agent(
 ) -> Agent:
     """mpiswim's update with the config that holds these settings (options: other Config fields)."""
     cfg = dataclasses.replace(
-        BASE_CONFIG, gamma=gamma, update=rule, baseline="state-time" if time_feature else "state", **options
+        BASE_CONFIG, T=T, gamma=gamma, update=rule, baseline="state-time" if time_feature else "state", **options
     )
     return learn_update_agent(agent, trajectory, alpha, eta, cfg)
 
@@ -382,3 +382,35 @@ def test_the_update_differentiates_the_log_shapes_the_episodes_act_on(shared_int
         log_shapes(flat_policy(agent), phi, block, shared_intercept, acting)
         rows = block_rows(jnp.asarray(agent.policy), jnp.asarray([block]), shared_intercept)[0]  # (2, A, F)
         np.testing.assert_allclose(np.asarray(rows @ phi).ravel(), acting, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("length", [3, 12])
+def test_an_episode_that_ended_early_is_updated_over_its_own_length(length, monkeypatch):
+    """A body that fell after `length` of T steps: the update computes over update_steps(length, T) steps, not T, with
+    the same numbers as over all T padded steps (the baseline exactly; the policy's sums may differ in the last bit).
+    """
+    from mpiswim import learn
+
+    assert (
+        learn.update_steps(length, 64) == 16 and learn.update_steps(64, 64) == 64 and learn.update_steps(17, 20) == 20
+    )
+    rng = np.random.default_rng(5)
+    agent = random_agent(rng, time_feature=True)
+    trajectory = random_episode(rng, length=length)
+    long = Trajectory.empty(64, OBS_DIM, ACTION_DIM)  # the same episode in arrays of T = 64 steps
+    for name in ("blocks", "phis", "observations", "xs", "rewards"):
+        getattr(long, name)[:T] = getattr(trajectory, name)
+    long.length = length
+    cfg = dataclasses.replace(BASE_CONFIG, T=64, gamma=1.0, update="tanh-density", baseline="state-time")
+    shapes = []
+    real_update = learn.episode_update
+    monkeypatch.setattr(
+        learn, "episode_update", lambda *args, **kw: shapes.append(args[2].shape) or real_update(*args, **kw)
+    )
+    short_update = learn_update_agent(agent, long, 1e-2, 1e-2, cfg)
+    monkeypatch.setattr(learn, "update_steps", lambda length, T: T)
+    padded_update = learn_update_agent(agent, long, 1e-2, 1e-2, cfg)
+    assert shapes == [(16,), (64,)]
+    np.testing.assert_array_equal(short_update.baseline, padded_update.baseline)
+    np.testing.assert_allclose(short_update.policy, padded_update.policy, rtol=0, atol=1e-15)
+    assert not np.array_equal(short_update.policy, agent.policy)
