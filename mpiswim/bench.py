@@ -65,9 +65,12 @@ def bare_mujoco(task, controls: np.ndarray, steps: int) -> float:
     """
     import mujoco
 
+    from mpiswim.bodies import body_of
+
     env = task.env
     model, data, frame_skip = env.model, env.data, env.frame_skip
-    contact_forces = task.body is not None and task.body.post_constraint
+    body, _ = body_of(env)
+    contact_forces = body is not None and body.post_constraint
     length = len(controls)
     started = time.process_time()
     for t in range(steps):
@@ -81,13 +84,13 @@ def bare_mujoco(task, controls: np.ndarray, steps: int) -> float:
 
 
 def measure_throughput(
-    rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_EPISODES, env_id: str = "Swimmer-v5"
+    rounds: int = 3, T: int = BENCH_T, episodes: int = BENCH_EPISODES, env_id: str = "Swimmer-v5", fast: bool = True
 ) -> dict:
     """Single-process steps per CPU-second of bare MuJoCo, the training and the evaluation phase on env_id.
 
     The phases count the steps their episodes really ran (a body that falls ends its episode
     early); the bare loop then runs as many steps of the same model. Rounds are interleaved and
-    medians of the ratios reported.
+    medians of the ratios reported. fast=False times the plain Python loop instead (for comparison).
     """
     from mpiswim.env import Trajectory, task_for
     from mpiswim.learn import improve_branch, update_agent, update_steps, use_compilation_cache
@@ -99,7 +102,7 @@ def measure_throughput(
 
     cfg = parse_config(bench_config(1, 1, T, episodes, env_id), 1)
     check_task(cfg)
-    task = task_for(cfg)
+    task = task_for(cfg, fast)
     rng = np.random.default_rng(0)
     agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels)
     # A policy with varied shapes, as after some training (the zero policy is a special case of the sampler).
@@ -154,9 +157,9 @@ def measure_throughput(
     }
 
 
-def measure_bodies(env_ids: tuple[str, ...] = BODIES, rounds: int = 3) -> list[dict]:
+def measure_bodies(env_ids: tuple[str, ...] = BODIES, rounds: int = 3, fast: bool = True) -> list[dict]:
     """measure_throughput on each body, one after the other in this process."""
-    return [measure_throughput(rounds, env_id=env_id) for env_id in env_ids]
+    return [measure_throughput(rounds, env_id=env_id, fast=fast) for env_id in env_ids]
 
 
 def format_bodies(rows: list[dict]) -> str:

@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure only the throughput of this task against bare MuJoCo (repeatable; 'all': the six bodies, "
         "Swimmer-v5 to Humanoid-v5)",
     )
+    bench.add_argument(
+        "--python-loop", action="store_true", help="with --task: time the plain Python loop instead (for comparison)"
+    )
     bench.add_argument("--json", action="store_true")
 
     check = commands.add_parser(
@@ -398,7 +401,7 @@ def run_command(argv: list[str] | None = None) -> int:
                     make_env(env_id).close()
             except ConfigError as error:
                 return usage_error(str(error).removeprefix("config error: ").replace("[env] id", "bench --task", 1))
-            rows = measure_bodies(env_ids, args.rounds)
+            rows = measure_bodies(env_ids, args.rounds, fast=not args.python_loop)
             print(json.dumps(rows) if args.json else format_bodies(rows))
             return 0
         report = run_benchmark(args.rounds, tuple(int(p) for p in args.ranks.split(",")), args.iterations)
