@@ -492,3 +492,20 @@ def test_evaluate_shows_its_progress_in_a_log(small_run, capsys, monkeypatch):
     assert main(["evaluate", str(small_run), "--episodes", "2"]) == 0
     lines = capsys.readouterr().err.splitlines()
     assert lines and lines[-1].startswith("evaluate small.h5: 2/2 episodes (100%)"), lines
+
+
+@pytest.mark.slow
+def test_bench_task_times_a_body_against_bare_mujoco(tmp_path):
+    """`mpiswim bench --task ID --json`: one row per body, the compiled path, the steps its episodes really ran."""
+    result = run("bench", "--task", "Hopper-v5", "--task", "Swimmer-v5", "--rounds", "1", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["env_id"] for row in rows] == ["Hopper-v5", "Swimmer-v5"]
+    hopper, swimmer = rows
+    assert hopper["compiled"] and swimmer["compiled"]
+    assert hopper["mean_episode_steps"] < 500 == swimmer["mean_episode_steps"]  # an untrained hopper falls
+    for row in rows:
+        assert row["bare_steps_per_s"] > 0 and 0.2 < row["eval_ratio"] < 5 and 0.05 < row["train_ratio"] < 5
+    refused = run("bench", "--task", "Swimmer-v5", "--task", "CartPole-v1", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""  # checked before anything is measured
+    assert "bench --task = 'CartPole-v1': not one of Gymnasium's registered MuJoCo tasks" in refused.stderr
