@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mpiswim import bodies, kernels
+from mpiswim.jit import njit
 from mpiswim.policy import Agent, flat_policy
 
 
@@ -310,12 +311,11 @@ def _body_episode(physics, body, acting, scaler, record, obs, rng, T):
 
 
 if mj_step is not None:
-    _sum = numba.njit(cache=True)(_sum)
-    _source, _clip, _observe = (numba.njit(cache=True)(f) for f in (_source, _clip, _observe))
+    _sum, _source, _clip, _observe = (njit(cache=True)(f) for f in (_sum, _source, _clip, _observe))
     _forward_position, _healthy, _contact_cost = (
-        numba.njit(cache=True)(f) for f in (_forward_position, _healthy, _contact_cost)
+        njit(cache=True)(f) for f in (_forward_position, _healthy, _contact_cost)
     )
-    body_episode = numba.njit(cache=True)(_body_episode)
+    body_episode = njit(cache=True)(_body_episode)
 else:
     body_episode = None
 

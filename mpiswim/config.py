@@ -37,7 +37,7 @@ EVALUATION_ACTIONS = ("mean", "sample")
 # The learners, the one registry: [pool] learner's name -> "module:function" of a mpiswim.pool.Learner.
 LEARNERS = {"reinforce": "mpiswim.learn:reinforce_branch", "random-search": "mpiswim.search:random_search_branch"}
 INTERCEPTS = ("per-block", "shared")
-NORMALISATIONS = ("none", "running")
+NORMALISATIONS = ("none", "running", "pooled")
 BASELINE_TARGETS = ("before-update", "after-update")
 PRECISIONS = ("float64", "float32")
 MAX_STORED_CHUNKS = 10_000  # horizon / refit_every: rows of a scaler's state
@@ -250,7 +250,9 @@ KEYS: tuple[Key, ...] = (
     Key("policy", "intercept", str, "per-block", 'seed-faithful: "shared" gives every sign block one intercept '
         "weight", choices=INTERCEPTS, what="intercept", shown=HIDDEN),
     Key("policy", "normalisation", str, "none", 'seed-faithful: "running" standardises the observation with a '
-        "running scaler ([normalisation])", choices=NORMALISATIONS, what="normalisation", shown=HIDDEN),
+        'running scaler ([normalisation]); random search: "pooled" standardises it with the mean and standard '
+        "deviation of every state the pool's exploration episodes visited, updated once per iteration (ARS V2)",
+        choices=NORMALISATIONS, what="normalisation", shown=HIDDEN),
     Key("policy", "baseline_target", str, "before-update", 'seed-faithful: "after-update" takes the policy\'s '
         "target after the baseline's SGD step", choices=BASELINE_TARGETS, what="baseline target", shown=HIDDEN),
     Key("policy", "precision", str, "float64", 'seed-faithful: "float32" computes the policy\'s step directions in '
@@ -274,6 +276,9 @@ KEYS: tuple[Key, ...] = (
         "all", field="search_top", minimum=0, shown=HIDDEN),
     Key("search", "intercept", bool, False, "random-search: the directions move the intercept weights too",
         field="search_intercept", shown=HIDDEN),
+    Key("search", "shift", NUMBER, 0.0, "random-search: reward subtracted per step from the exploration returns "
+        "(ARS's shift: the body's healthy reward, so standing still earns nothing); never from scores",
+        field="search_shift", minimum=0.0, shown=HIDDEN),
 )
 # fmt: on
 
@@ -321,7 +326,12 @@ def _annotation(key: Key) -> Any:
 
 
 def _scaler(self) -> tuple[int, int] | None:
-    """(refit_every, horizon) of the running scalers, or None without normalisation."""
+    """(refit_every, horizon) of the scalers' state (mpiswim.policy.scaler_shape), or None without normalisation.
+
+    "pooled" keeps one row, the statistics alone: (1, 0).
+    """
+    if self.normalisation == "pooled":
+        return (1, 0)
     return (self.refit_every, self.horizon) if self.normalisation == "running" else None
 
 
@@ -768,7 +778,6 @@ def _random_search_rules(doc: dict, values: dict[str, Any], world_size: int) -> 
 # The seed-faithful options change REINFORCE branches; random search has none of them.
 REINFORCE_ONLY = (
     ("policy", "intercept"),
-    ("policy", "normalisation"),
     ("policy", "baseline_target"),
     ("policy", "precision"),
     ("policy", "eta_travels"),
@@ -779,6 +788,20 @@ REINFORCE_ONLY = (
 def _seed_faithful_rules(doc: dict, values: dict[str, Any]) -> None:
     """The seed-faithful options belong to REINFORCE; the [normalisation] table to normalisation = "running"."""
     given = [(section, key) for section, key in REINFORCE_ONLY if key in doc.get(section, {})]
+    if values["learner"] == "random-search" and values["normalisation"] == "running":
+        raise _fail(
+            "[policy] normalisation",
+            "running",
+            'belongs to REINFORCE branches, not to learner = "random-search"',
+            'use normalisation = "pooled" (ARS\'s statistics of the pool\'s states), or learner = "reinforce"',
+        )
+    if values["learner"] != "random-search" and values["normalisation"] == "pooled":
+        raise _fail(
+            "[policy] normalisation",
+            "pooled",
+            'belongs to learner = "random-search" (the statistics come from its exploration episodes)',
+            'use normalisation = "running" with REINFORCE, or set learner = "random-search" in [pool]',
+        )
     if values["learner"] == "random-search" and given:
         section, key = given[0]
         raise _fail(
@@ -795,14 +818,15 @@ def _seed_faithful_rules(doc: dict, values: dict[str, Any]) -> None:
                 'is used only with [policy] normalisation = "running"',
                 'remove the [normalisation] table, or set normalisation = "running" in [policy]',
             )
-        return
-    if values["observation_scale"] != 1.0:
+    if values["normalisation"] != "none" and values["observation_scale"] != 1.0:
         raise _fail(
             "[policy] observation_scale",
             values["observation_scale"],
-            'has no effect with normalisation = "running" (the scaler sets the scale)',
+            f'has no effect with normalisation = "{values["normalisation"]}" (the statistics set the scale)',
             "remove observation_scale from [policy]",
         )
+    if values["normalisation"] != "running":
+        return
     refit_every, horizon = values["refit_every"], _at_least("[normalisation] horizon", values["horizon"], 1)
     _at_least("[normalisation] horizon", horizon, refit_every)
     if horizon % refit_every or horizon // refit_every > MAX_STORED_CHUNKS:

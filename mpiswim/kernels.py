@@ -16,24 +16,20 @@ from __future__ import annotations
 import math
 
 from mpiswim import normalise
+from mpiswim.jit import njit
 from mpiswim.policy import LOG_SHAPE_LIMIT
-
-try:
-    from numba import njit
-except ImportError:  # numba is a dependency, but the plain functions compute the same
-
-    def njit(**_options):
-        return lambda function: function
 
 
 @njit(cache=True)
 def features(obs, scale, scaler, refit_every, recency, phi):
-    """phi[1:] = obs / scale; with a running scaler (scaler.size > 0), which first sees obs (in place), the scaled obs.
+    """phi[1:] = obs / scale; with a scaler (scaler.size > 0) the scaled obs.
 
-    phi[0] is the constant 1 and is left as it is.
+    A running scaler first sees obs (in place); a one-row state (pooled statistics,
+    mpiswim.normalise.merge_pooled) is only read. phi[0] is the constant 1 and is left as it is.
     """
     if scaler.size > 0:
-        normalise.observe(scaler, obs, refit_every, recency)
+        if scaler.shape[0] > 1:
+            normalise.observe(scaler, obs, refit_every, recency)
         normalise.transform(scaler, obs, phi[1:])
     else:
         for i in range(obs.shape[0]):

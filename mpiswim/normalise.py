@@ -25,6 +25,12 @@ Chunk summaries instead of the observations themselves give the refit the same
 weighted mean and variance over the last `horizon` observations in a few KB
 (the library kept the observations: 100,000 x d floats per scaler).
 
+With `[policy] normalisation = "pooled"` (random search, ARS V2) the state is
+row 0 alone: the count, mean and variance of every state the pool's
+exploration episodes have visited. Acting only reads it; the random-search
+learner merges every rank's statistics into it once per iteration
+(`merge_pooled`), the same on every rank.
+
 The functions are compiled with numba when it is installed, so the compiled
 episode (mpiswim.compiled) can call them at every step.
 """
@@ -35,15 +41,8 @@ import math
 
 import numpy as np
 
+from mpiswim.jit import njit
 from mpiswim.policy import scaler_shape
-
-try:
-    from numba import njit
-except ImportError:  # numba is a dependency, but the plain functions compute the same
-
-    def njit(**_options):
-        return lambda function: function
-
 
 RUNNING, CHUNK, STORED = 0, 1, 2  # rows of the state
 COUNT, WEIGHT, MEAN = 0, 1, 2  # columns; the d means start at MEAN, the d variances (or sums of squares) follow
@@ -167,3 +166,38 @@ def observe_rows(state: np.ndarray, observations: np.ndarray, refit_every: int, 
         observe(state, observations[t], refit_every, recency)
         transform(state, observations[t], out[t])
     return out
+
+
+def state_statistics(observations: np.ndarray) -> np.ndarray:
+    """[count, mean_1..d, sum of squared deviations_1..d] of the rows of `observations` (d from its shape)."""
+    count = len(observations)
+    if count == 0:
+        return np.zeros(1 + 2 * observations.shape[1])
+    mean = observations.mean(axis=0)
+    return np.concatenate([[count], mean, ((observations - mean) ** 2).sum(axis=0)])
+
+
+def merge_pooled(state: np.ndarray, statistics: np.ndarray) -> np.ndarray:
+    """A pooled state (one row: count, weight, means, variances) with each row of `statistics` merged in, in order.
+
+    statistics: rows of state_statistics (one per rank). Chan's pairwise merge, so the result is
+    the count, mean and variance of all the states both have seen; the same rows in the same
+    order give the same state on every rank.
+    """
+    d = (statistics.shape[1] - 1) // 2
+    count, mean = state[RUNNING, COUNT], state[RUNNING, MEAN : MEAN + d].copy()
+    squares = state[RUNNING, MEAN + d : MEAN + 2 * d] * count
+    for row in statistics:
+        added = row[0]
+        if added == 0:
+            continue
+        total = count + added
+        delta = row[1 : 1 + d] - mean
+        mean = mean + delta * (added / total)
+        squares = squares + row[1 + d :] + delta**2 * (count * added / total)
+        count = total
+    merged = np.zeros_like(state)
+    merged[RUNNING, COUNT] = merged[RUNNING, WEIGHT] = count
+    merged[RUNNING, MEAN : MEAN + d] = mean
+    merged[RUNNING, MEAN + d : MEAN + 2 * d] = squares / count if count else 0.0
+    return merged

@@ -28,6 +28,16 @@ By default the directions leave the intercept (the weight of phi's constant
 it too left 1 seed in 5 stuck near 50 and slowed the others
 (docs/results.md); `[search] intercept = true` searches it.
 
+Two more of ARS's devices (V2-t), both options: `[policy] normalisation =
+"pooled"` standardises the observation with the mean and standard deviation
+of every state the pool's exploration episodes have visited; the ranks add
+their states' statistics to the shared row, so every rank merges the same
+numbers into the agent's statistics once per iteration (they travel with
+the agent, in the broadcast and the checkpoint, and stay fixed while it
+acts). `[search] shift` subtracts a reward per step from the exploration
+returns the step sees (the healthy reward of Hopper, Walker2d, Ant: standing
+still then earns nothing); the recorded returns and every score stay whole.
+
 Plain numpy, no MPI: mpiswim.pool does the allgather (the learner's `share`).
 """
 
@@ -37,6 +47,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mpiswim import normalise
 from mpiswim.config import Config
 from mpiswim.env import Task, Trajectory, run_episode
 from mpiswim.learn import agent_is_finite
@@ -71,12 +82,12 @@ def nudge(agent: Agent, delta: np.ndarray, size: float) -> Agent:
 
 def explore(
     agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, deltas: np.ndarray, trajectory: Trajectory
-) -> np.ndarray:
-    """This rank's exploration returns [r+ of direction 1, r- of direction 1, r+ of direction 2, ...]; NaN where the
-    policy
-    broke.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This rank's exploration: returns [r+ of direction 1, r- of direction 1, r+ of direction 2, ...] (NaN where the
+    policy broke), each episode's length, and the statistics of the states they visited (normalise.state_statistics).
     """
-    returns = np.full(cfg.iterate_episodes, np.nan)
+    returns, lengths = np.full(cfg.iterate_episodes, np.nan), np.zeros(cfg.iterate_episodes)
+    visited = np.zeros((1, 2 + 2 * task.obs_dim))  # a pooled state, merged episode by episode
     for index, delta in enumerate(deltas):
         start = int(rng.integers(2**63))  # both sides of a direction meet the same start state
         for side, sign in enumerate((1.0, -1.0)):
@@ -88,9 +99,21 @@ def explore(
                 trajectory,
                 mean_action=True,
             )
+            lengths[2 * index + side] = trajectory.length
             if not degenerate:
                 returns[2 * index + side] = total
-    return returns
+            if cfg.normalisation == "pooled":
+                episode = normalise.state_statistics(trajectory.observations[: trajectory.length])
+                visited = normalise.merge_pooled(visited, episode[None])
+    return returns, lengths, pooled_row(visited)
+
+
+def pooled_row(state: np.ndarray) -> np.ndarray:
+    """A pooled state's statistics as normalise.state_statistics gives them: [count, means, sums of squares]."""
+    d = (state.shape[1] - 2) // 2
+    count = state[0, normalise.COUNT]
+    means = state[0, normalise.MEAN : normalise.MEAN + d]
+    return np.concatenate([[count], means, state[0, normalise.MEAN + d :] * count])
 
 
 def search_step(returns: np.ndarray, deltas: np.ndarray, top: int) -> np.ndarray:
@@ -125,7 +148,11 @@ def random_search_branch(
     returns, and step along the pooled direction by this rank's alpha.
     """
     deltas = directions(cfg, iteration, direction_shape(agent))
-    returns = explore(agent, task, rng, cfg, deltas[rank], trajectory)
-    step = search_step(share(returns), deltas, cfg.search_top)
+    returns, lengths, visited = explore(agent, task, rng, cfg, deltas[rank], trajectory)
+    # ARS's shift: the step sees each return less shift per step survived; the recorded returns stay whole
+    table = share(np.concatenate([returns - cfg.search_shift * lengths, visited]))
+    step = search_step(table[:, : returns.size], deltas, cfg.search_top)
     branch = nudge(agent, step, cfg.alpha[rank])
+    if cfg.normalisation == "pooled":  # every rank merges the same rows in rank order: the same statistics
+        branch = branch._replace(policy_scaler=normalise.merge_pooled(agent.policy_scaler, table[:, returns.size :]))
     return branch, returns, not agent_is_finite(branch)

@@ -201,7 +201,7 @@ elif mode == "search":
     state = initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features))
     start = state.agent
     state, record = pool.pool_iteration(comm, cfg, task, state, Trajectory.empty(cfg.T, task.obs_dim, task.action_dim))
-    mine = comm.gather(explored[0], root=0)
+    mine = comm.gather(explored[0][0], root=0)  # explore's returns (then lengths and state statistics)
     step_digests = comm.gather(hashlib.sha256(steps[0].tobytes()).hexdigest(), root=0)
     new_digests = comm.gather(digest(state.agent), root=0)
     if rank == 0:

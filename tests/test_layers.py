@@ -20,6 +20,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mpiswim"
 LAYERS = (
+    "jit",
     "policy",
     "normalise",
     "kernels",

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mpiswim import normalise
 from mpiswim.config import parse_config
-from mpiswim.env import Trajectory, make_task
+from mpiswim.env import Trajectory, make_task, run_episode
 from mpiswim.policy import Agent, initial_agent
-from mpiswim.search import direction_shape, directions, explore, nudge, search_step
+from mpiswim.search import direction_shape, directions, explore, nudge, random_search_branch, search_step
 
 SEARCH_CONFIG = """\
 [run]
@@ -110,10 +111,10 @@ def test_both_sides_of_a_direction_meet_the_same_start_state():
     agent = initial_agent(task.obs_dim, task.action_dim, cfg.features)
     trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
     zero = np.zeros((2, *direction_shape(agent)))
-    returns = explore(agent, task, np.random.default_rng(0), cfg, zero, trajectory)
+    returns, lengths, _ = explore(agent, task, np.random.default_rng(0), cfg, zero, trajectory)
     assert returns[0] == returns[1] and returns[2] == returns[3]  # a zero direction: the two sides are one policy
     assert returns[0] != returns[2]  # two directions, two start states
-    moved = explore(
+    moved, _, _ = explore(
         agent, task, np.random.default_rng(0), cfg, directions(cfg, 0, direction_shape(agent))[0], trajectory
     )
     assert moved[0] != moved[1]
@@ -145,3 +146,93 @@ def test_random_search_needs_no_baseline_step_size():
     cfg = search_config()
     assert cfg.eta == (0.0, 0.0) and cfg.alpha == (0.1, 0.1)
     assert cfg.search_noise == 0.1 and cfg.search_top == 0 and cfg.search_intercept is False
+
+
+# --- ARS V2: pooled normalisation and the shift ---------------------------------
+
+
+def hopper_config(extra: str, world_size: int = 2, pooled: bool = False):
+    """The search config on Hopper-v5 (which falls, so episodes differ in length), T = 60."""
+    text = (
+        SEARCH_CONFIG.format(extra=extra).replace('id = "Swimmer-v5"', 'id = "Hopper-v5"').replace("T = 30", "T = 60")
+    )
+    if pooled:
+        text = text.replace('features = "linear"', 'features = "linear"\nnormalisation = "pooled"')
+    return parse_config(text, world_size)
+
+
+def test_pooled_statistics_are_those_of_every_state_every_rank_explored():
+    """Each rank's share carries the statistics of the states its exploration visited; merged in rank order they are
+    the count, mean and variance of all those states, the same on every rank, and acting only reads them.
+    """
+    cfg = hopper_config("", world_size=2, pooled=True)
+    task = make_task(cfg.env_id, cfg.features)
+    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features, scaler=cfg.scaler)
+    assert agent.policy_scaler.shape == (1, 2 + 2 * task.obs_dim)
+    trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
+    deltas = directions(cfg, 0, direction_shape(agent))
+    rows, states = [], []
+    for rank in range(2):  # what each rank explores: its returns, lengths and states' statistics
+        returns, lengths, visited = explore(agent, task, np.random.default_rng(rank), cfg, deltas[rank], trajectory)
+        rows.append(np.concatenate([returns, visited]))
+        assert visited[0] == lengths.sum()
+    for rank in range(2):  # the states themselves, replayed episode by episode
+        rng = np.random.default_rng(rank)
+        for delta in deltas[rank]:
+            start = int(rng.integers(2**63))
+            for sign in (1.0, -1.0):
+                run_episode(task, nudge(agent, delta, sign * cfg.search_noise), np.random.default_rng(start), cfg.T,
+                            trajectory, mean_action=True)  # fmt: skip
+                states.append(trajectory.observations[: trajectory.length].copy())
+    states = np.concatenate(states)
+    table = np.array(rows)
+    branches = [
+        random_search_branch(
+            agent, task, np.random.default_rng(rank), cfg, rank, 0, trajectory, None, lambda row: table
+        )[0]
+        for rank in range(2)
+    ]
+    merged = branches[0].policy_scaler
+    np.testing.assert_array_equal(merged, branches[1].policy_scaler)  # every rank holds the same statistics
+    d = task.obs_dim
+    assert merged[0, normalise.COUNT] == len(states)
+    np.testing.assert_allclose(merged[0, normalise.MEAN : normalise.MEAN + d], states.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(merged[0, normalise.MEAN + d :], states.var(axis=0), rtol=1e-10)
+    assert np.all(agent.policy_scaler == 0.0)  # the agent that explored acted on its own (empty) statistics
+
+    # acting with the statistics reads them and changes nothing: the features are the standardised observations
+    before = merged.copy()
+    run_episode(task, branches[0], np.random.default_rng(9), cfg.T, trajectory, mean_action=True)
+    np.testing.assert_array_equal(branches[0].policy_scaler, before)
+    n = trajectory.length
+    expected = (trajectory.observations[:n] - states.mean(axis=0)) / states.std(axis=0)
+    np.testing.assert_allclose(trajectory.phis[:n, 1:], expected, rtol=1e-9, atol=1e-9)
+
+
+def test_the_shift_moves_the_step_and_leaves_the_recorded_returns_whole():
+    """ARS's shift: the step sees each return less shift per step survived; the recorded returns stay whole."""
+    plain, shifted = hopper_config("", 1), hopper_config("shift = 1.0", 1)
+    task = make_task(plain.env_id, plain.features)
+    agent = initial_agent(task.obs_dim, task.action_dim, plain.features)
+    trajectory = Trajectory.empty(plain.T, task.obs_dim, task.action_dim)
+    shared = {}
+
+    def share(row):
+        shared["row"] = row
+        return row[None]
+
+    results = {}
+    for name, cfg in (("plain", plain), ("shifted", shifted)):
+        branch, returns, _ = random_search_branch(
+            agent, task, np.random.default_rng(4), cfg, 0, 0, trajectory, None, share
+        )
+        results[name] = (branch, returns, shared["row"].copy())
+    (_, plain_returns, _), (shifted_branch, shifted_returns, shifted_row) = results["plain"], results["shifted"]
+    np.testing.assert_array_equal(plain_returns, shifted_returns)  # the record: whole returns
+    _, lengths, _ = explore(
+        agent, task, np.random.default_rng(4), shifted, directions(shifted, 0, direction_shape(agent))[0], trajectory
+    )
+    assert len(set(lengths)) > 1  # the hopper falls sooner or later: the lengths differ, so the shift moves the step
+    np.testing.assert_allclose(shifted_row[: lengths.size], plain_returns - lengths)
+    step = search_step(shifted_row[None, : lengths.size], directions(shifted, 0, direction_shape(agent)), 0)
+    np.testing.assert_array_equal(shifted_branch.policy, nudge(agent, step, shifted.alpha[0]).policy)
