@@ -143,9 +143,20 @@ def test_random_search_pools_every_ranks_exploration_into_one_step(tmp_path):
     assert (tmp_path / "search.ok").exists()
 
 
-def test_resumed_random_search_run_equals_uninterrupted_run(tmp_path):
+ARS_V2 = {  # ARS V2-t on a body that falls: pooled normalisation and the shift
+    'id = "Swimmer-v5"': 'id = "Hopper-v5"',
+    'features = "signed"': 'features = "linear"\nnormalisation = "pooled"',
+    "noise = 0.1": "noise = 0.1\nshift = 1.0\ntop = 4",
+}
+
+
+@pytest.mark.parametrize("variant", ["swimmer", "ars-v2-hopper"])
+def test_resumed_random_search_run_equals_uninterrupted_run(tmp_path, variant):
     config = tmp_path / "search.toml"
-    config.write_text(SEARCH_CONFIG.format(alpha="{min = 0.05, max = 0.5}").replace("iterations = 3", "iterations = 4"))
+    text = SEARCH_CONFIG.format(alpha="{min = 0.05, max = 0.5}").replace("iterations = 3", "iterations = 4")
+    for old, new in ARS_V2.items() if variant == "ars-v2-hopper" else ():
+        text = text.replace(old, new)
+    config.write_text(text)
     straight = launch(2, "cli", tmp_path, "train", "--config", str(config), "--out", "straight.h5")
     assert straight.returncode == 0, straight.stderr
     first = launch(2, "cli", tmp_path, "train", "--config", str(config), "--out", "resumed.h5", "--iterations", "2")
@@ -155,6 +166,10 @@ def test_resumed_random_search_run_equals_uninterrupted_run(tmp_path):
     assert actual["iterations_done"] == 4
     assert np.all(np.isfinite(expected["pool/train_returns"]))  # 4 exploration returns per rank and iteration
     assert_same_numbers(actual, expected)
+    if variant == "ars-v2-hopper":  # the statistics travel with the agent and in the checkpoint
+        statistics = read_raw(tmp_path / "resumed.h5").agent("current").policy_scaler
+        np.testing.assert_array_equal(statistics, read_raw(tmp_path / "straight.h5").agent("current").policy_scaler)
+        assert statistics.shape == (1, 2 + 2 * 11) and statistics[0, 0] > 0  # count: the states explored so far
 
 
 def test_a_reached_target_ends_the_run_cleanly(tmp_path):
