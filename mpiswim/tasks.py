@@ -9,8 +9,11 @@ loads neither MuJoCo nor numba; making a task loads MuJoCo.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
+import sys
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -43,9 +46,35 @@ def make_env(env_id: str):
             f"(mpiswim makes only those, and imports nothing an id names). Fix: use a registered id such as {example}."
         )
     try:
-        return gym.make(env_id)
+        with quiet_settotalmass():
+            return gym.make(env_id)
     except Exception as error:  # e.g. a MuJoCo that cannot load the model, or MuJoCo's OpenGL back-end
         raise ConfigError(cannot_make(env_id, error)) from None
+
+
+# MuJoCo 4 deprecated the XML compiler attribute `settotalmass`, which Gymnasium's half_cheetah.xml still sets, and
+# prints this warning (C's mju_warning, to stderr: not a Python warning) every time the model is compiled: once per rank
+# and per start, about Gymnasium's file, with nothing for the user to fix. The model's masses are as before.
+SETTOTALMASS_WARNING = "compiler attribute 'settotalmass' is deprecated"
+
+
+@contextlib.contextmanager
+def quiet_settotalmass() -> Iterator[None]:
+    """While making a task, drop exactly MuJoCo's 'settotalmass' deprecation warning; any other MuJoCo warning is
+    printed as MuJoCo prints it ("WARNING: ..." on stderr).
+    """
+    import mujoco
+
+    def warn(message: str) -> None:
+        if not message.startswith(SETTOTALMASS_WARNING):
+            print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(warn)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 def cannot_make(env_id: str, error: Exception) -> str:
