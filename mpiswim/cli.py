@@ -264,7 +264,7 @@ def info_command(args) -> int:
             "initial one)"
         )
     else:
-        print(f"best score: {summary['best_score']:.2f} at iteration {summary['best_iteration'] + 1}")
+        print(f"best score: {summary['best_score']:.2f} at iteration {summary['best_iteration']}")
     ranks = zip(summary["alpha"], summary["eta"], summary["wins_per_rank"], strict=True)
     print(
         "ranks (step sizes and wins): "
@@ -273,8 +273,10 @@ def info_command(args) -> int:
     if summary["winners"]:
         print("winners over time (iterations: most frequent winner): " + winners_over_time(summary["winners"]))
     print(f"degenerate branches: {summary['degenerate_branches']}, fallbacks to best: {summary['fallbacks']}")
+    print(f"wall time of the iterations: {summary['iteration_seconds']:.1f} s (start-up and pauses not counted)")
     print(
-        "time per phase (slowest rank, summed over iterations): "
+        "time per phase (each the slowest rank's, summed over iterations: ranks are slowest in different phases, so "
+        "their sum can exceed the wall time): "
         + ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds_per_phase"].items())
     )
     print(f"the run's config: `mpiswim info {shlex.quote(args.checkpoint)} --config`")

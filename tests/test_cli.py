@@ -61,7 +61,14 @@ def test_the_commands_answer_in_process(tmp_path, capsys):
     assert main(["info", str(stored), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["world_size"], summary["iterations_done"], summary["winners"]) == (3, 6, WINNERS)
-    assert summary["wins_per_rank"] == [2, 2, 1] and summary["best_iteration"] == 4
+    assert summary["wins_per_rank"] == [2, 2, 1] and summary["best_iteration"] == 5  # 1-based, as the log counts
+    # each phase: the slowest rank's (train: rank 2's 1.2 s; communicate: rank 0's 0.4 s); the iterations' wall time:
+    # the slowest rank's three phases (rank 0: 1.9 s) and rank 0's write (0.05 s), 6 times
+    phases = {"train": 7.2, "evaluate": 3.0, "communicate": 2.4, "checkpoint": 0.3}
+    assert summary["seconds_per_phase"] == pytest.approx(phases) and summary["iteration_seconds"] == pytest.approx(11.7)
+    assert main(["info", str(stored)]) == 0
+    text = capsys.readouterr().out
+    assert "best score: 7.00 at iteration 5" in text and "wall time of the iterations: 11.7 s" in text, text
     assert main(["evaluate", str(stored), "--episodes", "2", "--T", "20", "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert (evaluated["agent"], evaluated["episodes"], evaluated["T"]) == ("best", 2, 20)
@@ -78,7 +85,7 @@ def test_info_json_summarises_the_checkpoint(small_run):
     summary = json.loads(result.stdout)
     assert summary["world_size"] == 1
     assert summary["iterations_done"] == 2
-    assert summary["best_iteration"] in (0, 1)
+    assert summary["best_iteration"] in (1, 2)
     assert isinstance(summary["best_score"], float)
     assert summary["wins_per_rank"] == [2]
 
