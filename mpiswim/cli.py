@@ -273,6 +273,7 @@ def info_command(args) -> int:
     if summary["winners"]:
         print("winners over time (iterations: most frequent winner): " + winners_over_time(summary["winners"]))
     print(f"degenerate branches: {summary['degenerate_branches']}, fallbacks to best: {summary['fallbacks']}")
+    print(f"environment steps: {steps_line(summary)}")
     print(f"wall time of the iterations: {summary['iteration_seconds']:.1f} s (start-up and pauses not counted)")
     print(
         "time per phase (each the slowest rank's, summed over iterations: ranks are slowest in different phases, so "
@@ -281,6 +282,21 @@ def info_command(args) -> int:
     )
     print(f"the run's config: `mpiswim info {shlex.quote(args.checkpoint)} --config`")
     return 0
+
+
+def steps_line(summary: dict) -> str:
+    """What info says about the run's environment steps: in all, and up to the best score."""
+    total, missing, done = summary["steps"], summary["steps_not_recorded"], summary["iterations_done"]
+    if total is None:
+        return "not recorded (the file was written before mpiswim recorded steps, checkpoint format 3)"
+    if missing:
+        return (
+            f"{total:,} in iterations {missing + 1}..{done} (iterations 1..{missing} were written before mpiswim "
+            "recorded steps); up to the best score: not known"
+        )
+    best = summary["best_iteration"]
+    to_best = "" if best is None else f", {summary['steps_to_best']:,} up to the best score (iteration {best})"
+    return f"{total:,} in all (every rank's episodes){to_best}"
 
 
 def check_command(args) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 
 from mpiswim.checkpoint import Checkpoint, load_checkpoint
 from mpiswim.progress import progress_bar
-from mpiswim.state import PHASES
+from mpiswim.state import PHASES, steps_per_iteration
 
 
 @dataclass
@@ -72,6 +72,9 @@ def info_summary(checkpoint: Checkpoint) -> dict:
     records, state = checkpoint.records, checkpoint.state
     wins = np.bincount([r.winner for r in records if r.winner >= 0], minlength=checkpoint.world_size)
     timings = np.array([r.timings for r in records]) if records else np.zeros((0, checkpoint.world_size, len(PHASES)))
+    rows = np.array([r.steps for r in records]) if records else np.zeros((0, checkpoint.world_size), dtype=np.int64)
+    steps = steps_per_iteration(rows)
+    best_row = state.best_iteration
     return {
         "run_name": str(checkpoint.attrs.get("run_name", "")),
         "env_id": str(checkpoint.attrs.get("env_id", "")),
@@ -101,6 +104,12 @@ def info_summary(checkpoint: Checkpoint) -> dict:
             for column, phase in enumerate(PHASES)
         },
         "iteration_seconds": iteration_seconds(timings),
+        # Environment steps of every rank's episodes; iterations written before checkpoint format 3 have none.
+        "steps": int(np.nansum(steps)) if not np.isnan(steps).all() else None,
+        "steps_to_best": int(steps[: best_row + 1].sum())
+        if best_row >= 0 and not np.isnan(steps[: best_row + 1]).any()
+        else None,  # through the best iteration, if every iteration up to it has its steps
+        "steps_not_recorded": int(np.isnan(steps).sum()),
         "versions": json.loads(checkpoint.attrs.get("versions", "{}")),
         "config_toml": checkpoint.config_toml,
     }

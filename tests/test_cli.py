@@ -69,6 +69,9 @@ def test_the_commands_answer_in_process(tmp_path, capsys):
     assert main(["info", str(stored)]) == 0
     text = capsys.readouterr().out
     assert "best score: 7.00 at iteration 5" in text and "wall time of the iterations: 11.7 s" in text, text
+    # every rank's steps (synthetic.steps): 6480 in all, 4650 in iterations 1..5
+    assert (summary["steps"], summary["steps_to_best"], summary["steps_not_recorded"]) == (6480, 4650, 0)
+    assert "environment steps: 6,480 in all (every rank's episodes), 4,650 up to the best score (iteration 5)" in text
     assert main(["evaluate", str(stored), "--episodes", "2", "--T", "20", "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert (evaluated["agent"], evaluated["episodes"], evaluated["T"]) == ("best", 2, 20)
@@ -499,3 +502,27 @@ def test_evaluate_shows_its_progress_in_a_log(small_run, capsys, monkeypatch):
     assert main(["evaluate", str(small_run), "--episodes", "2"]) == 0
     lines = capsys.readouterr().err.splitlines()
     assert lines and lines[-1].startswith("evaluate small.h5: 2/2 episodes (100%)"), lines
+
+
+def test_info_says_when_steps_were_not_recorded(tmp_path, capsys):
+    """A file written before checkpoint format 3 has no steps: info says so instead of a number; a resumed one has them
+    for its new iterations only, and the steps to the best score are then not known."""
+    import dataclasses
+
+    from synthetic import write_synthetic_checkpoint
+
+    from mpiswim.checkpoint import load_checkpoint, save_checkpoint
+    from mpiswim.cli import main
+
+    old = Path(__file__).parents[1] / "results" / "pool_size" / "checkpoints" / "fast-swimmer-P1-0.h5"  # format 2
+    assert main(["info", str(old), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["steps"], summary["steps_to_best"], summary["steps_not_recorded"]) == (None, None, 17)
+    assert main(["info", str(old)]) == 0
+    assert "environment steps: not recorded (the file was written before" in capsys.readouterr().out
+    loaded = load_checkpoint(write_synthetic_checkpoint(tmp_path / "run.h5"))
+    records = [dataclasses.replace(r, steps=np.full(3, -1) if k < 2 else r.steps) for k, r in enumerate(loaded.records)]
+    save_checkpoint(tmp_path / "resumed.h5", loaded.config, loaded.state, records)
+    assert main(["info", str(tmp_path / "resumed.h5")]) == 0
+    said = "environment steps: 5,520 in iterations 3..6 (iterations 1..2 were written before mpiswim recorded steps)"
+    assert said + "; up to the best score: not known" in capsys.readouterr().out
