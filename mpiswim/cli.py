@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         "stall_timeout (default 600)",
     )
     train.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="time budget: after this much wall time the run finishes the iteration in progress, writes it and exits 0 "
+        "with the command that resumes it; 0 = no limit. Overrides [run] max_seconds (default 0); on --resume too",
+    )
+    train.add_argument(
         "--resume-if-exists",
         action="store_true",
         help="if the --out checkpoint exists, resume it (its config must match --config except [run] iterations); "

@@ -526,3 +526,47 @@ def test_info_says_when_steps_were_not_recorded(tmp_path, capsys):
     assert main(["info", str(tmp_path / "resumed.h5")]) == 0
     said = "environment steps: 5,520 in iterations 3..6 (iterations 1..2 were written before mpiswim recorded steps)"
     assert said + "; up to the best score: not known" in capsys.readouterr().out
+
+
+def test_a_time_limit_is_planned_projected_and_stops_the_run_with_exit_0_and_the_resume_command():
+    """The planned-work line names both budgets; the ETA says which binds; rank 0's time-limit bit ends the run with
+    exit code 0 (unless the iterations were done anyway, or a signal came too); the message says how to resume."""
+    from pathlib import Path as P
+
+    from mpiswim.config import DEFAULT_CONFIG
+    from mpiswim.policy import initial_agent
+    from mpiswim.state import PoolState
+    from mpiswim.train import (
+        EXIT_CODES,
+        STOP_SIGTERM,
+        STOP_TIME_LIMIT,
+        Setup,
+        planned_work,
+        projection,
+        stop_reason,
+        time_limit_message,
+    )
+
+    limited = parse_config(DEFAULT_CONFIG.replace("max_seconds = 0", "max_seconds = 600"), 2)
+    unlimited = parse_config(DEFAULT_CONFIG, 2)
+    assert planned_work(limited, 2, 0).endswith("; or 0:10:00 of wall time (time limit), whichever comes first: the "
+                                                "ETA says which")  # fmt: skip
+    assert "time limit" not in planned_work(unlimited, 2, 0)
+    # 10 s per iteration after the first, 30 s used after 2: the 118 left need 1180 s, the budget ends in iteration 59
+    assert projection(unlimited, 2, 20.0, 30.0, 2, 30.0) == (1180.0, "")
+    assert projection(limited, 2, 20.0, 30.0, 2, 30.0) == (570.0, "time limit, about iteration 59")
+    assert projection(limited, 100, 20.0, 1010.0, 100, 300.0) == (200.0, "iterations")  # 20 left, room for 30
+    agent = initial_agent(8, 2, "linear")
+    state = PoolState(7, agent, agent, 12.5, 3, 0, 0)
+    assert stop_reason(STOP_TIME_LIMIT, state, limited) == "time limit" and EXIT_CODES["time limit"] == 0
+    assert stop_reason(0, state, limited) is None
+    assert stop_reason(STOP_TIME_LIMIT | STOP_SIGTERM, state, limited) == "SIGTERM"
+    assert stop_reason(STOP_TIME_LIMIT, PoolState(120, agent, agent, 12.5, 3, 0, 0), limited) == "done"
+    message = time_limit_message(2, Setup(limited, P("runs/my run.h5"), state), state, 601.0)
+    assert message.startswith("mpiswim: time limit reached after 7 iterations (0:10:01 of wall time; [run] max_seconds")
+    assert "holds the 7 completed iterations of 120 planned; best score 12.50 at iteration 4" in message
+    assert "Resume with: `mpirun -n 2 mpiswim train --resume 'runs/my run.h5'` (the resumed job gets 600 s again" in (
+        message
+    )
+    given = Setup(limited, P("run.h5"), state, time_limit_from="--time-limit")
+    assert "(add --time-limit SECONDS to give it a time budget too)" in time_limit_message(2, given, state, 601.0)

@@ -25,6 +25,7 @@ from mpiswim.config import (
     SCHEMA,
     Config,
     ConfigError,
+    check_max_seconds,
     check_stall_timeout,
     field_label,
     keys_markdown,
@@ -34,6 +35,7 @@ from mpiswim.config import (
     set_up_stall_timeout,
 )
 from mpiswim.tasks import check_task
+from mpiswim.train import config_differences
 
 MINIMAL = """\
 [run]
@@ -339,6 +341,22 @@ def test_out_of_range_values(old, new, field):
 def test_stall_timeout_is_0_or_at_least_a_second(value):
     message = problem(MINIMAL.replace("iterations = 3", f"iterations = 3\nstall_timeout = {value}"))
     assert "[run] stall_timeout" in message
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "true", '"20m"'])
+def test_max_seconds_is_0_or_a_positive_number_of_seconds(value):
+    message = problem(MINIMAL.replace("iterations = 3", f"iterations = 3\nmax_seconds = {value}"))
+    assert message.startswith("config error: [run] max_seconds = ") and "Fix: " in message
+
+
+def test_max_seconds_defaults_to_no_limit_and_may_change_on_resume():
+    assert parse_config(MINIMAL, 2).max_seconds == parse_config(DEFAULT_CONFIG, 2).max_seconds == 0
+    stored = parse_config(DEFAULT_CONFIG, 2)
+    given = parse_config(DEFAULT_CONFIG.replace("max_seconds = 0", "max_seconds = 1200"), 2)
+    assert given.max_seconds == 1200 and config_differences(stored, given) == []  # not a reason to refuse a resume
+    assert check_max_seconds("--time-limit", 0) == 0 and check_max_seconds("--time-limit", 2.5) == 2.5
+    with pytest.raises(ConfigError, match=r"--time-limit = -3\.0: must be 0 \(no time limit\)"):
+        check_max_seconds("--time-limit", -3.0)
 
 
 def test_stall_timeout_defaults_to_ten_minutes_and_0_turns_the_watch_off():
