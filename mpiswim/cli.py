@@ -371,10 +371,11 @@ def run_command(argv: list[str] | None = None) -> int:
     """Parse the command line and run the command; return its exit code."""
     args = build_parser().parse_args(argv)
     if args.command == "config":
-        from mpiswim.config import DEFAULT_CONFIG, ConfigError, apply_overrides, check_overridden
+        from mpiswim.config import ConfigError, check_overridden
+        from mpiswim.tasks import embedded_config
 
         try:
-            text = apply_overrides(DEFAULT_CONFIG, args.set) if args.set else DEFAULT_CONFIG
+            text = embedded_config(args.set or ())
             check_overridden(text)
         except ConfigError as error:
             return usage_error(str(error))

@@ -41,11 +41,9 @@ from mpiswim.checkpoint import (
     read_raw,
 )
 from mpiswim.config import (
-    DEFAULT_CONFIG,
     RESUMABLE,
     Config,
     ConfigError,
-    apply_overrides,
     check_max_seconds,
     check_stall_timeout,
     field_label,
@@ -69,7 +67,7 @@ from mpiswim.pool import (
 )
 from mpiswim.stall import StallWatch, abort_every_rank
 from mpiswim.state import IterationRecord, PoolState, initial_state
-from mpiswim.tasks import check_task
+from mpiswim.tasks import check_task, embedded_config
 
 # Exit codes (docs/faults.md). 130 and 143 are what shells report for a process
 # killed by SIGINT and SIGTERM (128 + signal number); here they mean "stopped
@@ -331,7 +329,7 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
     if args.config:
         cfg = load_config(args.config, world_size, overrides)
     else:
-        cfg = parse_config(apply_overrides(DEFAULT_CONFIG, overrides) if overrides else DEFAULT_CONFIG, world_size)
+        cfg = parse_config(embedded_config(overrides), world_size)  # the task's own T and name if --set changes it
     if args.iterations:
         cfg = dataclasses.replace(cfg, iterations=args.iterations)
     out = Path(out_given or cfg.out)

@@ -642,3 +642,27 @@ def test_bad_set_overrides_name_the_field(tmp_path, override, expected):
     with pytest.raises(ConfigError) as caught:
         load_config(path, 1, [override])
     assert expected in str(caught.value) and "Fix:" in str(caught.value)
+
+
+def test_the_embedded_default_on_another_body_takes_its_episode_limit_and_a_name_of_its_own(tmp_path):
+    """`train --set env.id=Hopper-v5` without --config ran Hopper with Swimmer's T = 500 as "swimmer-default": the
+    body's own episode limit (Gymnasium's max_episode_steps) and "hopper-default" now, unless --set gives them; the
+    default Swimmer run keeps its text, so its numbers."""
+    from argparse import Namespace
+
+    from mpiswim.tasks import embedded_config
+    from mpiswim.train import prepare
+
+    assert embedded_config() == embedded_config([]) == DEFAULT_CONFIG
+    swimmer = parse_config(embedded_config(["env.id=Swimmer-v5"]), 2)
+    assert (swimmer.T, swimmer.name) == (500, "swimmer-default")
+    hopper = parse_config(embedded_config(["env.id=Hopper-v5"]), 2)
+    assert (hopper.T, hopper.name, hopper.out) == (1000, "hopper-default", "runs/hopper-default.h5")
+    cheetah = parse_config(embedded_config(["env.id=HalfCheetah-v5", "run.seed=3"]), 2)
+    assert (cheetah.T, cheetah.name, cheetah.seed) == (1000, "halfcheetah-default", 3)
+    given = parse_config(embedded_config(["env.id=Hopper-v5", "env.T=300", "run.name=mine"]), 2)
+    assert (given.T, given.name) == (300, "mine")
+    args = Namespace(config=None, resume=None, set=["env.id=Hopper-v5"], iterations=None, out=str(tmp_path / "h.h5"))
+    setup, _, writer = prepare(args, 2)  # where train resolves the config
+    writer.close()
+    assert (setup.cfg.T, setup.cfg.name, setup.cfg.env_id) == (1000, "hopper-default", "Hopper-v5")
