@@ -191,8 +191,8 @@ def test_resume_into_another_file_continues_there_and_leaves_the_source_untouche
 
 def test_a_resume_continues_a_file_with_room_in_place_and_rebuilds_any_other(tmp_path):
     """CheckpointWriter.continue_run: a file compacted at its end, or of format_version 1, is rebuilt with rows for
-    the planned iterations under a new name (a new inode); a format_version 2 file with rows enough is continued in
-    place. Either way the next iteration is appended and the file checks."""
+    the planned iterations under a new name (a new inode); a file of this format_version with rows enough is continued
+    in place. Either way the next iteration is appended and the file checks."""
     compacted = write_synthetic_checkpoint(tmp_path / "run.h5", planned=10)  # rows for its 6 iterations only
     old_format = tmp_path / "old.h5"
     old_format.write_bytes((ROOT / "results" / "lin-t1000-alpha1x-12340.h5").read_bytes())  # 7 of 60, format 1
