@@ -120,7 +120,8 @@ class OneRank:
 
 def test_an_iterations_record_counts_every_environment_step_its_episodes_ran():
     """/pool/steps is every step of the rank's exploration and evaluation episodes, those a falling hopper ends early
-    included: counted here on the environment's own step function."""
+    included: counted here on Gymnasium's own step function (the Python loop), and the same from the task as training
+    makes it (a compiled episode where there is one)."""
     from mpiswim.config import DEFAULT_CONFIG, apply_overrides, parse_config
     from mpiswim.env import Trajectory, task_for
     from mpiswim.policy import initial_agent
@@ -129,13 +130,15 @@ def test_an_iterations_record_counts_every_environment_step_its_episodes_ran():
 
     changes = ["env.id=Hopper-v5", "env.T=200", 'pool.learner="random-search"', "pool.iterate_episodes=4"]
     cfg = parse_config(apply_overrides(DEFAULT_CONFIG, [*changes, "pool.evaluate_episodes=2", "ranks.alpha=0.05"]), 1)
-    task = task_for(cfg)
-    ran, step = [], task.step
-    task.step = lambda action: (ran.append(1), step(action))[1]
-    state = initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_feature))
-    trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
+    python_loop, as_trained = task_for(cfg, fast=False), task_for(cfg)
+    ran, step = [], python_loop.step
+    python_loop.step = lambda action: (ran.append(1), step(action))[1]
+    state = initial_state(initial_agent(python_loop.obs_dim, python_loop.action_dim, cfg.features, cfg.time_feature))
+    trajectory = Trajectory.empty(cfg.T, python_loop.obs_dim, python_loop.action_dim)
     for _ in range(2):
         before = len(ran)
-        state, record = pool_iteration(OneRank(), cfg, task, state, trajectory)
-        assert record.steps.dtype == np.int64 and record.steps.tolist() == [len(ran) - before]
-        assert 6 <= record.steps[0] < 6 * cfg.T  # 4 + 2 episodes, and the hopper fell in some
+        _, record = pool_iteration(OneRank(), cfg, as_trained, state, trajectory)
+        state, counted = pool_iteration(OneRank(), cfg, python_loop, state, trajectory)
+        assert counted.steps.dtype == np.int64
+        assert counted.steps.tolist() == record.steps.tolist() == [len(ran) - before]
+        assert 6 <= counted.steps[0] < 6 * cfg.T  # 4 + 2 episodes, and the hopper fell in some
