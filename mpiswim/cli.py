@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         "stall_timeout (default 600)",
     )
     train.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="time budget: after this much wall time the run finishes the iteration in progress, writes it and exits 0 "
+        "with the command that resumes it; 0 = no limit. Overrides [run] max_seconds (default 0); on --resume too",
+    )
+    train.add_argument(
         "--resume-if-exists",
         action="store_true",
         help="if the --out checkpoint exists, resume it (its config must match --config except [run] iterations); "
@@ -274,7 +281,7 @@ def info_command(args) -> int:
             "initial one)"
         )
     else:
-        print(f"best score: {summary['best_score']:.2f} at iteration {summary['best_iteration'] + 1}")
+        print(f"best score: {summary['best_score']:.2f} at iteration {summary['best_iteration']}")
     ranks = zip(summary["alpha"], summary["eta"], summary["wins_per_rank"], strict=True)
     print(
         "ranks (step sizes and wins): "
@@ -283,12 +290,30 @@ def info_command(args) -> int:
     if summary["winners"]:
         print("winners over time (iterations: most frequent winner): " + winners_over_time(summary["winners"]))
     print(f"degenerate branches: {summary['degenerate_branches']}, fallbacks to best: {summary['fallbacks']}")
+    print(f"environment steps: {steps_line(summary)}")
+    print(f"wall time of the iterations: {summary['iteration_seconds']:.1f} s (start-up and pauses not counted)")
     print(
-        "time per phase (slowest rank, summed over iterations): "
+        "time per phase (each the slowest rank's, summed over iterations: ranks are slowest in different phases, so "
+        "their sum can exceed the wall time): "
         + ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds_per_phase"].items())
     )
     print(f"the run's config: `mpiswim info {shlex.quote(args.checkpoint)} --config`")
     return 0
+
+
+def steps_line(summary: dict) -> str:
+    """What info says about the run's environment steps: in all, and up to the best score."""
+    total, missing, done = summary["steps"], summary["steps_not_recorded"], summary["iterations_done"]
+    if total is None:
+        return "not recorded (the file was written before mpiswim recorded steps, checkpoint format 3)"
+    if missing:
+        return (
+            f"{total:,} in iterations {missing + 1}..{done} (iterations 1..{missing} were written before mpiswim "
+            "recorded steps); up to the best score: not known"
+        )
+    best = summary["best_iteration"]
+    to_best = "" if best is None else f", {summary['steps_to_best']:,} up to the best score (iteration {best})"
+    return f"{total:,} in all (every rank's episodes){to_best}"
 
 
 def check_command(args) -> int:
@@ -356,10 +381,11 @@ def run_command(argv: list[str] | None = None) -> int:
     """Parse the command line and run the command; return its exit code."""
     args = build_parser().parse_args(argv)
     if args.command == "config":
-        from mpiswim.config import DEFAULT_CONFIG, ConfigError, apply_overrides, check_overridden
+        from mpiswim.config import ConfigError, check_overridden
+        from mpiswim.tasks import embedded_config
 
         try:
-            text = apply_overrides(DEFAULT_CONFIG, args.set) if args.set else DEFAULT_CONFIG
+            text = embedded_config(args.set or ())
             check_overridden(text)
         except ConfigError as error:
             return usage_error(str(error))

@@ -176,6 +176,25 @@ def check_stall_timeout(field: str, value: Any) -> float:
     return float(value)
 
 
+def check_max_seconds(field: str, value: Any) -> float:
+    """Seconds of wall time a training job may take: 0 (no limit), or a positive finite number.
+
+    `field` names where the value came from: "[run] max_seconds" or "--time-limit".
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value == 0 or (math.isfinite(value) and value > 0))
+    ):
+        raise _fail(
+            field,
+            value,
+            "must be 0 (no time limit) or a positive finite number of seconds",
+            "give seconds of wall time such as 1200 (20 minutes), or 0 to run all the iterations",
+        )
+    return float(value)
+
+
 def _observation_scale(field: str, value: Any) -> tuple[float, ...] | float:
     """A positive number, or a list of them (its length is checked against the task in mpiswim.tasks.check_task)."""
     values = value if isinstance(value, list) else [value]
@@ -208,6 +227,10 @@ KEYS: tuple[Key, ...] = (
         "iteration get at least 600 s): the job ends naming it (exit code 5), checkpoint intact. 0 = never (plain "
         "blocking MPI waits). May change on resume; train --stall-timeout overrides it.",
         check=check_stall_timeout, resumable=True, compared=False),
+    Key("run", "max_seconds", NUMBER, 0, "time budget: after this many seconds of wall time (from the start of "
+        "train) the run finishes the iteration in progress, writes it and stops with exit code 0 and the command that "
+        "resumes it. 0 = no limit. Per job: a resumed job counts from its own start. train --time-limit overrides it.",
+        check=check_max_seconds, resumable=True, compared=False),
     Key("run", "target", NUMBER, None, "stop once the best agent scores this on target_episodes (default 5) fresh "
         "episodes (checked after each new best); left out: run all iterations", check=_finite, shown=150,
         commented=True),

@@ -268,7 +268,7 @@ def pool_iteration(
 
     # 1-2. Same start, own branch: the learner improves a copy of A_k with this rank's step sizes (REINFORCE
     # episodes, or a step along the direction pooled from every rank's random tries, which it shares through share).
-    started = perf_counter()
+    started, steps_before = perf_counter(), task.steps
     improve = learner(cfg.learner)
     branch, train_returns, degenerate = improve(
         state.agent,
@@ -304,13 +304,15 @@ def pool_iteration(
     # Greedy result and patience: every rank takes the same decisions from the same scores.
     next_state, fell_back = advance(state, scores, winner, next_agent, cfg.patience)
 
-    # 5. Record: rank 0 collects what every rank saw and timed, one float row per rank:
-    #    [degenerate, seconds training, evaluating, merging, the training returns...].
+    # 5. Record: rank 0 collects what every rank saw, timed and ran, one float row per rank:
+    #    [degenerate, seconds training, evaluating, merging, environment steps, the training returns...].
+    #    The steps are every episode this rank ran on its task in this iteration (a float holds them exactly: < 2^53).
     seconds = [trained - started, evaluated - trained, merged - evaluated]
-    table = gather_rows(comm, np.concatenate([[degenerate], seconds, train_returns]), watch)
+    steps = task.steps - steps_before
+    table = gather_rows(comm, np.concatenate([[degenerate], seconds, [steps], train_returns]), watch)
     record = None
     if table is not None:
-        degenerate_column, seconds_columns, returns_columns = table[:, 0], table[:, 1:4], table[:, 4:]
+        degenerate_column, seconds_columns, returns_columns = table[:, 0], table[:, 1:4], table[:, 5:]
         timings = np.zeros((comm.Get_size(), len(PHASES)))  # the checkpoint column: rank 0 fills it in after writing
         timings[:, :3] = seconds_columns
         record = IterationRecord(
@@ -321,5 +323,6 @@ def pool_iteration(
             degenerate=degenerate_column.astype(bool),
             fell_back=fell_back,
             best_score=next_state.best_score,
+            steps=table[:, 4].astype(np.int64),
         )
     return next_state, record

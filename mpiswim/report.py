@@ -16,7 +16,7 @@ import numpy as np
 
 from mpiswim.checkpoint import Checkpoint, load_checkpoint
 from mpiswim.progress import progress_bar
-from mpiswim.state import PHASES
+from mpiswim.state import PHASES, steps_per_iteration
 
 
 @dataclass
@@ -72,6 +72,9 @@ def info_summary(checkpoint: Checkpoint) -> dict:
     records, state = checkpoint.records, checkpoint.state
     wins = np.bincount([r.winner for r in records if r.winner >= 0], minlength=checkpoint.world_size)
     timings = np.array([r.timings for r in records]) if records else np.zeros((0, checkpoint.world_size, len(PHASES)))
+    rows = np.array([r.steps for r in records]) if records else np.zeros((0, checkpoint.world_size), dtype=np.int64)
+    steps = steps_per_iteration(rows)
+    best_row = state.best_iteration
     return {
         "run_name": str(checkpoint.attrs.get("run_name", "")),
         "env_id": str(checkpoint.attrs.get("env_id", "")),
@@ -81,7 +84,8 @@ def info_summary(checkpoint: Checkpoint) -> dict:
         "best_score": state.best_score
         if state.best_iteration >= 0
         else None,  # None: no winner yet (and -inf is not JSON)
-        "best_iteration": state.best_iteration if state.best_iteration >= 0 else None,  # 0-based
+        # 1-based, as the log's "(it 70)" and every other output count iterations (the file stores the 0-based row)
+        "best_iteration": state.best_iteration + 1 if state.best_iteration >= 0 else None,
         "last_winner_score": float(records[-1].scores[records[-1].winner])
         if records and records[-1].winner >= 0
         else None,
@@ -91,15 +95,36 @@ def info_summary(checkpoint: Checkpoint) -> dict:
         "fallbacks": int(sum(r.fell_back for r in records)),
         "alpha": checkpoint.hyperparameters["alpha"].tolist(),
         "eta": checkpoint.hyperparameters["eta"].tolist(),
-        "seconds_per_phase": {  # the slowest rank's; checkpoint: rank 0's, the only rank that writes
+        # Per phase, the slowest rank's time summed over the iterations (checkpoint: rank 0's, the only rank that
+        # writes). Different ranks are slowest in different phases, so their sum can exceed the wall time.
+        "seconds_per_phase": {
             phase: float(
                 timings[:, 0, column].sum() if phase == "checkpoint" else timings[:, :, column].max(axis=1).sum()
             )
             for column, phase in enumerate(PHASES)
         },
+        "iteration_seconds": iteration_seconds(timings),
+        # Environment steps of every rank's episodes; iterations written before checkpoint format 3 have none.
+        "steps": int(np.nansum(steps)) if not np.isnan(steps).all() else None,
+        "steps_to_best": int(steps[: best_row + 1].sum())
+        if best_row >= 0 and not np.isnan(steps[: best_row + 1]).any()
+        else None,  # through the best iteration, if every iteration up to it has its steps
+        "steps_not_recorded": int(np.isnan(steps).sum()),
         "versions": json.loads(checkpoint.attrs.get("versions", "{}")),
         "config_toml": checkpoint.config_toml,
     }
+
+
+def iteration_seconds(timings: np.ndarray) -> float:
+    """The wall time of the iterations, from their (iterations, ranks, PHASES) timings.
+
+    Each rank times its phases one after the other from the start of an iteration to the end of the merge, so the
+    longest rank's train + evaluate + communicate is that iteration's time; rank 0 then writes it (checkpoint).
+    Start-up, the target checks and pauses between a stopped and a resumed job are not in it.
+    """
+    if not len(timings):
+        return 0.0
+    return float(timings[:, :, :-1].sum(axis=2).max(axis=1).sum() + timings[:, 0, -1].sum())
 
 
 WINDOWS = 10  # `info` shows the winners over time in at most this many windows; --json has every winner

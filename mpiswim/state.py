@@ -54,15 +54,21 @@ class RecordField(NamedTuple):
     dtype: str  # numpy type as stored in the file
     unit: str
     meaning: str  # also the dataset's "description" attribute
+    since: int = 1  # the checkpoint format_version that added the dataset (older files lack it)
 
     def row_shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
         """The shape of one row, each symbol replaced by its size in `sizes`."""
         return tuple(sizes[symbol] for symbol in self.shape)
 
 
-def _stored(shape: tuple[str, ...], dtype: str, unit: str, meaning: str):
-    """A field of IterationRecord that is one row of a /pool dataset (see RecordField)."""
-    return field(metadata={"shape": shape, "dtype": dtype, "unit": unit, "meaning": meaning})
+def _stored(shape: tuple[str, ...], dtype: str, unit: str, meaning: str, **more):
+    """A field of IterationRecord that is one row of a /pool dataset (see RecordField); `more`: since= and default=."""
+    default = {"default": more.pop("default")} if "default" in more else {}
+    return field(metadata={"shape": shape, "dtype": dtype, "unit": unit, "meaning": meaning, **more}, **default)
+
+
+# /pool/steps of an iteration whose steps were not recorded: one written into a file before format_version 3.
+NOT_RECORDED = -1
 
 
 @dataclass
@@ -105,6 +111,16 @@ class IterationRecord:
         (), "|b1", "bool", "patience ran out: the next iteration started from the best-ever agent"
     )
     best_score: float = _stored((), "<f8", "return", "best-ever winner score after this iteration")
+    steps: np.ndarray | None = _stored(
+        ("P",),
+        "<i8",
+        "step",
+        "environment steps each rank ran in the iteration: its update or exploration episodes and its evaluation "
+        "episodes (an episode that ends early counts the steps it ran); -1: not recorded (an iteration written before "
+        "format_version 3)",
+        since=3,
+        default=None,  # None: not recorded (stored as -1)
+    )
 
 
 # The checkpoint's schema: the /pool datasets, in the order a row is written and hashed.
@@ -119,6 +135,13 @@ CHECKPOINT_SECONDS = RecordField(
     "s",
     "wall time rank 0 spent writing this iteration into the file (not covered by the checksum)",
 )
+
+
+def steps_per_iteration(steps: np.ndarray) -> np.ndarray:
+    """(k,) environment steps of each iteration, every rank's together, from /pool/steps rows (k, P); NaN where the
+    steps were not recorded (NOT_RECORDED).
+    """
+    return np.where((steps == NOT_RECORDED).any(axis=1), np.nan, steps.sum(axis=1, dtype=np.float64))
 
 
 def initial_state(agent: Agent) -> PoolState:

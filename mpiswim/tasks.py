@@ -9,12 +9,17 @@ loads neither MuJoCo nor numba; making a task loads MuJoCo.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
+import re
+import sys
+import tomllib
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from mpiswim.config import MAX_SIGNED_OBS_DIM, Config, ConfigError, quote
+from mpiswim.config import DEFAULT_CONFIG, MAX_SIGNED_OBS_DIM, Config, ConfigError, apply_overrides, quote
 
 MUJOCO_ENTRY_POINT = "gymnasium.envs.mujoco."
 
@@ -24,6 +29,44 @@ def mujoco_ids() -> list[str]:
     from gymnasium.envs.registration import registry
 
     return [env_id for env_id, spec in registry.items() if str(spec.entry_point).startswith(MUJOCO_ENTRY_POINT)]
+
+
+def episode_limit(env_id: str) -> int | None:
+    """Gymnasium's own episode limit of a registered MuJoCo task (its spec's max_episode_steps), without making it;
+    None for an id mpiswim does not make or a task without one.
+    """
+    from gymnasium.envs.registration import registry
+
+    return registry[env_id].max_episode_steps if env_id in mujoco_ids() else None
+
+
+def embedded_config(overrides: Sequence[str] = ()) -> str:
+    """The embedded default config with `--set` overrides (`mpiswim config --set`, `train` without --config).
+
+    The default's T = 500 and name "swimmer-default" belong to its Swimmer-v5: when the overrides
+    change [env] id, the task's own episode limit becomes T and "<task>-default" (e.g.
+    "hopper-default") the name, unless the overrides set env.T or run.name themselves.
+    Without an other id the text is the default's, so its runs do not change.
+    """
+    text = apply_overrides(DEFAULT_CONFIG, overrides) if overrides else DEFAULT_CONFIG
+    given = {override.partition("=")[0].strip() for override in overrides}
+    try:
+        env_id = tomllib.loads(text)["env"]["id"]
+    except (tomllib.TOMLDecodeError, KeyError, TypeError):
+        return text  # parse_config names what is wrong
+    if (
+        not isinstance(env_id, str)
+        or env_id == tomllib.loads(DEFAULT_CONFIG)["env"]["id"]
+        or env_id not in mujoco_ids()
+    ):
+        return text  # the default's own task, or an id that train refuses anyway (make_env names it)
+    derived = []
+    limit = episode_limit(env_id) if "env.T" not in given else None
+    if limit:
+        derived.append(f"env.T={limit}")
+    if "run.name" not in given:
+        derived.append(f'run.name="{re.sub(r"-v[0-9]+$", "", env_id).lower()}-default"')
+    return apply_overrides(text, [*overrides, *derived]) if derived else text
 
 
 def make_env(env_id: str):
@@ -43,9 +86,35 @@ def make_env(env_id: str):
             f"(mpiswim makes only those, and imports nothing an id names). Fix: use a registered id such as {example}."
         )
     try:
-        return gym.make(env_id)
+        with quiet_settotalmass():
+            return gym.make(env_id)
     except Exception as error:  # e.g. a MuJoCo that cannot load the model, or MuJoCo's OpenGL back-end
         raise ConfigError(cannot_make(env_id, error)) from None
+
+
+# MuJoCo 4 deprecated the XML compiler attribute `settotalmass`, which Gymnasium's half_cheetah.xml still sets, and
+# prints this warning (C's mju_warning, to stderr: not a Python warning) every time the model is compiled: once per rank
+# and per start, about Gymnasium's file, with nothing for the user to fix. The model's masses are as before.
+SETTOTALMASS_WARNING = "compiler attribute 'settotalmass' is deprecated"
+
+
+@contextlib.contextmanager
+def quiet_settotalmass() -> Iterator[None]:
+    """While making a task, drop exactly MuJoCo's 'settotalmass' deprecation warning; any other MuJoCo warning is
+    printed as MuJoCo prints it ("WARNING: ..." on stderr).
+    """
+    import mujoco
+
+    def warn(message: str) -> None:
+        if not message.startswith(SETTOTALMASS_WARNING):
+            print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(warn)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 def cannot_make(env_id: str, error: Exception) -> str:

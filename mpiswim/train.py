@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import math
 import os
 import shlex
 import signal
@@ -40,11 +41,10 @@ from mpiswim.checkpoint import (
     read_raw,
 )
 from mpiswim.config import (
-    DEFAULT_CONFIG,
     RESUMABLE,
     Config,
     ConfigError,
-    apply_overrides,
+    check_max_seconds,
     check_stall_timeout,
     field_label,
     load_config,
@@ -67,7 +67,7 @@ from mpiswim.pool import (
 )
 from mpiswim.stall import StallWatch, abort_every_rank
 from mpiswim.state import IterationRecord, PoolState, initial_state
-from mpiswim.tasks import check_task
+from mpiswim.tasks import check_task, embedded_config
 
 # Exit codes (docs/faults.md). 130 and 143 are what shells report for a process
 # killed by SIGINT and SIGTERM (128 + signal number); here they mean "stopped
@@ -84,12 +84,14 @@ EXIT_SIGTERM = 143
 
 # Reasons to stop early, one bit each, combined over the ranks with a bitwise-OR allreduce.
 STOP_SIGINT, STOP_SIGTERM, STOP_WRITE_FAILED, STOP_TARGET, STOP_CHECKPOINT_LOST, STOP_SIGUSR1 = 1, 2, 4, 8, 16, 32
+STOP_TIME_LIMIT = 64  # rank 0's clock passed [run] max_seconds / --time-limit
 SIGNAL_STOPS = {"SIGINT": STOP_SIGINT, "SIGTERM": STOP_SIGTERM, "SIGUSR1": STOP_SIGUSR1}
 
 # Why a run ends (train.stop_reason) and the exit code every rank then returns.
 EXIT_CODES = {
     "done": 0,
     "target": 0,
+    "time limit": 0,  # a planned stop: the file holds the run so far, and the message says how to resume it
     "degenerate": EXIT_DEGENERATE,
     "write failed": EXIT_WRITE_FAILED,
     "checkpoint lost": EXIT_CHECKPOINT_LOST,
@@ -153,6 +155,7 @@ class Setup:
     resume_iterations: int | None = (
         None  # a resumed run asked beyond the checkpoint's plan: the --iterations its resume hints keep
     )
+    time_limit_from: str = "[run] max_seconds"  # or "--time-limit": where cfg.max_seconds came from
 
 
 def check_out_path(out: Path, force: bool, config_path: str | None = None, iterations: int | None = None) -> bool:
@@ -291,6 +294,7 @@ def resume(
             iterations=iterations or checkpoint.iterations_planned,
             out=str(out),
             stall_timeout=(given or cfg).stall_timeout,
+            max_seconds=(given or cfg).max_seconds,  # a job's own budget: the given config's, else the stored one
         )
         state, records = checkpoint.state, checkpoint.records
         if not in_place:
@@ -325,7 +329,7 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
     if args.config:
         cfg = load_config(args.config, world_size, overrides)
     else:
-        cfg = parse_config(apply_overrides(DEFAULT_CONFIG, overrides) if overrides else DEFAULT_CONFIG, world_size)
+        cfg = parse_config(embedded_config(overrides), world_size)  # the task's own T and name if --set changes it
     if args.iterations:
         cfg = dataclasses.replace(cfg, iterations=args.iterations)
     out = Path(out_given or cfg.out)
@@ -360,21 +364,41 @@ def planned_work(cfg: Config, world_size: int, done: int) -> str:
     episodes = world_size * (cfg.iterate_episodes + cfg.evaluate_episodes)
     steps = episodes * cfg.T
     remaining = cfg.iterations - done
-    return (
+    line = (
         f"mpiswim: planned: {remaining} iterations ({done + 1}..{cfg.iterations}) x {world_size} ranks x "
         f"({cfg.iterate_episodes} + {cfg.evaluate_episodes}) episodes of at most {cfg.T} steps = "
         f"at most {steps:,} steps per iteration, {steps * remaining:,} in all"
     )
+    if cfg.max_seconds:
+        line += (
+            f"; or {format_seconds(cfg.max_seconds)} of wall time (time limit), whichever comes first: the ETA "
+            "says which"
+        )
+    return line
 
 
 WEEK = 7 * 24 * 3600.0
 
 
-def seconds_left(first_iteration: float, elapsed: float, done_here: int, remaining: int) -> float | None:
-    """Projected seconds to the end, from the iterations after the first (which includes start-up and compiling)."""
+def projection(
+    cfg: Config, done: int, first_iteration: float, elapsed: float, done_here: int, used: float
+) -> tuple[float | None, str]:
+    """(seconds to the end, which budget binds) after iteration `done`, from the iterations after the first.
+
+    `used`: seconds of the time budget used. Without [run] max_seconds the iterations bind ("").
+    With it, the run stops after the first iteration that ends past the limit: "time limit, about
+    iteration N" if that comes before cfg.iterations, else "iterations".
+    """
     if done_here < 2:
-        return None
-    return (elapsed - first_iteration) / (done_here - 1) * remaining
+        return None, ""
+    per_iteration = (elapsed - first_iteration) / (done_here - 1)
+    remaining = cfg.iterations - done
+    if not cfg.max_seconds:
+        return per_iteration * remaining, ""
+    by_time = max(0, math.ceil((cfg.max_seconds - used) / per_iteration)) if per_iteration > 0 else remaining
+    if by_time < remaining:
+        return per_iteration * by_time, f"time limit, about iteration {done + max(by_time, 1)}"
+    return per_iteration * remaining, "iterations"
 
 
 def best_so_far(state: PoolState, template: str) -> str:
@@ -386,7 +410,12 @@ def best_so_far(state: PoolState, template: str) -> str:
     return template.format(score=f"{state.best_score:.2f}", iteration=state.best_iteration + 1)
 
 
-def progress_line(cfg: Config, state: PoolState, record: IterationRecord, elapsed: float, eta: float | None) -> str:
+def progress_line(
+    cfg: Config, state: PoolState, record: IterationRecord, elapsed: float, eta: float | None, binds: str = ""
+) -> str:
+    """One iteration's line: the merge, the ranks' scores, the best so far, elapsed time and ETA (and, with a time
+    limit, which budget binds: projection).
+    """
     if record.winner >= 0:
         merge = f"winner rank {record.winner:>2} score {record.scores[record.winner]:9.2f}"
     else:
@@ -398,7 +427,7 @@ def progress_line(cfg: Config, state: PoolState, record: IterationRecord, elapse
         f"iteration {state.iteration:>4}/{cfg.iterations}  {merge}  {spread}  "
         f"{best_so_far(state, 'best {score} (it {iteration})')}  "
         f"elapsed {format_seconds(elapsed)}  eta "
-        f"{format_seconds(eta) if eta is not None else 'after iteration 2'}{note}"
+        f"{format_seconds(eta) if eta is not None else 'after iteration 2'}{f' ({binds})' if binds else ''}{note}"
     )
 
 
@@ -565,7 +594,9 @@ def stop_reason(stop: int, state: PoolState, cfg: Config) -> str | None:
     if state.iteration >= cfg.iterations:
         return "done"
     signalled = [name for name, bit in SIGNAL_STOPS.items() if stop & bit]
-    return signalled[0] if signalled else None
+    if signalled:
+        return signalled[0]
+    return "time limit" if stop & STOP_TIME_LIMIT else None
 
 
 def finish(
@@ -577,9 +608,11 @@ def finish(
     watch: StallWatch,
     reason: str,
     seconds: float,
+    used: float | None = None,
 ) -> int:
     """End the run for `reason` on every rank: rank 0 closes the checkpoint and says why; return the exit code.
 
+    `seconds`: the iterations' wall time; `used`: the job's, as the time limit counts it (from the start of train).
     Every rank exits with rank 0's code, which a checkpoint lost at the very end changes.
     """
     code = EXIT_CODES[reason]
@@ -594,6 +627,8 @@ def finish(
                 f"{best_so_far(state, 'best score {score} at iteration {iteration}')}; wins per rank {wins.tolist()}; "
                 f"checkpoint {setup.out}"
             )
+        elif reason == "time limit":
+            say(time_limit_message(comm.Get_size(), setup, state, seconds if used is None else used))
         elif reason == "degenerate":
             print(
                 "mpiswim: stopped: every branch was degenerate (Beta shapes overflowed or underflowed) in the last "
@@ -614,6 +649,24 @@ def finish(
     return end_of_run(comm, code, watch)  # the others wait for rank 0's last write, under the deadline
 
 
+def time_limit_message(ranks: int, setup: Setup, state: PoolState, used: float) -> str:
+    """What rank 0 says when the time limit stopped the run: how far it got and the command that resumes it."""
+    cfg = setup.cfg
+    again = (
+        f"the resumed job gets {cfg.max_seconds:g} s again from the stored [run] max_seconds; --time-limit SECONDS "
+        "changes that, 0 runs to the end"
+        if setup.time_limit_from == "[run] max_seconds"
+        else "add --time-limit SECONDS to give it a time budget too"
+    )
+    return (
+        f"mpiswim: time limit reached after {state.iteration} iterations ({format_seconds(used)} of wall time; "
+        f"{setup.time_limit_from} = {cfg.max_seconds:g} s): '{setup.out}' holds the {state.iteration} completed "
+        f"iterations of {cfg.iterations} planned; "
+        f"{best_so_far(state, 'best score {score} at iteration {iteration}')}. "
+        f"Resume with: `{resume_command(ranks, setup.out, setup.resume_iterations)}` ({again})."
+    )
+
+
 def run_loop(
     comm,
     setup: Setup,
@@ -621,12 +674,16 @@ def run_loop(
     stops: StopRequests | None = None,
     writer: CheckpointWriter | None = None,
     watch: StallWatch | None = None,
+    began: float | None = None,
 ) -> int:
     """Run pool iterations until cfg.iterations are done or a rank has a reason to stop; return the exit code.
 
     `writer` (rank 0 only) is the run's open checkpoint; every completed
     iteration is appended to it. `watch` completes every collective against
-    the stall timeout (a new one if not given).
+    the stall timeout (a new one if not given). `began`: the perf_counter
+    at which the job started, from which [run] max_seconds counts (default: now).
+    Rank 0 alone reads its clock against the time limit, and the stop check
+    shares its decision, so every rank stops after the same iteration.
     """
     cfg, rank = setup.cfg, comm.Get_rank()
     task = task_for(cfg)
@@ -646,6 +703,7 @@ def run_loop(
     if rank == 0:
         say(f"mpiswim: ranks per host: {ranks_per_host(hosts)}")
     started, first, first_iteration, warned = time.perf_counter(), state.iteration, 0.0, False
+    began = started if began is None else began
     reason = "done" if state.iteration >= cfg.iterations else None
     while reason is None:
         state, record = pool_iteration(comm, cfg, task, state, trajectory, watch)
@@ -657,8 +715,9 @@ def run_loop(
                 watch.written = state.iteration
                 elapsed, done_here = time.perf_counter() - started, state.iteration - first
                 first_iteration = elapsed if done_here == 1 else first_iteration
-                eta = seconds_left(first_iteration, elapsed, done_here, cfg.iterations - state.iteration)
-                say(progress_line(cfg, state, record, elapsed, eta))
+                used = time.perf_counter() - began
+                eta, binds = projection(cfg, state.iteration, first_iteration, elapsed, done_here, used)
+                say(progress_line(cfg, state, record, elapsed, eta, binds))
                 if eta is not None and eta > WEEK and not warned:
                     warned = True
                     print(
@@ -671,22 +730,26 @@ def run_loop(
                     )
                 if target_reached(cfg, state, task, trajectory, watch, stops):
                     stop |= STOP_TARGET
+                if cfg.max_seconds and time.perf_counter() - began >= cfg.max_seconds:
+                    stop |= STOP_TIME_LIMIT
         # One small collective per iteration: does any rank have a reason to stop (a signal, a failed write, the
-        # target)?
+        # target, the time limit)?
         reason = stop_reason(combine_stops(comm, stop | (stops.bits if stops else 0), watch), state, cfg)
-    return finish(comm, setup, state, records, writer, watch, reason, time.perf_counter() - started)
+    now = time.perf_counter()
+    return finish(comm, setup, state, records, writer, watch, reason, now - started, now - began)
 
 
 def train_command(args) -> int:
     """`mpiswim train`: every rank runs this under mpirun/mpiexec."""
+    began = time.perf_counter()  # [run] max_seconds counts from here: start-up and set-up are part of the job
     stops = StopRequests()  # first: a signal from now on stops the run cleanly after an iteration
     try:
-        return _train(args, stops)
+        return _train(args, stops, began)
     finally:
         stops.restore()
 
 
-def _train(args, stops: StopRequests) -> int:
+def _train(args, stops: StopRequests, began: float | None = None) -> int:
     from mpiswim.launcher import start_mpi
 
     launcher_problem = start_mpi()  # starts MPI; a launcher of another MPI: every process stops here (docs/faults.md)
@@ -708,9 +771,16 @@ def _train(args, stops: StopRequests) -> int:
                 if getattr(args, "stall_timeout", None) is None
                 else check_stall_timeout("--stall-timeout", args.stall_timeout)
             )
+            limit = (
+                None
+                if getattr(args, "time_limit", None) is None
+                else check_max_seconds("--time-limit", args.time_limit)
+            )
             setup, records, writer = prepare(args, comm.Get_size())
             if seconds is not None:
                 setup.cfg = dataclasses.replace(setup.cfg, stall_timeout=seconds)
+            if limit is not None:
+                setup.cfg, setup.time_limit_from = dataclasses.replace(setup.cfg, max_seconds=limit), "--time-limit"
         except (ConfigError, CheckpointError, InputError) as error:
             problem = str(error)
         except Exception as error:  # anything unforeseen while reading input: still one message, all ranks exit
@@ -734,7 +804,7 @@ def _train(args, stops: StopRequests) -> int:
             )
         return 0
     try:
-        return run_loop(comm, setup, records, stops, writer, watch)
+        return run_loop(comm, setup, records, stops, writer, watch, began)
     except BaseException as error:
         what = (
             "interrupted again (second Ctrl-C)"

@@ -33,6 +33,13 @@ ALPHA, ETA = [1e-5, 1e-4, 1e-4], [1e-4, 1e-3, 1e-3]
 BEST_MARK, CURRENT_MARK = 0.01, 0.02
 
 
+def steps(row: int) -> np.ndarray:
+    """(P,) environment steps of iteration `row`: 100 (row + 1) + 10 rank (all ranks: 330, 630, ... 1830; 6480 in all,
+    4650 up to the best, row 4).
+    """
+    return 100 * (row + 1) + 10 * np.arange(3)
+
+
 def timings(row: int) -> np.ndarray:
     """(P, 4) seconds: train 1.0 + 0.1 rank, evaluate 0.5, communicate 0.2 (2 - rank), checkpoint 0.05 on rank 0."""
     table = np.zeros((3, 4))
@@ -82,6 +89,7 @@ def write_synthetic_checkpoint(
             degenerate=~np.isfinite(SCORES[k]),
             fell_back=False,
             best_score=BEST[k] + offset,
+            steps=steps(k),
         )
         for k in range(rows)
     ]

@@ -569,3 +569,18 @@ def test_the_two_runs_example_plots_two_checkpoints(synthetic, tmp_path):
         f"best {BEST[-1]:.2f} at iteration {BEST_ROW + 1}" in result.stdout
         and f"best {BEST[-1] + 5:.2f}" in result.stdout
     )
+
+
+def test_the_learning_curve_counts_environment_steps_and_compare_shows_steps_to_the_best(synthetic, tmp_path):
+    """Steps to a score is what papers report: per iteration (every rank's), in total, and up to the best iteration;
+    a file written before steps were recorded says "not recorded" rather than a number."""
+    from synthetic import steps
+
+    curve = analysis.learning_curve(read_run(synthetic))
+    per_iteration = [steps(k).sum() for k in range(6)]  # 330, 630, ..., 1830
+    np.testing.assert_array_equal(curve["steps"], per_iteration)
+    np.testing.assert_array_equal(curve["total_steps"], np.cumsum(per_iteration))
+    old = Path(__file__).parents[1] / "results" / "pool_size" / "checkpoints" / "fast-swimmer-P1-0.h5"  # format 2
+    assert np.isnan(analysis.learning_curve(read_run(old))["total_steps"]).all()
+    table = analysis.compare_markdown(analysis.read_runs([synthetic, old]))
+    assert "| steps to best |" in table and "| 5 | 4,650 |" in table and "| not recorded |" in table, table

@@ -4,6 +4,7 @@ the file's layout and attributes, the readers, docs/checkpoint.md, and the confi
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 import tomllib
@@ -12,9 +13,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from synthetic import ALPHA, SCORES, WINNERS, timings, write_synthetic_checkpoint
+from synthetic import ALPHA, SCORES, WINNERS, steps, timings, write_synthetic_checkpoint
 
-from mpiswim.checkpoint import check_checkpoint, load_checkpoint, pool_table, read_raw, row_layout, stored_config
+from mpiswim.checkpoint import (
+    FORMAT_VERSION,
+    check_checkpoint,
+    load_checkpoint,
+    pool_table,
+    read_raw,
+    row_layout,
+    stored_config,
+)
 from mpiswim.config import LEGACY_DEFAULTS
 from mpiswim.state import CHECKPOINT_SECONDS, PHASES, RECORD_FIELDS, IterationRecord
 
@@ -41,18 +50,23 @@ def test_every_field_of_the_record_is_declared_with_shape_type_unit_and_meaning(
         assert np.dtype(field.dtype).kind in "fib", field
 
 
-def test_a_row_is_laid_out_and_hashed_as_format_version_2_says():
-    """The rows digest hashes a row in this order and these types: changing them needs a new format_version."""
-    layout = [(name, shape, dtype.str) for name, (shape, dtype) in row_layout(3, 5).items()]
-    assert layout == [
-        ("scores", (3,), "<f8"),
-        ("winner", (), "<i8"),
-        ("train_returns", (3, 5), "<f8"),
-        ("timings", (3, 3), "<f8"),
-        ("degenerate", (3,), "|b1"),
-        ("fell_back", (), "|b1"),
-        ("best_score", (), "<f8"),
-    ]
+FORMAT_2_ROW = [
+    ("scores", (3,), "<f8"),
+    ("winner", (), "<i8"),
+    ("train_returns", (3, 5), "<f8"),
+    ("timings", (3, 3), "<f8"),
+    ("degenerate", (3,), "|b1"),
+    ("fell_back", (), "|b1"),
+    ("best_score", (), "<f8"),
+]
+
+
+def test_a_row_is_laid_out_and_hashed_as_its_format_version_says():
+    """The rows digest hashes a row in this order and these types: changing them needs a new format_version. Format 3
+    added each rank's steps; a format 2 file's rows are still hashed as format 2 wrote them."""
+    layout = {version: [(name, shape, dtype.str) for name, (shape, dtype) in row_layout(3, 5, version).items()]
+              for version in (2, 3)}  # fmt: skip
+    assert layout == {2: FORMAT_2_ROW, 3: [*FORMAT_2_ROW, ("steps", (3,), "<i8")]} and FORMAT_VERSION == 3
 
 
 def test_the_file_carries_each_fields_type_meaning_and_unit(synthetic):
@@ -73,6 +87,8 @@ def test_records_read_back_as_they_were_written_with_python_scalars(synthetic):
     for k, record in enumerate(records):
         np.testing.assert_array_equal(record.scores, SCORES[k])
         np.testing.assert_array_equal(record.timings, timings(k))  # the checkpoint phase back in its column
+        np.testing.assert_array_equal(record.steps, steps(k))
+        assert record.steps.dtype == np.int64
         assert type(record.winner) is int and type(record.fell_back) is bool and type(record.best_score) is float
 
 
@@ -109,3 +125,29 @@ def test_checking_and_reading_a_checkpoint_imports_neither_jax_nor_numba(synthet
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "rows, problem",
+    [
+        ({2: [200, -1, 220]}, "/pool/steps[2, 1] = -1"),  # not recorded on one rank only
+        ({3: [300, 5001, 320]}, "/pool/steps[3, 1] = 5001, outside 0..5000"),  # more than (5 + 5) episodes x T = 500
+        ({0: [-1, -1, -1], 1: [-1, -1, -1], 4: [-1, -1, -1]}, "/pool/steps[4] is not recorded, but iteration 3"),
+    ],
+)
+def test_check_refuses_steps_no_run_can_have_written(tmp_path, rows, problem):
+    """Steps within each rank's episodes' limit, and "not recorded" only on every rank of iterations before the first
+    recorded one (a format 2 file that a resume rebuilt) pass; anything else is named."""
+    from synthetic import steps
+
+    from mpiswim.checkpoint import CheckpointError, save_checkpoint
+
+    loaded = load_checkpoint(write_synthetic_checkpoint(tmp_path / "run.h5"))
+    records = [dataclasses.replace(r, steps=np.array(rows.get(k, steps(k)))) for k, r in enumerate(loaded.records)]
+    save_checkpoint(tmp_path / "bad.h5", loaded.config, loaded.state, records)
+    with pytest.raises(CheckpointError, match=re.escape(problem)):
+        check_checkpoint(tmp_path / "bad.h5")
+    # only the rows before the first recorded one lack them: what a resume of a format 2 file writes
+    records = [dataclasses.replace(r, steps=np.full(3, -1) if k < 2 else r.steps) for k, r in enumerate(loaded.records)]
+    save_checkpoint(tmp_path / "rebuilt.h5", loaded.config, loaded.state, records)
+    assert [r.steps[0] for r in check_checkpoint(tmp_path / "rebuilt.h5").records] == [-1, -1, 300, 400, 500, 600]

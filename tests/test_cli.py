@@ -61,7 +61,17 @@ def test_the_commands_answer_in_process(tmp_path, capsys):
     assert main(["info", str(stored), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["world_size"], summary["iterations_done"], summary["winners"]) == (3, 6, WINNERS)
-    assert summary["wins_per_rank"] == [2, 2, 1] and summary["best_iteration"] == 4
+    assert summary["wins_per_rank"] == [2, 2, 1] and summary["best_iteration"] == 5  # 1-based, as the log counts
+    # each phase: the slowest rank's (train: rank 2's 1.2 s; communicate: rank 0's 0.4 s); the iterations' wall time:
+    # the slowest rank's three phases (rank 0: 1.9 s) and rank 0's write (0.05 s), 6 times
+    phases = {"train": 7.2, "evaluate": 3.0, "communicate": 2.4, "checkpoint": 0.3}
+    assert summary["seconds_per_phase"] == pytest.approx(phases) and summary["iteration_seconds"] == pytest.approx(11.7)
+    assert main(["info", str(stored)]) == 0
+    text = capsys.readouterr().out
+    assert "best score: 7.00 at iteration 5" in text and "wall time of the iterations: 11.7 s" in text, text
+    # every rank's steps (synthetic.steps): 6480 in all, 4650 in iterations 1..5
+    assert (summary["steps"], summary["steps_to_best"], summary["steps_not_recorded"]) == (6480, 4650, 0)
+    assert "environment steps: 6,480 in all (every rank's episodes), 4,650 up to the best score (iteration 5)" in text
     assert main(["evaluate", str(stored), "--episodes", "2", "--T", "20", "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert (evaluated["agent"], evaluated["episodes"], evaluated["T"]) == ("best", 2, 20)
@@ -78,7 +88,7 @@ def test_info_json_summarises_the_checkpoint(small_run):
     summary = json.loads(result.stdout)
     assert summary["world_size"] == 1
     assert summary["iterations_done"] == 2
-    assert summary["best_iteration"] in (0, 1)
+    assert summary["best_iteration"] in (1, 2)
     assert isinstance(summary["best_score"], float)
     assert summary["wins_per_rank"] == [2]
 
@@ -509,3 +519,71 @@ def test_bench_task_times_a_body_against_bare_mujoco(tmp_path):
     refused = run("bench", "--task", "Swimmer-v5", "--task", "CartPole-v1", cwd=tmp_path)
     assert refused.returncode == 2 and refused.stdout == ""  # checked before anything is measured
     assert "bench --task = 'CartPole-v1': not one of Gymnasium's registered MuJoCo tasks" in refused.stderr
+
+
+def test_info_says_when_steps_were_not_recorded(tmp_path, capsys):
+    """A file written before checkpoint format 3 has no steps: info says so instead of a number; a resumed one has them
+    for its new iterations only, and the steps to the best score are then not known."""
+    import dataclasses
+
+    from synthetic import write_synthetic_checkpoint
+
+    from mpiswim.checkpoint import load_checkpoint, save_checkpoint
+    from mpiswim.cli import main
+
+    old = Path(__file__).parents[1] / "results" / "pool_size" / "checkpoints" / "fast-swimmer-P1-0.h5"  # format 2
+    assert main(["info", str(old), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["steps"], summary["steps_to_best"], summary["steps_not_recorded"]) == (None, None, 17)
+    assert main(["info", str(old)]) == 0
+    assert "environment steps: not recorded (the file was written before" in capsys.readouterr().out
+    loaded = load_checkpoint(write_synthetic_checkpoint(tmp_path / "run.h5"))
+    records = [dataclasses.replace(r, steps=np.full(3, -1) if k < 2 else r.steps) for k, r in enumerate(loaded.records)]
+    save_checkpoint(tmp_path / "resumed.h5", loaded.config, loaded.state, records)
+    assert main(["info", str(tmp_path / "resumed.h5")]) == 0
+    said = "environment steps: 5,520 in iterations 3..6 (iterations 1..2 were written before mpiswim recorded steps)"
+    assert said + "; up to the best score: not known" in capsys.readouterr().out
+
+
+def test_a_time_limit_is_planned_projected_and_stops_the_run_with_exit_0_and_the_resume_command():
+    """The planned-work line names both budgets; the ETA says which binds; rank 0's time-limit bit ends the run with
+    exit code 0 (unless the iterations were done anyway, or a signal came too); the message says how to resume."""
+    from pathlib import Path as P
+
+    from mpiswim.config import DEFAULT_CONFIG
+    from mpiswim.policy import initial_agent
+    from mpiswim.state import PoolState
+    from mpiswim.train import (
+        EXIT_CODES,
+        STOP_SIGTERM,
+        STOP_TIME_LIMIT,
+        Setup,
+        planned_work,
+        projection,
+        stop_reason,
+        time_limit_message,
+    )
+
+    limited = parse_config(DEFAULT_CONFIG.replace("max_seconds = 0", "max_seconds = 600"), 2)
+    unlimited = parse_config(DEFAULT_CONFIG, 2)
+    assert planned_work(limited, 2, 0).endswith("; or 0:10:00 of wall time (time limit), whichever comes first: the "
+                                                "ETA says which")  # fmt: skip
+    assert "time limit" not in planned_work(unlimited, 2, 0)
+    # 10 s per iteration after the first, 30 s used after 2: the 118 left need 1180 s, the budget ends in iteration 59
+    assert projection(unlimited, 2, 20.0, 30.0, 2, 30.0) == (1180.0, "")
+    assert projection(limited, 2, 20.0, 30.0, 2, 30.0) == (570.0, "time limit, about iteration 59")
+    assert projection(limited, 100, 20.0, 1010.0, 100, 300.0) == (200.0, "iterations")  # 20 left, room for 30
+    agent = initial_agent(8, 2, "linear")
+    state = PoolState(7, agent, agent, 12.5, 3, 0, 0)
+    assert stop_reason(STOP_TIME_LIMIT, state, limited) == "time limit" and EXIT_CODES["time limit"] == 0
+    assert stop_reason(0, state, limited) is None
+    assert stop_reason(STOP_TIME_LIMIT | STOP_SIGTERM, state, limited) == "SIGTERM"
+    assert stop_reason(STOP_TIME_LIMIT, PoolState(120, agent, agent, 12.5, 3, 0, 0), limited) == "done"
+    message = time_limit_message(2, Setup(limited, P("runs/my run.h5"), state), state, 601.0)
+    assert message.startswith("mpiswim: time limit reached after 7 iterations (0:10:01 of wall time; [run] max_seconds")
+    assert "holds the 7 completed iterations of 120 planned; best score 12.50 at iteration 4" in message
+    assert "Resume with: `mpirun -n 2 mpiswim train --resume 'runs/my run.h5'` (the resumed job gets 600 s again" in (
+        message
+    )
+    given = Setup(limited, P("run.h5"), state, time_limit_from="--time-limit")
+    assert "(add --time-limit SECONDS to give it a time budget too)" in time_limit_message(2, given, state, 601.0)

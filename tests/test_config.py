@@ -25,6 +25,7 @@ from mpiswim.config import (
     SCHEMA,
     Config,
     ConfigError,
+    check_max_seconds,
     check_stall_timeout,
     field_label,
     keys_markdown,
@@ -34,6 +35,7 @@ from mpiswim.config import (
     set_up_stall_timeout,
 )
 from mpiswim.tasks import check_task
+from mpiswim.train import config_differences
 
 MINIMAL = """\
 [run]
@@ -341,6 +343,22 @@ def test_stall_timeout_is_0_or_at_least_a_second(value):
     assert "[run] stall_timeout" in message
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "true", '"20m"'])
+def test_max_seconds_is_0_or_a_positive_number_of_seconds(value):
+    message = problem(MINIMAL.replace("iterations = 3", f"iterations = 3\nmax_seconds = {value}"))
+    assert message.startswith("config error: [run] max_seconds = ") and "Fix: " in message
+
+
+def test_max_seconds_defaults_to_no_limit_and_may_change_on_resume():
+    assert parse_config(MINIMAL, 2).max_seconds == parse_config(DEFAULT_CONFIG, 2).max_seconds == 0
+    stored = parse_config(DEFAULT_CONFIG, 2)
+    given = parse_config(DEFAULT_CONFIG.replace("max_seconds = 0", "max_seconds = 1200"), 2)
+    assert given.max_seconds == 1200 and config_differences(stored, given) == []  # not a reason to refuse a resume
+    assert check_max_seconds("--time-limit", 0) == 0 and check_max_seconds("--time-limit", 2.5) == 2.5
+    with pytest.raises(ConfigError, match=r"--time-limit = -3\.0: must be 0 \(no time limit\)"):
+        check_max_seconds("--time-limit", -3.0)
+
+
 def test_stall_timeout_defaults_to_ten_minutes_and_0_turns_the_watch_off():
     assert (
         parse_config(MINIMAL, 2).stall_timeout
@@ -624,3 +642,27 @@ def test_bad_set_overrides_name_the_field(tmp_path, override, expected):
     with pytest.raises(ConfigError) as caught:
         load_config(path, 1, [override])
     assert expected in str(caught.value) and "Fix:" in str(caught.value)
+
+
+def test_the_embedded_default_on_another_body_takes_its_episode_limit_and_a_name_of_its_own(tmp_path):
+    """`train --set env.id=Hopper-v5` without --config ran Hopper with Swimmer's T = 500 as "swimmer-default": the
+    body's own episode limit (Gymnasium's max_episode_steps) and "hopper-default" now, unless --set gives them; the
+    default Swimmer run keeps its text, so its numbers."""
+    from argparse import Namespace
+
+    from mpiswim.tasks import embedded_config
+    from mpiswim.train import prepare
+
+    assert embedded_config() == embedded_config([]) == DEFAULT_CONFIG
+    swimmer = parse_config(embedded_config(["env.id=Swimmer-v5"]), 2)
+    assert (swimmer.T, swimmer.name) == (500, "swimmer-default")
+    hopper = parse_config(embedded_config(["env.id=Hopper-v5"]), 2)
+    assert (hopper.T, hopper.name, hopper.out) == (1000, "hopper-default", "runs/hopper-default.h5")
+    cheetah = parse_config(embedded_config(["env.id=HalfCheetah-v5", "run.seed=3"]), 2)
+    assert (cheetah.T, cheetah.name, cheetah.seed) == (1000, "halfcheetah-default", 3)
+    given = parse_config(embedded_config(["env.id=Hopper-v5", "env.T=300", "run.name=mine"]), 2)
+    assert (given.T, given.name) == (300, "mine")
+    args = Namespace(config=None, resume=None, set=["env.id=Hopper-v5"], iterations=None, out=str(tmp_path / "h.h5"))
+    setup, _, writer = prepare(args, 2)  # where train resolves the config
+    writer.close()
+    assert (setup.cfg.T, setup.cfg.name, setup.cfg.env_id) == (1000, "hopper-default", "Hopper-v5")

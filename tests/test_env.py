@@ -82,3 +82,18 @@ def test_the_task_counts_every_environment_step_its_episodes_ran(env_id):
     assert task.steps > sum(lengths) and task.steps - sum(lengths) <= 300
     if env_id == "Hopper-v5":
         assert max(lengths) < 300  # the hopper falls: steps are what ran, not episodes times T
+
+
+def test_making_half_cheetah_prints_no_settotalmass_warning_but_other_mujoco_warnings_still_show(capfd):
+    """MuJoCo 4 warns (in C, on stderr) that Gymnasium's half_cheetah.xml uses the deprecated `settotalmass`, on every
+    rank at every start; mpiswim drops exactly that message while it makes a task, and no other."""
+    import mujoco
+
+    from mpiswim.tasks import make_env, quiet_settotalmass
+
+    make_env("HalfCheetah-v5").close()
+    assert "settotalmass" not in capfd.readouterr().err
+    with quiet_settotalmass():
+        mujoco.get_mju_user_warning()("Nan, Inf or huge value in QACC at DOF 0")  # as MuJoCo would call it
+    assert capfd.readouterr().err == "WARNING: Nan, Inf or huge value in QACC at DOF 0\n"
+    assert mujoco.get_mju_user_warning() is None  # MuJoCo's own printing is back afterwards

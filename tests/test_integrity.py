@@ -191,8 +191,8 @@ def test_resume_into_another_file_continues_there_and_leaves_the_source_untouche
 
 def test_a_resume_continues_a_file_with_room_in_place_and_rebuilds_any_other(tmp_path):
     """CheckpointWriter.continue_run: a file compacted at its end, or of format_version 1, is rebuilt with rows for
-    the planned iterations under a new name (a new inode); a format_version 2 file with rows enough is continued in
-    place. Either way the next iteration is appended and the file checks."""
+    the planned iterations under a new name (a new inode); a file of this format_version with rows enough is continued
+    in place. Either way the next iteration is appended and the file checks."""
     compacted = write_synthetic_checkpoint(tmp_path / "run.h5", planned=10)  # rows for its 6 iterations only
     old_format = tmp_path / "old.h5"
     old_format.write_bytes((ROOT / "results" / "lin-t1000-alpha1x-12340.h5").read_bytes())  # 7 of 60, format 1
@@ -208,7 +208,40 @@ def test_a_resume_continues_a_file_with_room_in_place_and_rebuilds_any_other(tmp
             writer.append(dataclasses.replace(checkpoint.state, iteration=done + 1), [*checkpoint.records, record])
         finally:
             writer.close()
-        assert check_checkpoint(path).state.iteration == done + 1 and read_raw(path).attrs["format_version"] == 2
+        assert check_checkpoint(path).state.iteration == done + 1
+        assert read_raw(path).attrs["format_version"] == ckpt_format.FORMAT_VERSION
+
+
+FORMAT_2 = ROOT / "results" / "pool_size" / "checkpoints" / "fast-swimmer-P1-0.h5"  # 1 rank, 17 of 17 iterations
+
+
+def test_a_format_2_file_reads_its_steps_as_not_recorded_and_a_resume_rebuilds_it_as_format_3(tmp_path):
+    """A file written before /pool/steps: its steps read as not recorded; resumed further, it is rebuilt once in the
+    new format, its old rows (hashed without steps before) keep their numbers and -1 steps, the new row has its steps;
+    resumed with nothing left to do, it is left in its own format."""
+    path = tmp_path / "old.h5"
+    path.write_bytes(FORMAT_2.read_bytes())
+    checkpoint = check_checkpoint(path)
+    done = checkpoint.state.iteration
+    assert checkpoint.attrs["format_version"] == 2 and all((r.steps == -1).all() for r in checkpoint.records)
+    for iterations, rebuilt in ((done, False), (done + 1, True)):
+        cfg = dataclasses.replace(checkpoint.config, iterations=iterations)
+        inode = path.stat().st_ino
+        writer = CheckpointWriter.continue_run(path, claim(path), cfg, checkpoint)
+        try:
+            assert (path.stat().st_ino != inode) == rebuilt
+            if rebuilt:
+                last = checkpoint.records[-1]
+                record = dataclasses.replace(last, timings=last.timings.copy(), steps=np.array([321]))
+                writer.append(dataclasses.replace(checkpoint.state, iteration=done + 1), [*checkpoint.records, record])
+        finally:
+            writer.close()
+        assert read_raw(path).attrs["format_version"] == (3 if rebuilt else 2)
+    resumed = check_checkpoint(path)
+    assert resumed.state.iteration == done + 1
+    assert [r.steps.tolist() for r in resumed.records] == [[-1]] * done + [[321]]
+    for before, after in zip(checkpoint.records, resumed.records, strict=False):
+        np.testing.assert_array_equal(before.scores, after.scores)
 
 
 # --- 7. a write interrupted anywhere; the cost of a write ------------------------------

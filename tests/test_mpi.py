@@ -185,6 +185,34 @@ def test_a_reached_target_ends_the_run_cleanly(tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_a_time_limit_stops_every_rank_cleanly_and_the_run_resumes_to_the_uninterrupted_numbers(tmp_path):
+    """[run] max_seconds = 1 of 400 iterations: rank 0 decides after an iteration, every rank stops after it with exit
+    code 0, the file checks; resumed with --time-limit 0 (the stored limit lifted) to 2 more iterations, the run has
+    exactly the numbers of an uninterrupted run of as many iterations."""
+    config = write_config(tmp_path, iterations=400)
+    config.write_text(config.read_text().replace('name = "tiny"', 'name = "tiny"\nmax_seconds = 1'))
+    limited = launch(2, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5")
+    assert limited.returncode == 0 and exit_codes(tmp_path, 2) == [0, 0], limited.stdout + limited.stderr
+    done = read_pool(tmp_path / "run.h5")["iterations_done"]
+    assert 1 <= done < 400  # set-up and compiling alone take about a second
+    assert "0:00:01 of wall time (time limit), whichever comes first" in limited.stdout
+    assert limited.stdout.count(f"mpiswim: time limit reached after {done} iterations (") == 1, limited.stdout
+    assert "Resume with: `mpirun -n 2 mpiswim train --resume run.h5` (the resumed job gets 1 s again" in limited.stdout
+    check = launch(1, "cli", tmp_path, "check", "run.h5")
+    assert check.returncode == 0, check.stdout + check.stderr
+    total = str(done + 2)
+    resumed = launch(2, "cli", tmp_path, "train", "--resume", "run.h5", "--iterations", total, "--time-limit", "0")
+    assert resumed.returncode == 0 and "time limit" not in resumed.stdout, resumed.stdout + resumed.stderr
+    straight = launch(
+        2, "cli", tmp_path, "train", "--config", str(config), "--out", "straight.h5", "--iterations", total,
+        "--time-limit", "0",
+    )  # fmt: skip
+    assert straight.returncode == 0, straight.stderr
+    actual, expected = read_pool(tmp_path / "run.h5"), read_pool(tmp_path / "straight.h5")
+    assert actual["iterations_done"] == done + 2
+    assert_same_numbers(actual, expected)
+
+
 def test_train_records_the_scores_the_ranks_computed(tmp_path):
     config = write_config(tmp_path)
     result = launch(3, "scores", tmp_path, "train", "--config", str(config), "--out", "run.h5")
@@ -212,7 +240,9 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 
     expected, actual = read_pool(tmp_path / "straight.h5"), read_pool(tmp_path / "resumed.h5")
     assert actual["iterations_done"] == 4
-    assert_same_numbers(actual, expected)
+    assert_same_numbers(actual, expected)  # every /pool dataset, steps included
+    # a swimmer never falls: each rank ran its 2 + 2 episodes of T = 40 steps in each iteration, in both runs
+    assert actual["pool/steps"].tolist() == expected["pool/steps"].tolist() == [[160, 160]] * 4
 
 
 def test_resumed_seed_faithful_run_equals_uninterrupted_run(tmp_path):

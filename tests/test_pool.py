@@ -92,3 +92,53 @@ def test_advance_falls_back_to_the_best_agent_after_patience():
     assert not fell_back and np.all(state.agent.policy == 2.0)
     state, fell_back = advance(state, np.array([4.0]), 0, _agent(3.0), patience=2)
     assert fell_back and np.all(state.agent.policy == 1.0) and state.since_improvement == 0
+
+
+class OneRank:
+    """The part of an mpi4py communicator pool_iteration uses, for a pool of one rank in this process (no MPI)."""
+
+    class Done:
+        def Wait(self) -> None:
+            pass
+
+    def Get_rank(self) -> int:
+        return 0
+
+    def Get_size(self) -> int:
+        return 1
+
+    def Iallgather(self, mine, table):
+        np.copyto(table, np.reshape(mine, table.shape))
+        return self.Done()
+
+    def Igather(self, mine, table, root: int):
+        return self.Iallgather(mine, table)
+
+    def Ibcast(self, buffer, root: int):
+        return self.Done()
+
+
+def test_an_iterations_record_counts_every_environment_step_its_episodes_ran():
+    """/pool/steps is every step of the rank's exploration and evaluation episodes, those a falling hopper ends early
+    included: counted here on Gymnasium's own step function (the Python loop), and the same from the task as training
+    makes it (a compiled episode where there is one)."""
+    from mpiswim.config import DEFAULT_CONFIG, apply_overrides, parse_config
+    from mpiswim.env import Trajectory, task_for
+    from mpiswim.policy import initial_agent
+    from mpiswim.pool import pool_iteration
+    from mpiswim.state import initial_state
+
+    changes = ["env.id=Hopper-v5", "env.T=200", 'pool.learner="random-search"', "pool.iterate_episodes=4"]
+    cfg = parse_config(apply_overrides(DEFAULT_CONFIG, [*changes, "pool.evaluate_episodes=2", "ranks.alpha=0.05"]), 1)
+    python_loop, as_trained = task_for(cfg, fast=False), task_for(cfg)
+    ran, step = [], python_loop.step
+    python_loop.step = lambda action: (ran.append(1), step(action))[1]
+    state = initial_state(initial_agent(python_loop.obs_dim, python_loop.action_dim, cfg.features, cfg.time_feature))
+    trajectory = Trajectory.empty(cfg.T, python_loop.obs_dim, python_loop.action_dim)
+    for _ in range(2):
+        before = len(ran)
+        _, record = pool_iteration(OneRank(), cfg, as_trained, state, trajectory)
+        state, counted = pool_iteration(OneRank(), cfg, python_loop, state, trajectory)
+        assert counted.steps.dtype == np.int64
+        assert counted.steps.tolist() == record.steps.tolist() == [len(ran) - before]
+        assert 6 <= counted.steps[0] < 6 * cfg.T  # 4 + 2 episodes, and the hopper fell in some

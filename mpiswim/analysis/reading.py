@@ -55,6 +55,7 @@ class Run:
     alpha: np.ndarray  # (P,) policy step size of each rank
     eta: np.ndarray  # (P,) baseline step size of each rank
     best_iteration: int  # 0-based row that produced the best agent; -1 before any
+    steps: np.ndarray  # (k, P) environment steps of each rank's episodes; -1 where not recorded (before format 3)
     settings: dict[str, object] = field(
         default_factory=dict
     )  # the run's config apart from NOT_COMPARED (see run_settings)
@@ -191,6 +192,7 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
         alpha=steps["alpha"].astype(np.float64),
         eta=steps["eta"].astype(np.float64),
         best_iteration=best_iteration,
+        steps=pool["steps"].astype(np.int64),
         settings=run_settings(config_toml, cfg),
         being_written=being_written,
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpiswim.analysis.reading import AnalysisError, Run
+from mpiswim.state import steps_per_iteration
 
 
 def history(run: Run) -> dict[str, np.ndarray]:
@@ -46,7 +47,9 @@ def learning_curve(run: Run) -> dict[str, np.ndarray]:
     """Columns of the learning curve, one row per iteration (1-based `iteration`).
 
     winner_score, best_score, and the spread of the finite rank scores
-    (min, median, max, mean; NaN where every branch was degenerate).
+    (min, median, max, mean; NaN where every branch was degenerate); steps, every
+    rank's environment steps in the iteration, and total_steps, those of the run up
+    to and with it (NaN where not recorded, and total_steps after such an iteration).
     """
     finite = np.where(np.isfinite(run.scores), run.scores, np.nan)
     any_finite = np.isfinite(finite).any(axis=1)
@@ -54,6 +57,8 @@ def learning_curve(run: Run) -> dict[str, np.ndarray]:
 
     def spread(reduce) -> np.ndarray:
         return np.where(any_finite, reduce(safe, axis=1), np.nan) if run.iterations else np.zeros(0)
+
+    steps = steps_per_iteration(run.steps)
 
     return {
         "iteration": np.arange(1, run.iterations + 1),
@@ -64,6 +69,8 @@ def learning_curve(run: Run) -> dict[str, np.ndarray]:
         "ranks_median": spread(np.nanmedian),
         "ranks_max": spread(np.nanmax),
         "ranks_mean": spread(np.nanmean),
+        "steps": steps,
+        "total_steps": np.cumsum(steps),  # NaN from the first iteration without steps on
     }
 
 
@@ -268,6 +275,7 @@ def first_iterations(run: Run, k: int) -> Run:
         degenerate=run.degenerate[rows],
         fell_back=run.fell_back[rows],
         best_iteration=best_iteration,
+        steps=run.steps[rows],
     )
 
 
@@ -345,6 +353,7 @@ class RunSummary:
     final_mean10: float  # mean winner score of the last 10 iterations (less noisy)
     best_score: float
     best_iteration: int  # 1-based
+    steps_to_best: float  # every rank's environment steps up to and with the best iteration; NaN if not recorded
 
 
 def run_summaries(runs: Sequence[Run]) -> list[RunSummary]:
@@ -363,6 +372,9 @@ def run_summaries(runs: Sequence[Run]) -> list[RunSummary]:
                 final_mean10=float(np.nanmean(last)) if np.isfinite(last).any() else float("nan"),
                 best_score=float(run.best_score[-1]) if run.iterations else float("nan"),
                 best_iteration=run.best_iteration + 1,
+                steps_to_best=float(steps_per_iteration(run.steps[: run.best_iteration + 1]).sum())
+                if run.best_iteration >= 0
+                else float("nan"),
             )
         )
     return rows

@@ -29,6 +29,11 @@ def _number(value: float, digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
 
 
+def _steps(value: float) -> str:
+    """A number of environment steps with thousands separators; "not recorded" for NaN (a file before format 3)."""
+    return "not recorded" if math.isnan(value) else f"{int(value):,}"
+
+
 def _markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
@@ -183,7 +188,18 @@ def compare_markdown(runs: Sequence[Run]) -> str:
         "last 10 = mean winner score of the last 10 of them; best = best-ever winner score up to there.\n\n"
     )
     text += _markdown(
-        ["run", "file", "env", "ranks", "iterations done", "final", "last 10", "best", "best at iteration"],
+        [
+            "run",
+            "file",
+            "env",
+            "ranks",
+            "iterations done",
+            "final",
+            "last 10",
+            "best",
+            "best at iteration",
+            "steps to best",
+        ],  # fmt: skip
         [
             [
                 r.label,
@@ -195,13 +211,14 @@ def compare_markdown(runs: Sequence[Run]) -> str:
                 _number(r.final_mean10),
                 _number(r.best_score),
                 r.best_iteration,
+                _steps(r.steps_to_best),
             ]
             for r, run in zip(rows, runs, strict=True)
         ],
     )
     if len(rows) > 1:
         cells = [_mean_cell([getattr(r, name) for r in rows]) for name in ("final_score", "final_mean10", "best_score")]
-        text += f"| mean, {band_name(len(rows))} | | | | | {cells[0]} | {cells[1]} | {cells[2]} | |\n"
+        text += f"| mean, {band_name(len(rows))} | | | | | {cells[0]} | {cells[1]} | {cells[2]} | | |\n"
         text += (
             "\nThe band around the mean (compare.png; the low and high columns of compare.csv) is "
             f"{_band_sentence(len(rows))}.\n"

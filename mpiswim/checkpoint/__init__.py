@@ -24,7 +24,7 @@ naming the holder (host, PID, start time, stored in `/writer`).
 
 Layout (docs/checkpoint.md has the full description; R rows allocated, k done):
 
-    / attrs: format, format_version = 2, world_size, capacity = R, config_toml, run_name, env_id, versions
+    / attrs: format, format_version = 3, world_size, capacity = R, config_toml, run_name, env_id, versions
     /commit              compound [2]: iterations_done, iterations_planned, agent_slot, best_iteration,
                          since_improvement, degenerate_streak, best_score, rows_digest, checksum
     /pool/<name>         [R, ...]: one row per iteration (rows 0..k-1 are valid), a dataset per field of
@@ -34,7 +34,8 @@ Layout (docs/checkpoint.md has the full description; R rows allocated, k done):
     /writer              uint8 [256]: the job holding the file (JSON, NUL-padded)
 
 Files of format_version 1 (rewritten whole after every iteration, before
-2026-11-26) are still read and checked; a resume turns them into version 2.
+2026-11-26) and 2 (without /pool/steps) are still read and checked, their steps
+as not recorded; a resume turns them into version 3.
 
 The package, one module per concern, each importing only the ones above it:
 

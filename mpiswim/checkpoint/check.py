@@ -16,7 +16,7 @@ from mpiswim.checkpoint.format import AGENTS, CHECKSUM, CheckpointError, _damage
 from mpiswim.checkpoint.reader import RawCheckpoint, read_raw, stored_config
 from mpiswim.config import Config, ConfigError, quote
 from mpiswim.policy import feature_blocks, scaler_shape
-from mpiswim.state import PHASES, RECORD_FIELDS, IterationRecord, PoolState, winner_rank
+from mpiswim.state import NOT_RECORDED, PHASES, RECORD_FIELDS, IterationRecord, PoolState, winner_rank
 
 
 @dataclass
@@ -107,7 +107,7 @@ def _check_layout(raw: RawCheckpoint, path: Path) -> Config:
     return cfg
 
 
-def _check_values(raw: RawCheckpoint, path: Path) -> None:
+def _check_values(raw: RawCheckpoint, path: Path, cfg: Config) -> None:
     """Values: finite where they must be, and the merge bookkeeping consistent row by row.
 
     Legal non-finite values: -inf scores of degenerate branches (and a -inf best
@@ -157,6 +157,7 @@ def _check_values(raw: RawCheckpoint, path: Path) -> None:
         raise _damaged(path, "/pool/train_returns holds infinite returns")
     if not (np.all(np.isfinite(pool["timings"])) and np.all(pool["timings"] >= 0)):
         raise _damaged(path, "/pool/timings holds negative or non-finite times")
+    _check_steps(pool["steps"], path, cfg)
     best_so_far = np.maximum.accumulate(np.where(winner >= 0, scores[rows, np.maximum(winner, 0)], -np.inf))
     if not np.array_equal(pool["best_score"], best_so_far):
         row = int(np.argmax(pool["best_score"] != best_so_far))
@@ -183,6 +184,31 @@ def _check_values(raw: RawCheckpoint, path: Path) -> None:
             f"/pool attributes {raw.pool_attributes} disagree with /pool/winner (last {streak} iterations without a "
             "winner)",
         )
+
+
+def _check_steps(steps: np.ndarray, path: Path, cfg: Config) -> None:
+    """/pool/steps: each rank's steps within its episodes' limit; an iteration without them (NOT_RECORDED on every rank)
+    only before the first that has them (rows written before format_version 3, whose file a resume rebuilt).
+    """
+    most = (cfg.iterate_episodes + cfg.evaluate_episodes) * cfg.T
+    unrecorded = (steps == NOT_RECORDED).all(axis=1)
+    bad = (steps < 0) & ~unrecorded[:, None] | (steps > most)
+    if bad.any():
+        row, rank = np.argwhere(bad)[0]
+        raise _damaged(
+            path,
+            f"/pool/steps[{row}, {rank}] = {steps[row, rank]}, outside 0..{most} (iterate_episodes + evaluate_episodes "
+            f"episodes of at most T = {cfg.T} steps), and not {NOT_RECORDED} (not recorded) on every rank",
+        )
+    if unrecorded.any() and not unrecorded.all():
+        first = int(np.argmin(unrecorded))
+        if unrecorded[first:].any():
+            row = first + int(np.argmax(unrecorded[first:]))
+            raise _damaged(
+                path,
+                f"/pool/steps[{row}] is not recorded, but iteration {first + 1} before it has steps (only iterations "
+                "written before format_version 3 lack them)",
+            )
 
 
 def _to_checkpoint(raw: RawCheckpoint, cfg: Config) -> Checkpoint:
@@ -247,7 +273,7 @@ def check_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     raw = read_raw(path)
     cfg = _check_layout(raw, path)
-    _check_values(raw, path)
+    _check_values(raw, path, cfg)
     check_task_fits(raw, cfg, path)
     return _to_checkpoint(raw, cfg)
 

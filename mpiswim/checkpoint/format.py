@@ -21,11 +21,11 @@ import numpy as np
 from mpiswim import __version__
 from mpiswim.config import Config
 from mpiswim.policy import Agent, feature_blocks, scaler_shape
-from mpiswim.state import CHECKPOINT_SECONDS, PHASES, RECORD_FIELDS, IterationRecord, PoolState
+from mpiswim.state import CHECKPOINT_SECONDS, NOT_RECORDED, PHASES, RECORD_FIELDS, IterationRecord, PoolState
 
 FORMAT = "mpiswim-checkpoint"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 3: /pool/steps added to format 2's rows (2026-12)
+READABLE_VERSIONS = (1, 2, 3)
 CHECKSUM = "checksum"  # format_version 1: root attribute "sha256:<hex>" of everything mpiswim reads back
 INITIAL_BYTES = 16 << 20  # a new file preallocates at most this much (or the planned iterations, if fewer)
 WRITER_BYTES = 256
@@ -93,10 +93,22 @@ def package_versions() -> dict[str, str]:
 ROW_PHASES = PHASES[:-1]
 
 
-def row_layout(world_size: int, iterate_episodes: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and type of one iteration's row of every /pool dataset, in the order they are hashed."""
+def row_layout(
+    world_size: int, iterate_episodes: int, version: int = FORMAT_VERSION
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and type of one iteration's row of every /pool dataset a file of `version` has, in the order they are
+    hashed.
+    """
     sizes = {"P": world_size, "E": iterate_episodes, "phases": len(ROW_PHASES)}
-    return {field.name: (field.row_shape(sizes), np.dtype(field.dtype)) for field in RECORD_FIELDS}
+    return {
+        field.name: (field.row_shape(sizes), np.dtype(field.dtype)) for field in RECORD_FIELDS if field.since <= version
+    }
+
+
+def not_recorded(field_name: str, rows: int, world_size: int) -> np.ndarray:
+    """The rows of a /pool dataset that a file of an older format_version lacks (only /pool/steps: NOT_RECORDED)."""
+    assert field_name == "steps", field_name  # a new dataset needs its own "not recorded" value
+    return np.full((rows, world_size), NOT_RECORDED, dtype="<i8")
 
 
 def row_bytes(world_size: int, iterate_episodes: int) -> int:
@@ -186,6 +198,8 @@ def _record_row(record: IterationRecord) -> dict[str, np.ndarray]:
     """The record as a row of the /pool datasets (the timings without the checkpoint phase: ROW_PHASES)."""
     row = {field.name: getattr(record, field.name) for field in RECORD_FIELDS}
     row["timings"] = record.timings[:, : len(ROW_PHASES)]
+    if record.steps is None:
+        row["steps"] = np.full(len(record.scores), NOT_RECORDED, dtype="<i8")
     return row
 
 

@@ -1,8 +1,10 @@
-"""The two readers (format_version 1 and 2) and their typed result, RawCheckpoint; the stored config.
+"""The two readers (format_version 1, and 2 or 3) and their typed result, RawCheckpoint; the stored config.
 
 Reading is read-only and takes no HDF5 file lock, so it works on a run in progress and can
-never block or fail the writer: a format_version 2 file is read as of its newest commit record
-whose checksum holds. Nothing here checks shapes or values: mpiswim.checkpoint.check does.
+never block or fail the writer: a format_version 2 or 3 file is read as of its newest commit
+record whose checksum holds. A file of an older format lacks the /pool datasets added since
+(format 3 added /pool/steps): they read as "not recorded". Nothing here checks shapes or
+values: mpiswim.checkpoint.check does.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mpiswim.checkpoint.format import (
     chain_row,
     commit_checksum,
     header_digest,
+    not_recorded,
     row_layout,
     stored_agent_datasets,
 )
@@ -46,9 +49,10 @@ class RawCheckpoint:
     """
 
     attrs: dict[str, object]  # the root attributes, with iterations_done and iterations_planned as committed
-    file_attrs: dict[str, object]  # the root attributes as stored (format 2: what the header digest covers)
+    file_attrs: dict[str, object]  # the root attributes as stored (format 2 and 3: what the header digest covers)
     pool: dict[str, np.ndarray]  # /pool/<field> for every field of RECORD_FIELDS: [iterations_done, ...] rows, and
-    # timings with every phase of PHASES (format 2 stores the checkpoint phase apart: it is put back)
+    # timings with every phase of PHASES (formats 2 and 3 store the checkpoint phase apart: it is put back); a dataset
+    # the file's format_version predates reads as not recorded (steps: NOT_RECORDED)
     hyperparameters: dict[str, np.ndarray]  # the step sizes, HYPERPARAMETERS: [P] each, index = rank
     current: Agent  # the agent the next iteration starts from
     best: Agent  # the best-ever agent: the run's result
@@ -56,7 +60,9 @@ class RawCheckpoint:
     best_score: float  # its score; -inf before any winner
     since_improvement: int  # iterations since the best score last rose (patience)
     degenerate_streak: int  # iterations in a row without a winner
-    rows_digest: bytes | None  # format 2: the hash chain over the rows read, which a writer continues; format 1: None
+    rows_digest: (
+        bytes | None
+    )  # formats 2, 3: the hash chain over the rows read, which a writer continues; format 1: None
 
     @property
     def iterations_done(self) -> int:
@@ -76,8 +82,9 @@ class RawCheckpoint:
 def content_digest(raw: RawCheckpoint) -> str:
     """format_version 1: SHA-256 over everything mpiswim reads from a checkpoint, except the checksum."""
     items = [(f"/@{key}", raw.attrs[key]) for key in sorted(raw.attrs) if key != CHECKSUM]
+    version_1_rows = {field.name: raw.pool[field.name] for field in RECORD_FIELDS if field.since <= 1}
     for group, values in (
-        ("pool", raw.pool),
+        ("pool", version_1_rows),
         ("pool_attrs", raw.pool_attributes),
         ("hyperparameters", raw.hyperparameters),
     ):
@@ -98,7 +105,7 @@ def _read_v1(f: h5py.File, path: Path) -> RawCheckpoint:
     raw = RawCheckpoint(
         attrs=attrs,
         file_attrs=dict(attrs),
-        pool={field.name: pool[field.name][()] for field in RECORD_FIELDS},
+        pool=_pool_rows(pool, None, int(attrs["world_size"]), 1),
         since_improvement=int(pool.attrs["since_improvement"]),  # the keywords in the order a damaged file fails
         degenerate_streak=int(pool.attrs["degenerate_streak"]),
         hyperparameters={name: f["hyperparameters"][name][()] for name in HYPERPARAMETERS},
@@ -116,8 +123,21 @@ def _read_v1(f: h5py.File, path: Path) -> RawCheckpoint:
     return raw
 
 
+def _pool_rows(group: h5py.Group, k: int | None, world_size: int, version: int) -> dict[str, np.ndarray]:
+    """The first k rows (None: all) of every /pool dataset of RECORD_FIELDS; those added after the file's format_version
+    read as not recorded (a dataset its version has and the file lacks is damage: KeyError).
+    """
+    pool = {}
+    for field in RECORD_FIELDS:
+        if field.since <= version:
+            pool[field.name] = group[field.name][()] if k is None else group[field.name][:k]
+        else:
+            pool[field.name] = not_recorded(field.name, len(pool["winner"]), world_size)
+    return pool
+
+
 def _read_v2(f: h5py.File, path: Path) -> RawCheckpoint:
-    """A format_version 2 file: the newest valid commit record, and the rows and agent slot it names."""
+    """A format_version 2 or 3 file: the newest valid commit record, and the rows and agent slot it names."""
     file_attrs = {key: f.attrs[key] for key in f.attrs}
     hyperparameters = {name: f["hyperparameters"][name][()] for name in HYPERPARAMETERS}
     header = header_digest(file_attrs, hyperparameters)
@@ -135,10 +155,11 @@ def _read_v2(f: h5py.File, path: Path) -> RawCheckpoint:
     k, slot, capacity = int(record["iterations_done"]), int(record["agent_slot"]), int(file_attrs["capacity"])
     if not 0 <= k <= capacity:
         raise _damaged(path, f"its commit record says {k} iterations but the file has room for {capacity}")
-    pool = {field.name: f["pool"][field.name][:k] for field in RECORD_FIELDS}
+    world_size, version = int(file_attrs["world_size"]), int(file_attrs["format_version"])
+    pool = _pool_rows(f["pool"], k, world_size, version)
     layout = row_layout(
-        int(file_attrs["world_size"]), pool["train_returns"].shape[-1] if pool["train_returns"].ndim == 3 else 0
-    )
+        world_size, pool["train_returns"].shape[-1] if pool["train_returns"].ndim == 3 else 0, version
+    )  # the datasets of the file's own format_version, which its rows digest covers
     rows_digest = bytes(32)
     for row in range(k):
         rows_digest = chain_row(rows_digest, {name: pool[name][row] for name in layout}, layout)

@@ -47,6 +47,7 @@ from mpiswim.state import CHECKPOINT_SECONDS, PHASES, RECORD_FIELDS, IterationRe
 def _offsets(f: h5py.File) -> dict[str, int]:
     """Byte offset of every dataset the writer updates in place (contiguous, allocated when the file is built)."""
     pool = [f"pool/{name}" for name in (CHECKPOINT_SECONDS.name, *(field.name for field in RECORD_FIELDS))]
+    pool = [name for name in pool if name in f]  # a file of an older format_version lacks the newer datasets
     names = ["commit", "writer", *pool, *(f"agent/{n}" for n in stored_agent_datasets(f))]
     return {name: f[name].id.get_offset() for name in names}
 
@@ -149,7 +150,9 @@ class CheckpointWriter:
 
     @classmethod
     def reopen(cls, path: Path, fd: int, cfg: Config) -> CheckpointWriter:
-        """Continue the format_version 2 file at `path` (locked as `fd`, already checked) in place."""
+        """Continue the file at `path` (locked as `fd`, already checked) in place: one of this FORMAT_VERSION, or of
+        format_version 2 with nothing left to append (continue_run decides).
+        """
         raw = read_raw(path)
         with h5py.File(path, "r", locking=False) as f:
             offsets = _offsets(f)
@@ -164,16 +167,17 @@ class CheckpointWriter:
     def continue_run(cls, path: Path, fd: int, cfg: Config, checkpoint: Checkpoint) -> CheckpointWriter:
         """Continue `checkpoint` (checked, read from `path`, locked as `fd`) as the run `cfg` plans it: a resume.
 
-        In place (reopen) when the file is format_version 2 with rows enough for the run, or the run
-        has nothing left to do; otherwise (a format_version 1 file, or one compacted at its end) the
-        run is rebuilt once, bigger, and renamed over it (create). On success the writer owns `fd`
-        (kept, or closed after the rename); on an error `fd` is still the caller's to close.
+        In place (reopen) when the file is of this FORMAT_VERSION with rows enough for the run, or the
+        run has nothing left to do (a format_version 2 file too); otherwise (a format_version 1 or 2
+        file, whose rows lack datasets added since, or one compacted at its end) the run is rebuilt
+        once, bigger, in this format, and renamed over it (create): rows it did not record read as
+        not recorded. On success the writer owns `fd` (kept, or closed after the rename); on an
+        error `fd` is still the caller's to close.
         """
-        state, attrs = checkpoint.state, checkpoint.attrs
-        room = state.iteration >= cfg.iterations or int(attrs.get("capacity", 0)) >= min(
-            cfg.iterations, initial_capacity(cfg, state.iteration)
-        )
-        if int(attrs.get("format_version", 1)) >= 2 and room:
+        state, attrs, version = checkpoint.state, checkpoint.attrs, int(checkpoint.attrs.get("format_version", 1))
+        finished = state.iteration >= cfg.iterations
+        room = int(attrs.get("capacity", 0)) >= min(cfg.iterations, initial_capacity(cfg, state.iteration))
+        if (version == FORMAT_VERSION and (room or finished)) or (version >= 2 and finished):
             return cls.reopen(path, fd, cfg)
         return cls.create(path, cfg, state, checkpoint.records, existing_fd=fd)
 
