@@ -155,6 +155,7 @@ VALID = {
     ("run", "iterations"): lambda v: is_int(v) and v >= 1,
     ("run", "out"): lambda v: is_text(v) and v != "",
     ("run", "stall_timeout"): lambda v: is_number(v) and (v == 0 or (math.isfinite(v) and v >= 1)),
+    ("run", "max_seconds"): lambda v: is_number(v) and (v == 0 or (math.isfinite(v) and v > 0)),
     ("run", "target"): lambda v: is_number(v) and math.isfinite(v),
     ("run", "target_episodes"): lambda v: is_int(v) and 1 <= v <= MAX_EPISODES,
     ("env", "id"): lambda v: (
@@ -184,7 +185,7 @@ VALID = {
     ),
     ("ranks", "hyperparameters"): lambda v: False,  # BASE gives alpha and eta too: "not both"
     ("policy", "intercept"): lambda v: v in INTERCEPTS,
-    ("policy", "normalisation"): lambda v: v in NORMALISATIONS,
+    ("policy", "normalisation"): lambda v: v in NORMALISATIONS and v != "pooled",  # pooled: random search only
     ("policy", "baseline_target"): lambda v: v in BASELINE_TARGETS,
     ("policy", "precision"): lambda v: v in PRECISIONS,
     ("policy", "eta_travels"): lambda v: isinstance(v, bool),
@@ -196,6 +197,7 @@ VALID = {
     ("search", "noise"): lambda v: is_step(v),
     ("search", "top"): lambda v: is_int(v) and 0 <= v <= 3,
     ("search", "intercept"): lambda v: isinstance(v, bool),
+    ("search", "shift"): lambda v: is_number(v) and math.isfinite(v) and v >= 0,
 }
 FIELDS = sorted(VALID)
 
