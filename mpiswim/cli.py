@@ -166,15 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="plots and tables of one or more runs (learning curve, who wins, where time goes); works while a run is "
         "in progress",
         description="Write learning_curve.png/.csv, wins.png/.md and timings.png/.md/.csv into DIR; with several runs, "
-        "one subfolder per run "
-        "and compare.png/.csv/.md: the mean per iteration with a band (the 95% confidence interval with 3 runs or "
-        "more, the min-max range with 2), "
-        "final and best scores. Runs are compared over the iterations all of them have; a warning names every "
-        "difference in pool size, "
-        "episode length T, config or length.",
+        "one subfolder per run and compare.png/.csv/.md. Runs whose configs differ only in [run] seed (and name, "
+        "file, planned iterations) form a config group: each group is one curve, its mean over its runs with a band "
+        "(the 95% confidence interval with 3 runs or more, the min-max range with 2); groups are never averaged "
+        "together. Each run is shown over its own length, the range every run covers is marked. A note names every "
+        "way the configs differ (pool size, episode length T, a setting).",
     )
     analyze.add_argument("checkpoints", nargs="+", metavar="RUN.h5")
     analyze.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    analyze.add_argument(
+        "--x",
+        choices=("iterations", "steps", "cpu-seconds", "wall-seconds"),
+        default="iterations",
+        help="the plots' x-axis: iterations (default), environment steps of every rank, CPU-seconds of every rank, "
+        "or wall seconds of the iterations (compare.csv's x column follows it)",
+    )
     analyze.add_argument(
         "--reference",
         metavar="CURVE.csv",
