@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         "with the command that resumes it; 0 = no limit. Overrides [run] max_seconds (default 0); on --resume too",
     )
     train.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="write live TensorBoard curves (scores, step sizes, phase times, steps) into DIR during the run (rank 0; "
+        "needs the tensorboard extra: pip install 'mpiswim[tensorboard]'); [run] tensorboard = true writes them to "
+        "RUN.tb/ beside the checkpoint",
+    )
+    train.add_argument(
         "--resume-if-exists",
         action="store_true",
         help="if the --out checkpoint exists, resume it (its config must match --config except [run] iterations); "

@@ -156,6 +156,7 @@ class Setup:
         None  # a resumed run asked beyond the checkpoint's plan: the --iterations its resume hints keep
     )
     time_limit_from: str = "[run] max_seconds"  # or "--time-limit": where cfg.max_seconds came from
+    tensorboard: Path | None = None  # the folder of the live TensorBoard stream (mpiswim.live); None: off
 
 
 def check_out_path(out: Path, force: bool, config_path: str | None = None, iterations: int | None = None) -> bool:
@@ -259,7 +260,13 @@ def config_differences(stored: Config, given: Config) -> list[str]:
 
 
 def resume(
-    source: Path, out: Path, world_size: int, iterations: int | None, given: Config | None = None, force: bool = False
+    source: Path,
+    out: Path,
+    world_size: int,
+    iterations: int | None,
+    given: Config | None = None,
+    force: bool = False,
+    tensorboard: str | None = None,
 ) -> tuple[Setup, list[IterationRecord], CheckpointWriter]:
     """Validate the checkpoint `source` for resuming with `world_size` ranks; continue it in `out`.
 
@@ -295,15 +302,18 @@ def resume(
             out=str(out),
             stall_timeout=(given or cfg).stall_timeout,
             max_seconds=(given or cfg).max_seconds,  # a job's own budget: the given config's, else the stored one
+            tensorboard=(given or cfg).tensorboard,
         )
         state, records = checkpoint.state, checkpoint.records
+        live = live_folder(out, tensorboard, cfg)  # before the file is touched: a missing package changes nothing
         if not in_place:
             existing = claim(out) if check_out_path(out, force, iterations=iterations) else None
-            return Setup(cfg, out, state, beyond_plan), records, open_writer(out, cfg, state, records, existing)
+            setup = Setup(cfg, out, state, beyond_plan, tensorboard=live)
+            return setup, records, open_writer(out, cfg, state, records, existing)
         with writing_output(out):
             writer = CheckpointWriter.continue_run(out, fd, cfg, checkpoint)  # in place, or rebuilt bigger
         fd = None  # the writer's now
-        return Setup(cfg, out, state, beyond_plan), records, writer
+        return Setup(cfg, out, state, beyond_plan, tensorboard=live), records, writer
     finally:
         if fd is not None:
             os.close(fd)
@@ -314,6 +324,7 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
     ConfigError/CheckpointError/InputError.
     """
     out_given, force = getattr(args, "out", None), getattr(args, "force", False)
+    asked_tensorboard = getattr(args, "tensorboard", None)
     if out_given is not None and not out_given.strip():
         raise InputError(EMPTY_OUT)
     if args.resume:
@@ -323,7 +334,8 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
                 "run with --config and --set."
             )
         source = Path(args.resume)
-        return resume(source, Path(out_given) if out_given else source, world_size, args.iterations, force=force)
+        target = Path(out_given) if out_given else source
+        return resume(source, target, world_size, args.iterations, force=force, tensorboard=asked_tensorboard)
 
     overrides = getattr(args, "set", None) or []
     if args.config:
@@ -335,14 +347,25 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
     out = Path(out_given or cfg.out)
     cfg = dataclasses.replace(cfg, out=str(out))
     if getattr(args, "resume_if_exists", False) and out.exists() and not out.is_dir():
-        return resume(out, out, world_size, cfg.iterations, given=cfg)
+        return resume(out, out, world_size, cfg.iterations, given=cfg, tensorboard=asked_tensorboard)
+    live = live_folder(out, asked_tensorboard, cfg)
     replace = check_out_path(out, force, args.config, cfg.iterations)
     obs_dim, action_dim = check_task(cfg)
     state = initial_state(
         initial_agent(obs_dim, action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels)
     )
     existing = claim(out) if replace else None  # --force: the old checkpoint, unless another job holds it
-    return Setup(cfg, out, state), [], open_writer(out, cfg, state, [], existing)
+    return Setup(cfg, out, state, tensorboard=live), [], open_writer(out, cfg, state, [], existing)
+
+
+def live_folder(out: Path, asked: str | None, cfg: Config) -> Path | None:
+    """The TensorBoard folder of the run (mpiswim.live.tensorboard_folder), or an InputError naming the fix."""
+    from mpiswim.live import LiveLogError, tensorboard_folder
+
+    try:
+        return tensorboard_folder(out, asked, cfg.tensorboard)
+    except LiveLogError as error:
+        raise InputError(str(error)) from None
 
 
 def say(line: str) -> None:
@@ -700,8 +723,11 @@ def run_loop(
         )
         say(planned_work(cfg, comm.Get_size(), state.iteration))
     hosts = gather_hosts(comm, watch)  # where the ranks run: on a cluster, which nodes the pool spans
+    live = None
     if rank == 0:
         say(f"mpiswim: ranks per host: {ranks_per_host(hosts)}")
+        if setup.tensorboard is not None:
+            live = open_live_log(setup, records)
     started, first, first_iteration, warned = time.perf_counter(), state.iteration, 0.0, False
     began = started if began is None else began
     reason = "done" if state.iteration >= cfg.iterations else None
@@ -718,6 +744,8 @@ def run_loop(
                 used = time.perf_counter() - began
                 eta, binds = projection(cfg, state.iteration, first_iteration, elapsed, done_here, used)
                 say(progress_line(cfg, state, record, elapsed, eta, binds))
+                if live is not None:
+                    live.iteration(state, record)
                 if eta is not None and eta > WEEK and not warned:
                     warned = True
                     print(
@@ -736,7 +764,18 @@ def run_loop(
         # target, the time limit)?
         reason = stop_reason(combine_stops(comm, stop | (stops.bits if stops else 0), watch), state, cfg)
     now = time.perf_counter()
+    if live is not None:
+        live.close()
     return finish(comm, setup, state, records, writer, watch, reason, now - started, now - began)
+
+
+def open_live_log(setup: Setup, records: list[IterationRecord]):
+    """Rank 0: the TensorBoard writer (mpiswim.live.LiveLog) into setup.tensorboard; steps go on from the run's."""
+    from mpiswim.live import LiveLog
+
+    done = [int(np.sum(r.steps)) for r in records if np.all(np.asarray(r.steps) >= 0)]
+    say(f"mpiswim: TensorBoard events in {setup.tensorboard}/ (watch with `tensorboard --logdir {setup.tensorboard}`)")
+    return LiveLog(setup.tensorboard, np.array(setup.cfg.alpha), np.array(setup.cfg.eta), sum(done))
 
 
 def train_command(args) -> int:
