@@ -157,6 +157,7 @@ class Setup:
     )
     time_limit_from: str = "[run] max_seconds"  # or "--time-limit": where cfg.max_seconds came from
     tensorboard: Path | None = None  # the folder of the live TensorBoard stream (mpiswim.live); None: off
+    config_iterations: int | None = None  # --resume-if-exists on a file planned beyond its config: the config's ask
 
 
 def check_out_path(out: Path, force: bool, config_path: str | None = None, iterations: int | None = None) -> bool:
@@ -267,11 +268,14 @@ def resume(
     given: Config | None = None,
     force: bool = False,
     tensorboard: str | None = None,
+    keep_plan: bool = False,
 ) -> tuple[Setup, list[IterationRecord], CheckpointWriter]:
     """Validate the checkpoint `source` for resuming with `world_size` ranks; continue it in `out`.
 
     `out` is `source` (continue in place, under its lock) or a new file (the
-    run continues there and `source` is left untouched).
+    run continues there and `source` is left untouched). keep_plan (--resume-if-exists):
+    the run goes on to the larger of `iterations` and the file's planned iterations, so a
+    run extended beyond its config is not cut back to the config's.
     """
     in_place = out == source or (out.exists() and source.exists() and os.path.samefile(out, source))
     fd = (
@@ -279,6 +283,9 @@ def resume(
     )  # first: a file a running job writes is refused (check_checkpoint names a missing file or a directory)
     try:
         checkpoint = check_checkpoint(source)
+        config_iterations = None
+        if keep_plan and iterations is not None and checkpoint.iterations_planned > iterations:
+            config_iterations, iterations = iterations, checkpoint.iterations_planned
         beyond_plan = iterations if iterations and iterations > checkpoint.iterations_planned else None
         if checkpoint.world_size != world_size:
             raise InputError(
@@ -308,12 +315,13 @@ def resume(
         live = live_folder(out, tensorboard, cfg)  # before the file is touched: a missing package changes nothing
         if not in_place:
             existing = claim(out) if check_out_path(out, force, iterations=iterations) else None
-            setup = Setup(cfg, out, state, beyond_plan, tensorboard=live)
+            setup = Setup(cfg, out, state, beyond_plan, tensorboard=live, config_iterations=config_iterations)
             return setup, records, open_writer(out, cfg, state, records, existing)
         with writing_output(out):
             writer = CheckpointWriter.continue_run(out, fd, cfg, checkpoint)  # in place, or rebuilt bigger
         fd = None  # the writer's now
-        return Setup(cfg, out, state, beyond_plan, tensorboard=live), records, writer
+        setup = Setup(cfg, out, state, beyond_plan, tensorboard=live, config_iterations=config_iterations)
+        return setup, records, writer
     finally:
         if fd is not None:
             os.close(fd)
@@ -347,7 +355,7 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
     out = Path(out_given or cfg.out)
     cfg = dataclasses.replace(cfg, out=str(out))
     if getattr(args, "resume_if_exists", False) and out.exists() and not out.is_dir():
-        return resume(out, out, world_size, cfg.iterations, given=cfg, tensorboard=asked_tensorboard)
+        return resume(out, out, world_size, cfg.iterations, given=cfg, tensorboard=asked_tensorboard, keep_plan=True)
     live = live_folder(out, asked_tensorboard, cfg)
     replace = check_out_path(out, force, args.config, cfg.iterations)
     obs_dim, action_dim = check_task(cfg)
@@ -397,6 +405,8 @@ def planned_work(cfg: Config, world_size: int, done: int) -> str:
             f"; or {format_seconds(cfg.max_seconds)} of wall time (time limit), whichever comes first: the ETA "
             "says which"
         )
+    if cfg.target is not None:
+        line += f"; it stops sooner once the best agent scores the target {cfg.target:g} (the ETA is an upper bound)"
     return line
 
 
@@ -410,8 +420,19 @@ def projection(
 
     `used`: seconds of the time budget used. Without [run] max_seconds the iterations bind ("").
     With it, the run stops after the first iteration that ends past the limit: "time limit, about
-    iteration N" if that comes before cfg.iterations, else "iterations".
+    iteration N" if that comes before cfg.iterations, else "iterations". With [run] target the ETA
+    is an upper bound, and says so: when the target will be reached cannot be foreseen.
     """
+    eta, binds = _projection(cfg, done, first_iteration, elapsed, done_here, used)
+    if eta is not None and cfg.target is not None:
+        binds = f"{binds}; " if binds else ""
+        binds += f"at most: sooner if the target {cfg.target:g} is reached"
+    return eta, binds
+
+
+def _projection(
+    cfg: Config, done: int, first_iteration: float, elapsed: float, done_here: int, used: float
+) -> tuple[float | None, str]:
     if done_here < 2:
         return None, ""
     per_iteration = (elapsed - first_iteration) / (done_here - 1)
@@ -837,9 +858,15 @@ def _train(args, stops: StopRequests, began: float | None = None) -> int:
         if rank == 0:
             writer.close()
             further = resume_command(comm.Get_size(), setup.out, 2 * setup.state.iteration)
+            asked = setup.config_iterations or setup.cfg.iterations
+            beyond = (
+                f", and it was extended beyond the {asked} its config asks for"
+                if setup.state.iteration > asked and setup.config_iterations
+                else ""
+            )
             print(
-                f"mpiswim: '{setup.out}' already has {setup.state.iteration} iterations (asked for "
-                f"{setup.cfg.iterations}); nothing to do. To go further: `{further}`."
+                f"mpiswim: '{setup.out}' already has {setup.state.iteration} iterations (asked for {asked}{beyond}); "
+                f"nothing to do. To go further: `{further}`."
             )
         return 0
     try:

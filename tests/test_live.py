@@ -78,6 +78,8 @@ def test_a_run_with_tensorboard_writes_live_curves_beside_its_checkpoint(tmp_pat
     )  # fmt: skip
     assert code == 0, output
     assert "TensorBoard events in run.tb/" in output
+    starting = output.index(f"mpiswim: starting {RANKS} ranks; importing and compiling")
+    assert starting < output.index("mpiswim: planned:") and output.count("starting") == 1  # rank 0 alone says it
     scalars = read_scalars(tmp_path / "run.tb")
     rows = history(read_run(tmp_path / "run.h5"))
     steps = list(range(1, ITERATIONS + 1))
