@@ -6,7 +6,13 @@ fight over threads. This has to happen before numpy or jax are first imported,
 which is why it lives here and not in a submodule.
 """
 
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mpiswim.trained import Policy
 
 __version__ = "0.2.0"
 
@@ -18,3 +24,11 @@ os.environ.setdefault(
 )
 # JAX would otherwise look for GPUs/TPUs at import and warn on every rank.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def load_policy(path: str | os.PathLike, agent: str = "best", seed: int | None = None) -> Policy:
+    """A run's trained agent as a Policy with `act(observation, mean=True)`, `low`, `high`, `env_id` and `T`
+    (mpiswim.trained.load_policy); needs neither MPI nor JAX."""
+    from mpiswim.trained import load_policy as load
+
+    return load(path, agent, seed)

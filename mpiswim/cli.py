@@ -38,6 +38,19 @@ def usage_error(message: str) -> int:
     return 2
 
 
+def announce_start() -> None:
+    """Rank 0's first line, before the imports and compilation that take seconds before the planned-work line."""
+    from mpiswim.launcher import detect_launcher
+
+    launcher = detect_launcher(os.environ)
+    if launcher is None or launcher.rank in (None, 0):
+        ranks = "1 rank" if launcher is None else f"{launcher.size or 'the'} ranks"
+        try:
+            print(f"mpiswim: starting {ranks}; importing and compiling", flush=True)
+        except BrokenPipeError:  # `mpiswim train | head -0`: train goes on silently (train.say)
+            pass
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with a usage error printed by rank 0 only (the subcommands' parsers are of this class too)."""
 
@@ -105,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         "with the command that resumes it; 0 = no limit. Overrides [run] max_seconds (default 0); on --resume too",
     )
     train.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="write live TensorBoard curves (scores, step sizes, phase times, steps) into DIR during the run (rank 0; "
+        "needs the tensorboard extra: pip install 'mpiswim[tensorboard]'); [run] tensorboard = true writes them to "
+        "RUN.tb/ beside the checkpoint",
+    )
+    train.add_argument(
         "--resume-if-exists",
         action="store_true",
         help="if the --out checkpoint exists, resume it (its config must match --config except [run] iterations); "
@@ -166,15 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="plots and tables of one or more runs (learning curve, who wins, where time goes); works while a run is "
         "in progress",
         description="Write learning_curve.png/.csv, wins.png/.md and timings.png/.md/.csv into DIR; with several runs, "
-        "one subfolder per run "
-        "and compare.png/.csv/.md: the mean per iteration with a band (the 95% confidence interval with 3 runs or "
-        "more, the min-max range with 2), "
-        "final and best scores. Runs are compared over the iterations all of them have; a warning names every "
-        "difference in pool size, "
-        "episode length T, config or length.",
+        "one subfolder per run and compare.png/.csv/.md. Runs whose configs differ only in [run] seed (and name, "
+        "file, planned iterations) form a config group: each group is one curve, its mean over its runs with a band "
+        "(the 95% confidence interval with 3 runs or more, the min-max range with 2); groups are never averaged "
+        "together. Each run is shown over its own length, the range every run covers is marked. A note names every "
+        "way the configs differ (pool size, episode length T, a setting).",
     )
     analyze.add_argument("checkpoints", nargs="+", metavar="RUN.h5")
     analyze.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    analyze.add_argument(
+        "--x",
+        choices=("iterations", "steps", "cpu-seconds", "wall-seconds"),
+        default="iterations",
+        help="the plots' x-axis: iterations (default), environment steps of every rank, CPU-seconds of every rank, "
+        "or wall seconds of the iterations (compare.csv's x column follows it)",
+    )
     analyze.add_argument(
         "--reference",
         metavar="CURVE.csv",
@@ -240,6 +266,8 @@ def evaluate_command(args) -> int:
         "min": float(np.min(returns)),
         "max": float(np.max(returns)),
         "returns": returns.tolist(),
+        "lengths": evaluation.lengths.tolist(),  # steps of each episode: T, or fewer where the body fell (Hopper)
+        "mean_length": float(np.mean(evaluation.lengths)),
     }
     if args.json:
         print(json.dumps(summary))
@@ -255,6 +283,12 @@ def evaluate_command(args) -> int:
         print(
             f"mean return {summary['mean']:.2f}  std {summary['std']:.2f}  min {summary['min']:.2f}  max "
             f"{summary['max']:.2f}"
+        )
+        lengths = evaluation.lengths
+        ended = int((lengths < evaluation.T).sum())
+        print(
+            f"episode length mean {lengths.mean():.1f}  min {lengths.min()}  max {lengths.max()} steps; "
+            f"{ended} of {len(lengths)} ended before {evaluation.T} steps (terminated or degenerate)"
         )
     return 0
 
@@ -282,11 +316,8 @@ def info_command(args) -> int:
         )
     else:
         print(f"best score: {summary['best_score']:.2f} at iteration {summary['best_iteration']}")
-    ranks = zip(summary["alpha"], summary["eta"], summary["wins_per_rank"], strict=True)
-    print(
-        "ranks (step sizes and wins): "
-        + ", ".join(f"{r}: alpha {a:g} eta {e:g}, {w} wins" for r, (a, e, w) in enumerate(ranks))
-    )
+    print("ranks (step sizes, wins, new bests: wins that raised the best score):")
+    print(rank_table(summary))
     if summary["winners"]:
         print("winners over time (iterations: most frequent winner): " + winners_over_time(summary["winners"]))
     print(f"degenerate branches: {summary['degenerate_branches']}, fallbacks to best: {summary['fallbacks']}")
@@ -299,6 +330,21 @@ def info_command(args) -> int:
     )
     print(f"the run's config: `mpiswim info {shlex.quote(args.checkpoint)} --config`")
     return 0
+
+
+def rank_table(summary: dict) -> str:
+    """info's per-rank values as an aligned table, one line per rank, for any number of ranks."""
+    header = ("rank", "alpha", "eta", "wins", "new bests")
+    rows = [
+        (str(r), f"{a:g}", f"{e:g}", str(w), str(b))
+        for r, (a, e, w, b) in enumerate(
+            zip(summary["alpha"], summary["eta"], summary["wins_per_rank"], summary["new_bests_per_rank"], strict=True)
+        )
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    return "\n".join(
+        "  " + "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in (header, *rows)
+    )
 
 
 def steps_line(summary: dict) -> str:
@@ -410,6 +456,7 @@ def run_command(argv: list[str] | None = None) -> int:
             return usage_error(
                 "--resume-if-exists goes with --config/--out, not with --resume or --force. Fix: drop one of them."
             )
+        announce_start()
         from mpiswim.train import train_command
 
         return train_command(args)

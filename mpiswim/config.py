@@ -236,6 +236,10 @@ KEYS: tuple[Key, ...] = (
         commented=True),
     Key("run", "target_episodes", int, 5, "fresh episodes behind the target check", minimum=1,
         maximum=MAX_EPISODES, shown=HIDDEN),
+    Key("run", "tensorboard", bool, False, "true: rank 0 writes a TensorBoard event stream beside the checkpoint "
+        "(RUN.h5 -> RUN.tb/): scores, step sizes, phase times, steps per iteration. Needs the tensorboard extra "
+        "(pip install 'mpiswim[tensorboard]'); train --tensorboard DIR chooses the folder", shown=HIDDEN,
+        resumable=True, compared=False),
     Key("env", "id", str, REQUIRED, "any Gymnasium MuJoCo id with a bounded Box action space", field="env_id",
         check=_env_id, shown="Swimmer-v5"),
     Key("env", "T", int, REQUIRED, "steps per episode at most (the episode also ends on termination)", minimum=1,

@@ -24,6 +24,7 @@ class Evaluation:
     """What `mpiswim evaluate` ran and what it got."""
 
     returns: np.ndarray  # one per episode; NaN for a degenerate episode
+    lengths: np.ndarray  # steps of each episode (up to where a degenerate one stopped)
     env_id: str
     T: int
     action: str  # "mean" or "sample": the one used
@@ -58,13 +59,15 @@ def evaluate_agent(
     rng = np.random.default_rng(seed)
     T = T or cfg.T
     action = action or cfg.evaluation_action
-    returns = []
+    returns, lengths = [], []
     with progress_bar(episodes, f"evaluate {Path(path).name}", "episode") as bar:
         for _ in range(episodes):
+            before = task.steps  # the task counts every step it runs, compiled or not
             episode_return, degenerate = run_episode(task, chosen, rng, T, mean_action=action == "mean")
             returns.append(np.nan if degenerate else episode_return)
+            lengths.append(task.steps - before)
             bar.update(1)
-    return Evaluation(np.array(returns), cfg.env_id, T, action, agent)
+    return Evaluation(np.array(returns), np.array(lengths, dtype=np.int64), cfg.env_id, T, action, agent)
 
 
 def info_summary(checkpoint: Checkpoint) -> dict:
@@ -90,6 +93,7 @@ def info_summary(checkpoint: Checkpoint) -> dict:
         if records and records[-1].winner >= 0
         else None,
         "wins_per_rank": wins.tolist(),
+        "new_bests_per_rank": new_bests(records, checkpoint.world_size),
         "winners": [r.winner for r in records],
         "degenerate_branches": int(sum(r.degenerate.sum() for r in records)),
         "fallbacks": int(sum(r.fell_back for r in records)),
@@ -113,6 +117,16 @@ def info_summary(checkpoint: Checkpoint) -> dict:
         "versions": json.loads(checkpoint.attrs.get("versions", "{}")),
         "config_toml": checkpoint.config_toml,
     }
+
+
+def new_bests(records: list, world_size: int) -> list[int]:
+    """Per rank, the wins that raised the best-ever score (the improvements of the run)."""
+    counts, best = [0] * world_size, -np.inf
+    for record in records:
+        if record.winner >= 0 and record.scores[record.winner] > best:
+            counts[record.winner] += 1
+        best = max(best, record.best_score)
+    return counts
 
 
 def iteration_seconds(timings: np.ndarray) -> float:

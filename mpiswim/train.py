@@ -156,6 +156,8 @@ class Setup:
         None  # a resumed run asked beyond the checkpoint's plan: the --iterations its resume hints keep
     )
     time_limit_from: str = "[run] max_seconds"  # or "--time-limit": where cfg.max_seconds came from
+    tensorboard: Path | None = None  # the folder of the live TensorBoard stream (mpiswim.live); None: off
+    config_iterations: int | None = None  # --resume-if-exists on a file planned beyond its config: the config's ask
 
 
 def check_out_path(out: Path, force: bool, config_path: str | None = None, iterations: int | None = None) -> bool:
@@ -259,12 +261,21 @@ def config_differences(stored: Config, given: Config) -> list[str]:
 
 
 def resume(
-    source: Path, out: Path, world_size: int, iterations: int | None, given: Config | None = None, force: bool = False
+    source: Path,
+    out: Path,
+    world_size: int,
+    iterations: int | None,
+    given: Config | None = None,
+    force: bool = False,
+    tensorboard: str | None = None,
+    keep_plan: bool = False,
 ) -> tuple[Setup, list[IterationRecord], CheckpointWriter]:
     """Validate the checkpoint `source` for resuming with `world_size` ranks; continue it in `out`.
 
     `out` is `source` (continue in place, under its lock) or a new file (the
-    run continues there and `source` is left untouched).
+    run continues there and `source` is left untouched). keep_plan (--resume-if-exists):
+    the run goes on to the larger of `iterations` and the file's planned iterations, so a
+    run extended beyond its config is not cut back to the config's.
     """
     in_place = out == source or (out.exists() and source.exists() and os.path.samefile(out, source))
     fd = (
@@ -272,6 +283,9 @@ def resume(
     )  # first: a file a running job writes is refused (check_checkpoint names a missing file or a directory)
     try:
         checkpoint = check_checkpoint(source)
+        config_iterations = None
+        if keep_plan and iterations is not None and checkpoint.iterations_planned > iterations:
+            config_iterations, iterations = iterations, checkpoint.iterations_planned
         beyond_plan = iterations if iterations and iterations > checkpoint.iterations_planned else None
         if checkpoint.world_size != world_size:
             raise InputError(
@@ -295,15 +309,19 @@ def resume(
             out=str(out),
             stall_timeout=(given or cfg).stall_timeout,
             max_seconds=(given or cfg).max_seconds,  # a job's own budget: the given config's, else the stored one
+            tensorboard=(given or cfg).tensorboard,
         )
         state, records = checkpoint.state, checkpoint.records
+        live = live_folder(out, tensorboard, cfg)  # before the file is touched: a missing package changes nothing
         if not in_place:
             existing = claim(out) if check_out_path(out, force, iterations=iterations) else None
-            return Setup(cfg, out, state, beyond_plan), records, open_writer(out, cfg, state, records, existing)
+            setup = Setup(cfg, out, state, beyond_plan, tensorboard=live, config_iterations=config_iterations)
+            return setup, records, open_writer(out, cfg, state, records, existing)
         with writing_output(out):
             writer = CheckpointWriter.continue_run(out, fd, cfg, checkpoint)  # in place, or rebuilt bigger
         fd = None  # the writer's now
-        return Setup(cfg, out, state, beyond_plan), records, writer
+        setup = Setup(cfg, out, state, beyond_plan, tensorboard=live, config_iterations=config_iterations)
+        return setup, records, writer
     finally:
         if fd is not None:
             os.close(fd)
@@ -314,6 +332,7 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
     ConfigError/CheckpointError/InputError.
     """
     out_given, force = getattr(args, "out", None), getattr(args, "force", False)
+    asked_tensorboard = getattr(args, "tensorboard", None)
     if out_given is not None and not out_given.strip():
         raise InputError(EMPTY_OUT)
     if args.resume:
@@ -323,7 +342,8 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
                 "run with --config and --set."
             )
         source = Path(args.resume)
-        return resume(source, Path(out_given) if out_given else source, world_size, args.iterations, force=force)
+        target = Path(out_given) if out_given else source
+        return resume(source, target, world_size, args.iterations, force=force, tensorboard=asked_tensorboard)
 
     overrides = getattr(args, "set", None) or []
     if args.config:
@@ -335,14 +355,25 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
     out = Path(out_given or cfg.out)
     cfg = dataclasses.replace(cfg, out=str(out))
     if getattr(args, "resume_if_exists", False) and out.exists() and not out.is_dir():
-        return resume(out, out, world_size, cfg.iterations, given=cfg)
+        return resume(out, out, world_size, cfg.iterations, given=cfg, tensorboard=asked_tensorboard, keep_plan=True)
+    live = live_folder(out, asked_tensorboard, cfg)
     replace = check_out_path(out, force, args.config, cfg.iterations)
     obs_dim, action_dim = check_task(cfg)
     state = initial_state(
         initial_agent(obs_dim, action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels)
     )
     existing = claim(out) if replace else None  # --force: the old checkpoint, unless another job holds it
-    return Setup(cfg, out, state), [], open_writer(out, cfg, state, [], existing)
+    return Setup(cfg, out, state, tensorboard=live), [], open_writer(out, cfg, state, [], existing)
+
+
+def live_folder(out: Path, asked: str | None, cfg: Config) -> Path | None:
+    """The TensorBoard folder of the run (mpiswim.live.tensorboard_folder), or an InputError naming the fix."""
+    from mpiswim.live import LiveLogError, tensorboard_folder
+
+    try:
+        return tensorboard_folder(out, asked, cfg.tensorboard)
+    except LiveLogError as error:
+        raise InputError(str(error)) from None
 
 
 def say(line: str) -> None:
@@ -374,6 +405,8 @@ def planned_work(cfg: Config, world_size: int, done: int) -> str:
             f"; or {format_seconds(cfg.max_seconds)} of wall time (time limit), whichever comes first: the ETA "
             "says which"
         )
+    if cfg.target is not None:
+        line += f"; it stops sooner once the best agent scores the target {cfg.target:g} (the ETA is an upper bound)"
     return line
 
 
@@ -387,8 +420,19 @@ def projection(
 
     `used`: seconds of the time budget used. Without [run] max_seconds the iterations bind ("").
     With it, the run stops after the first iteration that ends past the limit: "time limit, about
-    iteration N" if that comes before cfg.iterations, else "iterations".
+    iteration N" if that comes before cfg.iterations, else "iterations". With [run] target the ETA
+    is an upper bound, and says so: when the target will be reached cannot be foreseen.
     """
+    eta, binds = _projection(cfg, done, first_iteration, elapsed, done_here, used)
+    if eta is not None and cfg.target is not None:
+        binds = f"{binds}; " if binds else ""
+        binds += f"at most: sooner if the target {cfg.target:g} is reached"
+    return eta, binds
+
+
+def _projection(
+    cfg: Config, done: int, first_iteration: float, elapsed: float, done_here: int, used: float
+) -> tuple[float | None, str]:
     if done_here < 2:
         return None, ""
     per_iteration = (elapsed - first_iteration) / (done_here - 1)
@@ -700,8 +744,11 @@ def run_loop(
         )
         say(planned_work(cfg, comm.Get_size(), state.iteration))
     hosts = gather_hosts(comm, watch)  # where the ranks run: on a cluster, which nodes the pool spans
+    live = None
     if rank == 0:
         say(f"mpiswim: ranks per host: {ranks_per_host(hosts)}")
+        if setup.tensorboard is not None:
+            live = open_live_log(setup, records)
     started, first, first_iteration, warned = time.perf_counter(), state.iteration, 0.0, False
     began = started if began is None else began
     reason = "done" if state.iteration >= cfg.iterations else None
@@ -718,6 +765,8 @@ def run_loop(
                 used = time.perf_counter() - began
                 eta, binds = projection(cfg, state.iteration, first_iteration, elapsed, done_here, used)
                 say(progress_line(cfg, state, record, elapsed, eta, binds))
+                if live is not None:
+                    live.iteration(state, record)
                 if eta is not None and eta > WEEK and not warned:
                     warned = True
                     print(
@@ -736,7 +785,18 @@ def run_loop(
         # target, the time limit)?
         reason = stop_reason(combine_stops(comm, stop | (stops.bits if stops else 0), watch), state, cfg)
     now = time.perf_counter()
+    if live is not None:
+        live.close()
     return finish(comm, setup, state, records, writer, watch, reason, now - started, now - began)
+
+
+def open_live_log(setup: Setup, records: list[IterationRecord]):
+    """Rank 0: the TensorBoard writer (mpiswim.live.LiveLog) into setup.tensorboard; steps go on from the run's."""
+    from mpiswim.live import LiveLog
+
+    done = [int(np.sum(r.steps)) for r in records if np.all(np.asarray(r.steps) >= 0)]
+    say(f"mpiswim: TensorBoard events in {setup.tensorboard}/ (watch with `tensorboard --logdir {setup.tensorboard}`)")
+    return LiveLog(setup.tensorboard, np.array(setup.cfg.alpha), np.array(setup.cfg.eta), sum(done))
 
 
 def train_command(args) -> int:
@@ -798,9 +858,15 @@ def _train(args, stops: StopRequests, began: float | None = None) -> int:
         if rank == 0:
             writer.close()
             further = resume_command(comm.Get_size(), setup.out, 2 * setup.state.iteration)
+            asked = setup.config_iterations or setup.cfg.iterations
+            beyond = (
+                f", and it was extended beyond the {asked} its config asks for"
+                if setup.state.iteration > asked and setup.config_iterations
+                else ""
+            )
             print(
-                f"mpiswim: '{setup.out}' already has {setup.state.iteration} iterations (asked for "
-                f"{setup.cfg.iterations}); nothing to do. To go further: `{further}`."
+                f"mpiswim: '{setup.out}' already has {setup.state.iteration} iterations (asked for {asked}{beyond}); "
+                f"nothing to do. To go further: `{further}`."
             )
         return 0
     try:

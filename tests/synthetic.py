@@ -57,11 +57,13 @@ def write_synthetic_checkpoint(
     evaluation_action: str = "sample",
     offset: float = 0.0,
     settings: dict[str, object] | None = None,
+    step_factor: int = 1,
 ) -> Path:
     """Write the first `rows` iterations of the table above as a checkpoint at `path`.
 
     `offset` is added to every score (and best score); `settings` are `--set`
-    overrides of DEFAULT_CONFIG (section.key -> value, e.g. {"env.T": 200, "ranks.eta": 1e-3}).
+    overrides of DEFAULT_CONFIG (section.key -> value, e.g. {"env.T": 200, "ranks.eta": 1e-3}); every
+    iteration's steps are multiplied by `step_factor`.
     """
     overrides = [
         f"ranks.alpha={ALPHA}",
@@ -89,7 +91,7 @@ def write_synthetic_checkpoint(
             degenerate=~np.isfinite(SCORES[k]),
             fell_back=False,
             best_score=BEST[k] + offset,
-            steps=steps(k),
+            steps=steps(k) * step_factor,
         )
         for k in range(rows)
     ]

@@ -124,20 +124,25 @@ def test_timing_table_splits_the_iteration_time(synthetic):
     assert sum(r.share for r in rows.values()) == pytest.approx(1.0)
 
 
-def test_compare_runs_gives_mean_and_t_interval_per_iteration_over_the_common_iterations(tmp_path):
+def test_compare_runs_gives_mean_and_t_interval_per_iteration_each_run_over_its_own_length(tmp_path):
     paths = [
-        write_synthetic_checkpoint(tmp_path / f"seed{i}.h5", rows=rows, offset=offset)
+        write_synthetic_checkpoint(tmp_path / f"seed{i}.h5", rows=rows, offset=offset, settings={"run.seed": i})
         for i, (rows, offset) in enumerate(((6, 0.0), (6, 1.0), (4, 5.0)))
     ]
     runs = analysis.read_runs(paths)
     stats = analysis.compare_runs(runs)
-    assert stats["iteration"].tolist() == [1, 2, 3, 4]  # the short run stops after iteration 4: so does the comparison
-    assert stats["runs"].tolist() == [3, 3, 3, 3]
+    assert set(stats["group"]) == {"swimmer-default"}  # seeds of one config: one group
+    assert stats["iteration"].tolist() == [1, 2, 3, 4, 5, 6]  # the short run ends after iteration 4; the others go on
+    assert stats["runs"].tolist() == [3, 3, 3, 3, 2, 2]
     assert np.isnan(stats["winner_mean"][2])  # no winner in any run
-    np.testing.assert_allclose(stats["best_mean"], np.array(BEST[:4]) + 2.0)
+    np.testing.assert_allclose(stats["best_mean"][:4], np.array(BEST[:4]) + 2.0)
     half = 4.303 * np.std([0.0, 1.0, 5.0], ddof=1) / np.sqrt(3)  # the 95% t-interval of 3 runs
-    np.testing.assert_allclose(stats["best_high"] - stats["best_mean"], half)
-    np.testing.assert_allclose(stats["best_mean"] - stats["best_low"], half)
+    np.testing.assert_allclose(stats["best_high"][:4] - stats["best_mean"][:4], half)
+    np.testing.assert_allclose(stats["best_mean"][:4] - stats["best_low"][:4], half)
+    # iterations 5 and 6: the two runs that have them, their range as the band
+    np.testing.assert_allclose(stats["best_mean"][4:], np.array(BEST[4:]) + 0.5)
+    np.testing.assert_allclose(stats["best_low"][4:], BEST[4:])
+    np.testing.assert_allclose(stats["best_high"][4:], np.array(BEST[4:]) + 1.0)
     mean, half, n = analysis.mean_and_ci(np.array([1.0, 2.0, 4.0]))
     assert (mean, n) == (pytest.approx(7 / 3), 3)
     assert half == pytest.approx(4.303 * np.std([1, 2, 4], ddof=1) / np.sqrt(3))
@@ -169,52 +174,49 @@ def test_analyze_writes_plots_and_tables(synthetic, tmp_path, capsys):
 
 
 @pytest.mark.slow  # analyze of several runs: 7-10 figures, 5-10 CPU-s
-def test_two_runs_of_different_length_are_compared_over_their_common_iterations_with_a_range(tmp_path, capsys):
-    """The mean of two runs must not jump where the shorter one ends, and its band is the range of the two, not a
-    t-interval.
+def test_two_runs_of_different_length_are_each_shown_over_their_own_length_with_a_range(tmp_path, capsys):
+    """Two seeds of one config, one cut short: the mean covers both while both have data, then the longer alone; the
+    band is the range of the two, not a t-interval, and a length difference is no warning.
     """
     a = write_synthetic_checkpoint(tmp_path / "a.h5")
-    b = write_synthetic_checkpoint(tmp_path / "b.h5", rows=4, offset=10.0)
+    b = write_synthetic_checkpoint(tmp_path / "b.h5", rows=4, offset=10.0, settings={"run.seed": 1})
     out = tmp_path / "out"
     assert main(["analyze", str(a), str(b), "--out", str(out)]) == 0
-    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert warnings == [
-        f"mpiswim analyze: warning: the runs differ in length (iterations done): {a} has 6, {b} has 4; they are "
-        "compared over iterations 1-4 only"
-    ]
+    assert capsys.readouterr().err == ""
     with open(out / "compare.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [int(row["iteration"]) for row in rows] == [1, 2, 3, 4]
-    a_scores = analysis.winner_scores(read_run(a))[:4]
-    for row, score in zip(rows, a_scores, strict=True):
+    assert [int(row["iteration"]) for row in rows] == [1, 2, 3, 4, 5, 6]
+    assert [row["runs"] for row in rows] == ["2"] * 4 + ["1"] * 2
+    a_scores = analysis.winner_scores(read_run(a))
+    for row, score in zip(rows[:4], a_scores[:4], strict=True):
         if np.isfinite(score):  # mean of the two runs, band = their range
             assert (float(row["winner_mean"]), float(row["winner_low"]), float(row["winner_high"])) == (
                 score + 5,
                 score,
                 score + 10,
             )
+    assert float(rows[5]["winner_mean"]) == a_scores[5] and rows[5]["winner_low"] == ""  # one run: no band
     table = (out / "compare.md").read_text()
-    assert "Compared over iterations 1-4" in table and "has 6, " in table
-    assert (
-        "| mean, range of 2 runs | | | | | 11.00 (range 6.00 to 16.00) |" in table and "±" not in table
-    )  # final = winner score at iteration 4
+    assert "best by 4 = its best up to iteration 4" in table and "±" not in table
+    assert "| swimmer-default | range of 2 runs | 3 | 4-6 | 10.00 (range 4.00 to 16.00) |" in table
     legend = [
         text.get_text() for text in analysis.compare_figure(analysis.read_runs([a, b])).axes[0].get_legend().get_texts()
     ]
-    assert "range of 2 runs (winner's score)" in legend and "95% CI" not in " ".join(legend)
+    assert "swimmer-default: range of 2 runs" in legend and "every run has data up to here" in legend
+    assert "95% CI" not in " ".join(legend)
 
 
 @pytest.mark.slow  # analyze of several runs: 7-10 figures, 5-10 CPU-s
-def test_runs_that_differ_in_pool_size_episode_length_or_config_give_one_warning_each(tmp_path, capsys):
+def test_runs_that_differ_in_pool_size_episode_length_or_config_give_one_note_each(tmp_path, capsys):
     a = write_synthetic_checkpoint(tmp_path / "a.h5", settings={"run.name": '"a"', "run.seed": 1})
     b = write_synthetic_checkpoint(
         tmp_path / "b.h5", settings={"run.name": '"b"', "run.seed": 2, "env.T": 200, "env.gamma": 0.99}
     )
     assert main(["analyze", str(a), str(b), "--out", str(tmp_path / "out")]) == 0
-    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert warnings == [
-        f"mpiswim analyze: warning: the runs differ in episode length T: {a} has 500, {b} has 200",
-        f"mpiswim analyze: warning: the runs differ in the config setting gamma: {a} has 1, {b} has 0.99",
+    notes = capsys.readouterr().err.splitlines()
+    assert notes == [
+        f"mpiswim analyze: note: the runs differ in episode length T: {a} has 500, {b} has 200",
+        f"mpiswim analyze: note: the runs differ in the config setting gamma: {a} has 1, {b} has 0.99",
     ]  # not in name or seed
     assert "- the runs differ in episode length T:" in (tmp_path / "out" / "compare.md").read_text()
     runs = analysis.read_runs([a, b])
@@ -236,8 +238,9 @@ def test_analyze_several_runs_compares_them(tmp_path):
         and (out / "3-run" / "timings.png").exists()
     )
     table = (out / "compare.md").read_text()
-    assert "| 1-run |" in table and "| 3-run |" in table and "| mean, 95% CI, n = 3 |" in table
-    assert f"| 5.00 ± {4.303 * np.std([4, 4, 7], ddof=1) / np.sqrt(3):.2f} |" in table  # final winner scores 4, 4, 7
+    assert "| 1-run | swimmer-default |" in table and "| 3-run | swimmer-default |" in table
+    half = 4.303 * np.std([4, 4, 7], ddof=1) / np.sqrt(3)  # final winner scores 4, 4, 7
+    assert f"| swimmer-default | 95% CI, n = 3 | 3 | 6 | 5.00 ± {half:.2f} |" in table
     with open(out / "compare.csv") as handle:
         assert [row["runs"] for row in csv.DictReader(handle)] == ["3"] * 6
 
@@ -584,3 +587,136 @@ def test_the_learning_curve_counts_environment_steps_and_compare_shows_steps_to_
     assert np.isnan(analysis.learning_curve(read_run(old))["total_steps"]).all()
     table = analysis.compare_markdown(analysis.read_runs([synthetic, old]))
     assert "| steps to best |" in table and "| 5 | 4,650 |" in table and "| not recorded |" in table, table
+
+
+def two_configs(tmp_path: Path) -> tuple[list[Path], list[Path]]:
+    """Two seeds of the default config (the second with twice the steps per iteration) and three of a variant with
+    other step sizes, one of them 4 iterations long."""
+    default = [
+        write_synthetic_checkpoint(tmp_path / f"default-{seed}.h5", settings={"run.seed": seed}, step_factor=seed + 1)
+        for seed in (0, 1)
+    ]
+    variant = [
+        write_synthetic_checkpoint(
+            tmp_path / f"variant-{seed}.h5",
+            rows=4 if seed == 2 else 6,
+            offset=10.0 * seed,
+            settings={"run.seed": seed, "run.name": '"variant"', "ranks.alpha": [1e-4, 1e-3, 1e-3]},
+        )
+        for seed in (0, 1, 2)
+    ]
+    return default, variant
+
+
+def test_runs_are_grouped_by_config_and_averaged_only_within_a_group(tmp_path):
+    default, variant = two_configs(tmp_path)
+    runs = analysis.read_runs([default[0], variant[0], default[1], variant[1], variant[2]])
+    groups = analysis.group_runs(runs)
+    assert [(g.name, [r.path for r in g.runs]) for g in groups] == [
+        ("swimmer-default", default),
+        ("variant", variant),
+    ]
+    assert [g.label for g in groups] == ["swimmer-default (2 runs)", "variant (3 runs)"]
+    stats = analysis.compare_runs(runs)
+    rows = stats["group"] == "variant"
+    assert stats["iteration"][rows].tolist() == [1, 2, 3, 4, 5, 6] and stats["runs"][rows].tolist() == [3] * 4 + [2] * 2
+    np.testing.assert_allclose(stats["best_mean"][rows][:4], np.array(BEST[:4]) + 10.0)  # offsets 0, 10, 20
+    np.testing.assert_allclose(stats["best_mean"][~rows], BEST)  # the default's seeds alone: offsets 0 and 0
+    # the only real difference between the groups is named; seed, name and length are not
+    assert analysis.run_differences(runs) == [
+        "the runs differ in the config setting alpha: "
+        + ", ".join(
+            f"{p} has {a}"
+            for p, a in zip(
+                [default[0], variant[0], default[1], variant[1], variant[2]],
+                ["(1e-05, 0.0001, 0.0001)", "(0.0001, 0.001, 0.001)", "(1e-05, 0.0001, 0.0001)"]
+                + ["(0.0001, 0.001, 0.001)"] * 2,
+                strict=True,
+            )
+        )  # fmt: skip
+    ]
+    table = analysis.compare_markdown(runs)
+    assert "| swimmer-default | range of 2 runs | 3 | 6 |" in table
+    assert "| variant | 95% CI, n = 3 | 3 | 4-6 |" in table
+    assert "| variant-2 | variant |" in table
+
+
+def test_the_same_step_size_on_every_rank_is_no_difference_whatever_the_pool_size(synthetic):
+    run = read_run(synthetic)
+    four = dataclasses.replace(run, world_size=4, settings={**run.settings, "eta": (1e-3,) * 4})
+    three = dataclasses.replace(run, settings={**run.settings, "eta": (1e-3,) * 3})
+    assert analysis.run_differences([three, four]) == [
+        f"the runs differ in pool size P: {synthetic} has 3, {synthetic} has 4"
+    ]  # no eta line: 1e-3 on every rank in both
+    assert len(analysis.group_runs([three, four])) == 2  # other pool sizes are other configs
+
+
+def test_history_has_steps_and_the_cost_of_every_iteration(synthetic):
+    rows = analysis.history(read_run(synthetic))
+    assert rows["steps"].tolist() == [330, 630, 930, 1230, 1530, 1830]
+    assert rows["total_steps"][-1] == 6480
+    # synthetic timings: ranks busy 1.0 + 0.5 + 0.4 (rank 0), 1.1 + 0.5 + 0.2, 1.2 + 0.5 + 0.0; rank 0 writes 0.05 s
+    np.testing.assert_allclose(rows["wall_seconds"], 1.9 + 0.05)
+    np.testing.assert_allclose(rows["cpu_seconds"], 1.9 + 1.8 + 1.7 + 0.05)
+    np.testing.assert_allclose(rows["total_wall_seconds"], 1.95 * np.arange(1, 7))
+    np.testing.assert_allclose(rows["total_cpu_seconds"], 5.45 * np.arange(1, 7))
+
+
+def test_compare_on_a_steps_axis_takes_each_run_at_its_own_cost(tmp_path):
+    default, _ = two_configs(tmp_path)
+    runs = analysis.read_runs(default)
+    stats = analysis.compare_runs(runs, "steps")
+    assert list(stats)[:3] == ["group", "total_steps", "runs"]
+    totals = np.cumsum(300 * np.arange(1, 7) + 30)  # 330, 960, ...: seed 0; seed 1 used twice the steps
+    assert stats["total_steps"].tolist() == sorted(set(totals) | set(2 * totals))
+    at = dict(zip(stats["total_steps"].tolist(), stats["best_mean"].tolist(), strict=True))
+    # at 960 steps seed 0 has done iteration 2 (best 5), seed 1 only iteration 1 (660 steps: best 3)
+    assert at[960] == pytest.approx(4.0)
+    # past seed 0's last point (6480 steps) only seed 1 counts
+    runs_at = dict(zip(stats["total_steps"].tolist(), stats["runs"].tolist(), strict=True))
+    assert runs_at[6480] == 2 and runs_at[2 * 6480] == 1
+    assert analysis.common_end(runs, "steps") == 6480
+
+
+def test_a_run_without_recorded_steps_cannot_be_drawn_against_steps(synthetic, tmp_path, capsys):
+    old = tmp_path / "old.h5"
+    shutil.copy(synthetic, old)
+    run = dataclasses.replace(read_run(old), steps=np.full((6, 3), -1))
+    with pytest.raises(analysis.AnalysisError, match=r"old.h5' has no environment steps.*Fix: use --x iterations"):
+        analysis.x_values(run, "steps")
+    with pytest.raises(SystemExit) as stopped:
+        main(["analyze", str(synthetic), "--x", "hours", "--out", str(tmp_path / "o")])
+    assert stopped.value.code == 2 and "invalid choice: 'hours'" in capsys.readouterr().err
+
+
+def test_the_win_table_gives_each_rank_its_share_of_new_bests(synthetic):
+    rows = analysis.win_table(read_run(synthetic))
+    # new bests at iterations 1 (rank 1), 2 (rank 0), 4 (rank 1), 5 (rank 0); rank 2's win at 6 improved nothing
+    assert [(r.wins, r.new_bests, r.new_best_share) for r in rows] == [(2, 2, 0.5), (2, 2, 0.5), (1, 0, 0.0)]
+    text = analysis.wins_markdown(read_run(synthetic))
+    assert "| rank | alpha | eta | wins | share | new bests | share of new bests |" in text
+    assert "| 2 | 0.0001 | 0.001 | 1 | 20.0% | 0 | 0.0% |" in text
+    assert "Most new bests: rank 0 (alpha 1e-05, eta 0.0001), 2 of 4 (50%)." in text
+
+
+@pytest.mark.slow  # analyze of five runs: 17 figures
+def test_analyze_draws_one_curve_per_config_group_on_a_steps_axis(tmp_path, capsys):
+    default, variant = two_configs(tmp_path)
+    out = tmp_path / "out"
+    assert main(["analyze", *map(str, default + variant), "--x", "steps", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"config group swimmer-default (2 runs): {default[0]}, {default[1]}" in captured.out
+    assert "warning" not in captured.err and "length" not in captured.err
+    with open(out / "compare.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["group"] for row in rows} == {"swimmer-default", "variant"} and "total_steps" in rows[0]
+    figure = analysis.compare_figure(analysis.read_runs(default + variant), x_axis="steps")
+    legend = [text.get_text() for text in figure.axes[1].get_legend().get_texts()]
+    assert legend == [
+        "swimmer-default (2 runs): mean",
+        "swimmer-default: range of 2 runs",
+        "variant (3 runs): mean",
+        "variant: 95% CI, n = 3",
+        "every run has data up to here",
+    ]
+    assert figure.axes[0].get_xlabel().startswith("environment steps")

@@ -587,3 +587,84 @@ def test_a_time_limit_is_planned_projected_and_stops_the_run_with_exit_0_and_the
     )
     given = Setup(limited, P("run.h5"), state, time_limit_from="--time-limit")
     assert "(add --time-limit SECONDS to give it a time budget too)" in time_limit_message(2, given, state, 601.0)
+
+
+def test_info_shows_the_ranks_as_a_table_for_any_pool_size(tmp_path, capsys):
+    from synthetic import write_synthetic_checkpoint
+
+    from mpiswim.cli import main
+
+    assert main(["info", str(write_synthetic_checkpoint(tmp_path / "run.h5"))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("ranks (step sizes, wins, new bests: wins that raised the best score):")
+    assert [line.split() for line in lines[start + 1 : start + 5]] == [
+        ["rank", "alpha", "eta", "wins", "new", "bests"],
+        ["0", "1e-05", "0.0001", "2", "2"],
+        ["1", "0.0001", "0.001", "2", "2"],
+        ["2", "0.0001", "0.001", "1", "0"],
+    ]
+    assert len({len(line) for line in lines[start + 1 : start + 5]}) == 1  # aligned columns
+
+
+def test_evaluate_reports_every_episodes_length(tmp_path, capsys):
+    """On Hopper a random policy falls within a few dozen steps: the lengths, not only the returns, say so."""
+    from mpiswim.checkpoint import save_checkpoint
+    from mpiswim.cli import main
+    from mpiswim.config import DEFAULT_CONFIG, apply_overrides
+    from mpiswim.policy import Agent, initial_agent
+    from mpiswim.state import IterationRecord, PoolState
+
+    cfg = parse_config(apply_overrides(DEFAULT_CONFIG, ['env.id="Hopper-v5"', "env.T=300", "run.iterations=2"]), 2)
+    zero = initial_agent(11, 3, cfg.features, cfg.time_feature)
+    agent = Agent(np.random.default_rng(1).normal(0, 0.5, zero.policy.shape), *zero[1:])
+    record = IterationRecord(
+        scores=np.array([1.0, 0.5]), winner=0, train_returns=np.zeros((2, cfg.iterate_episodes)),
+        timings=np.zeros((2, 4)), degenerate=np.zeros(2, bool), fell_back=False, best_score=1.0,
+        steps=np.array([10, 10]),
+    )  # fmt: skip
+    path = tmp_path / "hopper.h5"
+    save_checkpoint(path, cfg, PoolState(1, agent, agent, 1.0, 0, 0, 0), [record])
+    assert main(["evaluate", str(path), "--episodes", "3", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert len(summary["lengths"]) == 3 and all(0 < n < 300 for n in summary["lengths"])
+    assert summary["mean_length"] == pytest.approx(np.mean(summary["lengths"]))
+    assert main(["evaluate", str(path), "--episodes", "3"]) == 0
+    text = capsys.readouterr().out
+    assert f"episode length mean {np.mean(summary['lengths']):.1f}" in text and "3 of 3 ended before 300 steps" in text
+
+
+def test_resume_if_exists_continues_to_the_files_planned_iterations(tmp_path):
+    """A run extended beyond its config (planned 10, config 8) is not cut back to the config's 8."""
+    from argparse import Namespace
+
+    from synthetic import write_synthetic_checkpoint
+
+    from mpiswim.checkpoint import load_checkpoint
+    from mpiswim.config import apply_overrides
+    from mpiswim.train import prepare
+
+    path = write_synthetic_checkpoint(tmp_path / "run.h5", planned=10)  # 6 of 10 done
+    config = tmp_path / "run.toml"
+    config.write_text(apply_overrides(load_checkpoint(path).config_toml, ["run.iterations=8"]))
+    args = Namespace(config=str(config), out=str(path), resume=None, resume_if_exists=True, iterations=None)
+    setup, _, writer = prepare(args, 3)
+    writer.close()
+    assert (setup.cfg.iterations, setup.config_iterations) == (10, 8)
+    config.write_text(apply_overrides(load_checkpoint(path).config_toml, ["run.iterations=12"]))
+    setup, _, writer = prepare(args, 3)
+    writer.close()
+    assert (setup.cfg.iterations, setup.config_iterations) == (12, None)  # the larger: the config's
+
+
+def test_the_eta_of_a_run_with_a_target_is_an_upper_bound_and_says_so():
+    from mpiswim.config import DEFAULT_CONFIG, apply_overrides
+    from mpiswim.train import planned_work, projection
+
+    cfg = parse_config(apply_overrides(DEFAULT_CONFIG, ["run.target=340", "run.iterations=100"]), 2)
+    eta, binds = projection(cfg, 10, 5.0, 14.0, 10, 14.0)
+    assert eta == pytest.approx(90.0) and binds == "at most: sooner if the target 340 is reached"
+    assert "stops sooner once the best agent scores the target 340 (the ETA is an upper bound)" in planned_work(
+        cfg, 2, 0
+    )
+    without = parse_config(apply_overrides(DEFAULT_CONFIG, ["run.iterations=100"]), 2)
+    assert projection(without, 10, 5.0, 14.0, 10, 14.0) == (pytest.approx(90.0), "")

@@ -41,6 +41,8 @@ LAYERS = (
     "analysis",
     "render",
     "report",
+    "trained",
+    "live",
     "train",
     "bench",
     "cli",

@@ -14,8 +14,9 @@ module usable on its own, and the command on top:
    `analysis/two_runs.py` is a worked example.
 2. `statistics`: pure functions over a `Run`'s arrays (`learning_curve`,
    `win_table`, `win_share_by_hyperparameter`, `phase_seconds`, `compare_runs`).
-   Several runs are compared over the iterations all of them have, and
-   `run_differences` names every way they differ.
+   Several runs are grouped by config (`group_runs`: seeds of one config), each
+   group averaged over its own runs on a cost axis (`X_AXES`: iterations, steps,
+   CPU or wall seconds), and `run_differences` names every way the configs differ.
 3. `tables`: CSV and markdown writers for those numbers.
 4. `plots`: matplotlib with the headless Agg backend, imported only when a
    plot is drawn (so reading and tables work without the `analysis` extra).
@@ -55,7 +56,6 @@ from mpiswim.analysis.reading import (
     AnalysisError,
     Reference,
     Run,
-    config_group,
     read_agents,
     read_checkpoint,
     read_reference,
@@ -64,15 +64,22 @@ from mpiswim.analysis.reading import (
     run_settings,
 )
 from mpiswim.analysis.statistics import (
+    X_AXES,
     PhaseTotal,
     RankWins,
+    RunGroup,
     RunSummary,
     ValueWins,
     band_name,
+    common_end,
     common_iterations,
     common_part,
     compare_runs,
+    config_group,
+    cost_seconds,
     first_iterations,
+    group_curves,
+    group_runs,
     history,
     history_frame,
     learning_curve,
@@ -86,6 +93,7 @@ from mpiswim.analysis.statistics import (
     win_share_by_hyperparameter,
     win_table,
     winner_scores,
+    x_values,
 )
 from mpiswim.analysis.tables import (
     compare_markdown,
@@ -103,21 +111,27 @@ __all__ = [
     "PhaseTotal",
     "REFERENCE_FIX",
     "RankWins",
+    "RunGroup",
     "Reference",
     "Run",
     "RunSummary",
     "ValueWins",
+    "X_AXES",
     "analyze",
     "analyze_command",
     "analyze_run",
     "band_name",
+    "common_end",
     "common_iterations",
     "common_part",
     "compare_figure",
     "compare_markdown",
     "compare_runs",
     "config_group",
+    "cost_seconds",
     "first_iterations",
+    "group_curves",
+    "group_runs",
     "history",
     "history_frame",
     "learning_curve",
@@ -155,4 +169,5 @@ __all__ = [
     "wins_markdown",
     "write_analysis",
     "write_csv",
+    "x_values",
 ]

@@ -8,15 +8,24 @@ from pathlib import Path
 
 from mpiswim.analysis import plots, tables
 from mpiswim.analysis.reading import AnalysisError, Reference, Run, read_reference, read_runs
-from mpiswim.analysis.statistics import compare_runs, run_differences, timing_table, win_table, winner_scores
+from mpiswim.analysis.statistics import (
+    X_AXES,
+    compare_runs,
+    group_runs,
+    run_differences,
+    timing_table,
+    win_table,
+    winner_scores,
+    x_values,
+)
 from mpiswim.analysis.tables import _number
 
 
-def analyze_run(run: Run, out: Path, reference: Reference | None = None) -> list[Path]:
-    """Every plot and table of one run, written into `out`."""
+def analyze_run(run: Run, out: Path, reference: Reference | None = None, x_axis: str = "iterations") -> list[Path]:
+    """Every plot and table of one run, written into `out` (the learning curve against `x_axis`)."""
     out.mkdir(parents=True, exist_ok=True)
     written = [
-        plots.plot_learning_curve(run, out / "learning_curve.png", reference),
+        plots.plot_learning_curve(run, out / "learning_curve.png", reference, x_axis),
         tables.learning_curve_csv(run, out / "learning_curve.csv"),
         plots.plot_wins(run, out / "wins.png"),
         out / "wins.md",
@@ -29,15 +38,21 @@ def analyze_run(run: Run, out: Path, reference: Reference | None = None) -> list
     return written
 
 
-def write_analysis(runs: Sequence[Run], out: str | Path, reference: Reference | None = None) -> list[Path]:
+def write_analysis(
+    runs: Sequence[Run], out: str | Path, reference: Reference | None = None, x_axis: str = "iterations"
+) -> list[Path]:
     """Every plot and table of `runs` into the folder `out`; returns the files written.
 
     One run: its files go straight into `out`. Several runs: each run gets a
     subfolder `out/<label>/`, and `out` gets compare.png, compare.csv and
-    compare.md, over the iterations all the runs have. `reference`, if given,
-    is drawn on the learning-curve and compare plots.
+    compare.md: the runs grouped by config, each group's mean over its runs, each
+    run over its own length. `x_axis` (X_AXES) is the plots' x-axis; `reference`,
+    if given, is drawn on the learning-curve and compare plots on the iterations axis.
     """
+    if x_axis not in X_AXES:
+        raise AnalysisError(f"--x {x_axis!r} is not a cost axis. Fix: use one of {', '.join(X_AXES)}.")
     for run in runs:
+        x_values(run, x_axis)  # a run without the steps the axis needs: one message before any file is written
         if run.iterations == 0:
             raise AnalysisError(
                 f"'{run.path}' has no completed iteration yet. "
@@ -51,25 +66,27 @@ def write_analysis(runs: Sequence[Run], out: str | Path, reference: Reference | 
             f"cannot create the output folder '{out}' ({error.strerror}). Fix: choose a writable --out folder."
         ) from None
     if len(runs) == 1:
-        return analyze_run(runs[0], out, reference)
+        return analyze_run(runs[0], out, reference, x_axis)
     written = []
     for run in runs:
-        written += analyze_run(run, out / run.label, reference)
+        written += analyze_run(run, out / run.label, reference, x_axis)
     written += [
-        plots.plot_compare(runs, out / "compare.png", reference),
-        tables.write_csv(out / "compare.csv", compare_runs(runs)),
+        plots.plot_compare(runs, out / "compare.png", reference, x_axis),
+        tables.write_csv(out / "compare.csv", compare_runs(runs, x_axis)),
         out / "compare.md",
     ]
     (out / "compare.md").write_text(tables.compare_markdown(runs))
     return written
 
 
-def analyze(paths: Sequence[str | Path], out: str | Path, reference: str | Path | None = None) -> list[Path]:
+def analyze(
+    paths: Sequence[str | Path], out: str | Path, reference: str | Path | None = None, x_axis: str = "iterations"
+) -> list[Path]:
     """Read the checkpoints at `paths` (and the reference curve, if given) and write their analysis into `out` (see
     write_analysis).
     """
     curve = read_reference(reference) if reference is not None else None
-    return write_analysis(read_runs(paths), out, curve)
+    return write_analysis(read_runs(paths), out, curve, x_axis)
 
 
 def _progress_note(run: Run) -> str:
@@ -87,20 +104,26 @@ def summary_lines(run: Run) -> list[str]:
         f"  winner's score: first {_number(float(winners[0]))}, last {_number(float(winners[-1]))}; best "
         f"{_number(float(run.best_score[-1]))} at iteration {run.best_iteration + 1}",
         "  wins per rank: " + ", ".join(f"{r.rank}: {r.wins} ({r.share:.0%})" for r in wins),
+        "  new bests per rank: " + ", ".join(f"{r.rank}: {r.new_bests} ({r.new_best_share:.0%})" for r in wins),
         f"  time: {phases}",
     ]
 
 
 def analyze_command(args) -> int:
-    """The CLI's `mpiswim analyze RUN.h5 [RUN2.h5 ...] [--reference CURVE.csv] --out DIR`.
+    """The CLI's `mpiswim analyze RUN.h5 [RUN2.h5 ...] [--reference CURVE.csv] [--x AXIS] --out DIR`.
 
-    Prints one warning line on stderr per way the runs differ (run_differences).
+    With several runs: one line per config group, and one note on stderr per way the configs differ
+    (run_differences): a real difference between groups, never seed, name or length.
     """
     reference = read_reference(args.reference) if getattr(args, "reference", None) is not None else None
     runs = read_runs(args.checkpoints)
-    for line in run_differences(runs):
-        print(f"mpiswim analyze: warning: {line}", file=sys.stderr)
-    written = write_analysis(runs, args.out, reference)
+    x_axis = getattr(args, "x", None) or "iterations"
+    if len(runs) > 1:
+        for group in group_runs(runs):
+            print(f"config group {group.label}: " + ", ".join(str(run.path) for run in group.runs))
+        for line in run_differences(runs):
+            print(f"mpiswim analyze: note: {line}", file=sys.stderr)
+    written = write_analysis(runs, args.out, reference, x_axis)
     for run in runs:
         print("\n".join(summary_lines(run)))
     print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(str(p.relative_to(args.out)) for p in written))

@@ -14,17 +14,19 @@ import numpy as np
 
 from mpiswim.analysis.reading import AnalysisError, Reference, Run
 from mpiswim.analysis.statistics import (
+    X_LABELS,
     RankWins,
     band_name,
-    common_iterations,
-    common_part,
-    compare_runs,
+    common_end,
+    group_curves,
+    group_runs,
     learning_curve,
     phase_seconds,
     timing_table,
     win_share_by_hyperparameter,
     win_table,
     winner_scores,
+    x_values,
 )
 from mpiswim.config import HYPERPARAMETERS
 
@@ -60,10 +62,10 @@ def _save(fig, path: str | Path, dpi: int) -> Path:
     return Path(path)
 
 
-def _vertical_lines(ax, rows: np.ndarray, label: str, **style) -> None:
-    """A vertical line at each 0-based row's iteration; only the first gets a legend entry."""
+def _vertical_lines(ax, rows: np.ndarray, label: str, x: np.ndarray, **style) -> None:
+    """A vertical line where each 0-based row ends on the axis `x`; only the first gets a legend entry."""
     for i, row in enumerate(rows):
-        ax.axvline(row + 1, label=label if i == 0 else "_nolegend_", **style)
+        ax.axvline(x[row], label=label if i == 0 else "_nolegend_", **style)
 
 
 def _draw_reference(ax, reference: Reference | None, last_iteration: int) -> None:
@@ -73,11 +75,15 @@ def _draw_reference(ax, reference: Reference | None, last_iteration: int) -> Non
         ax.plot(reference.iteration[shown], reference.score[shown], color="C2", ls="--", lw=1.4, label=reference.label)
 
 
-def learning_curve_figure(run: Run, reference: Reference | None = None):
-    """The figure of plot_learning_curve (returned open, for plot_learning_curve to save and for tests to inspect)."""
+def learning_curve_figure(run: Run, reference: Reference | None = None, x_axis: str = "iterations"):
+    """The figure of plot_learning_curve (returned open, for plot_learning_curve to save and for tests to inspect).
+
+    `x_axis`: a key of X_AXES (iterations, steps, cpu-seconds, wall-seconds); the reference curve is drawn on the
+    iterations axis only (it has no costs).
+    """
     plt = _pyplot()
     curve = learning_curve(run)
-    x = curve["iteration"]
+    x = x_values(run, x_axis)
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
     ax.fill_between(x, curve["ranks_min"], curve["ranks_max"], color="0.85", label="all ranks: min to max")
     finite = np.isfinite(run.scores)
@@ -92,24 +98,27 @@ def learning_curve_figure(run: Run, reference: Reference | None = None):
     ax.plot(x, curve["winner_score"], color="C0", lw=1.3, label="winner's score")
     ax.step(x, curve["best_score"], where="post", color="C3", lw=1.5, label="best ever")
     _vertical_lines(
-        ax, np.flatnonzero(run.fell_back), "then back to the best agent (patience)", color="C1", lw=0.6, ls=":"
+        ax, np.flatnonzero(run.fell_back), "then back to the best agent (patience)", x, color="C1", lw=0.6, ls=":"
     )
     _vertical_lines(
-        ax, np.flatnonzero(run.winner < 0), "no winner: every branch degenerate", color="k", lw=0.6, ls="--"
+        ax, np.flatnonzero(run.winner < 0), "no winner: every branch degenerate", x, color="k", lw=0.6, ls="--"
     )
-    _draw_reference(ax, reference, run.iterations)
+    if x_axis == "iterations":
+        _draw_reference(ax, reference, run.iterations)
     episodes = f"mean of {run.evaluate_episodes} episodes" if run.evaluate_episodes else "mean return"
-    ax.set(xlabel="iteration", ylabel=f"evaluation return ({episodes})", title=plot_title(run))
+    ax.set(xlabel=X_LABELS[x_axis], ylabel=f"evaluation return ({episodes})", title=plot_title(run))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return fig
 
 
-def plot_learning_curve(run: Run, path: str | Path, reference: Reference | None = None) -> Path:
+def plot_learning_curve(
+    run: Run, path: str | Path, reference: Reference | None = None, x_axis: str = "iterations"
+) -> Path:
     """Winner score per iteration, every rank's score as points with their min-max band, best-ever line (and a reference
-    curve).
+    curve), against iterations or a cost (x_axis).
     """
-    return _save(learning_curve_figure(run, reference), path, dpi=110)
+    return _save(learning_curve_figure(run, reference, x_axis), path, dpi=110)
 
 
 def _draw_win_bars(ax, run: Run, rows: list[RankWins]) -> None:
@@ -251,40 +260,46 @@ def plot_timings(run: Run, path: str | Path) -> Path:
     return _save(timings_figure(run), path, dpi=100)
 
 
-def compare_figure(runs: Sequence[Run], reference: Reference | None = None):
-    """The figure of plot_compare (returned open)."""
+def compare_figure(runs: Sequence[Run], reference: Reference | None = None, x_axis: str = "iterations"):
+    """The figure of plot_compare (returned open): one curve and legend entry per config group (group_runs).
+
+    Left the winner's score, right the best-ever score: each group's mean over its own runs with their band
+    (band_name), each run over its own length; where runs end at different points, a dotted line marks the end of
+    the range every run covers.
+    """
     plt = _pyplot()
-    stats = compare_runs(runs)
-    x = stats["iteration"]
-    band = band_name(len(runs))
-    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
-    for i, run in enumerate(common_part(runs)):
-        ax.plot(
-            x,
-            winner_scores(run),
-            lw=0.6,
-            alpha=0.35,
-            color="0.4",
-            label="one run's winner score" if i == 0 else "_nolegend_",
-        )
-    for key, color, name in (("winner", "C0", "winner's score"), ("best", "C3", "best ever")):
-        ax.plot(x, stats[f"{key}_mean"], color=color, lw=1.5, label=f"mean {name}")
-        if len(runs) >= 2:
-            ax.fill_between(
-                x, stats[f"{key}_low"], stats[f"{key}_high"], color=color, alpha=0.2, lw=0, label=f"{band} ({name})"
-            )
-    _draw_reference(ax, reference, int(x[-1]) if len(x) else 0)
-    title = f"{len(runs)} runs: " + ", ".join(run.label for run in runs)[:90]
-    if len({run.iterations for run in runs}) > 1:
-        title += f"\ncompared over iterations 1-{common_iterations(runs)}, the ones every run has"
-    ax.set(xlabel="iteration", ylabel="evaluation return", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    groups = group_runs(runs)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained", sharey=True)
+    for i, group in enumerate(groups):
+        curves, color = group_curves(group, x_axis), f"C{i % 10}"
+        n = len(group.runs)
+        for ax, key in zip(axes, ("winner", "best"), strict=True):
+            ax.plot(curves["x"], curves[f"{key}_mean"], color=color, lw=1.5, label=f"{group.label}: mean")
+            if n >= 2:
+                ax.fill_between(
+                    curves["x"], curves[f"{key}_low"], curves[f"{key}_high"], color=color, alpha=0.2, lw=0,
+                    label=f"{group.name}: {band_name(n)}", step="post" if key == "best" else None,
+                )  # fmt: skip
+    ends = {float(x_values(run, x_axis)[-1]) for run in runs if run.iterations}
+    for ax, name in zip(axes, ("winner's score", "best-ever score"), strict=True):
+        if len(ends) > 1:
+            ax.axvline(common_end(runs, x_axis), color="k", lw=0.8, ls=":", label="every run has data up to here")
+        if x_axis == "iterations":
+            _draw_reference(ax, reference, int(max(ends, default=0)))
+        ax.set(xlabel=X_LABELS[x_axis], title=name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("evaluation return")
+    fig.suptitle(
+        f"{len(runs)} runs in {len(groups)} config group{'s' if len(groups) > 1 else ''}: "
+        + ", ".join(group.label for group in groups)[:110],
+        fontsize=10,
+    )
     return fig
 
 
-def plot_compare(runs: Sequence[Run], path: str | Path, reference: Reference | None = None) -> Path:
-    """Mean winner score and mean best-ever score over the runs per iteration, with their band (mean_and_band), over the
-    common iterations.
-    """
-    return _save(compare_figure(runs, reference), path, dpi=110)
+def plot_compare(
+    runs: Sequence[Run], path: str | Path, reference: Reference | None = None, x_axis: str = "iterations"
+) -> Path:
+    """Per config group, the mean winner and best-ever scores over its runs with their band (compare_figure)."""
+    return _save(compare_figure(runs, reference, x_axis), path, dpi=110)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -196,11 +195,6 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
         settings=run_settings(config_toml, cfg),
         being_written=being_written,
     )
-
-
-def config_group(label: str) -> str:
-    """A run's config group: its name without the trailing seed (`improved-12341` -> `improved`)."""
-    return re.sub(r"-\d+$", "", label)
 
 
 def read_runs(paths: Sequence[str | Path]) -> list[Run]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,35 @@ import numpy as np
 
 from mpiswim.analysis.reading import AnalysisError, Run
 from mpiswim.state import steps_per_iteration
+
+# `--x` of `mpiswim analyze`: the cost axis, and the cumulative column of learning_curve it reads.
+X_AXES = {
+    "iterations": "iteration",
+    "steps": "total_steps",
+    "cpu-seconds": "total_cpu_seconds",
+    "wall-seconds": "total_wall_seconds",
+}
+X_LABELS = {
+    "iterations": "iteration",
+    "steps": "environment steps (every rank's episodes)",
+    "cpu-seconds": "CPU-seconds (every rank's time in the iterations)",
+    "wall-seconds": "wall-clock seconds of the iterations",
+}
+
+
+def cost_seconds(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(wall, cpu): (k,) seconds of each iteration, from the ranks' phase timings.
+
+    wall: the slowest rank's train + evaluate + communicate, plus rank 0's checkpoint write (as `mpiswim info`
+    counts it). cpu: every rank's train + evaluate + communicate summed, plus that write: the processor time the
+    pool held (waiting in a collective included: MPI ranks wait busily). Start-up and pauses are in neither.
+    """
+    column = run.phases.index("checkpoint")
+    busy = np.delete(run.timings, column, axis=2).sum(axis=2)  # (k, P)
+    write = run.timings[:, 0, column]
+    if not run.iterations:
+        return np.zeros(0), np.zeros(0)
+    return busy.max(axis=1) + write, busy.sum(axis=1) + write
 
 
 def history(run: Run) -> dict[str, np.ndarray]:
@@ -49,7 +79,9 @@ def learning_curve(run: Run) -> dict[str, np.ndarray]:
     winner_score, best_score, and the spread of the finite rank scores
     (min, median, max, mean; NaN where every branch was degenerate); steps, every
     rank's environment steps in the iteration, and total_steps, those of the run up
-    to and with it (NaN where not recorded, and total_steps after such an iteration).
+    to and with it (NaN where not recorded, and total_steps after such an iteration);
+    wall_seconds and cpu_seconds of the iteration (cost_seconds) and their running
+    totals total_wall_seconds and total_cpu_seconds.
     """
     finite = np.where(np.isfinite(run.scores), run.scores, np.nan)
     any_finite = np.isfinite(finite).any(axis=1)
@@ -59,6 +91,7 @@ def learning_curve(run: Run) -> dict[str, np.ndarray]:
         return np.where(any_finite, reduce(safe, axis=1), np.nan) if run.iterations else np.zeros(0)
 
     steps = steps_per_iteration(run.steps)
+    wall, cpu = cost_seconds(run)
 
     return {
         "iteration": np.arange(1, run.iterations + 1),
@@ -71,6 +104,10 @@ def learning_curve(run: Run) -> dict[str, np.ndarray]:
         "ranks_mean": spread(np.nanmean),
         "steps": steps,
         "total_steps": np.cumsum(steps),  # NaN from the first iteration without steps on
+        "wall_seconds": wall,
+        "total_wall_seconds": np.cumsum(wall),
+        "cpu_seconds": cpu,
+        "total_cpu_seconds": np.cumsum(cpu),
     }
 
 
@@ -86,15 +123,22 @@ class RankWins:
     first_win: int | None  # 1-based iteration
     last_win: int | None
     new_bests: int  # wins that set a new best-ever score
+    new_best_share: float  # new_bests / every rank's new bests: the share of the run's improvements this rank made
     mean_score: float  # mean of the rank's finite scores
     degenerate: int  # degenerate branches
 
 
 def win_table(run: Run) -> list[RankWins]:
-    """Per-rank win counts and shares (shares of the iterations that had a winner)."""
+    """Per rank: wins and their share of the iterations that had a winner, and new bests (wins that raised the
+    best-ever score) and their share of all new bests.
+
+    A small step size can win most iterations by barely moving (its branch stays near the agent every rank
+    started from) while the large ones make the improvements: new_best_share says who moved the run forward.
+    """
     decided = int((run.winner >= 0).sum())
     previous_best = np.concatenate([[-np.inf], run.best_score[:-1]])
     improved = (run.winner >= 0) & (winner_scores(run) > previous_best)
+    improvements = int(improved.sum())
     rows = []
     for rank in range(run.world_size):
         won = np.flatnonzero(run.winner == rank)
@@ -110,6 +154,7 @@ def win_table(run: Run) -> list[RankWins]:
                 first_win=int(won[0]) + 1 if len(won) else None,
                 last_win=int(won[-1]) + 1 if len(won) else None,
                 new_bests=int(improved[won].sum()),
+                new_best_share=int(improved[won].sum()) / improvements if improvements else 0.0,
                 mean_score=float(scores.mean()) if scores.size else float("nan"),
                 degenerate=int(run.degenerate[:, rank].sum()),
             )
@@ -288,16 +333,109 @@ def common_part(runs: Sequence[Run]) -> list[Run]:
 
 
 def _show(value: object) -> str:
+    """A setting as text; per-rank values that are all equal show as the one value (P = 4 and 6 with eta 1e-3 on
+    every rank have the same eta)."""
     if isinstance(value, tuple):
+        if value and len(set(value)) == 1 and not isinstance(value[0], tuple):
+            return _show(value[0])
         return "(" + ", ".join(_show(v) for v in value) + ")"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def run_differences(runs: Sequence[Run]) -> list[str]:
-    """One sentence per way the runs differ: pool size P, episode length T, any other config setting, and length.
+def _config_key(run: Run) -> tuple:
+    """What makes two runs seeds of one config: task, pool size and every compared setting (not name, seed, file,
+    length)."""
+    return (run.env_id, run.world_size, tuple(sorted((name, _show(v)) for name, v in run.settings.items())))
 
-    Settings that may differ between comparable runs (name, seed, file,
-    planned iterations, stall timeout) are left out: see NOT_COMPARED.
+
+@dataclass(frozen=True)
+class RunGroup:
+    """Runs whose configs differ only in [run] seed (and name, out, iterations and other settings not compared)."""
+
+    name: str  # the runs' [run] name if they share one (else the first run's label), made unique among the groups
+    runs: tuple[Run, ...]
+
+    @property
+    def label(self) -> str:
+        """The legend's name: "improved (3 runs)"."""
+        return f"{self.name} ({len(self.runs)} run{'s' if len(self.runs) > 1 else ''})"
+
+
+def group_runs(runs: Sequence[Run]) -> list[RunGroup]:
+    """The runs grouped by config (_config_key), in the order their first run was given."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(_config_key(run), []).append(run)
+    names = []
+    for members in groups.values():
+        shared = {run.run_name for run in members}
+        names.append(shared.pop() if len(shared) == 1 else config_group(members[0].label))
+    unique = [
+        name if names.count(name) == 1 else f"{name} #{names[: i + 1].count(name)}" for i, name in enumerate(names)
+    ]
+    return [RunGroup(name, tuple(members)) for name, members in zip(unique, groups.values(), strict=True)]
+
+
+def config_group(label: str) -> str:
+    """A run's config group by its name alone: its name without the trailing seed (`improved-12341` -> `improved`)."""
+    return re.sub(r"-\d+$", "", label)
+
+
+def x_values(run: Run, x: str = "iterations") -> np.ndarray:
+    """(k,) where each iteration ends on the cost axis `x` (a key of X_AXES): its number, or the run's steps,
+    CPU-seconds or wall seconds up to and with it. An AnalysisError if the run did not record its steps."""
+    if x not in X_AXES:
+        raise AnalysisError(f"--x {x!r} is not a cost axis. Fix: use one of {', '.join(X_AXES)}.")
+    values = learning_curve(run)[X_AXES[x]].astype(np.float64)
+    if np.isnan(values).any():
+        raise AnalysisError(
+            f"'{run.path}' has no environment steps for some iterations (written before checkpoint format 3), so it "
+            "cannot be drawn against steps. Fix: use --x iterations, cpu-seconds or wall-seconds for this run."
+        )
+    return values
+
+
+def _value_at(xs: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """values of the last iteration that had ended at each grid point; NaN outside the run's own range."""
+    rows = np.searchsorted(xs, grid, side="right") - 1
+    inside = (rows >= 0) & (grid <= xs[-1]) if len(xs) else np.zeros(len(grid), bool)
+    return np.where(inside, values[np.clip(rows, 0, None)] if len(xs) else np.nan, np.nan)
+
+
+def common_end(runs: Sequence[Run], x: str = "iterations") -> float:
+    """The end of the range every run covers on the axis `x`: the shortest run's last point."""
+    return min((float(x_values(run, x)[-1]) for run in runs if run.iterations), default=0.0)
+
+
+def group_curves(group: RunGroup | Sequence[Run], x: str = "iterations") -> dict[str, np.ndarray]:
+    """The mean of a group's runs with its band (mean_and_band), at every point any of its runs reached on axis `x`.
+
+    Columns: x, runs (n: how many runs reach that point; a run counts only up to its own end), winner_mean,
+    winner_low, winner_high, best_mean, best_low, best_high. A run's value at a point is that of its last iteration
+    ended there (on the iterations axis: that iteration's).
+    """
+    runs = group.runs if isinstance(group, RunGroup) else tuple(group)
+    xs = [x_values(run, x) for run in runs]
+    grid = np.unique(np.concatenate(xs)) if xs else np.zeros(0)
+    winners = np.array([_value_at(v, winner_scores(run), grid) for v, run in zip(xs, runs, strict=True)])
+    bests = np.array([_value_at(v, run.best_score, grid) for v, run in zip(xs, runs, strict=True)])
+    reached = np.array([(grid >= v[0]) & (grid <= v[-1]) for v in xs])
+    names = ("runs", "winner_mean", "winner_low", "winner_high", "best_mean", "best_low", "best_high")
+    columns: dict[str, list] = {name: [] for name in names}
+    for i in range(len(grid)):
+        winner = mean_and_band(winners[:, i])[:3]
+        best = mean_and_band(bests[:, i])[:3]
+        for name, value in zip(names, (int(reached[:, i].sum()), *winner, *best), strict=True):
+            columns[name].append(value)
+    return {"x": grid, **{name: np.array(values) for name, values in columns.items()}}
+
+
+def run_differences(runs: Sequence[Run]) -> list[str]:
+    """One sentence per way the runs' configs differ: pool size P, episode length T, any other config setting.
+
+    Settings that may differ between seeds of one config (name, seed, file, planned
+    iterations, stall timeout) are left out: see NOT_COMPARED; so is length (each run is
+    shown over its own). Per-rank values equal on every rank compare as that one value.
     """
     lines = []
 
@@ -313,31 +451,27 @@ def run_differences(runs: Sequence[Run]) -> list[str]:
     names = dict.fromkeys(name for run in runs for name in run.settings if name != "T")
     for name in names:
         compare(f"the config setting {name}", [run.settings.get(name, "(not set)") for run in runs])
-    if len({run.iterations for run in runs}) > 1:
-        compare("length (iterations done)", [run.iterations for run in runs])
-        lines[-1] += f"; they are compared over iterations 1-{common_iterations(runs)} only"
     return lines
 
 
-def compare_runs(runs: Sequence[Run]) -> dict[str, np.ndarray]:
-    """Per-iteration mean over the runs, and the band around it (mean_and_band), over the iterations all runs have.
+def compare_runs(runs: Sequence[Run], x: str = "iterations") -> dict[str, np.ndarray]:
+    """group_curves of every config group (group_runs), one after the other, with a `group` column naming it.
 
-    Columns: iteration, runs (n), winner_mean, winner_low, winner_high,
-    best_mean, best_low, best_high. The band is the 95% t-interval of the mean
-    for 3 runs or more, the min-max range for 2. Runs of different lengths
-    are compared over the shortest run's iterations only (common_part).
+    Seeds of one config are averaged (the band is the 95% t-interval of the mean with 3 runs or more, the min-max
+    range with 2); runs of different configs never are. `x` is the cost axis (X_AXES); on the iterations axis the
+    column is named `iteration`.
     """
-    runs = common_part(runs)
-    names = ("iteration", "runs", "winner_mean", "winner_low", "winner_high", "best_mean", "best_low", "best_high")
-    columns: dict[str, list] = {name: [] for name in names}
-    winners = np.array([winner_scores(run) for run in runs])  # (runs, k)
-    bests = np.array([run.best_score for run in runs])
-    for row in range(common_iterations(runs)):
-        winner = mean_and_band(winners[:, row])[:3]
-        best = mean_and_band(bests[:, row])[:3]
-        for name, value in zip(names, (row + 1, len(runs), *winner, *best), strict=True):
-            columns[name].append(value)
-    return {name: np.array(values) for name, values in columns.items()}
+    parts = []
+    for group in group_runs(runs):
+        curves = group_curves(group, x)
+        parts.append({"group": np.array([group.name] * len(curves["x"]), dtype=object), **curves})
+    names = ("group", "x", "runs", "winner_mean", "winner_low", "winner_high", "best_mean", "best_low", "best_high")
+    columns = {name: np.concatenate([part[name] for part in parts]) if parts else np.zeros(0) for name in names}
+    columns[X_AXES[x]] = columns.pop("x")
+    order = ["group", X_AXES[x], *names[2:]]
+    if x == "iterations":
+        columns["iteration"] = columns["iteration"].astype(np.int64)
+    return {name: columns[name] for name in order}
 
 
 @dataclass(frozen=True)

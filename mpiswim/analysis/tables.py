@@ -14,6 +14,7 @@ from mpiswim.analysis.statistics import (
     band_name,
     common_iterations,
     common_part,
+    group_runs,
     learning_curve,
     mean_and_band,
     phase_seconds,
@@ -50,7 +51,9 @@ def write_csv(path: str | Path, columns: dict[str, np.ndarray]) -> Path:
         for row in zip(*(columns[name] for name in names), strict=True):
             writer.writerow(
                 [
-                    ""
+                    v
+                    if isinstance(v, str)
+                    else ""
                     if isinstance(v, float | np.floating) and not np.isfinite(v)
                     else (repr(float(v)) if isinstance(v, float | np.floating) else int(v))
                     for v in row
@@ -74,9 +77,33 @@ def wins_markdown(run: Run) -> str:
         f"# Who wins: {run.label} ({run.env_id}, {run.world_size} ranks, {run.iterations} iterations, "
         f"{decided} with a winner)\n\n"
     )
-    text += "Share = wins / iterations with a winner. New bests = wins that raised the best-ever score.\n\n"
+    rows = win_table(run)
+    text += (
+        "Share = wins / iterations with a winner. New bests = wins that raised the best-ever score; their share = "
+        "new bests / all new bests. To choose step sizes, read the new bests: a small step size can win many "
+        "iterations by barely changing the agent, while the run's improvements come from the ranks with the "
+        "larger share of new bests.\n\n"
+    )
+    leader = max(rows, key=lambda r: (r.new_bests, -r.rank), default=None)
+    if leader is not None and leader.new_bests:
+        text += (
+            f"Most new bests: rank {leader.rank} (alpha {leader.alpha:g}, eta {leader.eta:g}), "
+            f"{leader.new_bests} of {sum(r.new_bests for r in rows)} ({leader.new_best_share:.0%}).\n\n"
+        )
     text += _markdown(
-        ["rank", "alpha", "eta", "wins", "share", "first win", "last win", "new bests", "mean score", "degenerate"],
+        [
+            "rank",
+            "alpha",
+            "eta",
+            "wins",
+            "share",
+            "new bests",
+            "share of new bests",
+            "first win",
+            "last win",
+            "mean score",
+            "degenerate",
+        ],  # fmt: skip
         [
             [
                 r.rank,
@@ -84,13 +111,14 @@ def wins_markdown(run: Run) -> str:
                 f"{r.eta:g}",
                 r.wins,
                 f"{r.share:.1%}",
+                r.new_bests,
+                f"{r.new_best_share:.1%}",
                 r.first_win or "-",
                 r.last_win or "-",
-                r.new_bests,
                 _number(r.mean_score),
                 r.degenerate,
             ]
-            for r in win_table(run)
+            for r in rows
         ],
     )
     text += "\n## Win share by hyperparameter value\n\n"
@@ -173,23 +201,42 @@ def _band_sentence(n: int) -> str:
 
 
 def compare_markdown(runs: Sequence[Run]) -> str:
-    """The several-runs table: how the runs differ, and each run's scores over the iterations all of them have, with
-    their
-    mean.
-    """
+    """The several-runs tables: how the configs differ, each config group's mean over its runs (seeds), and each run."""
+    groups = group_runs(runs)
     k = common_iterations(runs)
-    rows = run_summaries(common_part(runs))
-    text = f"# {len(runs)} runs: final and best scores\n\n"
+    text = f"# {len(runs)} runs in {len(groups)} config group{'s' if len(groups) > 1 else ''}\n\n"
+    text += (
+        "Runs whose configs differ only in [run] seed (and name, file, planned iterations) form one group; the "
+        "means and bands are over a group's runs, never across groups.\n\n"
+    )
     differences = run_differences(runs)
     if differences:
-        text += "Warning, these runs are not alike:\n\n" + "".join(f"- {line}\n" for line in differences) + "\n"
+        text += "The configs differ:\n\n" + "".join(f"- {line}\n" for line in differences) + "\n"
     text += (
-        f"Compared over iterations 1-{k}, the ones every run has. Final = the winner score at iteration {k}; "
-        "last 10 = mean winner score of the last 10 of them; best = best-ever winner score up to there.\n\n"
+        "Each run counts over its own iterations: final = its last winner score, last 10 = the mean of its last 10, "
+        f"best = its best-ever score; best by {k} = its best up to iteration {k}, the last one every run has.\n\n"
     )
+    summaries = {id(run): summary for run, summary in zip(runs, run_summaries(runs), strict=True)}
+    early = {id(run): summary for run, summary in zip(runs, run_summaries(common_part(runs)), strict=True)}
+    fields = ("final_score", "final_mean10", "best_score")
+    group_rows = []
+    for group in groups:
+        rows = [summaries[id(run)] for run in group.runs]
+        cells = [_mean_cell([getattr(r, name) for r in rows]) for name in fields]
+        lengths = sorted({run.iterations for run in group.runs})
+        done = str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}-{lengths[-1]}"
+        by_k = _mean_cell([early[id(run)].best_score for run in group.runs])
+        band = band_name(len(rows)) if len(rows) > 1 else "1 run"
+        group_rows.append([group.name, band, group.runs[0].world_size, done, *cells, by_k])
+    text += "## Config groups (mean over each group's runs)\n\n"
+    text += _markdown(
+        ["group", "runs and band", "ranks", "iterations done", "final", "last 10", "best", f"best by {k}"], group_rows
+    )
+    text += "\n## Runs\n\n"
     text += _markdown(
         [
             "run",
+            "group",
             "file",
             "env",
             "ranks",
@@ -199,28 +246,33 @@ def compare_markdown(runs: Sequence[Run]) -> str:
             "best",
             "best at iteration",
             "steps to best",
+            f"best by {k}",
         ],  # fmt: skip
         [
             [
                 r.label,
+                group.name,
                 r.path,
                 r.env_id,
                 r.world_size,
-                run.iterations,
+                r.iterations,
                 _number(r.final_score),
                 _number(r.final_mean10),
                 _number(r.best_score),
                 r.best_iteration,
                 _steps(r.steps_to_best),
-            ]
-            for r, run in zip(rows, runs, strict=True)
+                _number(early[id(run)].best_score),
+            ]  # fmt: skip
+            for group in groups
+            for run in group.runs
+            for r in (summaries[id(run)],)
         ],
     )
-    if len(rows) > 1:
-        cells = [_mean_cell([getattr(r, name) for r in rows]) for name in ("final_score", "final_mean10", "best_score")]
-        text += f"| mean, {band_name(len(rows))} | | | | | {cells[0]} | {cells[1]} | {cells[2]} | | |\n"
+    sizes = sorted({len(group.runs) for group in groups if len(group.runs) > 1})
+    if sizes:
         text += (
-            "\nThe band around the mean (compare.png; the low and high columns of compare.csv) is "
-            f"{_band_sentence(len(rows))}.\n"
+            "\nThe band around a group's mean (compare.png; the low and high columns of compare.csv) is "
+            + "; ".join(f"with {n} runs {_band_sentence(n)}" for n in sizes)
+            + ".\n"
         )
     return text
