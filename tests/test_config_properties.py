@@ -155,6 +155,7 @@ VALID = {
     ("run", "iterations"): lambda v: is_int(v) and v >= 1,
     ("run", "out"): lambda v: is_text(v) and v != "",
     ("run", "stall_timeout"): lambda v: is_number(v) and (v == 0 or (math.isfinite(v) and v >= 1)),
+    ("run", "tensorboard"): lambda v: isinstance(v, bool),
     ("run", "max_seconds"): lambda v: is_number(v) and (v == 0 or (math.isfinite(v) and v > 0)),
     ("run", "target"): lambda v: is_number(v) and math.isfinite(v),
     ("run", "target_episodes"): lambda v: is_int(v) and 1 <= v <= MAX_EPISODES,
