@@ -91,8 +91,8 @@ class Policy:
 
 
 def load_policy(path: str | Path, agent: str = "best", seed: int | None = None) -> Policy:
-    """The run's best agent (or agent="current": the one the next iteration starts from, "initial": the
-    untrained one if no branch has won) as a Policy; `seed` seeds the draws of act(mean=False).
+    """The run's best agent (the initial, untrained one if no branch has won yet), or agent="current" (the one the
+    next iteration starts from), as a Policy; `seed` seeds the draws of act(mean=False).
 
     A checkpoint that cannot be read, or whose task cannot be made here, raises
     mpiswim.checkpoint.CheckpointError naming the file and the fix.
