@@ -456,6 +456,12 @@ def run_command(argv: list[str] | None = None) -> int:
             return usage_error(
                 "--resume-if-exists goes with --config/--out, not with --resume or --force. Fix: drop one of them."
             )
+        from mpiswim.launcher import start_mpi
+
+        launcher_problem = start_mpi()  # before the first line: a launcher of another MPI prints nothing on stdout
+        if launcher_problem is not None:
+            print(launcher_problem, file=sys.stderr, flush=True)
+            return 2
         announce_start()
         from mpiswim.train import train_command
 
