@@ -736,9 +736,10 @@ def run_loop(
     watch.start_run(cfg.stall_timeout, str(setup.out), state.iteration, setup.resume_iterations)
     trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
     if rank == 0:
+        resuming = f" (resuming after {state.iteration} done)" if state.iteration else ""
         say(
             f"mpiswim: {cfg.name}: {cfg.env_id}, {comm.Get_size()} ranks, iterations "
-            f"{state.iteration + 1}..{cfg.iterations}, "
+            f"{state.iteration + 1}..{cfg.iterations}{resuming}, "
             f"T={cfg.T}, {cfg.learner} branches, {cfg.iterate_episodes}+{cfg.evaluate_episodes} episodes per rank, "
             f"checkpoint {setup.out}"
         )

@@ -46,3 +46,11 @@ def finish_job(job: subprocess.Popen, timeout: float, what: str) -> tuple[int, s
 def train_args(config: object, out: object) -> tuple[str, ...]:
     """The arguments of `mpiswim train --config CONFIG --out OUT`."""
     return ("train", "--config", str(config), "--out", str(out))
+
+
+START_LINE = "mpiswim: starting "  # rank 0's first line of `mpiswim train`, before imports and compilation
+
+
+def without_start_line(output: str) -> str:
+    """A job's output without rank 0's start line: progress, not part of what a refusal says."""
+    return "".join(line for line in output.splitlines(keepends=True) if not line.startswith(START_LINE))

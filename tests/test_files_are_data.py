@@ -27,7 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from jobs import environment, finish_job, start_job, train_args
+from jobs import environment, finish_job, start_job, train_args, without_start_line
 from synthetic import write_synthetic_checkpoint
 from test_mpi import TINY_CONFIG, mpiexec, read_pool
 
@@ -60,6 +60,8 @@ def stored_with_env(folder: Path, env_id: str) -> Path:
 
 
 def one_line_refusal(code: int, output: str, *expected: str) -> None:
+    """Exit 2 and one line saying it all (rank 0's start line aside)."""
+    output = without_start_line(output)
     lines = [line for line in output.splitlines() if line.strip()]
     assert code == 2, output
     assert len(lines) == 1 and "Traceback" not in output, output
