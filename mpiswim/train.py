@@ -274,8 +274,8 @@ def resume(
 
     `out` is `source` (continue in place, under its lock) or a new file (the
     run continues there and `source` is left untouched). keep_plan (--resume-if-exists):
-    the run goes on to the larger of `iterations` and the file's planned iterations, so a
-    run extended beyond its config is not cut back to the config's.
+    a run extended beyond the config it was started with goes on to the larger of
+    `iterations` and its planned iterations, so it is not cut back to the config's.
     """
     in_place = out == source or (out.exists() and source.exists() and os.path.samefile(out, source))
     fd = (
@@ -284,7 +284,11 @@ def resume(
     try:
         checkpoint = check_checkpoint(source)
         config_iterations = None
-        if keep_plan and iterations is not None and checkpoint.iterations_planned > iterations:
+        # Extended beyond its config (`--resume --iterations N` planned more than the config it was started with):
+        # then the run is not cut back to the config's plan. A config that asks for less than the run's own
+        # plan (a batch script shortening its next allocation) is followed.
+        extended = checkpoint.iterations_planned > checkpoint.config.iterations
+        if keep_plan and extended and iterations is not None and checkpoint.iterations_planned > iterations:
             config_iterations, iterations = iterations, checkpoint.iterations_planned
         beyond_plan = iterations if iterations and iterations > checkpoint.iterations_planned else None
         if checkpoint.world_size != world_size:

@@ -635,27 +635,36 @@ def test_evaluate_reports_every_episodes_length(tmp_path, capsys):
     assert f"episode length mean {np.mean(summary['lengths']):.1f}" in text and "3 of 3 ended before 300 steps" in text
 
 
-def test_resume_if_exists_continues_to_the_files_planned_iterations(tmp_path):
-    """A run extended beyond its config (planned 10, config 8) is not cut back to the config's 8."""
+def test_resume_if_exists_keeps_an_extended_plan_and_follows_a_shortened_config(tmp_path):
+    """A run extended beyond the config it was started with (`--resume --iterations 10` on a config of 8) is not cut
+    back to 8 by `--resume-if-exists` with that config; a run that was not extended follows a config that asks for
+    less (a batch script shortening the next allocation, as slurm/test_slurm.sh's requeue case does).
+    """
     from argparse import Namespace
 
     from synthetic import write_synthetic_checkpoint
 
-    from mpiswim.checkpoint import load_checkpoint
+    from mpiswim.checkpoint import check_checkpoint, load_checkpoint
     from mpiswim.config import apply_overrides
     from mpiswim.train import prepare
 
-    path = write_synthetic_checkpoint(tmp_path / "run.h5", planned=10)  # 6 of 10 done
-    config = tmp_path / "run.toml"
-    config.write_text(apply_overrides(load_checkpoint(path).config_toml, ["run.iterations=8"]))
-    args = Namespace(config=str(config), out=str(path), resume=None, resume_if_exists=True, iterations=None)
-    setup, _, writer = prepare(args, 3)
+    def plan(path, asked: int) -> tuple[int, int | None]:
+        config = tmp_path / "run.toml"
+        config.write_text(apply_overrides(load_checkpoint(path).config_toml, [f"run.iterations={asked}"]))
+        args = Namespace(config=str(config), out=str(path), resume=None, resume_if_exists=True, iterations=None)
+        setup, _, writer = prepare(args, 3)
+        writer.close()
+        return setup.cfg.iterations, setup.config_iterations
+
+    started = write_synthetic_checkpoint(tmp_path / "started.h5", planned=10)  # 6 of 10 done, its config says 10
+    assert plan(started, 8) == (8, None)  # not extended: the shortened config is followed
+    extended = write_synthetic_checkpoint(tmp_path / "extended.h5", planned=8)
+    resume = Namespace(config=None, out=None, resume=str(extended), resume_if_exists=False, iterations=10, set=None)
+    _, _, writer = prepare(resume, 3)  # `--resume extended.h5 --iterations 10` on a run whose config says 8
     writer.close()
-    assert (setup.cfg.iterations, setup.config_iterations) == (10, 8)
-    config.write_text(apply_overrides(load_checkpoint(path).config_toml, ["run.iterations=12"]))
-    setup, _, writer = prepare(args, 3)
-    writer.close()
-    assert (setup.cfg.iterations, setup.config_iterations) == (12, None)  # the larger: the config's
+    assert load_checkpoint(extended).config.iterations == 8 and check_checkpoint(extended).iterations_planned == 10
+    assert plan(extended, 8) == (10, 8)  # extended: not cut back to the config's 8
+    assert plan(extended, 12) == (12, None)  # the larger: the config's
 
 
 def test_the_eta_of_a_run_with_a_target_is_an_upper_bound_and_says_so():
