@@ -99,6 +99,16 @@ def _positions(env, skipped: int) -> list[tuple[int, int, int, tuple[float, floa
     return [(QPOS, start, env.model.nq, NO_CLIP), (QVEL, 0, env.model.nv, NO_CLIP)]
 
 
+def _falls(env, healthy: int) -> dict:
+    """The terms of a body that can fall: its healthy test, reward for being healthy, termination and height range."""
+    return dict(
+        healthy=healthy,
+        healthy_weight=_float(env, "_healthy_reward"),
+        terminate=_flag(env, "_terminate_when_unhealthy"),
+        z_range=_range(env, "_healthy_z_range"),
+    )
+
+
 def _swimmer(env) -> dict:
     return dict(segments=_positions(env, 2))
 
@@ -112,10 +122,7 @@ def _planar_walker(env, check_state: bool) -> dict:
     position, velocity = _positions(env, 1)
     return dict(
         segments=[position, (QVEL, 0, env.model.nv, (-10.0, 10.0))],
-        healthy=HEALTHY_PLANAR,
-        healthy_weight=_float(env, "_healthy_reward"),
-        terminate=_flag(env, "_terminate_when_unhealthy"),
-        z_range=_range(env, "_healthy_z_range"),
+        **_falls(env, HEALTHY_PLANAR),
         angle_range=_range(env, "_healthy_angle_range"),
         state_range=_range(env, "_healthy_state_range") if check_state else np.zeros(0),
     )
@@ -143,10 +150,7 @@ def _ant(env) -> dict:
         segments=segments,
         position=POSITION_BODY,
         main_body=int(body_id),
-        healthy=HEALTHY_ANT,
-        healthy_weight=_float(env, "_healthy_reward"),
-        terminate=_flag(env, "_terminate_when_unhealthy"),
-        z_range=_range(env, "_healthy_z_range"),
+        **_falls(env, HEALTHY_ANT),
         contact=CONTACT_CLIPPED_FORCES,
         contact_weight=_float(env, "_contact_cost_weight"),
         contact_range=contact_range,
@@ -168,10 +172,7 @@ def _humanoid(env) -> dict:
     return dict(
         segments=segments,
         position=POSITION_MASS_CENTRE,
-        healthy=HEALTHY_HUMANOID,
-        healthy_weight=_float(env, "_healthy_reward"),
-        terminate=_flag(env, "_terminate_when_unhealthy"),
-        z_range=_range(env, "_healthy_z_range"),
+        **_falls(env, HEALTHY_HUMANOID),
         contact=CONTACT_CLIPPED_COST,
         contact_weight=_float(env, "_contact_cost_weight"),
         contact_range=_range(env, "_contact_cost_range"),
