@@ -40,6 +40,7 @@ INTERCEPTS = ("per-block", "shared")
 NORMALISATIONS = ("none", "running", "pooled")
 BASELINE_TARGETS = ("before-update", "after-update")
 PRECISIONS = ("float64", "float32")
+ADAPTATIONS = ("none", "pbt")
 MAX_STORED_CHUNKS = 10_000  # horizon / refit_every: rows of a scaler's state
 HYPERPARAMETERS = ("alpha", "eta")
 # 2^12 blocks is already 4096 x (d+1) weights per action shape; beyond that
@@ -151,12 +152,6 @@ def _recency(field: str, value: float) -> float:
     return float(value)
 
 
-def _noise(field: str, value: float) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise _fail(field, value, "must be a positive finite number", "use a standard deviation such as 0.01")
-    return float(value)
-
-
 def check_stall_timeout(field: str, value: Any) -> float:
     """Seconds for the stall watch: 0 (off), or a finite number of at least MIN_STALL_TIMEOUT.
 
@@ -261,6 +256,10 @@ KEYS: tuple[Key, ...] = (
     Key("pool", "evaluation_action", str, "mean", '"mean": score a branch by acting with its Beta mean a/(a+b), a '
         'deterministic controller (the update episodes still draw actions); "sample": score it with Beta draws, as '
         "training acts", choices=EVALUATION_ACTIONS, what="evaluation action"),
+    Key("pool", "adapt", str, "none", '"pbt": after each iteration the ranks that lost take the winner\'s alpha (and '
+        "[search] noise), each multiplied by 0.8 or 1.2 at random (population-based training's exploit and explore), "
+        'kept within a factor of 10 of the configured values; "none": every rank keeps its own',
+        choices=ADAPTATIONS, what="adaptation", shown=HIDDEN),
     Key("pool", "common_action_noise", bool, False, "seed-faithful: every rank draws its actions from one stream per "
         "iteration (start states stay per rank)", shown=HIDDEN),
     Key("policy", "features", str, "linear", '"linear": one block [1, s]; "signed": one block [1, s] per sign '
@@ -297,8 +296,8 @@ KEYS: tuple[Key, ...] = (
     Key("ranks", "eta", STEP_SIZES, None, "baseline step size", shown=1e-3),
     Key("ranks", "hyperparameters", str, None, "an HDF5 file (path relative to the config) with datasets alpha and "
         "eta of length P, instead of alpha and eta", field=None, shown=HIDDEN),
-    Key("search", "noise", NUMBER, 0.01, "random-search: standard deviation of the parameter perturbations (ARS's "
-        "for Swimmer, Mania et al. 2018)", field="search_noise", check=_noise, shown=HIDDEN),
+    Key("search", "noise", STEP_SIZES, 0.01, "random-search: standard deviation of the parameter perturbations (ARS's "
+        "for Swimmer, Mania et al. 2018); per rank like [ranks] alpha", field="search_noise", shown=HIDDEN),
     Key("search", "top", int, 0, "random-search: directions kept for the step (the best by their better side); 0 = "
         "all", field="search_top", minimum=0, shown=HIDDEN),
     Key("search", "intercept", bool, False, "random-search: the directions move the intercept weights too",
@@ -345,7 +344,7 @@ def field_label(attribute: str) -> str:
 
 
 def _annotation(key: Key) -> Any:
-    if key.name in HYPERPARAMETERS:
+    if key.name in HYPERPARAMETERS or key.attribute == "search_noise":
         return tuple[float, ...]
     if key.types == NUMBER:
         return float | None if key.default is None else float
@@ -544,8 +543,9 @@ def _spread(field: str, value: dict, world_size: int) -> list[float]:
     return [low * (high / low) ** (r / (world_size - 1)) for r in range(world_size)]
 
 
-def _step_sizes(name: str, value: Any, world_size: int) -> tuple[float, ...]:
-    field = f"[ranks] {name}"
+def _step_sizes(name: str, value: Any, world_size: int, section: str = "ranks") -> tuple[float, ...]:
+    """One positive value per rank from a number (every rank), a list (one per rank) or a {min, max} spread."""
+    field = f"[{section}] {name}"
     if isinstance(value, dict):
         value = _spread(field, value, world_size)
     if isinstance(value, list):
@@ -767,6 +767,7 @@ def _value(doc: dict, key: Key) -> Any:
 
 def _random_search_rules(doc: dict, values: dict[str, Any], world_size: int) -> None:
     """The [search] table belongs to learner = "random-search", which needs even iterate_episodes and mean scoring."""
+    values["search_noise"] = _step_sizes("noise", values["search_noise"], world_size, section="search")
     if values["learner"] != "random-search":
         if "search" in doc:
             raise _fail(

@@ -81,10 +81,17 @@ def nudge(agent: Agent, delta: np.ndarray, size: float) -> Agent:
 
 
 def explore(
-    agent: Agent, task: Task, rng: np.random.Generator, cfg: Config, deltas: np.ndarray, trajectory: Trajectory
+    agent: Agent,
+    task: Task,
+    rng: np.random.Generator,
+    cfg: Config,
+    deltas: np.ndarray,
+    trajectory: Trajectory,
+    noise: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """This rank's exploration: returns [r+ of direction 1, r- of direction 1, r+ of direction 2, ...] (NaN where the
-    policy broke), each episode's length, and the statistics of the states they visited (normalise.state_statistics).
+    """This rank's exploration at its own noise: returns [r+ of direction 1, r- of direction 1, r+ of direction 2, ...]
+    (NaN where the policy broke), each episode's length, and the statistics of the states they visited
+    (normalise.state_statistics).
     """
     returns, lengths = np.full(cfg.iterate_episodes, np.nan), np.zeros(cfg.iterate_episodes)
     visited = np.zeros((1, 2 + 2 * task.obs_dim))  # a pooled state, merged episode by episode
@@ -93,7 +100,7 @@ def explore(
         for side, sign in enumerate((1.0, -1.0)):
             total, degenerate = run_episode(
                 task,
-                nudge(agent, delta, sign * cfg.search_noise),
+                nudge(agent, delta, sign * noise),
                 np.random.default_rng(start),
                 cfg.T,
                 trajectory,
@@ -148,7 +155,7 @@ def random_search_branch(
     returns, and step along the pooled direction by this rank's alpha.
     """
     deltas = directions(cfg, iteration, direction_shape(agent))
-    returns, lengths, visited = explore(agent, task, rng, cfg, deltas[rank], trajectory)
+    returns, lengths, visited = explore(agent, task, rng, cfg, deltas[rank], trajectory, cfg.search_noise[rank])
     # ARS's shift: the step sees each return less shift per step survived; the recorded returns stay whole
     table = share(np.concatenate([returns - cfg.search_shift * lengths, visited]))
     step = search_step(table[:, : returns.size], deltas, cfg.search_top)

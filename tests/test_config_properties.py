@@ -191,11 +191,14 @@ VALID = {
     ("policy", "precision"): lambda v: v in PRECISIONS,
     ("policy", "eta_travels"): lambda v: isinstance(v, bool),
     ("pool", "common_action_noise"): lambda v: isinstance(v, bool),
+    ("pool", "adapt"): lambda v: v in ("none", "pbt"),
     # BASE has no normalisation = "running", so a [normalisation] table is refused whatever it holds
     ("normalisation", "refit_every"): lambda v: False,
     ("normalisation", "horizon"): lambda v: False,
     ("normalisation", "recency"): lambda v: False,
-    ("search", "noise"): lambda v: is_step(v),
+    ("search", "noise"): lambda v: (  # per rank, like [ranks] alpha
+        is_step(v) or is_spread(v) or (isinstance(v, list) and len(v) == P and all(map(is_step, v)))
+    ),
     ("search", "top"): lambda v: is_int(v) and 0 <= v <= 3,
     ("search", "intercept"): lambda v: isinstance(v, bool),
     ("search", "shift"): lambda v: is_number(v) and math.isfinite(v) and v >= 0,

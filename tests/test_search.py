@@ -111,12 +111,11 @@ def test_both_sides_of_a_direction_meet_the_same_start_state():
     agent = initial_agent(task.obs_dim, task.action_dim, cfg.features)
     trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
     zero = np.zeros((2, *direction_shape(agent)))
-    returns, lengths, _ = explore(agent, task, np.random.default_rng(0), cfg, zero, trajectory)
+    returns, lengths, _ = explore(agent, task, np.random.default_rng(0), cfg, zero, trajectory, cfg.search_noise[0])
     assert returns[0] == returns[1] and returns[2] == returns[3]  # a zero direction: the two sides are one policy
     assert returns[0] != returns[2]  # two directions, two start states
-    moved, _, _ = explore(
-        agent, task, np.random.default_rng(0), cfg, directions(cfg, 0, direction_shape(agent))[0], trajectory
-    )
+    first = directions(cfg, 0, direction_shape(agent))[0]
+    moved, _, _ = explore(agent, task, np.random.default_rng(0), cfg, first, trajectory, cfg.search_noise[0])
     assert moved[0] != moved[1]
 
 
@@ -145,7 +144,7 @@ def test_bad_search_settings_name_the_field(edit, field):
 def test_random_search_needs_no_baseline_step_size():
     cfg = search_config()
     assert cfg.eta == (0.0, 0.0) and cfg.alpha == (0.1, 0.1)
-    assert cfg.search_noise == 0.1 and cfg.search_top == 0 and cfg.search_intercept is False
+    assert cfg.search_noise == (0.1, 0.1) and cfg.search_top == 0 and cfg.search_intercept is False
 
 
 # --- ARS V2: pooled normalisation and the shift ---------------------------------
@@ -173,7 +172,9 @@ def test_pooled_statistics_are_those_of_every_state_every_rank_explored():
     deltas = directions(cfg, 0, direction_shape(agent))
     rows, states = [], []
     for rank in range(2):  # what each rank explores: its returns, lengths and states' statistics
-        returns, lengths, visited = explore(agent, task, np.random.default_rng(rank), cfg, deltas[rank], trajectory)
+        returns, lengths, visited = explore(
+            agent, task, np.random.default_rng(rank), cfg, deltas[rank], trajectory, cfg.search_noise[rank]
+        )
         rows.append(np.concatenate([returns, visited]))
         assert visited[0] == lengths.sum()
     for rank in range(2):  # the states themselves, replayed episode by episode
@@ -181,8 +182,8 @@ def test_pooled_statistics_are_those_of_every_state_every_rank_explored():
         for delta in deltas[rank]:
             start = int(rng.integers(2**63))
             for sign in (1.0, -1.0):
-                run_episode(task, nudge(agent, delta, sign * cfg.search_noise), np.random.default_rng(start), cfg.T,
-                            trajectory, mean_action=True)  # fmt: skip
+                side = nudge(agent, delta, sign * cfg.search_noise[rank])
+                run_episode(task, side, np.random.default_rng(start), cfg.T, trajectory, mean_action=True)
                 states.append(trajectory.observations[: trajectory.length].copy())
     states = np.concatenate(states)
     table = np.array(rows)
@@ -229,9 +230,8 @@ def test_the_shift_moves_the_step_and_leaves_the_recorded_returns_whole():
         results[name] = (branch, returns, shared["row"].copy())
     (_, plain_returns, _), (shifted_branch, shifted_returns, shifted_row) = results["plain"], results["shifted"]
     np.testing.assert_array_equal(plain_returns, shifted_returns)  # the record: whole returns
-    _, lengths, _ = explore(
-        agent, task, np.random.default_rng(4), shifted, directions(shifted, 0, direction_shape(agent))[0], trajectory
-    )
+    first = directions(shifted, 0, direction_shape(agent))[0]
+    _, lengths, _ = explore(agent, task, np.random.default_rng(4), shifted, first, trajectory, shifted.search_noise[0])
     assert len(set(lengths)) > 1  # the hopper falls sooner or later: the lengths differ, so the shift moves the step
     np.testing.assert_allclose(shifted_row[: lengths.size], plain_returns - lengths)
     step = search_step(shifted_row[None, : lengths.size], directions(shifted, 0, direction_shape(agent)), 0)
