@@ -122,16 +122,29 @@ def policy_action(
     task: Task, agent: Agent, policy: np.ndarray, obs: np.ndarray, phi: np.ndarray, x: np.ndarray, mean_action: bool,
     rng: np.random.Generator, shapes: np.ndarray,
 ) -> tuple[int, bool]:  # fmt: skip
+    """One step of the policy on `task` (policy_step with the task's feature settings)."""
+    return policy_step(
+        policy, obs, phi, x, shapes, mean_action, rng, task.scale, agent.policy_scaler, task.normalisation,
+        task.sign_weights is not None, task.shared_intercept,
+    )  # fmt: skip
+
+
+def policy_step(
+    policy: np.ndarray, obs: np.ndarray, phi: np.ndarray, x: np.ndarray, shapes: np.ndarray, mean_action: bool,
+    rng: np.random.Generator, scale: np.ndarray, scaler: np.ndarray, normalisation: tuple[int, float] | None,
+    signed: bool, shared_intercept: bool,
+) -> tuple[int, bool]:  # fmt: skip
     """One step of the policy (mpiswim.kernels, as the compiled episode takes it): phi, its block and the action x.
 
     policy is flat_policy(agent); phi, x and shapes (2A log shapes) are filled in. With running
-    normalisation the agent's policy scaler first sees obs (in place). x is the Beta mean, or a
-    draw from rng. Returns (block, usable): False when a Beta shape overflowed, underflowed or is NaN.
+    normalisation ((refit_every, recency)) the policy scaler first sees obs (in place). x is the Beta
+    mean, or a draw from rng. Returns (block, usable): False when a Beta shape overflowed, underflowed
+    or is NaN. Training, evaluation and mpiswim.load_policy's Policy.act all act through it.
     """
-    refit_every, recency = task.normalisation or (1, 1.0)
-    kernels.features(obs, task.scale, agent.policy_scaler, refit_every, recency, phi)
-    block = kernels.feature_block(obs, task.sign_weights is not None)
-    kernels.log_shapes(policy, phi, block, task.shared_intercept, shapes)
+    refit_every, recency = normalisation or (1, 1.0)
+    kernels.features(obs, scale, scaler, refit_every, recency, phi)
+    block = kernels.feature_block(obs, signed)
+    kernels.log_shapes(policy, phi, block, shared_intercept, shapes)
     if not kernels.usable(shapes):
         return block, False
     if mean_action:

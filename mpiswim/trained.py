@@ -8,13 +8,12 @@ take Gymnasium (MuJoCo), the step numba if installed (else the same plain Python
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mpiswim import kernels
+from mpiswim.env import policy_step
 from mpiswim.policy import Agent, copy_agent, flat_policy
 
 
@@ -72,21 +71,16 @@ class Policy:
                 f"{self.obs_dim} values. Fix: pass the observation of an environment made with "
                 f"gymnasium.make({self.env_id!r})."
             )
-        kernels.features(obs, self.scale, self.agent.policy_scaler, self.refit_every, self.recency, self._phi)
-        block = kernels.feature_block(obs, self.signed)
-        kernels.log_shapes(self._flat, self._phi, block, self.shared_intercept, self._shapes)
-        if not kernels.usable(self._shapes):
+        x = np.empty(self.action_dim)
+        _, usable = policy_step(
+            self._flat, obs, self._phi, x, self._shapes, mean, self.rng, self.scale, self.agent.policy_scaler,
+            (self.refit_every, self.recency), self.signed, self.shared_intercept,
+        )  # fmt: skip
+        if not usable:
             raise PolicyError(
                 "the policy's Beta shapes overflowed at this observation (a degenerate step). Fix: act with another "
                 "agent of the run (load_policy(path, agent='current')) or train with smaller step sizes."
             )
-        x = np.empty(self.action_dim)
-        if mean:
-            kernels.mean_action(self._shapes, x)
-        else:  # as mpiswim.env.policy_action draws: the Generator's own beta
-            half = self.action_dim
-            for i in range(half):
-                x[i] = self.rng.beta(math.exp(self._shapes[i]), math.exp(self._shapes[half + i]))
         return self.low + x * (self.high - self.low)
 
 
