@@ -40,7 +40,6 @@ INTERCEPTS = ("per-block", "shared")
 NORMALISATIONS = ("none", "running", "pooled")
 BASELINE_TARGETS = ("before-update", "after-update")
 PRECISIONS = ("float64", "float32")
-ADAPTATIONS = ("none", "pbt")
 MAX_STORED_CHUNKS = 10_000  # horizon / refit_every: rows of a scaler's state
 HYPERPARAMETERS = ("alpha", "eta")
 # 2^12 blocks is already 4096 x (d+1) weights per action shape; beyond that
@@ -256,10 +255,6 @@ KEYS: tuple[Key, ...] = (
     Key("pool", "evaluation_action", str, "mean", '"mean": score a branch by acting with its Beta mean a/(a+b), a '
         'deterministic controller (the update episodes still draw actions); "sample": score it with Beta draws, as '
         "training acts", choices=EVALUATION_ACTIONS, what="evaluation action"),
-    Key("pool", "adapt", str, "none", '"pbt": after each iteration the ranks that lost take the winner\'s alpha (and '
-        "[search] noise), each multiplied by 0.8 or 1.2 at random (population-based training's exploit and explore), "
-        'kept within a factor of 10 of the configured values; "none": every rank keeps its own',
-        choices=ADAPTATIONS, what="adaptation", shown=HIDDEN),
     Key("pool", "common_action_noise", bool, False, "seed-faithful: every rank draws its actions from one stream per "
         "iteration (start states stay per rank)", shown=HIDDEN),
     Key("policy", "features", str, "linear", '"linear": one block [1, s]; "signed": one block [1, s] per sign '

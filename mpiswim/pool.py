@@ -24,7 +24,6 @@ the numbers of an uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import pickle
 import socket
@@ -46,11 +45,8 @@ from mpiswim.state import (
     IterationRecord,
     PoolState,
     advance,
-    configured_settings,
-    exploit_and_explore,
     shared_stream,
     winner_rank,
-    with_settings,
 )
 
 # --- MPI helpers -------------------------------------------------------------
@@ -264,7 +260,6 @@ def pool_iteration(
     rank = comm.Get_rank()
     if watch is not None:
         watch.begin_iteration(state.iteration + 1)
-    run_cfg = with_settings(cfg, state.settings)  # [pool] adapt = "pbt": this iteration's alpha and noise per rank
     rng = np.random.default_rng([cfg.seed, state.iteration, rank])
     # The seed run's library drew every rank's actions from one generator carried with the agent: one shared stream,
     # continued
@@ -279,7 +274,7 @@ def pool_iteration(
         state.agent,
         task,
         rng,
-        run_cfg,
+        cfg,
         rank,
         state.iteration,
         trajectory,
@@ -308,9 +303,6 @@ def pool_iteration(
 
     # Greedy result and patience: every rank takes the same decisions from the same scores.
     next_state, fell_back = advance(state, scores, winner, next_agent, cfg.patience)
-    if state.settings is not None:  # PBT: the losers take the winner's settings, perturbed
-        settings = exploit_and_explore(state.settings, configured_settings(cfg), winner, cfg.seed, state.iteration)
-        next_state = dataclasses.replace(next_state, settings=settings)
 
     # 5. Record: rank 0 collects what every rank saw, timed and ran, one float row per rank:
     #    [degenerate, seconds training, evaluating, merging, environment steps, the training returns...].

@@ -10,21 +10,17 @@ from the allgathered scores.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from mpiswim.policy import Agent, copy_agent
 
-if TYPE_CHECKING:
-    from mpiswim.config import Config
-
 # Streams of iteration k that every rank draws alike (rank r's own stream is (seed, k, r)):
 # the evaluation episodes under common_evaluation, random search's directions, the [run] target check,
-# the action noise under common_action_noise, [pool] adapt = "pbt"'s explore factors.
-EVALUATION_STREAM, DIRECTIONS_STREAM, TARGET_STREAM, ACTION_NOISE_STREAM, EXPLORE_STREAM = 1, 2, 3, 4, 5
+# the action noise under common_action_noise.
+EVALUATION_STREAM, DIRECTIONS_STREAM, TARGET_STREAM, ACTION_NOISE_STREAM = 1, 2, 3, 4
 
 
 def shared_stream(seed: int, iteration: int, key: int) -> np.random.Generator:
@@ -48,9 +44,6 @@ class PoolState:
     best_iteration: int  # 0-based iteration that produced best_agent; -1 before any
     since_improvement: int  # iterations since best_score last improved
     degenerate_streak: int  # consecutive iterations in which every branch broke
-    # [pool] adapt = "pbt": each rank's (alpha, noise) for the next iteration, shape (P, 2); None: the config's.
-    # Not stored: a checkpoint's reader replays it from /pool/winner (settings_after).
-    settings: np.ndarray | None = None
 
 
 class RecordField(NamedTuple):
@@ -151,52 +144,8 @@ def steps_per_iteration(steps: np.ndarray) -> np.ndarray:
     return np.where((steps == NOT_RECORDED).any(axis=1), np.nan, steps.sum(axis=1, dtype=np.float64))
 
 
-def initial_state(agent: Agent, settings: np.ndarray | None = None) -> PoolState:
-    return PoolState(0, agent, copy_agent(agent), -np.inf, -1, 0, 0, settings)
-
-
-# --- population-based training's exploit and explore ([pool] adapt = "pbt") -------------------
-
-EXPLORE_FACTORS = (0.8, 1.2)
-ADAPT_RANGE = 10.0  # adapted values stay within this factor of the configured smallest and largest
-
-
-def configured_settings(cfg: Config) -> np.ndarray:
-    """The config's settings, (P, 2): each rank's alpha and [search] noise."""
-    return np.column_stack([cfg.alpha, cfg.search_noise]).astype(np.float64)
-
-
-def settings_after(cfg: Config, winners: np.ndarray) -> np.ndarray | None:
-    """PoolState.settings after the iterations whose winners (-1: none) are given: None unless [pool] adapt = "pbt"."""
-    if cfg.adapt != "pbt":
-        return None
-    initial, settings = configured_settings(cfg), configured_settings(cfg)
-    for iteration, winner in enumerate(winners):
-        settings = exploit_and_explore(settings, initial, None if winner < 0 else int(winner), cfg.seed, iteration)
-    return settings
-
-
-def with_settings(cfg: Config, settings: np.ndarray | None) -> Config:
-    """The config as this iteration runs it: alpha and [search] noise replaced by the adapted settings, if any."""
-    if settings is None:
-        return cfg
-    return dataclasses.replace(cfg, alpha=tuple(settings[:, 0].tolist()), search_noise=tuple(settings[:, 1].tolist()))
-
-
-def exploit_and_explore(
-    settings: np.ndarray, initial: np.ndarray, winner: int | None, seed: int, iteration: int
-) -> np.ndarray:
-    """The ranks' settings after iteration `iteration`: the winner keeps its own; every other rank takes the winner's,
-    each value multiplied by 0.8 or 1.2 drawn from a stream all ranks share (so all agree without a message), kept
-    within ADAPT_RANGE of the initial settings' smallest and largest. No winner (every branch broke): no change.
-    """
-    if winner is None:
-        return settings
-    factors = shared_stream(seed, iteration, EXPLORE_STREAM).choice(EXPLORE_FACTORS, size=settings.shape)
-    low, high = initial.min(axis=0) / ADAPT_RANGE, initial.max(axis=0) * ADAPT_RANGE
-    adapted = np.clip(settings[winner] * factors, low, high)
-    adapted[winner] = settings[winner]
-    return adapted
+def initial_state(agent: Agent) -> PoolState:
+    return PoolState(0, agent, copy_agent(agent), -np.inf, -1, 0, 0)
 
 
 # --- the merge rule --------------------------------------------------------
@@ -240,6 +189,5 @@ def advance(
         best_iteration=best_iteration,
         since_improvement=since_improvement,
         degenerate_streak=state.degenerate_streak + 1 if winner is None else 0,
-        settings=state.settings,
     )
     return next_state, fell_back

@@ -66,7 +66,7 @@ from mpiswim.pool import (
     ranks_per_host,
 )
 from mpiswim.stall import StallWatch, abort_every_rank
-from mpiswim.state import IterationRecord, PoolState, initial_state, settings_after
+from mpiswim.state import IterationRecord, PoolState, initial_state
 from mpiswim.tasks import check_task, embedded_config
 
 # Exit codes (docs/faults.md). 130 and 143 are what shells report for a process
@@ -364,8 +364,7 @@ def prepare(args, world_size: int) -> tuple[Setup, list[IterationRecord], Checkp
     replace = check_out_path(out, force, args.config, cfg.iterations)
     obs_dim, action_dim = check_task(cfg)
     state = initial_state(
-        initial_agent(obs_dim, action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels),
-        settings_after(cfg, np.array([], dtype=np.int64)),
+        initial_agent(obs_dim, action_dim, cfg.features, cfg.time_feature, cfg.scaler, cfg.eta_travels)
     )
     existing = claim(out) if replace else None  # --force: the old checkpoint, unless another job holds it
     return Setup(cfg, out, state, tensorboard=live), [], open_writer(out, cfg, state, [], existing)

@@ -16,9 +16,6 @@ Modes:
   pool       one real pool_iteration; every rank's new agent must equal the winner's branch bit for bit
   search     one random-search pool_iteration: the record holds every rank's exploration, every rank
              computes the same step, and every rank ends with the winner's step along it
-  pbt        four random-search pool_iterations with [pool] adapt = "pbt": each rank explores at its
-             own adapted noise, steps by the winner's adapted alpha, and the losers take the winner's
-             settings times 0.8 or 1.2
 """
 # ruff: noqa: I001  (mpiswim is imported before numpy on purpose)
 
@@ -216,48 +213,3 @@ elif mode == "search":
         branch = search.nudge(start, steps[0], cfg.alpha[winner])
         assert all(d == digest(branch) for d in new_digests), "every rank must hold the winner's step"
         (outdir / "search.ok").write_text(f"{winner}")
-
-elif mode == "pbt":
-    from mpiswim.config import parse_config
-    from mpiswim.env import Trajectory, make_task
-    from mpiswim.state import EXPLORE_FACTORS, configured_settings, settings_after
-
-    cfg = parse_config((outdir / "config.toml").read_text(), comm.Get_size())
-    task = make_task(cfg.env_id, cfg.features)
-    used_noise, steps = [], []
-    real_explore, real_step = search.explore, search.search_step
-
-    def remember_explore(*a, **k):
-        used_noise.append(a[6])  # explore(agent, task, rng, cfg, deltas, trajectory, noise)
-        return real_explore(*a, **k)
-
-    def remember_step(*a, **k):
-        steps.append(real_step(*a, **k))
-        return steps[-1]
-
-    search.explore, search.search_step = remember_explore, remember_step
-    trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
-    state = initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features), configured_settings(cfg))
-    winners, changed = [], 0
-    for k in range(4):
-        start, settings = state.agent, state.settings.copy()
-        state, record = pool.pool_iteration(comm, cfg, task, state, trajectory)
-        winner = comm.bcast(None if record is None else record.winner, root=0)
-        winners.append(winner)
-        noise_of_ranks = comm.allgather(used_noise[k])
-        # every rank explored at this iteration's own noise, and the pool took the winner's step at the winner's alpha
-        assert noise_of_ranks == settings[:, 1].tolist(), (k, noise_of_ranks, settings)
-        np.testing.assert_array_equal(state.agent.policy, search.nudge(start, steps[k], settings[winner, 0]).policy)
-        # PBT: the winner keeps its settings, every other rank takes the winner's times 0.8 or 1.2 (all agree)
-        assert comm.allgather(state.settings.tobytes()) == [state.settings.tobytes()] * comm.Get_size()
-        np.testing.assert_array_equal(state.settings[winner], settings[winner])
-        for r in range(comm.Get_size()):
-            if r != winner:
-                ratios = state.settings[r] / settings[winner]
-                assert all(min(abs(x - f) for f in EXPLORE_FACTORS) < 1e-12 for x in ratios), (k, r, ratios)
-                changed += int(np.any(state.settings[r] != settings[r]))
-    assert changed > 0
-    # a checkpoint's reader gets the same settings back from the winners alone
-    np.testing.assert_array_equal(settings_after(cfg, np.array(winners)), state.settings)
-    if rank == 0:
-        (outdir / "pbt.ok").write_text(" ".join(map(str, winners)))

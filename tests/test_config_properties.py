@@ -191,7 +191,6 @@ VALID = {
     ("policy", "precision"): lambda v: v in PRECISIONS,
     ("policy", "eta_travels"): lambda v: isinstance(v, bool),
     ("pool", "common_action_noise"): lambda v: isinstance(v, bool),
-    ("pool", "adapt"): lambda v: v in ("none", "pbt"),
     # BASE has no normalisation = "running", so a [normalisation] table is refused whatever it holds
     ("normalisation", "refit_every"): lambda v: False,
     ("normalisation", "horizon"): lambda v: False,

@@ -143,16 +143,6 @@ def test_random_search_pools_every_ranks_exploration_into_one_step(tmp_path):
     assert (tmp_path / "search.ok").exists()
 
 
-def test_pbt_ranks_explore_and_step_with_adapted_settings_and_the_losers_copy_the_winner(tmp_path):
-    text = SEARCH_CONFIG.format(alpha="[0.01, 0.1, 1.0]").replace("noise = 0.1", "noise = [0.05, 0.1, 0.2]")
-    (tmp_path / "config.toml").write_text(
-        text.replace('learner = "random-search"', 'learner = "random-search"\nadapt = "pbt"')
-    )
-    result = launch(3, "pbt", tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "pbt.ok").exists()
-
-
 ARS_V2 = {  # ARS V2-t on a body that falls: pooled normalisation and the shift
     'id = "Swimmer-v5"': 'id = "Hopper-v5"',
     'features = "signed"': 'features = "linear"\nnormalisation = "pooled"',
@@ -160,14 +150,11 @@ ARS_V2 = {  # ARS V2-t on a body that falls: pooled normalisation and the shift
 }
 
 
-PBT = {'learner = "random-search"': 'learner = "random-search"\nadapt = "pbt"', "noise = 0.1": "noise = [0.05, 0.2]"}
-
-
-@pytest.mark.parametrize("variant", ["swimmer", "ars-v2-hopper", "pbt"])
+@pytest.mark.parametrize("variant", ["swimmer", "ars-v2-hopper"])
 def test_resumed_random_search_run_equals_uninterrupted_run(tmp_path, variant):
     config = tmp_path / "search.toml"
     text = SEARCH_CONFIG.format(alpha="{min = 0.05, max = 0.5}").replace("iterations = 3", "iterations = 4")
-    for old, new in {"ars-v2-hopper": ARS_V2, "pbt": PBT}.get(variant, {}).items():
+    for old, new in ARS_V2.items() if variant == "ars-v2-hopper" else ():
         text = text.replace(old, new)
     config.write_text(text)
     straight = launch(2, "cli", tmp_path, "train", "--config", str(config), "--out", "straight.h5")

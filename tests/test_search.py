@@ -236,3 +236,22 @@ def test_the_shift_moves_the_step_and_leaves_the_recorded_returns_whole():
     np.testing.assert_allclose(shifted_row[: lengths.size], plain_returns - lengths)
     step = search_step(shifted_row[None, : lengths.size], directions(shifted, 0, direction_shape(agent)), 0)
     np.testing.assert_array_equal(shifted_branch.policy, nudge(agent, step, shifted.alpha[0]).policy)
+
+
+def test_each_rank_explores_at_its_own_noise():
+    """[search] noise per rank (a list, or a {min, max} spread like [ranks] alpha): rank r's tries are theta +- noise_r
+    delta, so its exploration returns are those of explore at its own noise, and differ from another rank's noise."""
+    cfg = parse_config(SEARCH_CONFIG.format(extra="").replace("noise = 0.1", "noise = {min = 0.05, max = 0.2}"), 2)
+    assert cfg.search_noise == pytest.approx((0.05, 0.2))
+    task = make_task(cfg.env_id, cfg.features)
+    agent = initial_agent(task.obs_dim, task.action_dim, cfg.features)
+    trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
+    deltas = directions(cfg, 0, direction_shape(agent))
+    for rank in range(2):
+        _, returns, _ = random_search_branch(
+            agent, task, np.random.default_rng(rank), cfg, rank, 0, trajectory, None, lambda row: np.stack([row, row])
+        )
+        expected = [explore(agent, task, np.random.default_rng(rank), cfg, deltas[rank], trajectory, noise)[0]
+                    for noise in cfg.search_noise]  # fmt: skip
+        np.testing.assert_array_equal(returns, expected[rank])
+        assert not np.array_equal(returns, expected[1 - rank])

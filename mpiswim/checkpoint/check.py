@@ -16,7 +16,7 @@ from mpiswim.checkpoint.format import AGENTS, CHECKSUM, CheckpointError, _damage
 from mpiswim.checkpoint.reader import RawCheckpoint, read_raw, stored_config
 from mpiswim.config import Config, ConfigError, quote
 from mpiswim.policy import feature_blocks, scaler_shape
-from mpiswim.state import NOT_RECORDED, PHASES, RECORD_FIELDS, IterationRecord, PoolState, settings_after, winner_rank
+from mpiswim.state import NOT_RECORDED, PHASES, RECORD_FIELDS, IterationRecord, PoolState, winner_rank
 
 
 @dataclass
@@ -222,7 +222,6 @@ def _to_checkpoint(raw: RawCheckpoint, cfg: Config) -> Checkpoint:
         best_iteration=raw.best_iteration,
         since_improvement=raw.since_improvement,
         degenerate_streak=raw.degenerate_streak,
-        settings=settings_after(cfg, np.asarray(raw.pool["winner"][:done])),
     )
     return Checkpoint(
         config_toml=str(attrs["config_toml"]),
