@@ -749,6 +749,7 @@ def run_loop(
         )
         say(planned_work(cfg, comm.Get_size(), state.iteration))
     hosts = gather_hosts(comm, watch)  # where the ranks run: on a cluster, which nodes the pool spans
+    watch.hosts = hosts  # rank 0's stall message names a host none of whose ranks answers first
     live = None
     if rank == 0:
         say(f"mpiswim: ranks per host: {ranks_per_host(hosts)}")
