@@ -303,6 +303,14 @@ done
 
 # --- helpers ----------------------------------------------------------------------------
 export PATH=$venv/bin:$PATH
+# This checkout's mpiswim, whatever the venv was installed from: an editable install from
+# another checkout (a git worktree using the main checkout's venv) would otherwise run that
+# checkout's code in every job, and a change under test would never run. sbatch and srun
+# pass PYTHONPATH on to the ranks.
+export PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH}
+imported=$("$venv/bin/python" -c 'import mpiswim, os; print(os.path.dirname(os.path.dirname(os.path.realpath(mpiswim.__file__))))')
+[[ $imported == "$(realpath "$repo")" ]] || { say "the venv imports mpiswim from $imported, not from $repo"; exit 2; }
+say "mpiswim from $repo (python $venv/bin/python)"
 work=$state/work
 cd "$work"
 wait_job() {  # ID SECONDS: until the job has left the queue
@@ -599,9 +607,13 @@ except CheckpointBusy as error:
     print(error); sys.exit(2)
 print("the lock was free"); sys.exit(0)' "$1"
 }
+stacks() {  # PID: every thread's stack, from gdb (a few seconds; nothing without gdb)
+    command -v gdb > /dev/null || { echo "no gdb"; return 0; }
+    timeout 60 gdb -p "$1" -batch -nx -ex "thread apply all bt 25" 2>&1 | grep -E '^(#|Thread)'
+}
 partition() {
     since() { if [[ -n $1 ]]; then echo "$(( $1 - cut_at ))s"; else echo "(not yet)"; fi; }
-    local id out log t pid logged cut_at ended_at= down_at= gone_at= healed_at= ranks_n2 alive=0 done1 sum1 how ok=1 probe status
+    local id out log t pid logged cut_at ended_at= down_at= gone_at= healed_at= dumped= ranks_n2 alive=0 done1 sum1 how ok=1 probe status
     out=$work/partition.h5
     id=$(MPISWIM_LAUNCHER=srun sbatch --parsable --job-name=partition -N 2 --ntasks-per-node=2 --time=10 \
         "$repo/slurm/pool.sbatch" pool.toml "$out")
@@ -632,6 +644,14 @@ partition() {
         alive=0
         for pid in $ranks_n2; do if [[ -e /proc/$pid ]]; then alive=$(( alive + 1 )); fi; done
         [[ -z $gone_at ]] && (( alive == 0 )) && gone_at=$SECONDS
+        if [[ -z $gone_at && -z $dumped ]] && (( SECONDS - cut_at >= 45 )); then  # what an orphan is doing
+            dumped=1
+            for pid in $ranks_n2; do stacks "$pid" > "$work/orphan-$pid.gdb" 2>&1 || true; done
+            say "partition: n2's ranks still running $(( SECONDS - cut_at ))s after the cut; their stacks (gdb) in orphan-PID.gdb:"
+            for pid in $ranks_n2; do
+                echo "    $pid: $(grep -oE ' in [A-Za-z_][A-Za-z0-9_]+' "$work/orphan-$pid.gdb" | awk '{print $2}' | grep -vE '^(_PyEval|PyEval|_PyObject|PyObject|_PyFunction|cfunction|method_vectorcall|_Py|Py[A-Z])' | head -n 12 | tr '\n' ' ')"
+            done
+        fi
         [[ -n $ended_at && -n $down_at ]] && (( SECONDS - down_at >= 30 || ${gone_at:-0} > 0 )) && break
         sleep 0.5
     done
