@@ -12,8 +12,11 @@ holds, the fix) and calls MPI_Abort.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import shlex
+import signal
 import socket
 import sys
 import time
@@ -33,6 +36,8 @@ SPIN = (
 MAX_NAP = 0.001  # then it sleeps at most this long between two tests
 HERE_TAG = 7411  # tag of the watch's point-to-point messages (MPI guarantees tags up to 32767)
 ABORT_DELAY = 0.5  # seconds between the stall message and MPI_Abort
+ABORT_GRACE = 10.0  # seconds the launcher has to end a rank once its MPI_Abort has returned; then it ends itself
+ABORT_LAST_RESORT = 30  # seconds from the decision to abort to SIGALRM, should anything on the way never return
 CARD_BYTES = 64  # a message: int64 progress, then "host, pid N" (UTF-8, zero-padded)
 
 # The collectives of a run, as the stall message names them.
@@ -205,6 +210,7 @@ class StallWatch:
 
     def _give_up(self, silent: list[int], limit: float, now: float) -> None:
         """Print one message (who, where, what the checkpoint holds, the fix), then end every rank."""
+        end_by_alarm()  # whatever blocks from here on (a write to a launcher that cannot be reached), the rank ends
         print(stall_message(self, silent, limit, now), file=sys.stderr, flush=True)
         sys.stdout.flush()
         abort_every_rank(self.comm, self.abort_code)
@@ -321,11 +327,36 @@ def checkpoint_note(watch: StallWatch) -> tuple[str, str]:
     return f"The last completed iteration is {done}: '{out}' holds iterations 1..{done}.", resume
 
 
-def abort_every_rank(comm, code: int) -> None:
-    """MPI_Abort, after a pause: MPICH's launcher may otherwise kill the job before it has passed on what this rank
-    wrote.
+def end_by_alarm() -> None:
+    """This process ends (SIGALRM's default action) within ABORT_LAST_RESORT seconds, whatever it is doing.
+
+    The last resort of abort_every_rank, should MPI_Abort itself, or a write to stderr before it, never return.
     """
+    with contextlib.suppress(ValueError):  # not the main thread: SIGALRM keeps its handler (Python's is the default)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(max(ABORT_LAST_RESORT, math.ceil(ABORT_DELAY + ABORT_GRACE) + 1))
+
+
+def abort_every_rank(comm, code: int) -> None:
+    """MPI_Abort, after a pause (MPICH's launcher may otherwise kill the job before it has passed on what this rank
+    wrote); and if the launcher has not ended this rank ABORT_GRACE seconds after MPI_Abort returned, it ends itself.
+
+    MPICH's MPI_Abort returns as soon as it has asked the launcher to end the job (hydra's proxy, or srun's
+    slurmstepd over PMI-2), and the launcher then kills every rank, this one within a second or so. On a node cut
+    off the network the launcher cannot: slurmstepd there reaches neither srun nor slurmctld, and the ranks of that
+    node ran on as orphans until the link came back (make cluster-test, case partition). Never returns.
+    """
+    end_by_alarm()
     sys.stderr.flush()
     sys.stdout.flush()
     time.sleep(ABORT_DELAY)
     comm.Abort(code)
+    time.sleep(ABORT_GRACE)
+    print(
+        f"mpiswim: rank {comm.Get_rank()} ({socket.gethostname()}, pid {os.getpid()}): still running {ABORT_GRACE:g} s "
+        f"after MPI_Abort: the launcher cannot reach this node (cut off the network?); exiting with code {code}",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.stdout.flush()
+    os._exit(code)

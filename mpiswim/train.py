@@ -892,4 +892,4 @@ def _train(args, stops: StopRequests, began: float | None = None) -> int:
             traceback.print_exc()
         sys.stderr.flush()
         abort_every_rank(comm, EXIT_FAILED)
-        return EXIT_FAILED  # MPICH's MPI_Abort may return before the launcher ends this process
+        return EXIT_FAILED  # not reached: abort_every_rank ends this process if the launcher does not

@@ -385,6 +385,49 @@ def test_a_host_none_of_whose_ranks_answers_is_named_first():
     assert stall_message(watch, [1, 2, 3], limit=8.0, now=20.0).startswith("mpiswim: stalled: rank 3 (n1, pid 33)")
 
 
+ABORTING = """
+import sys, time
+import mpiswim.stall as stall
+
+class Comm:
+    def Get_rank(self):
+        return 2
+
+    def Abort(self, code):  # {abort}
+        {body}
+
+stall.ABORT_DELAY, stall.ABORT_GRACE, stall.ABORT_LAST_RESORT = 0.0, 0.5, 2
+print("aborting", flush=True)
+stall.abort_every_rank(Comm(), 5)
+print("abort_every_rank returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "abort, body, returncode",
+    [
+        ("returns at once, as MPICH's does; no launcher ends the rank", "return None", 5),
+        ("never returns: the launcher cannot be reached", "time.sleep(60)", -signal.SIGALRM),
+    ],
+)
+def test_a_rank_the_launcher_does_not_end_after_mpi_abort_ends_itself(abort, body, returncode):
+    # MPICH's MPI_Abort returns once it has asked the launcher to end the job. On a node cut off the network
+    # (make cluster-test, partition) no launcher ever ends the rank: it must not run on as an orphan.
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", ABORTING.format(abort=abort, body=body)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environment(),
+    )
+    assert result.returncode == returncode, result.stdout + result.stderr
+    assert result.stdout == "aborting\n"
+    if returncode == 5:
+        assert "still running 0.5 s after MPI_Abort: the launcher cannot reach this node" in result.stderr
+    assert time.monotonic() - started < 20
+
+
 def test_the_stall_timeout_may_change_when_a_run_is_resumed():
     stored = parse_config(DEFAULT_CONFIG, 2)
     given = parse_config(DEFAULT_CONFIG.replace("stall_timeout = 600", "stall_timeout = 60"), 2)
