@@ -12,8 +12,11 @@ holds, the fix) and calls MPI_Abort.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import shlex
+import signal
 import socket
 import sys
 import time
@@ -33,6 +36,8 @@ SPIN = (
 MAX_NAP = 0.001  # then it sleeps at most this long between two tests
 HERE_TAG = 7411  # tag of the watch's point-to-point messages (MPI guarantees tags up to 32767)
 ABORT_DELAY = 0.5  # seconds between the stall message and MPI_Abort
+ABORT_GRACE = 10.0  # seconds the launcher has to end a rank once its MPI_Abort has returned; then it ends itself
+ABORT_LAST_RESORT = 30  # seconds from the decision to abort to SIGALRM, should anything on the way never return
 CARD_BYTES = 64  # a message: int64 progress, then "host, pid N" (UTF-8, zero-padded)
 
 # The collectives of a run, as the stall message names them.
@@ -88,6 +93,7 @@ class StallWatch:
         self.progress = np.full(self.size, -1)  # 2 * stage id on reaching it, + 1 on leaving it
         self.heard = np.full(self.size, -np.inf)  # time.monotonic() of each rank's last message
         self.who = [""] * self.size
+        self.hosts: list[str] | None = None  # rank 0: every rank's host, gathered at start-up (pool.gather_hosts)
         self.who[self.rank] = f"{socket.gethostname()[:40]}, pid {os.getpid()}"
         name = self.who[self.rank].encode()[: CARD_BYTES - 8]
         self.card = np.zeros(CARD_BYTES, dtype=np.uint8)  # what this rank sends, progress in the first 8 bytes
@@ -204,26 +210,48 @@ class StallWatch:
 
     def _give_up(self, silent: list[int], limit: float, now: float) -> None:
         """Print one message (who, where, what the checkpoint holds, the fix), then end every rank."""
+        end_by_alarm()  # whatever blocks from here on (a write to a launcher that cannot be reached), the rank ends
         print(stall_message(self, silent, limit, now), file=sys.stderr, flush=True)
         sys.stdout.flush()
         abort_every_rank(self.comm, self.abort_code)
 
 
+def unreachable_hosts(watch: StallWatch, silent: list[int]) -> dict[str, list[int]]:
+    """The hosts none of whose ranks answers (each with its ranks), in rank order; {} if the hosts are not known.
+
+    A node that is down or cut off the network silences every rank on it; a rank on a live node may be silent
+    too (held inside the MPI library's progress towards the lost node), and is named after them.
+    """
+    if watch.hosts is None or len(watch.hosts) != watch.size:
+        return {}
+    on: dict[str, list[int]] = {}
+    for rank, host in enumerate(watch.hosts):
+        on.setdefault(host, []).append(rank)
+    quiet = set(silent)
+    return {host: ranks for host, ranks in on.items() if quiet.issuperset(ranks)}
+
+
 def stall_message(watch: StallWatch, silent: list[int], limit: float, now: float) -> str:
-    """The one message of a stalled job, written by the rank that judged it."""
+    """The one message of a stalled job, written by the rank that judged it.
+
+    A host none of whose ranks answers is named first, with its ranks; then the other silent ranks.
+    """
     where = watch.stage if watch.iteration is None else f"{watch.stage} of iteration {watch.iteration}"
-    late = [r for r in silent if watch.progress[r] < 2 * watch.stage_id]
-    quiet = [r for r in silent if r not in late]
+    lost = unreachable_hosts(watch, silent)
+    gone = [r for ranks in lost.values() for r in ranks]
     parts = []
-    if late:
-        parts.append(
-            f"{_ranks(watch, late)} {'has' if len(late) == 1 else 'have'} not reached {where} within {limit:.1f} s"
-        )
-    if quiet:
-        parts.append(
-            f"{_ranks(watch, quiet)} reached {where} but then stopped answering (nothing heard for "
-            f"{now - watch.heard[quiet].max():.0f} s)"
-        )
+    for group in (gone, [r for r in silent if r not in gone]):  # the lost hosts' ranks first
+        late = [r for r in group if watch.progress[r] < 2 * watch.stage_id]
+        quiet = [r for r in group if r not in late]
+        if late:
+            parts.append(
+                f"{_ranks(watch, late)} {'has' if len(late) == 1 else 'have'} not reached {where} within {limit:.1f} s"
+            )
+        if quiet:
+            parts.append(
+                f"{_ranks(watch, quiet)} reached {where} but then stopped answering (nothing heard for "
+                f"{now - watch.heard[quiet].max():.0f} s)"
+            )
     if not silent:
         parts.append(
             f"every rank still answers, but {where} has not completed in {now - watch.entered:.0f} s (a fault inside "
@@ -231,11 +259,16 @@ def stall_message(watch: StallWatch, silent: list[int], limit: float, now: float
         )
     if watch.rank != 0:
         parts[-1] += f" (rank {watch.rank} hears from rank 0 only; other ranks may be silent too)"
+    if lost:
+        parts[0] = f"no rank on {' or '.join(lost)} answers (a node down or cut off the network?): {parts[0]}"
     held, fix = checkpoint_note(watch)
+    look = _where_to_look(silent)
+    if lost:
+        look = f"{' and '.join(lost)} first (is it up, and can {watch.hosts[0]} reach it?), then {look}"
     return (
         f"mpiswim: stalled: {'; '.join(parts)}: a hung node, a stopped process or a stuck file system. Aborting every "
         f"rank (exit code {watch.abort_code}). "
-        f"{held} Fix: look at {_where_to_look(silent)}, then {fix}. "
+        f"{held} Fix: look at {look}, then {fix}. "
         f"({timeout_note(watch, limit)})"
     )
 
@@ -265,7 +298,11 @@ def _where_to_look(silent: list[int]) -> str:
 
 def _ranks(watch: StallWatch, ranks: list[int]) -> str:
     """'rank 3 (node7, pid 4242)', several joined; at most 20 named."""
-    named = [f"rank {r} ({watch.who[r] or 'never heard from'})" for r in ranks[:20]]
+    host = watch.hosts if watch.hosts is not None and len(watch.hosts) == watch.size else None
+    named = [
+        f"rank {r} ({watch.who[r] or (f'{host[r]}, never heard from' if host else 'never heard from')})"
+        for r in ranks[:20]
+    ]
     return ", ".join(named) + (f" and {len(ranks) - 20} more" if len(ranks) > 20 else "")
 
 
@@ -290,11 +327,36 @@ def checkpoint_note(watch: StallWatch) -> tuple[str, str]:
     return f"The last completed iteration is {done}: '{out}' holds iterations 1..{done}.", resume
 
 
-def abort_every_rank(comm, code: int) -> None:
-    """MPI_Abort, after a pause: MPICH's launcher may otherwise kill the job before it has passed on what this rank
-    wrote.
+def end_by_alarm() -> None:
+    """This process ends (SIGALRM's default action) within ABORT_LAST_RESORT seconds, whatever it is doing.
+
+    The last resort of abort_every_rank, should MPI_Abort itself, or a write to stderr before it, never return.
     """
+    with contextlib.suppress(ValueError):  # not the main thread: SIGALRM keeps its handler (Python's is the default)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(max(ABORT_LAST_RESORT, math.ceil(ABORT_DELAY + ABORT_GRACE) + 1))
+
+
+def abort_every_rank(comm, code: int) -> None:
+    """MPI_Abort, after a pause (MPICH's launcher may otherwise kill the job before it has passed on what this rank
+    wrote); and if the launcher has not ended this rank ABORT_GRACE seconds after MPI_Abort returned, it ends itself.
+
+    MPICH's MPI_Abort returns as soon as it has asked the launcher to end the job (hydra's proxy, or srun's
+    slurmstepd over PMI-2), and the launcher then kills every rank, this one within a second or so. On a node cut
+    off the network the launcher cannot: slurmstepd there reaches neither srun nor slurmctld, and the ranks of that
+    node ran on as orphans until the link came back (make cluster-test, case partition). Never returns.
+    """
+    end_by_alarm()
     sys.stderr.flush()
     sys.stdout.flush()
     time.sleep(ABORT_DELAY)
     comm.Abort(code)
+    time.sleep(ABORT_GRACE)
+    print(
+        f"mpiswim: rank {comm.Get_rank()} ({socket.gethostname()}, pid {os.getpid()}): still running {ABORT_GRACE:g} s "
+        f"after MPI_Abort: the launcher cannot reach this node (cut off the network?); exiting with code {code}",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.stdout.flush()
+    os._exit(code)

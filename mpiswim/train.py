@@ -749,6 +749,7 @@ def run_loop(
         )
         say(planned_work(cfg, comm.Get_size(), state.iteration))
     hosts = gather_hosts(comm, watch)  # where the ranks run: on a cluster, which nodes the pool spans
+    watch.hosts = hosts  # rank 0's stall message names a host none of whose ranks answers first
     live = None
     if rank == 0:
         say(f"mpiswim: ranks per host: {ranks_per_host(hosts)}")
@@ -891,4 +892,4 @@ def _train(args, stops: StopRequests, began: float | None = None) -> int:
             traceback.print_exc()
         sys.stderr.flush()
         abort_every_rank(comm, EXIT_FAILED)
-        return EXIT_FAILED  # MPICH's MPI_Abort may return before the launcher ends this process
+        return EXIT_FAILED  # not reached: abort_every_rank ends this process if the launcher does not

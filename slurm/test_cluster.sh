@@ -245,7 +245,7 @@ SlurmdPidFile=$state/node/%n/slurmd.pid
 SlurmctldLogFile=$state/log/slurmctld.log
 SlurmdLogFile=$state/log/slurmd-%n.log
 SlurmctldDebug=info
-SlurmdDebug=info
+SlurmdDebug=verbose
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -303,6 +303,14 @@ done
 
 # --- helpers ----------------------------------------------------------------------------
 export PATH=$venv/bin:$PATH
+# This checkout's mpiswim, whatever the venv was installed from: an editable install from
+# another checkout (a git worktree using the main checkout's venv) would otherwise run that
+# checkout's code in every job, and a change under test would never run. sbatch and srun
+# pass PYTHONPATH on to the ranks.
+export PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH}
+imported=$("$venv/bin/python" -c 'import mpiswim, os; print(os.path.dirname(os.path.dirname(os.path.realpath(mpiswim.__file__))))')
+[[ $imported == "$(realpath "$repo")" ]] || { say "the venv imports mpiswim from $imported, not from $repo"; exit 2; }
+say "mpiswim from $repo (python $venv/bin/python)"
 work=$state/work
 cd "$work"
 wait_job() {  # ID SECONDS: until the job has left the queue
@@ -599,9 +607,13 @@ except CheckpointBusy as error:
     print(error); sys.exit(2)
 print("the lock was free"); sys.exit(0)' "$1"
 }
+stacks() {  # PID: every thread's stack, from gdb (a few seconds; nothing without gdb)
+    command -v gdb > /dev/null || { echo "no gdb"; return 0; }
+    timeout 60 gdb -p "$1" -batch -nx -ex "thread apply all bt 25" 2>&1 | grep -E '^(#|Thread)'
+}
 partition() {
     since() { if [[ -n $1 ]]; then echo "$(( $1 - cut_at ))s"; else echo "(not yet)"; fi; }
-    local id out log t pid logged cut_at ended_at= down_at= gone_at= healed_at= ranks_n2 alive=0 done1 sum1 how ok=1 probe status
+    local id out log t pid logged cut_at ended_at= down_at= gone_at= healed_at= sum1= exits= bad_exit= line ranks_n2 alive=0 done1 how ok=1 probe status
     out=$work/partition.h5
     id=$(MPISWIM_LAUNCHER=srun sbatch --parsable --job-name=partition -N 2 --ntasks-per-node=2 --time=10 \
         "$repo/slurm/pool.sbatch" pool.toml "$out")
@@ -624,32 +636,56 @@ partition() {
     cut_at=$SECONDS
     say "partition: n2's link is down at iteration $logged of the log; n2's ranks (pids ${ranks_n2:-none}) and slurmd left running"
     [[ -n $ranks_n2 ]] || { fail "partition: no rank of job $id found on n2"; ip link set mpsw-n2 up; return; }
-    # Until the first allocation has ended and SLURM has marked n2 down 30 s ago (or n2's
-    # ranks have exited; at most 150 s): then the link comes back.
+    # The link stays down until the first allocation has ended, SLURM has marked n2 down 30 s
+    # ago and n2's ranks have ended by themselves (at most 150 s): their stall watch judges
+    # rank 0 silent and calls MPI_Abort, which cannot reach any launcher from n2, so each
+    # rank ends itself ABORT_GRACE (10 s) later (mpiswim/stall.py).
     for (( t = 0; t < 300; t++ )); do
-        [[ -z $ended_at && $(job_state "$id") != RUNNING && $(job_state "$id") != CONFIGURING ]] && ended_at=$SECONDS
+        if [[ -z $ended_at && $(job_state "$id") != RUNNING && $(job_state "$id") != CONFIGURING ]]; then
+            ended_at=$SECONDS
+            sum1=$(sha256sum < "$out")  # rank 0 (n1) has gone: from here on nobody may write the checkpoint
+        fi
         [[ -z $down_at && $(node_states) == *"n2 down"* ]] && down_at=$SECONDS
         alive=0
         for pid in $ranks_n2; do if [[ -e /proc/$pid ]]; then alive=$(( alive + 1 )); fi; done
         [[ -z $gone_at ]] && (( alive == 0 )) && gone_at=$SECONDS
-        [[ -n $ended_at && -n $down_at ]] && (( SECONDS - down_at >= 30 || ${gone_at:-0} > 0 )) && break
+        [[ -n $ended_at && -n $down_at && -n $gone_at ]] && (( SECONDS - down_at >= 30 )) && break
         sleep 0.5
     done
     if [[ -n $ended_at && $(job_field "$id" Restarts) != 0 ]]; then scontrol hold "$id" 2>/dev/null || true; fi
     done1=$(iterations_done "$out")
-    sum1=$(sha256sum < "$out")
-    how="job $id: first allocation ended $(( ${ended_at:-$SECONDS} - cut_at ))s after the cut (state $(job_state "$id"), $(job_field "$id" Reason), restarts $(job_field "$id" Restarts)); n2 marked down after $(since "$down_at"); n2's ranks gone after $(since "$gone_at"); log at iteration $(last_logged "$log"), checkpoint $done1"
+    how="job $id: first allocation ended $(( ${ended_at:-$SECONDS} - cut_at ))s after the cut (state $(job_state "$id"), $(job_field "$id" Reason), restarts $(job_field "$id" Restarts)); n2 marked down after $(since "$down_at"); n2's ranks gone after $(since "$gone_at"), the link still down; log at iteration $(last_logged "$log"), checkpoint $done1"
     say "partition: $how"
     grep -h "^mpiswim job\|mpiswim: \|srun: \|stall\|error" "$log" | grep -v "ranks per host\|planned:" | tail -n 12 | sed 's/^/    /' || true
     if [[ -z $ended_at ]] || (( ended_at - cut_at > 90 )); then fail "partition: the job did not end within 90 s of the cut ($how)"; ok=0; fi
-    # Known (docs/slurm.md): n2's ranks are not ended by their own stall watch; they run on until the link returns.
-    [[ -z $gone_at ]] && say "partition: n2's ranks (orphans) still running $(( SECONDS - cut_at ))s after the cut, as known"
+    # n2's ranks must end by themselves, cut off as they are, within 90 s of the cut.
+    if [[ -z $gone_at ]] || (( gone_at - cut_at > 90 )); then
+        fail "partition: n2's ranks did not end by themselves within 90 s of the cut, with the link down ($how)"; ok=0
+        if [[ -z $gone_at ]]; then  # what an orphan is doing
+            for pid in $ranks_n2; do stacks "$pid" > "$work/orphan-$pid.gdb" 2>&1 || true; done
+            say "partition: the orphans' stacks (gdb), in orphan-PID.gdb:"
+            for pid in $ranks_n2; do
+                echo "    $pid: $(grep -oE ' in [A-Za-z_][A-Za-z0-9_]+' "$work/orphan-$pid.gdb" | awk '{print $2}' | grep -vE '^(_PyEval|PyEval|_PyObject|PyObject|_PyFunction|cfunction|method_vectorcall|_Py|Py[A-Z])' | head -n 12 | tr '\n' ' ')"
+            done
+        fi
+    fi
+    # How they ended, as n2's slurmstepd saw it (SlurmdDebug=verbose): by themselves, exit code 5 (the stall
+    # watch's os._exit after MPI_Abort returned) or SIGALRM (14, its last resort), not killed by anyone.
+    exits=
+    for pid in $ranks_n2; do
+        line=$(grep -oE "task [0-9]+ \($pid\) exited[^.]*(\. Killed by signal [0-9]+)?" "$state/log/slurmd-n2.log" | head -n 1 || true)
+        exits+="${exits:+; }${line:-pid $pid: no exit in slurmd-n2.log}"
+        [[ $line =~ (exit\ code\ 5|signal\ 14)$ ]] || bad_exit=1
+    done
+    say "partition: n2's slurmstepd: $exits"
+    if [[ -n $gone_at && -n $bad_exit ]]; then fail "partition: n2's ranks did not end by themselves (exit code 5 or SIGALRM): $exits"; ok=0; fi
     if (( done1 < $(last_logged "$log") )) || ! mpiswim check "$out" > /dev/null; then
         fail "partition: the checkpoint lost iterations or fails mpiswim check ($how)"; ok=0
     fi
     # The link comes back: n2's slurmd answers again, SLURM returns n2 to service and the job resumes.
-    sleep 5
-    [[ $(sha256sum < "$out") == "$sum1" ]] || { fail "partition: the checkpoint changed while no job ran (an orphan wrote it)"; ok=0; }
+    if [[ -n $sum1 && $(sha256sum < "$out") != "$sum1" ]]; then
+        fail "partition: the checkpoint changed after rank 0 had gone, while n2's ranks ran cut off"; ok=0
+    fi
     ip link set mpsw-n2 up
     healed_at=$SECONDS
     say "partition: n2's link is up again $(( healed_at - cut_at ))s after the cut"
@@ -668,7 +704,7 @@ partition() {
         [[ -n $(squeue -h -j "$id" 2>/dev/null) ]] || break
         sleep 0.1
     done
-    say "partition: n2's orphan ranks gone $(since "$gone_at") after the cut ($(( ${gone_at:-$SECONDS} - healed_at ))s after the link returned); the resumed run started $(( SECONDS - cut_at ))s after the cut"
+    say "partition: the resumed run started $(( SECONDS - cut_at ))s after the cut, $(( SECONDS - healed_at ))s after the link returned"
     for (( t = 0; t < 1200; t++ )); do  # as soon as the resumed run has written an iteration (it takes seconds)
         grep -q "restart 1," "$log" && (( $(last_logged "$log") > done1 )) && break
         [[ -n $(squeue -h -j "$id" 2>/dev/null) ]] || break
@@ -683,7 +719,7 @@ partition() {
     fi
     if wait_job "$id" 300 && [[ $(job_state "$id") == COMPLETED ]] \
         && check complete "$out" --iterations "$iterations" --ranks "$ranks" && check same "$out" pool-srun.h5; then
-        (( ok )) && pass "partition: ended $(( ended_at - cut_at ))s after the cut, n2's orphan ranks gone $(( gone_at - cut_at ))s after it (before the resumed run), checkpoint untouched until the resumed run, a second writer on n2 refused, the resumed /pool and agents equal the uninterrupted run's"
+        (( ok )) && pass "partition: the job ended $(( ended_at - cut_at ))s after the cut (n2 down after $(( down_at - cut_at ))s), n2's cut-off ranks ended by themselves $(( gone_at - cut_at ))s after it, checkpoint untouched from rank 0's end to the resumed run, a second writer on n2 refused, the resumed /pool and agents equal the uninterrupted run's"
     else
         fail "partition: the resumed job $id ended $(job_state "$id") (restarts $(job_field "$id" Restarts)); see $log"
         tail -n 15 "$log" | sed 's/^/    /'

@@ -352,6 +352,82 @@ def test_the_message_says_who_where_what_the_checkpoint_holds_and_the_fix():
     assert "Training had not started" in checkpoint_note(StallWatch(OneRank()))[0]
 
 
+def test_a_host_none_of_whose_ranks_answers_is_named_first():
+    # A 2 x 2 pool whose node n2 went off the network during the allgather of scores of iteration 7: ranks 2 and 3
+    # (n2) are silent, and so is rank 1 on the live node n1, held inside MPI's progress towards n2.
+    watch = StallWatch(OneRank(rank=0, size=4), timeout=5.0, abort_code=EXIT_STALLED)
+    watch.start_run(5.0, "run.h5", written=6)
+    watch.iteration, watch.first, watch.slowest, watch.entered = 7, 1, 0.4, 0.0
+    watch.stage, watch.stage_id = "the allgather of scores", 30
+    watch.progress[:] = [60, 60, 59, 59]
+    watch.heard[:] = [0.0, 1.0, -np.inf, 2.0]
+    watch.who[1:] = ["n1, pid 11", "", "n2, pid 33"]  # rank 2 was never heard from: its host is known all the same
+    watch.hosts = ["n1", "n1", "n2", "n2"]
+    message = stall_message(watch, [1, 2, 3], limit=8.0, now=20.0)
+    assert message.startswith(
+        "mpiswim: stalled: no rank on n2 answers (a node down or cut off the network?): rank 2 (n2, never heard "
+        "from), rank 3 (n2, pid 33) have not reached the allgather of scores of iteration 7 within 8.0 s; rank 1 "
+        "(n1, pid 11) reached"
+    ), message
+    assert "Fix: look at n2 first (is it up, and can n1 reach it?), then those nodes" in message
+    # Silent ranks on a host that still answers (rank 1 alone) name no host first; nor do unknown hosts.
+    assert stall_message(watch, [1], limit=8.0, now=20.0).startswith("mpiswim: stalled: rank 1 (n1, pid 11) reached")
+    # A silent rank listed after a live one in rank order still comes after the lost host's ranks.
+    watch.hosts = ["n1", "n2", "n2", "n1"]
+    watch.who[1:] = ["n2, pid 11", "", "n1, pid 33"]
+    watch.progress[:] = [60, 60, 60, 59]
+    assert stall_message(watch, [1, 2, 3], limit=8.0, now=20.0).startswith(
+        "mpiswim: stalled: no rank on n2 answers (a node down or cut off the network?): rank 1 (n2, pid 11), rank 2 "
+        "(n2, never heard from) reached the allgather of scores of iteration 7 but then stopped answering (nothing "
+        "heard for 19 s); rank 3 (n1, pid 33) has not reached"
+    )
+    watch.hosts = None
+    assert stall_message(watch, [1, 2, 3], limit=8.0, now=20.0).startswith("mpiswim: stalled: rank 3 (n1, pid 33)")
+
+
+ABORTING = """
+import sys, time
+import mpiswim.stall as stall
+
+class Comm:
+    def Get_rank(self):
+        return 2
+
+    def Abort(self, code):  # {abort}
+        {body}
+
+stall.ABORT_DELAY, stall.ABORT_GRACE, stall.ABORT_LAST_RESORT = 0.0, 0.5, 2
+print("aborting", flush=True)
+stall.abort_every_rank(Comm(), 5)
+print("abort_every_rank returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "abort, body, returncode",
+    [
+        ("returns at once, as MPICH's does; no launcher ends the rank", "return None", 5),
+        ("never returns: the launcher cannot be reached", "time.sleep(60)", -signal.SIGALRM),
+    ],
+)
+def test_a_rank_the_launcher_does_not_end_after_mpi_abort_ends_itself(abort, body, returncode):
+    # MPICH's MPI_Abort returns once it has asked the launcher to end the job. On a node cut off the network
+    # (make cluster-test, partition) no launcher ever ends the rank: it must not run on as an orphan.
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", ABORTING.format(abort=abort, body=body)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environment(),
+    )
+    assert result.returncode == returncode, result.stdout + result.stderr
+    assert result.stdout == "aborting\n"
+    if returncode == 5:
+        assert "still running 0.5 s after MPI_Abort: the launcher cannot reach this node" in result.stderr
+    assert time.monotonic() - started < 20
+
+
 def test_the_stall_timeout_may_change_when_a_run_is_resumed():
     stored = parse_config(DEFAULT_CONFIG, 2)
     given = parse_config(DEFAULT_CONFIG.replace("stall_timeout = 600", "stall_timeout = 60"), 2)
