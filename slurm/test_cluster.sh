@@ -607,9 +607,9 @@ except CheckpointBusy as error:
     print(error); sys.exit(2)
 print("the lock was free"); sys.exit(0)' "$1"
 }
-stacks() {  # PID: every thread's stack, from gdb (a few seconds; nothing without gdb)
+stacks() {  # PID: the main thread's stack, from gdb (seconds to a minute under load; nothing without gdb)
     command -v gdb > /dev/null || { echo "no gdb"; return 0; }
-    timeout 60 gdb -p "$1" -batch -nx -ex "thread apply all bt 25" 2>&1 | grep -E '^(#|Thread)'
+    timeout 45 gdb -p "$1" -batch -nx -ex "thread 1" -ex "bt 25" 2>&1 | grep -E '^#'
 }
 partition() {
     since() { if [[ -n $1 ]]; then echo "$(( $1 - cut_at ))s"; else echo "(not yet)"; fi; }
@@ -662,11 +662,9 @@ partition() {
     if [[ -z $gone_at ]] || (( gone_at - cut_at > 90 )); then
         fail "partition: n2's ranks did not end by themselves within 90 s of the cut, with the link down ($how)"; ok=0
         if [[ -z $gone_at ]]; then  # what an orphan is doing
-            for pid in $ranks_n2; do stacks "$pid" > "$work/orphan-$pid.gdb" 2>&1 || true; done
-            say "partition: the orphans' stacks (gdb), in orphan-PID.gdb:"
-            for pid in $ranks_n2; do
-                echo "    $pid: $(grep -oE ' in [A-Za-z_][A-Za-z0-9_]+' "$work/orphan-$pid.gdb" | awk '{print $2}' | grep -vE '^(_PyEval|PyEval|_PyObject|PyObject|_PyFunction|cfunction|method_vectorcall|_Py|Py[A-Z])' | head -n 12 | tr '\n' ' ')"
-            done
+            pid=${ranks_n2%% *}
+            stacks "$pid" > "$work/orphan-$pid.gdb" 2>&1 || true
+            say "partition: orphan $pid's main thread (gdb): $(grep -oE '(^#[0-9]+ +|^#[0-9]+ .* in )[A-Za-z_][A-Za-z0-9_]+' "$work/orphan-$pid.gdb" | grep -oE '[A-Za-z_][A-Za-z0-9_]+$' | grep -vE '^(_PyEval|PyEval|_PyObject|PyObject|_PyFunction|cfunction|method_vectorcall|_Py|Py[A-Z])' | head -n 8 | tr '\n' ' ')"
         fi
     fi
     # How they ended, as n2's slurmstepd saw it (SlurmdDebug=verbose): by themselves, exit code 5 (the stall
