@@ -27,7 +27,18 @@
 #              check`, SLURM requeues the job; 3 iterations into the resumed run the step
 #              gets the stale step signal slurmctld once delivered to it (scancel
 #              --signal=TERM JOB.1), and the job must still complete with /pool equal to
-#              the uninterrupted run's.
+#              the uninterrupted run's;
+#   partition  n2's link goes down a few iterations into a 2 x 2 run, its processes left
+#              running: the job ends within 90 s of the cut, n2's ranks end by themselves
+#              within 90 s with the link still down (exit code 5 or SIGALRM in n2's slurmd
+#              log), the checkpoint is untouched from rank 0's end until the link returns, a
+#              second writer on n2 is refused during the resumed run, which ends equal to the
+#              uninterrupted one;
+#   cold-caches
+#              2 x 2 ranks start at once on empty numba and JAX caches both nodes share, then
+#              again: every cache file loads, the warm start compiles nothing, same numbers.
+# The default is "launchers placement lost-srun lost-mpiexec"; .ci/run also runs partition and
+# cold-caches, each in a call of its own.
 #
 # Whatever happens (failure, Ctrl-C, SIGTERM), it cancels its jobs, stops every process
 # it started (all carry this test's SLURM_CONF in their environment), waits until each has
