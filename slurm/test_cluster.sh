@@ -27,7 +27,18 @@
 #              check`, SLURM requeues the job; 3 iterations into the resumed run the step
 #              gets the stale step signal slurmctld once delivered to it (scancel
 #              --signal=TERM JOB.1), and the job must still complete with /pool equal to
-#              the uninterrupted run's.
+#              the uninterrupted run's;
+#   partition  n2's link goes down a few iterations into a 2 x 2 run, its processes left
+#              running: the job ends within 90 s of the cut, n2's ranks end by themselves
+#              within 90 s with the link still down (exit code 5 or SIGALRM in n2's slurmd
+#              log), the checkpoint is untouched from rank 0's end until the link returns, a
+#              second writer on n2 is refused during the resumed run, which ends equal to the
+#              uninterrupted one;
+#   cold-caches
+#              2 x 2 ranks start at once on empty numba and JAX caches both nodes share, then
+#              again: every cache file loads, the warm start compiles nothing, same numbers.
+# The default is "launchers placement lost-srun lost-mpiexec"; .ci/run also runs partition and
+# cold-caches, each in a call of its own.
 #
 # Whatever happens (failure, Ctrl-C, SIGTERM), it cancels its jobs, stops every process
 # it started (all carry this test's SLURM_CONF in their environment), waits until each has
@@ -607,9 +618,9 @@ except CheckpointBusy as error:
     print(error); sys.exit(2)
 print("the lock was free"); sys.exit(0)' "$1"
 }
-stacks() {  # PID: every thread's stack, from gdb (a few seconds; nothing without gdb)
+stacks() {  # PID: the main thread's stack, from gdb (seconds to a minute under load; nothing without gdb)
     command -v gdb > /dev/null || { echo "no gdb"; return 0; }
-    timeout 60 gdb -p "$1" -batch -nx -ex "thread apply all bt 25" 2>&1 | grep -E '^(#|Thread)'
+    timeout 45 gdb -p "$1" -batch -nx -ex "thread 1" -ex "bt 25" 2>&1 | grep -E '^#'
 }
 partition() {
     since() { if [[ -n $1 ]]; then echo "$(( $1 - cut_at ))s"; else echo "(not yet)"; fi; }
@@ -662,11 +673,9 @@ partition() {
     if [[ -z $gone_at ]] || (( gone_at - cut_at > 90 )); then
         fail "partition: n2's ranks did not end by themselves within 90 s of the cut, with the link down ($how)"; ok=0
         if [[ -z $gone_at ]]; then  # what an orphan is doing
-            for pid in $ranks_n2; do stacks "$pid" > "$work/orphan-$pid.gdb" 2>&1 || true; done
-            say "partition: the orphans' stacks (gdb), in orphan-PID.gdb:"
-            for pid in $ranks_n2; do
-                echo "    $pid: $(grep -oE ' in [A-Za-z_][A-Za-z0-9_]+' "$work/orphan-$pid.gdb" | awk '{print $2}' | grep -vE '^(_PyEval|PyEval|_PyObject|PyObject|_PyFunction|cfunction|method_vectorcall|_Py|Py[A-Z])' | head -n 12 | tr '\n' ' ')"
-            done
+            pid=${ranks_n2%% *}
+            stacks "$pid" > "$work/orphan-$pid.gdb" 2>&1 || true
+            say "partition: orphan $pid's main thread (gdb): $(grep -oE '(^#[0-9]+ +|^#[0-9]+ .* in )[A-Za-z_][A-Za-z0-9_]+' "$work/orphan-$pid.gdb" | grep -oE '[A-Za-z_][A-Za-z0-9_]+$' | grep -vE '^(_PyEval|PyEval|_PyObject|PyObject|_PyFunction|cfunction|method_vectorcall|_Py|Py[A-Z])' | head -n 8 | tr '\n' ' ')"
         fi
     fi
     # How they ended, as n2's slurmstepd saw it (SlurmdDebug=verbose): by themselves, exit code 5 (the stall
