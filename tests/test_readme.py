@@ -10,7 +10,7 @@ virtualenv), with bash and a timeout, and must exit 0; the commands with a
 promise the README spells out (the file a run writes, the plots of analyze,
 ...) have it checked too (CHECKS).
 
-Only the commands in INSTEAD are not run as printed: CI cannot (a 65-second
+Only the commands in INSTEAD are not run as printed: CI cannot (an 85-second
 run, a second 1.3 GB install, a site's module system, a SLURM cluster), and
 INSTEAD says what runs in their place. A command the README gains is run
 as printed, so it fails here unless it works in CI or is added to INSTEAD.
@@ -54,7 +54,7 @@ NOT_RUN_LANGUAGES = {"toml"}  # the config sketch of "Config (TOML)": key names,
 
 
 def make_run_instead(workdir: Path) -> str:
-    """`make run` is the install (which `make test` runs in CI, .ci/run) plus a 120-iteration, ~65 s run.
+    """`make run` is the install (which `make test` runs in CI, .ci/run) plus a 120-iteration, ~85 s run.
 
     Here: `make -n run` must print exactly the command the README says it runs
     (`mpiexec -n 4 mpiswim train --out runs/default.h5`, plus --force), and that
