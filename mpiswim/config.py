@@ -339,7 +339,7 @@ def field_label(attribute: str) -> str:
 
 
 def _annotation(key: Key) -> Any:
-    if key.name in HYPERPARAMETERS or key.attribute == "search_noise":
+    if key.types == STEP_SIZES:  # one value per rank: [ranks] alpha and eta, [search] noise
         return tuple[float, ...]
     if key.types == NUMBER:
         return float | None if key.default is None else float

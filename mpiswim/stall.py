@@ -216,16 +216,22 @@ class StallWatch:
         abort_every_rank(self.comm, self.abort_code)
 
 
+def known_hosts(watch: StallWatch) -> list[str] | None:
+    """Every rank's host as gathered at start-up, or None before (or if the gather did not give one per rank)."""
+    return watch.hosts if watch.hosts is not None and len(watch.hosts) == watch.size else None
+
+
 def unreachable_hosts(watch: StallWatch, silent: list[int]) -> dict[str, list[int]]:
     """The hosts none of whose ranks answers (each with its ranks), in rank order; {} if the hosts are not known.
 
     A node that is down or cut off the network silences every rank on it; a rank on a live node may be silent
     too (held inside the MPI library's progress towards the lost node), and is named after them.
     """
-    if watch.hosts is None or len(watch.hosts) != watch.size:
+    hosts = known_hosts(watch)
+    if hosts is None:
         return {}
     on: dict[str, list[int]] = {}
-    for rank, host in enumerate(watch.hosts):
+    for rank, host in enumerate(hosts):
         on.setdefault(host, []).append(rank)
     quiet = set(silent)
     return {host: ranks for host, ranks in on.items() if quiet.issuperset(ranks)}
@@ -298,7 +304,7 @@ def _where_to_look(silent: list[int]) -> str:
 
 def _ranks(watch: StallWatch, ranks: list[int]) -> str:
     """'rank 3 (node7, pid 4242)', several joined; at most 20 named."""
-    host = watch.hosts if watch.hosts is not None and len(watch.hosts) == watch.size else None
+    host = known_hosts(watch)
     named = [
         f"rank {r} ({watch.who[r] or (f'{host[r]}, never heard from' if host else 'never heard from')})"
         for r in ranks[:20]
