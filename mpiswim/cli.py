@@ -315,7 +315,9 @@ def info_command(args) -> int:
             "initial one)"
         )
     else:
-        print(f"best score: {summary['best_score']:.2f} at iteration {summary['best_iteration']}")
+        fresh = summary["fresh_checks"]
+        how = f' (the mean of its fresh episodes: best_by = "fresh", {fresh} winners played them)' if fresh else ""
+        print(f"best score: {summary['best_score']:.2f} at iteration {summary['best_iteration']}{how}")
     print("ranks (step sizes, wins, new bests: wins that raised the best score):")
     print(rank_table(summary))
     if summary["winners"]:

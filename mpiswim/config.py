@@ -34,6 +34,7 @@ FEATURE_MAPS = ("linear", "signed")
 UPDATE_RULES = ("tanh-density", "unit-density", "log-density")
 BASELINES = ("state-time", "state")
 EVALUATION_ACTIONS = ("mean", "sample")
+BEST_BY = ("recorded", "fresh")  # [run] best_by: what makes a winner the best agent
 # The learners, the one registry: [pool] learner's name -> "module:function" of a mpiswim.pool.Learner.
 LEARNERS = {"reinforce": "mpiswim.learn:reinforce_branch", "random-search": "mpiswim.search:random_search_branch"}
 INTERCEPTS = ("per-block", "shared")
@@ -228,8 +229,13 @@ KEYS: tuple[Key, ...] = (
     Key("run", "target", NUMBER, None, "stop once the best agent scores this on target_episodes (default 5) fresh "
         "episodes (checked after each new best); left out: run all iterations", check=_finite, shown=150,
         commented=True),
-    Key("run", "target_episodes", int, 5, "fresh episodes behind the target check", minimum=1,
-        maximum=MAX_EPISODES, shown=HIDDEN),
+    Key("run", "target_episodes", int, 5, "fresh episodes behind the target check (and behind best_by = \"fresh\")",
+        minimum=1, maximum=MAX_EPISODES, shown=HIDDEN),
+    Key("run", "best_by", str, "recorded", '"recorded": the best agent is the winner with the highest score (the '
+        "highest of many noisy means, so it flatters the agent); \"fresh\": a winner scoring above the best agent's "
+        "fresh score plays target_episodes fresh episodes (shared by the ranks) and becomes the best agent only if "
+        "their mean is higher; the target check then reads that mean", choices=BEST_BY, what="best-agent rule",
+        shown=HIDDEN),
     Key("run", "tensorboard", bool, False, "true: rank 0 writes a TensorBoard event stream beside the checkpoint "
         "(RUN.h5 -> RUN.tb/): scores, step sizes, phase times, steps per iteration. Needs the tensorboard extra "
         "(pip install 'mpiswim[tensorboard]'); train --tensorboard DIR chooses the folder", shown=HIDDEN,

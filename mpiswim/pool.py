@@ -17,7 +17,9 @@ seeds) from numpy's generator seeded with (seed, k, r). With
 one stream shared by every rank, so all branches meet the same start states
 and the same noise (common random numbers). Random search's directions
 (mpiswim/search.py) and the `[run] target` check draw from shared streams of
-(seed, k) too (mpiswim.state.shared_stream). Nothing random carries over
+(seed, k) too (mpiswim.state.shared_stream), and with `[run] best_by =
+"fresh"` each fresh episode from one of (seed, k, episode), whichever rank
+plays it. Nothing random carries over
 between iterations, so a resumed run needs no generator state to give exactly
 the numbers of an uninterrupted one.
 """
@@ -36,7 +38,7 @@ import numpy as np
 from mpiswim.config import LEARNERS, Config
 from mpiswim.env import Task, Trajectory, run_episode
 from mpiswim.policy import Agent, copy_agent, pack_agent, unpack_agent
-from mpiswim.stall import END, RECORD, SCORES, SETUP, SHARE, STOP, WINNER, StallWatch
+from mpiswim.stall import END, FRESH, RECORD, SCORES, SETUP, SHARE, STOP, WINNER, StallWatch
 from mpiswim.state import (
     ACTION_NOISE_STREAM,
     EVALUATION_STREAM,
@@ -45,6 +47,7 @@ from mpiswim.state import (
     IterationRecord,
     PoolState,
     advance,
+    fresh_episode_stream,
     shared_stream,
     winner_rank,
 )
@@ -69,11 +72,11 @@ def allgather_scores(comm, score: float, watch: StallWatch | None = None) -> np.
     return scores
 
 
-def allgather_rows(comm, row: np.ndarray, watch: StallWatch | None = None) -> np.ndarray:
+def allgather_rows(comm, row: np.ndarray, watch: StallWatch | None = None, stage: str = SHARE) -> np.ndarray:
     """Every rank's float64 row, on every rank, stacked in rank order (a learner's share: random search's returns)."""
     mine = np.ascontiguousarray(row, dtype=np.float64)
     table = np.empty((comm.Get_size(), row.size))
-    complete(watch, SHARE, comm.Iallgather(mine, table))
+    complete(watch, stage, comm.Iallgather(mine, table))
     return table
 
 
@@ -234,6 +237,29 @@ def fresh_score(
     return float(returns.mean())
 
 
+def pooled_fresh_score(
+    comm, agent: Agent, task: Task, cfg: Config, iteration: int, trajectory: Trajectory, watch: StallWatch | None = None
+) -> float:
+    """The agent's mean return on cfg.target_episodes fresh episodes, on every rank (best_by = "fresh").
+
+    The ranks share the episodes: rank r plays episodes r, r + P, ..., each from
+    its own stream (fresh_episode_stream), so the mean is the same for any P;
+    -inf if the agent breaks in any of them.
+    """
+    rank, size = comm.Get_rank(), comm.Get_size()
+    mine, agent = np.full(cfg.target_episodes, np.nan), copy_agent(agent)  # a copy: the episodes change nothing
+    for episode in range(rank, cfg.target_episodes, size):
+        stream = fresh_episode_stream(cfg.seed, iteration, episode)
+        mine[episode], degenerate = run_episode(
+            task, agent, stream, cfg.T, trajectory, mean_action=cfg.evaluation_action == "mean"
+        )
+        if degenerate:
+            mine[episode] = -np.inf
+    table = allgather_rows(comm, mine, watch, FRESH)
+    returns = table[np.arange(cfg.target_episodes) % size, np.arange(cfg.target_episodes)]  # each from its player
+    return float(returns.mean())
+
+
 # --- the pool iteration ------------------------------------------------------
 
 
@@ -301,13 +327,20 @@ def pool_iteration(
         next_agent = broadcast_agent(comm, branch, root=winner, watch=watch)
     merged = perf_counter()
 
+    # 4b. best_by = "fresh": a winner scoring above the best agent's fresh score plays fresh episodes, which every
+    # rank shares; only their mean may make it the best agent (its own score is the highest of P noisy means).
+    fresh = None if cfg.best_by == "recorded" else np.nan
+    if fresh is not None and winner is not None and scores[winner] > state.best_score:
+        fresh = pooled_fresh_score(comm, next_agent, task, cfg, state.iteration, trajectory, watch)
+    checked = perf_counter()
+
     # Greedy result and patience: every rank takes the same decisions from the same scores.
-    next_state, fell_back = advance(state, scores, winner, next_agent, cfg.patience)
+    next_state, fell_back = advance(state, scores, winner, next_agent, cfg.patience, fresh)
 
     # 5. Record: rank 0 collects what every rank saw, timed and ran, one float row per rank:
     #    [degenerate, seconds training, evaluating, merging, environment steps, the training returns...].
     #    The steps are every episode this rank ran on its task in this iteration (a float holds them exactly: < 2^53).
-    seconds = [trained - started, evaluated - trained, merged - evaluated]
+    seconds = [trained - started, evaluated - trained + checked - merged, merged - evaluated]  # fresh play: evaluate
     steps = task.steps - steps_before
     table = gather_rows(comm, np.concatenate([[degenerate], seconds, [steps], train_returns]), watch)
     record = None
@@ -324,5 +357,6 @@ def pool_iteration(
             fell_back=fell_back,
             best_score=next_state.best_score,
             steps=table[:, 4].astype(np.int64),
+            fresh_score=np.nan if fresh is None else fresh,
         )
     return next_state, record

@@ -97,6 +97,8 @@ def info_summary(checkpoint: Checkpoint) -> dict:
         "winners": [r.winner for r in records],
         "degenerate_branches": int(sum(r.degenerate.sum() for r in records)),
         "fallbacks": int(sum(r.fell_back for r in records)),
+        # best_by = "fresh": winners that played fresh episodes (the best score is then the highest of their means)
+        "fresh_checks": int(sum(not np.isnan(r.fresh_score) for r in records)),
         "alpha": checkpoint.hyperparameters["alpha"].tolist(),
         "eta": checkpoint.hyperparameters["eta"].tolist(),
         # Per phase, the slowest rank's time summed over the iterations (checkpoint: rank 0's, the only rank that

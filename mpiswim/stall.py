@@ -41,11 +41,12 @@ ABORT_LAST_RESORT = 30  # seconds from the decision to abort to SIGALRM, should 
 CARD_BYTES = 64  # a message: int64 progress, then "host, pid N" (UTF-8, zero-padded)
 
 # The collectives of a run, as the stall message names them.
-SETUP, SHARE, SCORES, WINNER, RECORD, STOP, END = (
+SETUP, SHARE, SCORES, WINNER, FRESH, RECORD, STOP, END = (
     "the set-up broadcast",
     "the allgather of the learner's shared rows (random search's returns)",
     "the allgather of scores",
     "the broadcast of the winner's agent",
+    'the allgather of the winner\'s fresh returns (best_by = "fresh")',
     "the gather of the iteration record",
     "the stop check",
     "the end of the run",

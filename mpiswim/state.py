@@ -110,7 +110,9 @@ class IterationRecord:
     fell_back: bool = _stored(
         (), "|b1", "bool", "patience ran out: the next iteration started from the best-ever agent"
     )
-    best_score: float = _stored((), "<f8", "return", "best-ever winner score after this iteration")
+    best_score: float = _stored(
+        (), "<f8", "return", 'best-ever winner score after this iteration (best_by = "fresh": the best fresh_score)'
+    )
     steps: np.ndarray | None = _stored(
         ("P",),
         "<i8",
@@ -120,6 +122,16 @@ class IterationRecord:
         "format_version 3)",
         since=3,
         default=None,  # None: not recorded (stored as -1)
+    )
+    fresh_score: float = _stored(
+        (),
+        "<f8",
+        "return",
+        'with [run] best_by = "fresh": the winner\'s mean return on [run] target_episodes fresh episodes, played '
+        "because its score beat the best agent's fresh score (-inf if it broke); NaN when none were played (and in "
+        "rows written before format_version 4)",
+        since=4,
+        default=float("nan"),
     )
 
 
@@ -144,6 +156,13 @@ def steps_per_iteration(steps: np.ndarray) -> np.ndarray:
     return np.where((steps == NOT_RECORDED).any(axis=1), np.nan, steps.sum(axis=1, dtype=np.float64))
 
 
+def fresh_episode_stream(seed: int, iteration: int, episode: int) -> np.random.Generator:
+    """The generator of fresh episode `episode` of iteration `iteration` under best_by = "fresh", whichever rank plays
+    it; no other stream equals it.
+    """
+    return np.random.default_rng(np.random.SeedSequence([seed, iteration], spawn_key=(TARGET_STREAM, episode)))
+
+
 def initial_state(agent: Agent) -> PoolState:
     return PoolState(0, agent, copy_agent(agent), -np.inf, -1, 0, 0)
 
@@ -163,20 +182,23 @@ def winner_rank(scores: np.ndarray) -> int | None:
 
 
 def advance(
-    state: PoolState, scores: np.ndarray, winner: int | None, merged: Agent, patience: int
+    state: PoolState, scores: np.ndarray, winner: int | None, merged: Agent, patience: int, fresh: float | None = None
 ) -> tuple[PoolState, bool]:
     """The state after iteration state.iteration: the greedy best and patience; returns (next state, fell back).
 
     `merged` is the agent the merge produced (the winner's branch, or the
     unchanged agent when every branch was degenerate, winner None). A winner
-    scoring above the best so far becomes the best agent. After `patience`
+    scoring above the best so far becomes the best agent; with `fresh` (best_by
+    = "fresh": the winner's fresh score, NaN if it played none) that score
+    decides instead, and the best score is a fresh one. After `patience`
     iterations without a new best (patience > 0) the next iteration starts
     from the best agent instead.
     """
     best_agent, best_score, best_iteration = state.best_agent, state.best_score, state.best_iteration
     since_improvement = state.since_improvement + 1
-    if winner is not None and scores[winner] > best_score:
-        best_agent, best_score, best_iteration = merged, float(scores[winner]), state.iteration
+    value = None if winner is None else float(scores[winner] if fresh is None else fresh)
+    if value is not None and value > best_score:  # NaN (no fresh episodes played) never is
+        best_agent, best_score, best_iteration = merged, value, state.iteration
         since_improvement = 0
     fell_back = patience > 0 and since_improvement >= patience
     if fell_back:

@@ -471,9 +471,11 @@ def progress_line(
     finite = record.scores[np.isfinite(record.scores)]
     spread = f"ranks {finite.min():.1f}..{finite.max():.1f}" if finite.size else "ranks -"
     note = "  fell back to best" if record.fell_back else ""
+    fresh = f" fresh {record.fresh_score:.2f}" if not np.isnan(record.fresh_score) else ""  # best_by = "fresh" played
+    best = "best {score} (it {iteration})" if cfg.best_by == "recorded" else "best fresh {score} (it {iteration})"
     return (
-        f"iteration {state.iteration:>4}/{cfg.iterations}  {merge}  {spread}  "
-        f"{best_so_far(state, 'best {score} (it {iteration})')}  "
+        f"iteration {state.iteration:>4}/{cfg.iterations}  {merge}{fresh}  {spread}  "
+        f"{best_so_far(state, best)}  "
         f"elapsed {format_seconds(elapsed)}  eta "
         f"{format_seconds(eta) if eta is not None else 'after iteration 2'}{f' ({binds})' if binds else ''}{note}"
     )
@@ -486,7 +488,8 @@ def target_reached(
     check.
 
     The other ranks wait at the stop check meanwhile: between episodes rank 0 tells them it is
-    still working (so a long check is no stall), and a signal ends the check at once.
+    still working (so a long check is no stall), and a signal ends the check at once. With best_by =
+    "fresh" there is nothing to play: the new best score already is the mean of its fresh episodes.
     """
     if cfg.target is None or state.best_iteration != state.iteration - 1:
         return False
@@ -495,7 +498,10 @@ def target_reached(
         watch.still_working()
         return not (stops and stops.bits)
 
-    score = fresh_score(state.best_agent, task, cfg, state.iteration, trajectory, keep_going)
+    if cfg.best_by == "fresh":  # the pool just played the new best agent's fresh episodes: its best score is theirs
+        score = state.best_score
+    else:
+        score = fresh_score(state.best_agent, task, cfg, state.iteration, trajectory, keep_going)
     if score is None:
         say("mpiswim: target check: interrupted by a signal; the run stops without it")
         return False

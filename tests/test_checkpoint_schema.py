@@ -63,10 +63,13 @@ FORMAT_2_ROW = [
 
 def test_a_row_is_laid_out_and_hashed_as_its_format_version_says():
     """The rows digest hashes a row in this order and these types: changing them needs a new format_version. Format 3
-    added each rank's steps; a format 2 file's rows are still hashed as format 2 wrote them."""
+    added each rank's steps, format 4 the winner's fresh score; older files' rows are still hashed as they were
+    written."""
     layout = {version: [(name, shape, dtype.str) for name, (shape, dtype) in row_layout(3, 5, version).items()]
-              for version in (2, 3)}  # fmt: skip
-    assert layout == {2: FORMAT_2_ROW, 3: [*FORMAT_2_ROW, ("steps", (3,), "<i8")]} and FORMAT_VERSION == 3
+              for version in (2, 3, 4)}  # fmt: skip
+    format_3 = [*FORMAT_2_ROW, ("steps", (3,), "<i8")]
+    assert layout == {2: FORMAT_2_ROW, 3: format_3, 4: [*format_3, ("fresh_score", (), "<f8")]}
+    assert FORMAT_VERSION == 4
 
 
 def test_the_file_carries_each_fields_type_meaning_and_unit(synthetic):

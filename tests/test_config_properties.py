@@ -28,6 +28,7 @@ from mpiswim import tasks
 from mpiswim.config import (
     BASELINE_TARGETS,
     BASELINES,
+    BEST_BY,
     EVALUATION_ACTIONS,
     FEATURE_MAPS,
     INTERCEPTS,
@@ -159,6 +160,7 @@ VALID = {
     ("run", "max_seconds"): lambda v: is_number(v) and (v == 0 or (math.isfinite(v) and v > 0)),
     ("run", "target"): lambda v: is_number(v) and math.isfinite(v),
     ("run", "target_episodes"): lambda v: is_int(v) and 1 <= v <= MAX_EPISODES,
+    ("run", "best_by"): lambda v: v in BEST_BY,
     ("env", "id"): lambda v: (
         isinstance(v, str) and v.isprintable()
     ),  # whether Gymnasium knows it: mpiswim.tasks.check_task

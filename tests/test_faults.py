@@ -34,6 +34,7 @@ from test_mpi import DRIVER, TINY_CONFIG, exit_codes, mpiexec, read_pool
 
 from mpiswim.checkpoint import (
     CHECKSUM,
+    FORMAT_VERSION,
     CheckpointError,
     CheckpointWriter,
     check_checkpoint,
@@ -510,7 +511,7 @@ def test_format_version_1_files_still_load_with_or_without_their_checksum(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_resumed_version_1_file_becomes_version_3_with_the_same_numbers(tmp_path):
+def test_a_resumed_version_1_file_becomes_the_current_version_with_the_same_numbers(tmp_path):
     copy = tmp_path / "old.h5"
     shutil.copy(OLD_RESULT, copy)
     old = load_checkpoint(OLD_RESULT)
@@ -519,7 +520,7 @@ def test_a_resumed_version_1_file_becomes_version_3_with_the_same_numbers(tmp_pa
     )
     assert code == 0, output
     new = check_checkpoint(copy)
-    assert new.attrs["format_version"] == 3 and new.state.iteration == old.state.iteration + 1
+    assert new.attrs["format_version"] == FORMAT_VERSION and new.state.iteration == old.state.iteration + 1
     assert [r.steps.tolist() for r in new.records[:-1]] == [[-1] * old.world_size] * old.state.iteration
     assert (new.records[-1].steps > 0).all()  # the resumed iteration has its steps
     for before, after in zip(old.records, new.records, strict=False):

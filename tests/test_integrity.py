@@ -215,15 +215,21 @@ def test_a_resume_continues_a_file_with_room_in_place_and_rebuilds_any_other(tmp
 FORMAT_2 = ROOT / "results" / "pool_size" / "checkpoints" / "fast-swimmer-P1-0.h5"  # 1 rank, 17 of 17 iterations
 
 
-def test_a_format_2_file_reads_its_steps_as_not_recorded_and_a_resume_rebuilds_it_as_format_3(tmp_path):
-    """A file written before /pool/steps: its steps read as not recorded; resumed further, it is rebuilt once in the
-    new format, its old rows (hashed without steps before) keep their numbers and -1 steps, the new row has its steps;
-    resumed with nothing left to do, it is left in its own format."""
+FORMAT_3 = ROOT / "results" / "halfcheetah-1.h5"  # 2 ranks, 12 iterations (issue 28's first round)
+
+
+@pytest.mark.parametrize("old", [FORMAT_2, FORMAT_3], ids=["format-2", "format-3"])
+def test_an_older_file_reads_what_it_lacks_as_not_recorded_and_a_resume_rebuilds_it_in_the_new_format(tmp_path, old):
+    """A file written before /pool/steps (format 2) or /pool/fresh_score (format 3): what it lacks reads as not
+    recorded (steps -1, fresh scores NaN); resumed further, it is rebuilt once in the new format, its old rows (hashed
+    as they were written) keep their numbers, the new row has its steps; resumed with nothing left to do, it is left in
+    its own format."""
     path = tmp_path / "old.h5"
-    path.write_bytes(FORMAT_2.read_bytes())
+    path.write_bytes(old.read_bytes())
     checkpoint = check_checkpoint(path)
-    done = checkpoint.state.iteration
-    assert checkpoint.attrs["format_version"] == 2 and all((r.steps == -1).all() for r in checkpoint.records)
+    done, version, ranks = checkpoint.state.iteration, checkpoint.attrs["format_version"], checkpoint.world_size
+    assert version == (2 if old == FORMAT_2 else 3)
+    assert all((r.steps == -1).all() == (version == 2) and np.isnan(r.fresh_score) for r in checkpoint.records)
     for iterations, rebuilt in ((done, False), (done + 1, True)):
         cfg = dataclasses.replace(checkpoint.config, iterations=iterations)
         inode = path.stat().st_ino
@@ -232,14 +238,17 @@ def test_a_format_2_file_reads_its_steps_as_not_recorded_and_a_resume_rebuilds_i
             assert (path.stat().st_ino != inode) == rebuilt
             if rebuilt:
                 last = checkpoint.records[-1]
-                record = dataclasses.replace(last, timings=last.timings.copy(), steps=np.array([321]))
+                record = dataclasses.replace(last, timings=last.timings.copy(), steps=np.full(ranks, 321))
                 writer.append(dataclasses.replace(checkpoint.state, iteration=done + 1), [*checkpoint.records, record])
         finally:
             writer.close()
-        assert read_raw(path).attrs["format_version"] == (3 if rebuilt else 2)
+        assert read_raw(path).attrs["format_version"] == (ckpt_format.FORMAT_VERSION if rebuilt else version)
     resumed = check_checkpoint(path)
     assert resumed.state.iteration == done + 1
-    assert [r.steps.tolist() for r in resumed.records] == [[-1]] * done + [[321]]
+    assert [r.steps.tolist() for r in resumed.records] == [r.steps.tolist() for r in checkpoint.records] + [
+        [321] * ranks
+    ]
+    assert all(np.isnan(r.fresh_score) for r in resumed.records)
     for before, after in zip(checkpoint.records, resumed.records, strict=False):
         np.testing.assert_array_equal(before.scores, after.scores)
 

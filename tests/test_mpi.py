@@ -150,12 +150,16 @@ ARS_V2 = {  # ARS V2-t on a body that falls: pooled normalisation and the shift
 }
 
 
-@pytest.mark.parametrize("variant", ["swimmer", "ars-v2-hopper"])
+BEST_BY_FRESH = 'name = "tiny"\nbest_by = "fresh"\ntarget_episodes = 4'
+
+
+@pytest.mark.parametrize("variant", ["swimmer", "ars-v2-hopper", "best-by-fresh"])
 def test_resumed_random_search_run_equals_uninterrupted_run(tmp_path, variant):
     config = tmp_path / "search.toml"
     text = SEARCH_CONFIG.format(alpha="{min = 0.05, max = 0.5}").replace("iterations = 3", "iterations = 4")
     for old, new in ARS_V2.items() if variant == "ars-v2-hopper" else ():
         text = text.replace(old, new)
+    text = text.replace('name = "tiny"', BEST_BY_FRESH) if variant == "best-by-fresh" else text
     config.write_text(text)
     straight = launch(2, "cli", tmp_path, "train", "--config", str(config), "--out", "straight.h5")
     assert straight.returncode == 0, straight.stderr
@@ -170,6 +174,42 @@ def test_resumed_random_search_run_equals_uninterrupted_run(tmp_path, variant):
         statistics = read_raw(tmp_path / "resumed.h5").agent("current").policy_scaler
         np.testing.assert_array_equal(statistics, read_raw(tmp_path / "straight.h5").agent("current").policy_scaler)
         assert statistics.shape == (1, 2 + 2 * 11) and statistics[0, 0] > 0  # count: the states explored so far
+
+
+def test_with_best_by_fresh_the_best_agent_is_the_winner_whose_shared_fresh_episodes_scored_highest(tmp_path):
+    """3 ranks share each candidate winner's 4 fresh episodes (rank r plays r, r + 3). A winner plays them exactly when
+    its score beats the best fresh score so far; the best score is the highest of their means, and the best agent's
+    episodes replayed here one after another give that mean: the ranks' shares make up the whole."""
+    from mpiswim.checkpoint import load_checkpoint
+    from mpiswim.env import Trajectory, run_episode, task_for
+    from mpiswim.state import fresh_episode_stream
+
+    config = tmp_path / "search.toml"
+    text = SEARCH_CONFIG.format(alpha="[0.01, 0.1, 1.0]").replace("iterations = 3", "iterations = 6")
+    config.write_text(text.replace('name = "tiny"', BEST_BY_FRESH))
+    result = launch(3, "cli", tmp_path, "train", "--config", str(config), "--out", "run.h5")
+    assert result.returncode == 0, result.stderr
+    pool = read_pool(tmp_path / "run.h5")
+    rows = np.arange(6)
+    fresh, best = pool["pool/fresh_score"], pool["pool/best_score"]
+    winners = pool["pool/scores"][rows, pool["pool/winner"]]
+    best_before = np.concatenate([[-np.inf], best[:-1]])
+    np.testing.assert_array_equal(~np.isnan(fresh), winners > best_before)
+    np.testing.assert_array_equal(best, np.maximum.accumulate(np.where(np.isnan(fresh), -np.inf, fresh)))
+    assert np.isnan(fresh).any() or (fresh < winners).any()  # the winners' scores flatter them: not every one is kept
+
+    checkpoint = load_checkpoint(tmp_path / "run.h5")
+    cfg, state = checkpoint.config, checkpoint.state
+    task = task_for(cfg)
+    trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
+    replayed = [
+        run_episode(task, state.best_agent, fresh_episode_stream(cfg.seed, state.best_iteration, episode), cfg.T,
+                    trajectory, mean_action=True)[0]
+        for episode in range(4)
+    ]  # fmt: skip
+    assert np.mean(replayed) == state.best_score == best[-1]
+    check = launch(1, "cli", tmp_path, "check", "run.h5")
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_a_reached_target_ends_the_run_cleanly(tmp_path):

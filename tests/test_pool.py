@@ -94,6 +94,21 @@ def test_advance_falls_back_to_the_best_agent_after_patience():
     assert fell_back and np.all(state.agent.policy == 1.0) and state.since_improvement == 0
 
 
+def test_with_fresh_scores_only_a_higher_fresh_mean_makes_a_winner_the_best_agent():
+    """best_by = "fresh": the winner's fresh mean decides, not its (flattering) score; NaN (none played) never wins."""
+    from mpiswim.state import advance, initial_state
+
+    state, _ = advance(initial_state(_agent(0.0)), np.array([9.0, 1.0]), 0, _agent(1.0), patience=0, fresh=7.0)
+    assert (state.best_score, state.best_iteration) == (7.0, 0)  # the best score is the fresh one
+    state, _ = advance(state, np.array([12.0, 1.0]), 0, _agent(2.0), patience=0, fresh=6.5)
+    assert state.best_score == 7.0 and np.all(state.best_agent.policy == 1.0)  # higher score, lower fresh mean
+    assert np.all(state.agent.policy == 2.0) and state.since_improvement == 1  # the pool still goes on from the winner
+    state, _ = advance(state, np.array([5.0, 1.0]), 0, _agent(3.0), patience=0, fresh=np.nan)
+    assert state.best_score == 7.0 and state.since_improvement == 2
+    state, _ = advance(state, np.array([8.0, 1.0]), 0, _agent(4.0), patience=0, fresh=7.5)
+    assert (state.best_score, state.best_iteration) == (7.5, 3) and np.all(state.best_agent.policy == 4.0)
+
+
 class OneRank:
     """The part of an mpi4py communicator pool_iteration uses, for a pool of one rank in this process (no MPI)."""
 
@@ -116,6 +131,40 @@ class OneRank:
 
     def Ibcast(self, buffer, root: int):
         return self.Done()
+
+
+def test_a_winner_above_the_best_fresh_score_plays_fresh_episodes_and_only_their_mean_may_make_it_the_best():
+    """pool_iteration with best_by = "fresh" (one rank, no MPI): a winner scoring above the best agent's fresh score
+    plays target_episodes fresh episodes, each from its own stream (the same whichever rank plays it); the record and
+    the best score hold their mean, which is evaluate's on exactly those episodes; the steps count them."""
+    from mpiswim.config import DEFAULT_CONFIG, apply_overrides, parse_config
+    from mpiswim.env import Trajectory, run_episode, task_for
+    from mpiswim.policy import copy_agent, initial_agent
+    from mpiswim.pool import pool_iteration
+    from mpiswim.state import fresh_episode_stream, initial_state
+
+    changes = ['run.best_by="fresh"', "run.target_episodes=3", "env.T=50", "pool.iterate_episodes=2"]
+    cfg = parse_config(apply_overrides(DEFAULT_CONFIG, [*changes, "pool.evaluate_episodes=2", "ranks.alpha=1e-3"]), 1)
+    task = task_for(cfg)
+    state = initial_state(initial_agent(task.obs_dim, task.action_dim, cfg.features, cfg.time_feature))
+    trajectory = Trajectory.empty(cfg.T, task.obs_dim, task.action_dim)
+    played = []
+    for _ in range(4):
+        previous_best = state.best_score
+        state, record = pool_iteration(OneRank(), cfg, task, state, trajectory)
+        if record.scores[0] > previous_best:
+            episodes = [
+                run_episode(task, copy_agent(state.agent), fresh_episode_stream(cfg.seed, state.iteration - 1, e),
+                            cfg.T, trajectory, mean_action=True)[0]
+                for e in range(3)
+            ]  # fmt: skip
+            assert record.fresh_score == np.mean(episodes)
+            played.append(record.fresh_score)
+            assert record.steps[0] == (2 + 2) * cfg.T + 3 * cfg.T  # the swimmer never falls: every episode is T long
+        else:
+            assert np.isnan(record.fresh_score) and record.steps[0] == (2 + 2) * cfg.T
+        assert record.best_score == state.best_score == max(played, default=-np.inf)
+    assert played  # the first winner always beats -inf
 
 
 def test_an_iterations_record_counts_every_environment_step_its_episodes_ran():

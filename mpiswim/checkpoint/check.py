@@ -158,12 +158,17 @@ def _check_values(raw: RawCheckpoint, path: Path, cfg: Config) -> None:
     if not (np.all(np.isfinite(pool["timings"])) and np.all(pool["timings"] >= 0)):
         raise _damaged(path, "/pool/timings holds negative or non-finite times")
     _check_steps(pool["steps"], path, cfg)
-    best_so_far = np.maximum.accumulate(np.where(winner >= 0, scores[rows, np.maximum(winner, 0)], -np.inf))
+    if cfg.best_by == "fresh":  # the best score is the highest fresh score played so far
+        best_so_far = np.maximum.accumulate(np.where(np.isnan(pool["fresh_score"]), -np.inf, pool["fresh_score"]))
+        which = "fresh score (/pool/fresh_score)"
+    else:
+        best_so_far = np.maximum.accumulate(np.where(winner >= 0, scores[rows, np.maximum(winner, 0)], -np.inf))
+        which = "winner score"
     if not np.array_equal(pool["best_score"], best_so_far):
         row = int(np.argmax(pool["best_score"] != best_so_far))
         raise _damaged(
             path,
-            f"/pool/best_score[{row}] = {pool['best_score'][row]}, but the best winner score up to that iteration is "
+            f"/pool/best_score[{row}] = {pool['best_score'][row]}, but the best {which} up to that iteration is "
             f"{best_so_far[row]}",
         )
     best_iteration, best_score = raw.best_iteration, raw.best_score
@@ -190,7 +195,9 @@ def _check_steps(steps: np.ndarray, path: Path, cfg: Config) -> None:
     """/pool/steps: each rank's steps within its episodes' limit; an iteration without them (NOT_RECORDED on every rank)
     only before the first that has them (rows written before format_version 3, whose file a resume rebuilt).
     """
-    most = (cfg.iterate_episodes + cfg.evaluate_episodes) * cfg.T
+    ranks = steps.shape[1] if steps.ndim == 2 and steps.shape[1] else 1
+    fresh = -(-cfg.target_episodes // ranks) if cfg.best_by == "fresh" else 0  # a rank's share of the fresh episodes
+    most = (cfg.iterate_episodes + cfg.evaluate_episodes + fresh) * cfg.T
     unrecorded = (steps == NOT_RECORDED).all(axis=1)
     bad = (steps < 0) & ~unrecorded[:, None] | (steps > most)
     if bad.any():
@@ -198,7 +205,8 @@ def _check_steps(steps: np.ndarray, path: Path, cfg: Config) -> None:
         raise _damaged(
             path,
             f"/pool/steps[{row}, {rank}] = {steps[row, rank]}, outside 0..{most} (iterate_episodes + evaluate_episodes "
-            f"episodes of at most T = {cfg.T} steps), and not {NOT_RECORDED} (not recorded) on every rank",
+            f"(+ a share of the fresh episodes) episodes of at most T = {cfg.T} steps), and not {NOT_RECORDED} (not "
+            "recorded) on every rank",
         )
     if unrecorded.any() and not unrecorded.all():
         first = int(np.argmin(unrecorded))

@@ -24,8 +24,8 @@ from mpiswim.policy import Agent, feature_blocks, scaler_shape
 from mpiswim.state import CHECKPOINT_SECONDS, NOT_RECORDED, PHASES, RECORD_FIELDS, IterationRecord, PoolState
 
 FORMAT = "mpiswim-checkpoint"
-FORMAT_VERSION = 3  # 3: /pool/steps added to format 2's rows (2026-12)
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4  # 3: /pool/steps added to format 2's rows (2026-12); 4: /pool/fresh_score (2026-12)
+READABLE_VERSIONS = (1, 2, 3, 4)
 CHECKSUM = "checksum"  # format_version 1: root attribute "sha256:<hex>" of everything mpiswim reads back
 INITIAL_BYTES = 16 << 20  # a new file preallocates at most this much (or the planned iterations, if fewer)
 WRITER_BYTES = 256
@@ -106,7 +106,11 @@ def row_layout(
 
 
 def not_recorded(field_name: str, rows: int, world_size: int) -> np.ndarray:
-    """The rows of a /pool dataset that a file of an older format_version lacks (only /pool/steps: NOT_RECORDED)."""
+    """The rows of a /pool dataset that a file of an older format_version lacks: /pool/steps NOT_RECORDED, and
+    /pool/fresh_score NaN (no fresh episodes played).
+    """
+    if field_name == "fresh_score":
+        return np.full(rows, np.nan)
     assert field_name == "steps", field_name  # a new dataset needs its own "not recorded" value
     return np.full((rows, world_size), NOT_RECORDED, dtype="<i8")
 
