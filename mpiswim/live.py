@@ -66,6 +66,8 @@ class LiveLog:
             add("winner/eta", self.eta[record.winner], k)
         if state.best_iteration >= 0:
             add("score/best", float(state.best_score), k)
+        if np.isfinite(record.fresh_score):  # best_by = "fresh": the winner played fresh episodes
+            add("score/winner_fresh", float(record.fresh_score), k)
         for rank, score in enumerate(record.scores):
             if np.isfinite(score):
                 add(f"rank_score/rank{rank}", float(score), k)

@@ -40,12 +40,14 @@ def test_the_live_log_has_scores_step_sizes_times_and_steps_per_iteration(tmp_pa
         record = IterationRecord(
             scores=SCORES[row], winner=WINNERS[row], train_returns=np.zeros((3, 1)), timings=timings(row),
             degenerate=~np.isfinite(SCORES[row]), fell_back=False, best_score=BEST[row], steps=steps(row),
+            fresh_score=4.5 if row == 1 else np.nan,  # best_by = "fresh": only iteration 2's winner played them
         )  # fmt: skip
         log.iteration(PoolState(row + 1, agent, agent, BEST[row], 0, 0, 0), record)
     log.close()
     scalars = read_scalars(tmp_path / "tb")
     assert scalars["score/winner"] == {1: 3.0, 2: 5.0}
     assert scalars["score/best"] == {1: 3.0, 2: 5.0, 3: 5.0}
+    assert scalars["score/winner_fresh"] == {2: 4.5}
     assert scalars["winner/alpha"] == pytest.approx({1: 1e-4, 2: 1e-5})
     assert scalars["rank_score/rank2"] == {1: 2.0}  # -inf (degenerate) is left out
     assert scalars["step_size/alpha_rank2"][1] == pytest.approx(1e-3)
