@@ -241,10 +241,10 @@ def _millions(steps: float) -> str:
     return f"{steps / 1e6:.2f}M"
 
 
-def ars_row(env_id: str, seed: int) -> list[str] | None:
+def ars_row(env_id: str, seed: int) -> list[str]:
     path = LOGS / f"ars-{env_id}-{seed}.json"
     if not path.exists():
-        return None
+        return ["sb3-contrib ARS", "-", "-", "-", "not run"]
     run = json.loads(path.read_text())
     rows = run["evaluations"]
     hit = next((e for e in rows if e["score"] >= run["threshold"]), None)
@@ -289,9 +289,7 @@ def report(seeds: list[int], remeasure: bool) -> None:
     for env_id, (threshold, *_rest) in BODIES.items():
         for seed in seeds:
             body = f"{env_id} ({threshold:,.0f})"
-            ars = ars_row(env_id, seed)
-            if ars:
-                lines.append("| " + " | ".join([body, str(seed), *ars]) + " |")
+            lines.append("| " + " | ".join([body, str(seed), *ars_row(env_id, seed)]) + " |")
             logged = LOGS / f"mpiswim-ars-{env_id}-{seed}.json"
             result = json.loads(logged.read_text()) if logged.exists() and not remeasure else None
             result = result or measure_mpiswim(env_id, seed)
