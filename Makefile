@@ -10,7 +10,7 @@ MPIEXEC ?= $(BIN)/mpiexec
 RANKS ?= 4
 OUT ?= runs/default.h5
 
-.PHONY: venv run test test-fast bench lint clean peers side-by-side
+.PHONY: venv run test test-fast bench lint clean peers side-by-side side-by-side-bodies
 
 # pip runs with -q (its output is pages of "Collecting ..."), so one line says what is happening first.
 # Measured: 30 s with the wheels already on the machine; about 3 minutes from a fresh clone that downloads them.
@@ -56,6 +56,13 @@ peers: venv
 side-by-side: peers
 	nice $(BIN)/python analysis/side_by_side.py all
 	$(BIN)/python analysis/side_by_side.py report
+
+# sb3-contrib ARS with RL Zoo's settings on Hopper-v5 and HalfCheetah-v5, seeds 0-2, one run at a time (up to
+# 900 CPU-s each; runs already logged are skipped), beside mpiswim's committed ARS runs. See
+# analysis/side_by_side_bodies.py and docs/results.md.
+side-by-side-bodies: peers
+	nice $(BIN)/python analysis/side_by_side_bodies.py all --cpu-cap 900
+	$(BIN)/python analysis/side_by_side_bodies.py report
 
 lint: venv
 	$(BIN)/ruff check .

@@ -345,6 +345,7 @@ def report() -> None:
     import matplotlib.pyplot as plt
 
     runs = [json.loads(p.read_text()) for p in sorted(LOGS.glob("*.json"))]
+    runs = [run for run in runs if run["env"] == ENV_ID]  # side_by_side_bodies.py logs other bodies here
     by_tool: dict[str, list[dict]] = {}
     for run in runs:
         by_tool.setdefault(run["tool"] if run["seed"] in MAIN_SEEDS else f"{run['tool']} {HELD_OUT}", []).append(run)
