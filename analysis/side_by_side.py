@@ -338,6 +338,18 @@ def first_reach(run: dict, T: int, target: float) -> dict | None:
     return next((e for e in run["evaluations"] if e[f"score_T{T}"] >= target), None)
 
 
+def write_between_markers(table: str, name: str) -> None:
+    """Put `table` into docs/results.md between its `<!-- NAME: begin -->` and `<!-- NAME: end -->` markers."""
+    begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+    results = ROOT / "docs" / "results.md"
+    text = results.read_text()
+    if begin in text:
+        text = text[: text.index(begin) + len(begin)] + "\n" + table + "\n" + text[text.index(end) :]
+        results.write_text(text)
+    else:
+        print(f"docs/results.md has no '{begin}' marker: table not written there", file=sys.stderr)
+
+
 def report() -> None:
     import matplotlib
 
@@ -375,14 +387,7 @@ def report() -> None:
     )
     table = "\n".join(lines)
     print(table)
-    begin, end = "<!-- side-by-side table: begin -->", "<!-- side-by-side table: end -->"
-    results = ROOT / "docs" / "results.md"
-    text = results.read_text()
-    if begin in text:
-        text = text[: text.index(begin) + len(begin)] + "\n" + table + "\n" + text[text.index(end) :]
-        results.write_text(text)
-    else:
-        print(f"docs/results.md has no '{begin}' marker: table not written there", file=sys.stderr)
+    write_between_markers(table, "side-by-side table")
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     colors = dict(zip(TOOLS, ["tab:orange", "black", "tab:blue", "tab:green", "tab:red", "tab:purple"], strict=True))

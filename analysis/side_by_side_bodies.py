@@ -58,7 +58,13 @@ import sys
 import time
 
 import numpy as np
-from side_by_side import LOGS, ROOT, RunLog, cpu_self  # analysis/side_by_side.py, beside this script
+from side_by_side import (  # analysis/side_by_side.py, beside this script
+    LOGS,
+    ROOT,
+    RunLog,
+    cpu_self,
+    write_between_markers,
+)
 
 EPISODES = 10
 RESET_SEEDS = tuple(range(1000, 1000 + EPISODES))  # analysis/rescore_gymnasium.py's start states
@@ -296,14 +302,7 @@ def report(seeds: list[int], remeasure: bool) -> None:
             lines.append("| " + " | ".join([body, str(seed), *mpiswim_row(result)]) + " |")
     table = "\n".join(lines)
     print(table)
-    begin, end = "<!-- side-by-side bodies table: begin -->", "<!-- side-by-side bodies table: end -->"
-    results = ROOT / "docs" / "results.md"
-    text = results.read_text()
-    if begin in text:
-        text = text[: text.index(begin) + len(begin)] + "\n" + table + "\n" + text[text.index(end) :]
-        results.write_text(text)
-    else:
-        print(f"docs/results.md has no '{begin}' marker: table not written there", file=sys.stderr)
+    write_between_markers(table, "side-by-side bodies table")
 
 
 def main() -> None:
