@@ -494,13 +494,14 @@ def target_reached(
     if cfg.target is None or state.best_iteration != state.iteration - 1:
         return False
 
-    def keep_going() -> bool:
-        watch.still_working()
-        return not (stops and stops.bits)
-
     if cfg.best_by == "fresh":  # the pool just played the new best agent's fresh episodes: its best score is theirs
         score = state.best_score
     else:
+
+        def keep_going() -> bool:
+            watch.still_working()
+            return not (stops and stops.bits)
+
         score = fresh_score(state.best_agent, task, cfg, state.iteration, trajectory, keep_going)
     if score is None:
         say("mpiswim: target check: interrupted by a signal; the run stops without it")
