@@ -566,7 +566,10 @@ cold_caches() {
         --set pool.iterate_episodes=2 --set pool.evaluate_episodes=2 --set run.stall_timeout=60 > cold.toml
     for kind in cold warm; do
         [[ $kind == warm ]] && before=$(check_caches --list)
-        id=$(NUMBA_CACHE_DIR=$cache/numba JAX_COMPILATION_CACHE_DIR=$cache/jax MPISWIM_LAUNCHER=srun \
+        # Launched with mpiexec, not srun: under srun (SLURM's pmi2 plugin) this case's jobs died in MPI_Init three
+        # times on 2026-12-03, a UCX worker address garbled in the PMI-2 exchange (docs/slurm.md), below mpiswim and
+        # nothing to do with the caches; the srun launch itself is covered by the launchers, lost-srun and partition cases.
+        id=$(NUMBA_CACHE_DIR=$cache/numba JAX_COMPILATION_CACHE_DIR=$cache/jax MPISWIM_LAUNCHER=mpiexec \
             sbatch --parsable --job-name="caches-$kind" -N 2 --ntasks-per-node=2 --time=10 \
             "$repo/slurm/pool.sbatch" cold.toml "$work/caches-$kind.h5")
         log=caches-$kind-$id.out
