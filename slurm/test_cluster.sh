@@ -580,7 +580,7 @@ cold_caches() {
         say "cold-caches: $kind start: first iteration ${seconds}s after the job started running (its elapsed: $elapsed); job $(job_state "$id")"
         if [[ $(job_state "$id") != COMPLETED ]] || ! check complete "caches-$kind.h5" --iterations 4 --ranks "$ranks"; then
             fail "cold-caches: the $kind job $id ended $(job_state "$id"); see $log"; ok=0
-            # The first errors of every rank, not only the log's tail: twice a job died in MPI_Init (UCX: connect
+            # The first errors of every rank, not only the log's tail: srun jobs died in MPI_Init (UCX: connect
             # to n1 refused, rank 0 SIGABRT) and the clean-up's last 25 lines never showed why rank 0 aborted.
             grep -nE "UCX|[Aa]ssertion|mpi/pmi2|Abort|Fatal|error" "$log" | grep -v "^[0-9]*:mpiswim job" | head -n 40 | sed 's/^/    /' || true
         fi
