@@ -304,7 +304,8 @@ KEYS: tuple[Key, ...] = (
     Key("search", "intercept", bool, False, "random-search: the directions move the intercept weights too",
         field="search_intercept", shown=HIDDEN),
     Key("search", "shift", NUMBER, 0.0, "random-search: reward subtracted per step from the exploration returns "
-        "(ARS's shift: the body's healthy reward, so standing still earns nothing); never from scores",
+        "(ARS's shift: the body's healthy reward, so standing still earns nothing); never from scores. More than a "
+        "standing body earns per step after its costs makes falling early pay (Ant: docs/results.md)",
         field="search_shift", minimum=0.0, shown=HIDDEN),
 )
 # fmt: on
