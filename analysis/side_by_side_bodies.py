@@ -65,19 +65,20 @@ from side_by_side import (  # analysis/side_by_side.py, beside this script
     cpu_self,
     write_between_markers,
 )
+from thresholds_table import THRESHOLD  # analysis/thresholds_table.py: the bodies' linear-policy thresholds
 
 EPISODES = 10
 RESET_SEEDS = tuple(range(1000, 1000 + EPISODES))  # analysis/rescore_gymnasium.py's start states
 BODIES = {
     # id: (threshold at T = 1000, RL Zoo's step budget, evaluation interval in steps, RL Zoo's ARS kwargs)
     "Hopper-v5": (
-        3120.0,
+        float(THRESHOLD["Hopper-v5"]),
         7_000_000,
         100_000,
         dict(learning_rate=0.01, delta_std=0.025, n_delta=8, n_top=4, alive_bonus_offset=-1),
     ),
     "HalfCheetah-v5": (
-        3430.0,
+        float(THRESHOLD["HalfCheetah-v5"]),
         12_500_000,
         200_000,
         dict(learning_rate=0.02, delta_std=0.03, n_delta=32, n_top=4, alive_bonus_offset=0),
