@@ -227,8 +227,9 @@ KEYS: tuple[Key, ...] = (
         "resumes it. 0 = no limit. Per job: a resumed job counts from its own start. train --time-limit overrides it.",
         check=check_max_seconds, resumable=True, compared=False),
     Key("run", "target", NUMBER, None, "stop once the best agent scores this on target_episodes (default 5) fresh "
-        "episodes (checked after each new best); left out: run all iterations", check=_finite, shown=150,
-        commented=True),
+        "episodes (checked after each new best); left out: run all iterations. A run that stopped at its target goes "
+        "on to a new one with --resume-if-exists and the new target (the file then stores it)", check=_finite,
+        shown=150, commented=True, resumable=True, compared=False),
     Key("run", "target_episodes", int, 5, "fresh episodes behind the target check (and behind best_by = \"fresh\")",
         minimum=1, maximum=MAX_EPISODES, shown=HIDDEN),
     Key("run", "best_by", str, "recorded", '"recorded": the best agent is the winner with the highest score (the '
@@ -667,6 +668,21 @@ def apply_overrides(text: str, overrides: list[str] | tuple[str, ...]) -> str:
         if section not in document:
             document[section] = tomlkit.table()
         document[section][name] = value
+    return tomlkit.dumps(document)
+
+
+def with_target(text: str, target: float | None) -> str:
+    """The config text with [run] target set to `target` (taken out when None), comments and layout kept: the config a
+    resumed run that goes on to a new target stores.
+    """
+    import tomlkit
+
+    document = tomlkit.parse(text)
+    run = document.setdefault("run", tomlkit.table())
+    if target is None:
+        run.pop("target", None)
+    else:
+        run["target"] = target
     return tomlkit.dumps(document)
 
 

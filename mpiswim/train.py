@@ -51,6 +51,7 @@ from mpiswim.config import (
     parse_config,
     quote,
     set_up_stall_timeout,
+    with_target,
 )
 from mpiswim.env import Task, Trajectory, task_for
 from mpiswim.launcher import resume_command
@@ -304,9 +305,11 @@ def resume(
             if differences:
                 raise InputError(
                     f"'{source}' exists but its run was started with another config: {'; '.join(differences)}. "
-                    "Only [run] iterations may change when a run is resumed. "
+                    "Only [run] iterations and [run] target may change when a run is resumed. "
                     "Fix: pass the config the run was started with, or choose another --out for a new run."
                 )
+            if given.target != cfg.target:  # it only decides where the run stops; the file stores the new one
+                cfg = dataclasses.replace(cfg, target=given.target, toml_text=with_target(cfg.toml_text, given.target))
         cfg = dataclasses.replace(
             cfg,
             iterations=iterations or checkpoint.iterations_planned,

@@ -603,6 +603,16 @@ def test_the_seed_faithful_config_turns_every_option_on():
     assert (plain.intercept, plain.normalisation, plain.scaler, plain.eta_travels) == ("per-block", "none", None, False)
 
 
+def test_a_new_target_is_written_into_the_stored_text_keeping_its_comments():
+    from mpiswim.config import with_target
+
+    text = "# my notes\n" + MINIMAL.replace("T = 50", "T = 50  # short")
+    raised = with_target(text, 3900)
+    assert parse_config(raised, 1).target == 3900 and "# my notes" in raised and "# short" in raised
+    assert parse_config(with_target(raised, None), 1).target is None
+    assert parse_config(with_target(raised, 12.5), 1).target == 12.5
+
+
 def test_set_overrides_keep_the_config_text_and_validate_like_it(tmp_path):
     path = tmp_path / "my.toml"
     path.write_text("# my notes\n" + MINIMAL.replace("T = 50", "T = 50  # short"))

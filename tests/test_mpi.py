@@ -225,6 +225,31 @@ def test_a_reached_target_ends_the_run_cleanly(tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_a_run_stopped_at_its_target_goes_on_to_a_new_target_with_the_uninterrupted_numbers(tmp_path):
+    """A run that stopped at target -1000 after 1 of 3 iterations, resumed with --resume-if-exists and the target 1e9,
+    runs its other 2 iterations with exactly the numbers of a run started with 1e9 (the check only decides where a run
+    stops); the file then stores the new target and checks."""
+    from mpiswim.checkpoint import load_checkpoint
+
+    def config_with(target: str) -> Path:
+        path = tmp_path / f"target{target}.toml"
+        path.write_text(TINY_CONFIG.format(alpha="1e-4").replace('name = "tiny"', f'name = "tiny"\ntarget = {target}'))
+        return path
+
+    low, high = config_with("-1000"), config_with("1e9")
+    stopped = launch(2, "cli", tmp_path, "train", "--config", str(low), "--out", "run.h5")
+    assert stopped.returncode == 0 and "mpiswim: done (target reached): 1 iterations" in stopped.stdout, stopped.stderr
+    straight = launch(2, "cli", tmp_path, "train", "--config", str(high), "--out", "straight.h5")
+    went_on = launch(2, "cli", tmp_path, "train", "--config", str(high), "--out", "run.h5", "--resume-if-exists")
+    assert straight.returncode == 0 and went_on.returncode == 0, straight.stderr + went_on.stderr
+    assert exit_codes(tmp_path, 2) == [0, 0] and "scores the target 1e+09" in went_on.stdout
+    assert_same_numbers(read_pool(tmp_path / "run.h5"), read_pool(tmp_path / "straight.h5"))
+    assert read_pool(tmp_path / "run.h5")["iterations_done"] == 3
+    assert load_checkpoint(tmp_path / "run.h5").config.target == 1e9
+    check = launch(1, "cli", tmp_path, "check", "run.h5")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_a_time_limit_stops_every_rank_cleanly_and_the_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     """[run] max_seconds = 1 of 400 iterations: rank 0 decides after an iteration, every rank stops after it with exit
     code 0, the file checks; resumed with --time-limit 0 (the stored limit lifted) to 2 more iterations, the run has

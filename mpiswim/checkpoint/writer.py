@@ -177,7 +177,8 @@ class CheckpointWriter:
         state, attrs, version = checkpoint.state, checkpoint.attrs, int(checkpoint.attrs.get("format_version", 1))
         finished = state.iteration >= cfg.iterations
         room = int(attrs.get("capacity", 0)) >= min(cfg.iterations, initial_capacity(cfg, state.iteration))
-        if (version == FORMAT_VERSION and (room or finished)) or (version >= 2 and finished):
+        same_config = cfg.toml_text == checkpoint.config.toml_text  # else a new [run] target: the header changes
+        if same_config and ((version == FORMAT_VERSION and (room or finished)) or (version >= 2 and finished)):
             return cls.reopen(path, fd, cfg)
         return cls.create(path, cfg, state, checkpoint.records, existing_fd=fd)
 
